@@ -1,0 +1,134 @@
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::condition::{Condition, Conditions};
+use crate::manifest::Manifest;
+
+/// One Workload on one runtime: the objects to apply there and the health read back.
+/// Created and owned by the Workload controller; may also be created directly.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "qleetos.io",
+    version = "v1alpha1",
+    kind = "WorkloadInstance",
+    plural = "workloadinstances",
+    namespaced,
+    shortname = "wli",
+    category = "qleetos",
+    status = "WorkloadInstanceStatus",
+    printcolumn(name = "Runtime", type_ = "string", json_path = ".spec.runtimeRef.name"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Objects", type_ = "integer", json_path = ".status.appliedCount"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadInstanceSpec {
+    /// The Workload this instance belongs to, absent for an instance created directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_ref: Option<WorkloadRef>,
+    /// The KubernetesRuntime to deploy to.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("runtimeRef is immutable: create a new instance to move a workload"))]
+    pub runtime_ref: RuntimeRef,
+    /// The Kubernetes objects to apply to the runtime.
+    #[schemars(length(min = 1, max = 200))]
+    pub manifests: Vec<Manifest>,
+    /// Container name → image overrides applied to every pod template before applying.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
+}
+
+/// Reference to the owning Workload (same namespace).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRef {
+    /// Name of the Workload.
+    pub name: String,
+    /// The Workload's `metadata.generation` this instance was rendered from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+}
+
+/// Reference to a KubernetesRuntime.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeRef {
+    /// Name of the KubernetesRuntime.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// What QleetOS applied and observed on the runtime.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadInstanceStatus {
+    /// `Ready` is True when every object applied and every workload controller
+    /// (Deployment, StatefulSet, DaemonSet) has rolled out and is available.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Every object applied to the runtime, the inventory used for pruning and deletion.
+    #[serde(default)]
+    pub applied_objects: Vec<AppliedObject>,
+    /// Number of applied objects.
+    #[serde(default)]
+    pub applied_count: i64,
+    /// Rollout health of the workload controllers among the applied objects.
+    #[serde(default)]
+    pub health: Vec<ResourceHealth>,
+}
+
+impl Conditions for WorkloadInstanceStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
+impl WorkloadInstance {
+    /// Ready at the current generation, i.e. for what the spec asks now.
+    pub fn is_ready_at_current_generation(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| {
+            s.is_ready() && s.observed_generation == self.metadata.generation
+        })
+    }
+}
+
+/// One object applied to the runtime.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedObject {
+    /// apiVersion of the object, e.g. `apps/v1`.
+    pub api_version: String,
+    /// Kind of the object, e.g. `Deployment`.
+    pub kind: String,
+    /// Namespace of the object; absent for cluster-scoped objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name of the object.
+    pub name: String,
+}
+
+/// Rollout state of one workload controller on the runtime.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceHealth {
+    /// Kind, e.g. `Deployment`.
+    pub kind: String,
+    /// Namespace of the object.
+    pub namespace: String,
+    /// Name of the object.
+    pub name: String,
+    /// Replicas wanted.
+    pub desired: i64,
+    /// Replicas running the current template.
+    pub updated: i64,
+    /// Replicas available.
+    pub available: i64,
+    /// Whether the rollout is complete and every replica available.
+    pub healthy: bool,
+}

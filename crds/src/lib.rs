@@ -1,0 +1,31 @@
+//! QleetOS custom resources (API group `qleetos.io`, version `v1alpha1`).
+//!
+//! Every kind carries the standard `status.conditions` with a `Ready` condition and
+//! `status.observedGeneration`, so `kubectl wait --for=condition=Ready` works on all of them.
+
+mod condition;
+mod generate;
+mod instance;
+mod manifest;
+mod runtime;
+mod workload;
+
+pub use condition::{Condition, ConditionStatus, Conditions, READY, merged, upsert};
+pub use generate::{GenerateError, all_crds, render_crd_files};
+pub use instance::{
+    AppliedObject, ResourceHealth, RuntimeRef, WorkloadInstance, WorkloadInstanceSpec,
+    WorkloadInstanceStatus, WorkloadRef,
+};
+pub use manifest::Manifest;
+pub use runtime::{
+    KubernetesRuntime, KubernetesRuntimeSpec, KubernetesRuntimeStatus, RuntimeConnection,
+    SecretKeyRef,
+};
+pub use workload::{
+    Placement, PlacementStatus, PlacementStrategy, Workload, WorkloadSpec, WorkloadStatus,
+};
+
+/// The API group of every QleetOS kind.
+pub const GROUP: &str = "qleetos.io";
+/// The field manager QleetOS uses for every server-side apply.
+pub const FIELD_MANAGER: &str = "qleetos";

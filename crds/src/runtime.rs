@@ -1,0 +1,103 @@
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::condition::{Condition, Conditions};
+
+/// A workload cluster QleetOS deploys to. Its labels, `region` and `provider` drive placement.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "qleetos.io",
+    version = "v1alpha1",
+    kind = "KubernetesRuntime",
+    plural = "kubernetesruntimes",
+    shortname = "kr",
+    shortname = "runtime",
+    category = "qleetos",
+    status = "KubernetesRuntimeStatus",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
+    printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.serverVersion"),
+    printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.nodeCount"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = "1"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesRuntimeSpec {
+    /// Infrastructure provider of the cluster, a free-form label such as `aws`, `gcp` or `local`.
+    #[schemars(length(min = 1, max = 63))]
+    pub provider: String,
+    /// Region the cluster runs in (e.g. `eu-west-1`). Workloads select runtimes by region.
+    #[schemars(length(min = 1, max = 63))]
+    pub region: String,
+    /// Finer location inside the region (zone, data centre), informational.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// How QleetOS reaches the cluster's Kubernetes API.
+    pub connection: RuntimeConnection,
+}
+
+/// How to reach an existing cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeConnection {
+    /// Secret in the management cluster holding a kubeconfig for the cluster. The controller
+    /// reconnects whenever the Secret changes.
+    pub kubeconfig_secret_ref: SecretKeyRef,
+}
+
+/// A key of a Secret in the management cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Namespace of the Secret.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret's data holding the kubeconfig; defaults to `kubeconfig`.
+    #[serde(default = "default_kubeconfig_key")]
+    pub key: String,
+}
+
+fn default_kubeconfig_key() -> String {
+    "kubeconfig".to_owned()
+}
+
+/// What QleetOS last observed of the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesRuntimeStatus {
+    /// `Ready` is True when the cluster's API answers and accepts QleetOS's credentials.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Kubernetes version the cluster's API server reports (e.g. `v1.36.2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// Number of nodes registered in the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_count: Option<i64>,
+    /// When the cluster was last probed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe_time: Option<String>,
+    /// Why the last probe failed, empty when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Conditions for KubernetesRuntimeStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
+impl KubernetesRuntime {
+    pub fn is_ready(&self) -> bool {
+        self.status.as_ref().is_some_and(Conditions::is_ready)
+    }
+}

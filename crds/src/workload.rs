@@ -1,0 +1,111 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::condition::{Condition, Conditions};
+use crate::manifest::Manifest;
+
+/// What a developer applies: the workload's Kubernetes objects, the images CI updates, and
+/// where it runs. QleetOS creates one WorkloadInstance per selected runtime.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "qleetos.io",
+    version = "v1alpha1",
+    kind = "Workload",
+    plural = "workloads",
+    namespaced,
+    shortname = "wl",
+    category = "qleetos",
+    status = "WorkloadStatus",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Placements", type_ = "string", json_path = ".status.readyPlacements", description = "ready placements / desired placements"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadSpec {
+    /// The Kubernetes objects making up the workload (Deployments, Services, ConfigMaps, any
+    /// kind the runtime serves). Namespaced objects without `metadata.namespace` go to the
+    /// namespace of the same name as this Workload's.
+    #[schemars(length(min = 1, max = 200))]
+    pub manifests: Vec<Manifest>,
+    /// Container name → image. Overrides the image of every container (and init container)
+    /// with that name in every pod template of the manifests. CI updates these.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
+    /// Which runtimes (workload clusters) the workload runs on.
+    pub placement: Placement,
+}
+
+/// Where a workload runs. At least one of `regions` and `runtimeSelector` is required.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.runtimeSelector) || (has(self.regions) && size(self.regions) > 0)").message("placement needs regions or a runtimeSelector"))]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Label selector over KubernetesRuntime labels; an empty selector matches every runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_selector: Option<LabelSelector>,
+    /// Regions the workload runs in; when set, only runtimes in these regions are candidates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub regions: Vec<String>,
+    /// How many of the candidate runtimes to use: `OnePerRegion` (default) places one instance
+    /// in each region, `AllMatching` places one on every candidate runtime.
+    #[serde(default)]
+    pub strategy: PlacementStrategy,
+}
+
+/// How many runtimes a placement selects.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum PlacementStrategy {
+    #[default]
+    OnePerRegion,
+    AllMatching,
+}
+
+/// What QleetOS observed of the workload across its placements.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    /// `Ready` is True when every placement's instance is Ready at the current generation.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// One entry per selected runtime.
+    #[serde(default)]
+    pub placements: Vec<PlacementStatus>,
+    /// Ready placements over desired placements, e.g. `2/2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_placements: Option<String>,
+}
+
+impl Conditions for WorkloadStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
+/// The state of the workload on one runtime.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementStatus {
+    /// Name of the KubernetesRuntime.
+    pub runtime: String,
+    /// Region of the runtime.
+    pub region: String,
+    /// Name of the WorkloadInstance carrying the workload to this runtime.
+    pub instance: String,
+    /// Whether the instance is Ready with the workload's current spec.
+    pub ready: bool,
+    /// The instance's Ready reason.
+    #[serde(default)]
+    pub reason: String,
+    /// The instance's Ready message.
+    #[serde(default)]
+    pub message: String,
+}

@@ -1,0 +1,128 @@
+//! Locating the etcd and Kubernetes binaries the test clusters run.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tokio::sync::OnceCell;
+
+use crate::error::Error;
+
+/// Overrides the directory that holds kube-apiserver, kube-controller-manager,
+/// kube-scheduler, kubectl and kwok (otherwise `e2e/scripts/kube-bins.sh` is run).
+pub const KUBE_BIN_DIR_ENV: &str = "QLEETOS_KUBE_BIN_DIR";
+
+const KUBE_BINS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kube-bins.sh");
+
+/// Absolute paths of every binary a test cluster needs.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub etcd: PathBuf,
+    pub kube_apiserver: PathBuf,
+    pub kube_controller_manager: PathBuf,
+    pub kube_scheduler: PathBuf,
+    pub kubectl: PathBuf,
+    pub kwok: PathBuf,
+}
+
+static BINARIES: OnceCell<Binaries> = OnceCell::const_new();
+
+impl Binaries {
+    /// Finds all binaries once per process (building the Kubernetes ones on first use
+    /// through `e2e/scripts/kube-bins.sh`, which takes minutes the first time).
+    pub async fn get() -> Result<&'static Binaries, Error> {
+        BINARIES.get_or_try_init(Self::locate).await
+    }
+
+    async fn locate() -> Result<Binaries, Error> {
+        let etcd = find_on_path("etcd").ok_or(Error::EtcdNotFound)?;
+        let dir = kube_bin_dir().await?;
+        let binaries = Binaries {
+            etcd,
+            kube_apiserver: binary_in(&dir, "kube-apiserver")?,
+            kube_controller_manager: binary_in(&dir, "kube-controller-manager")?,
+            kube_scheduler: binary_in(&dir, "kube-scheduler")?,
+            kubectl: binary_in(&dir, "kubectl")?,
+            kwok: binary_in(&dir, "kwok")?,
+        };
+        tracing::debug!(?binaries, "located test binaries");
+        Ok(binaries)
+    }
+}
+
+async fn kube_bin_dir() -> Result<PathBuf, Error> {
+    if let Some(dir) = std::env::var_os(KUBE_BIN_DIR_ENV).filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    tracing::info!(
+        script = KUBE_BINS_SCRIPT,
+        "locating Kubernetes binaries (the first run builds them, which takes several minutes)"
+    );
+    let output = tokio::process::Command::new("bash")
+        .arg(KUBE_BINS_SCRIPT)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| Error::KubeBinaries {
+            detail: format!("could not run bash {KUBE_BINS_SCRIPT}: {e}"),
+        })?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        return Err(Error::KubeBinaries {
+            detail: format!("{KUBE_BINS_SCRIPT} failed ({}):\n{}", output.status, stderr.trim()),
+        });
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .map(PathBuf::from)
+        .ok_or_else(|| Error::KubeBinaries {
+            detail: format!("{KUBE_BINS_SCRIPT} printed no directory; its stderr:\n{}", stderr.trim()),
+        })
+}
+
+fn binary_in(dir: &Path, binary: &'static str) -> Result<PathBuf, Error> {
+    let path = dir.join(binary);
+    if is_executable(&path) {
+        Ok(path)
+    } else {
+        Err(Error::BinaryMissing {
+            binary,
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+fn find_on_path(binary: impl AsRef<OsStr>) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(binary.as_ref()))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_sh_on_path() {
+        assert!(find_on_path("sh").is_some());
+        assert!(find_on_path("definitely-not-a-binary-qleetos").is_none());
+    }
+
+    #[test]
+    fn missing_binary_names_the_fix() {
+        let err = binary_in(Path::new("/nonexistent"), "kwok").unwrap_err();
+        assert!(err.to_string().contains("kube-bins.sh"), "{err}");
+    }
+}

@@ -1,0 +1,110 @@
+//! The error type of the QleetOS test environment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything that can go wrong while setting up or driving test clusters.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// etcd is not installed.
+    #[error("etcd not found on PATH: install it with `apt-get install etcd-server`")]
+    EtcdNotFound,
+
+    /// `e2e/scripts/kube-bins.sh` could not provide the Kubernetes binaries.
+    #[error(
+        "the Kubernetes test binaries are not available: run e2e/scripts/kube-bins.sh \
+         (needs Go >= 1.26) or set QLEETOS_KUBE_BIN_DIR; {detail}"
+    )]
+    KubeBinaries { detail: String },
+
+    /// A required Kubernetes binary is missing from the binary directory.
+    #[error(
+        "{binary} not found in {}: run e2e/scripts/kube-bins.sh (needs Go) \
+         or point QLEETOS_KUBE_BIN_DIR at a directory that holds it",
+        dir.display()
+    )]
+    BinaryMissing { binary: &'static str, dir: PathBuf },
+
+    /// A file system operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// No free TCP port could be reserved on 127.0.0.1.
+    #[error("could not find a free port on 127.0.0.1: {0}")]
+    NoFreePort(#[source] std::io::Error),
+
+    /// The cluster specification is not valid.
+    #[error("invalid cluster spec for {name:?}: {reason}")]
+    InvalidSpec { name: String, reason: String },
+
+    /// Starting a child process failed.
+    #[error("failed to start {component} ({}): {source}", program.display())]
+    Spawn {
+        component: String,
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The spawner thread that forks all child processes is gone.
+    #[error("the process spawner thread is not running")]
+    SpawnerGone,
+
+    /// A child process exited while it was supposed to be running.
+    #[error(
+        "{component} exited unexpectedly ({status}); last lines of {}:\n{log_tail}",
+        log.display()
+    )]
+    ProcessExited {
+        component: String,
+        status: String,
+        log: PathBuf,
+        log_tail: String,
+    },
+
+    /// A condition was not reached in time.
+    #[error("timed out after {timeout:?} waiting for {what}{}", last_error_suffix(.last_error))]
+    Timeout {
+        what: String,
+        timeout: Duration,
+        last_error: Option<String>,
+    },
+
+    /// Certificate or key generation failed.
+    #[error("certificate generation failed: {0}")]
+    Certificate(#[from] rcgen::Error),
+
+    /// Serializing a kubeconfig failed.
+    #[error("could not serialize the kubeconfig: {0}")]
+    KubeconfigSerialize(#[from] serde_norway::Error),
+
+    /// The generated kubeconfig was rejected by kube-rs.
+    #[error("invalid kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+fn last_error_suffix(last_error: &Option<String>) -> String {
+    last_error
+        .as_ref()
+        .map(|e| format!(" (last error: {e})"))
+        .unwrap_or_default()
+}
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
