@@ -57,7 +57,11 @@ impl Condition {
         }
     }
 
-    pub fn ready(status: impl Into<ConditionStatus>, reason: &str, message: impl Into<String>) -> Self {
+    pub fn ready(
+        status: impl Into<ConditionStatus>,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(READY, status.into(), reason, message)
     }
 

@@ -14,16 +14,37 @@ use crate::manifest::Manifest;
     group = "qleetos.io",
     version = "v1alpha1",
     kind = "WorkloadInstance",
+    doc = "One Workload on one runtime: the objects QleetOS applies there and the health it reads back.",
     plural = "workloadinstances",
     namespaced,
     shortname = "wli",
     category = "qleetos",
     status = "WorkloadInstanceStatus",
-    printcolumn(name = "Runtime", type_ = "string", json_path = ".spec.runtimeRef.name"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Objects", type_ = "integer", json_path = ".status.appliedCount"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Runtime",
+        type_ = "string",
+        json_path = ".spec.runtimeRef.name"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Objects",
+        type_ = "integer",
+        json_path = ".status.appliedCount"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadInstanceSpec {
@@ -92,14 +113,16 @@ impl Conditions for WorkloadInstanceStatus {
 impl WorkloadInstance {
     /// Ready at the current generation, i.e. for what the spec asks now.
     pub fn is_ready_at_current_generation(&self) -> bool {
-        self.status.as_ref().is_some_and(|s| {
-            s.is_ready() && s.observed_generation == self.metadata.generation
-        })
+        self.status
+            .as_ref()
+            .is_some_and(|s| s.is_ready() && s.observed_generation == self.metadata.generation)
     }
 }
 
 /// One object applied to the runtime.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct AppliedObject {
     /// apiVersion of the object, e.g. `apps/v1`.

@@ -3,6 +3,9 @@
 //! Every kind carries the standard `status.conditions` with a `Ready` condition and
 //! `status.observedGeneration`, so `kubectl wait --for=condition=Ready` works on all of them.
 
+// kube-derive takes one `printcolumn(...)` per column, which clippy mistakes for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 mod condition;
 mod generate;
 mod instance;

@@ -10,18 +10,36 @@ use crate::condition::{Condition, Conditions};
     group = "qleetos.io",
     version = "v1alpha1",
     kind = "KubernetesRuntime",
+    doc = "A workload cluster QleetOS deploys to, reached through a kubeconfig Secret. Its labels, region and provider drive Workload placement.",
     plural = "kubernetesruntimes",
     shortname = "kr",
     shortname = "runtime",
     category = "qleetos",
     status = "KubernetesRuntimeStatus",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
     printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
-    printcolumn(name = "Version", type_ = "string", json_path = ".status.serverVersion"),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.serverVersion"
+    ),
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.nodeCount"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = "1"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KubernetesRuntimeSpec {

@@ -15,15 +15,33 @@ use crate::manifest::Manifest;
     group = "qleetos.io",
     version = "v1alpha1",
     kind = "Workload",
+    doc = "A workload: its Kubernetes objects, the images CI updates and where it runs. QleetOS places one WorkloadInstance on each selected runtime and reports their health here.",
     plural = "workloads",
     namespaced,
     shortname = "wl",
     category = "qleetos",
     status = "WorkloadStatus",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Placements", type_ = "string", json_path = ".status.readyPlacements", description = "ready placements / desired placements"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Placements",
+        type_ = "string",
+        json_path = ".status.readyPlacements",
+        description = "ready placements / desired placements"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSpec {

@@ -1,1 +1,139 @@
-fn main(){}
+//! `qleetos-operator`: runs any subset of the Qleets against the management cluster.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use qleetos_operator::context::{Context, Settings};
+use qleetos_operator::controllers::{instance, runtime, workload};
+use qleetos_operator::metrics::{self, Metrics};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Qleet {
+    Runtime,
+    Workload,
+    Instance,
+}
+
+/// QleetOS operator. Reaches the management cluster through the usual kubeconfig lookup
+/// (KUBECONFIG, ~/.kube/config, or the in-cluster service account).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Qleets to run (comma-separated); all by default.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "runtime,workload,instance",
+        env = "QLEETOS_QLEETS"
+    )]
+    qleets: Vec<Qleet>,
+    /// Address serving /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "QLEETOS_METRICS_ADDR")]
+    metrics_addr: SocketAddr,
+    /// How often converged objects are reconciled again to correct drift.
+    #[arg(long, default_value = "5m", value_parser = humantime_duration, env = "QLEETOS_RESYNC")]
+    resync: Duration,
+    /// How often runtimes are probed.
+    #[arg(long, default_value = "30s", value_parser = humantime_duration, env = "QLEETOS_PROBE_INTERVAL")]
+    probe_interval: Duration,
+    /// How soon a rollout in progress is checked again.
+    #[arg(long, default_value = "2s", value_parser = humantime_duration, env = "QLEETOS_PROGRESS_POLL")]
+    progress_poll: Duration,
+    /// Retry delay after a first failure; doubles per failure.
+    #[arg(long, default_value = "1s", value_parser = humantime_duration, env = "QLEETOS_BASE_BACKOFF")]
+    base_backoff: Duration,
+    /// Longest retry delay after repeated failures.
+    #[arg(long, default_value = "2m", value_parser = humantime_duration, env = "QLEETOS_MAX_BACKOFF")]
+    max_backoff: Duration,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "QLEETOS_LOG_JSON")]
+    log_json: bool,
+}
+
+/// Parses `250ms`, `30s`, `5m` or `1h`.
+fn humantime_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" | "" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        "h" => Ok(Duration::from_secs(value * 3600)),
+        _ => Err(format!("{text:?}: unit must be ms, s, m or h")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(args.log_json);
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the management cluster")?;
+    let settings = Settings {
+        resync: args.resync,
+        probe_interval: args.probe_interval,
+        progress_poll: args.progress_poll,
+        base_backoff: args.base_backoff,
+        max_backoff: args.max_backoff,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(Context::new(client, settings, metrics.clone()));
+
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding {}", args.metrics_addr))?;
+    tracing::info!(addr = %args.metrics_addr, qleets = ?args.qleets, "qleetos-operator starting");
+    let server =
+        axum::serve(listener, metrics::router(metrics.clone())).with_graceful_shutdown(async {
+            tokio::signal::ctrl_c().await.ok();
+        });
+
+    let mut qleets = Vec::new();
+    for qleet in &args.qleets {
+        let ctx = ctx.clone();
+        qleets.push(match qleet {
+            Qleet::Runtime => tokio::spawn(runtime::run(ctx)),
+            Qleet::Workload => tokio::spawn(workload::run(ctx)),
+            Qleet::Instance => tokio::spawn(instance::run(ctx)),
+        });
+    }
+    metrics.set_ready(true);
+    let (served, _) = tokio::join!(server, futures::future::join_all(qleets));
+    served.context("serving metrics")?;
+    tracing::info!("qleetos-operator stopped");
+    Ok(())
+}
+
+fn init_logging(json: bool) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(humantime_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(humantime_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(humantime_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(humantime_duration("5 parsecs").is_err());
+    }
+}

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 fn targets() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     vec![root.join("crds/yaml"), root.join("charts/qleetos/crds")]
 }
 
@@ -28,7 +31,9 @@ fn main() -> ExitCode {
             }
             if check {
                 drifted.push(path);
-            } else if let Err(error) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, yaml)) {
+            } else if let Err(error) =
+                std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, yaml))
+            {
                 eprintln!("crdgen: writing {}: {error}", path.display());
                 return ExitCode::FAILURE;
             } else {
@@ -40,7 +45,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     for path in drifted {
-        eprintln!("crdgen: {} differs from the Rust types; run `make generate` and commit", path.display());
+        eprintln!(
+            "crdgen: {} differs from the Rust types; run `make generate` and commit",
+            path.display()
+        );
     }
     ExitCode::FAILURE
 }

@@ -1,0 +1,100 @@
+//! What every reconcile gets: clients, the runtime pool, events, metrics and settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use kube::Resource;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+use crate::backoff::Backoff;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::pool::RuntimePool;
+
+/// Timings of the Qleets.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often a converged object is reconciled again (drift correction).
+    pub resync: Duration,
+    /// How often runtimes are probed.
+    pub probe_interval: Duration,
+    /// How soon a rollout in progress is looked at again.
+    pub progress_poll: Duration,
+    /// First retry delay after a failure; doubles per failure up to `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+/// Shared state of the Qleets.
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub pool: RuntimePool,
+    pub metrics: Arc<Metrics>,
+    pub backoff: Arc<Backoff>,
+    pub settings: Settings,
+    recorder: Recorder,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
+        let reporter = Reporter {
+            controller: "qleetos-operator".into(),
+            instance: std::env::var("HOSTNAME").ok(),
+        };
+        Self {
+            pool: RuntimePool::new(client.clone()),
+            recorder: Recorder::new(client.clone(), reporter),
+            backoff: Arc::new(Backoff::new(settings.base_backoff, settings.max_backoff)),
+            client,
+            metrics,
+            settings,
+        }
+    }
+
+    /// Publishes a Kubernetes Event on `object`; failures are logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(%error, reason, "could not publish event");
+        }
+    }
+
+    /// The retry action after a failed reconcile of the object with `key`.
+    pub fn retry_after_failure(&self, key: &str, error: &Error) -> Action {
+        let delay = self.backoff.next_delay(key);
+        tracing::warn!(object = key, reason = error.reason(), %error, retry_in = ?delay, "reconcile failed");
+        Action::requeue(delay)
+    }
+}
+
+/// `namespace/name` or `name`, the key used for backoff and logs.
+pub fn key_of<K: Resource>(object: &K) -> String {
+    let meta = object.meta();
+    match &meta.namespace {
+        Some(ns) => format!("{ns}/{}", meta.name.as_deref().unwrap_or_default()),
+        None => meta.name.clone().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,52 @@
+//! The Qleets: one module per kind, each with a reconcile, an error policy and its wiring.
+
+pub mod instance;
+pub mod runtime;
+pub mod workload;
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource};
+use qleetos_crds::FIELD_MANAGER;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// Writes `status` with server-side apply on the status subresource, under QleetOS's field manager.
+pub(crate) async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(name, &params, &Patch::Apply(patch))
+        .await
+        .map_err(Error::Management)?;
+    Ok(())
+}
+
+/// The name of a resource, or the error saying it has none.
+pub(crate) fn name_of<K: Resource>(object: &K) -> Result<String> {
+    object
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata(std::any::type_name::<K>(), "name"))
+}
+
+/// The namespace of a namespaced resource, or the error saying it has none.
+pub(crate) fn namespace_of<K: Resource>(object: &K) -> Result<String> {
+    object
+        .meta()
+        .namespace
+        .clone()
+        .ok_or(Error::MissingMetadata(
+            std::any::type_name::<K>(),
+            "namespace",
+        ))
+}

@@ -1,0 +1,374 @@
+//! Workload Qleet: places a Workload on runtimes, keeps one WorkloadInstance per placement,
+//! and sums their health up in the Workload's status.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use qleetos_crds::{
+    Condition, FIELD_MANAGER, KubernetesRuntime, PlacementStatus, RuntimeRef, Workload,
+    WorkloadInstance, WorkloadInstanceSpec, WorkloadRef, WorkloadStatus,
+};
+
+use super::{apply_status, name_of, namespace_of};
+use crate::context::{Context, key_of};
+use crate::error::{Error, Result};
+use crate::placement::{Selected, select};
+
+pub const CONTROLLER: &str = "workload";
+/// Held until every WorkloadInstance of the Workload is gone.
+pub const FINALIZER: &str = "qleetos.io/instances";
+/// Label on a WorkloadInstance naming its Workload.
+pub const WORKLOAD_LABEL: &str = "qleetos.io/workload";
+
+/// Runs the Workload Qleet until shutdown.
+pub async fn run(ctx: Arc<Context>) {
+    let workloads: Api<Workload> = Api::all(ctx.client.clone());
+    let controller = Controller::new(workloads, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    controller
+        .owns(
+            Api::<WorkloadInstance>::all(ctx.client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .watches(
+            Api::<KubernetesRuntime>::all(ctx.client.clone()),
+            watcher::Config::default(),
+            move |_| {
+                store
+                    .state()
+                    .into_iter()
+                    .map(|w| ObjectRef::from_obj(&*w))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+pub async fn reconcile(workload: Arc<Workload>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let api: Api<Workload> = Api::namespaced(ctx.client.clone(), &namespace_of(&*workload)?);
+    let result = finalizer(&api, FINALIZER, workload, |event| async {
+        match event {
+            Finalizer::Apply(workload) => place(&workload, &ctx).await,
+            Finalizer::Cleanup(workload) => cleanup(&workload, &ctx).await,
+        }
+    })
+    .await
+    .map_err(Error::from);
+    ctx.metrics.observe(CONTROLLER, started, &result);
+    result
+}
+
+pub fn error_policy(workload: Arc<Workload>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.retry_after_failure(&key_of(&*workload), error)
+}
+
+async fn place(workload: &Workload, ctx: &Context) -> Result<Action> {
+    let namespace = namespace_of(workload)?;
+    let instances: Api<WorkloadInstance> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing = owned_instances(&instances, workload).await?;
+    let current: BTreeSet<String> = existing
+        .iter()
+        .map(|i| i.spec.runtime_ref.name.clone())
+        .collect();
+    let runtimes = Api::<KubernetesRuntime>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::Management)?
+        .items;
+    let selected = match select(&workload.spec.placement, &runtimes, &current) {
+        Ok(selected) => selected,
+        Err(error) => {
+            write_status(
+                workload,
+                ctx,
+                Vec::new(),
+                Condition::ready(false, error.reason(), error.to_string()),
+            )
+            .await?;
+            return Err(error);
+        }
+    };
+    let mut placements = Vec::new();
+    for placement in &selected {
+        let instance = apply_instance(&instances, workload, placement).await?;
+        placements.push(placement_status(workload, placement, &instance));
+    }
+    remove_unselected(&instances, existing, &selected).await?;
+    let ready = ready_condition(&placements);
+    write_status(workload, ctx, placements, ready).await?;
+    ctx.backoff.reset(&key_of(workload));
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
+async fn owned_instances(
+    instances: &Api<WorkloadInstance>,
+    workload: &Workload,
+) -> Result<Vec<WorkloadInstance>> {
+    let selector = format!("{WORKLOAD_LABEL}={}", workload.name_any());
+    let listed = instances
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::Management)?;
+    let uid = workload.uid();
+    Ok(listed
+        .items
+        .into_iter()
+        .filter(|i| {
+            i.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .collect())
+}
+
+/// Creates or updates the instance carrying `workload` to one runtime.
+async fn apply_instance(
+    instances: &Api<WorkloadInstance>,
+    workload: &Workload,
+    placement: &Selected,
+) -> Result<WorkloadInstance> {
+    let name = instance_name(&workload.name_any(), &placement.runtime);
+    let mut instance = WorkloadInstance::new(
+        &name,
+        WorkloadInstanceSpec {
+            workload_ref: Some(WorkloadRef {
+                name: workload.name_any(),
+                generation: workload.metadata.generation,
+            }),
+            runtime_ref: RuntimeRef {
+                name: placement.runtime.clone(),
+            },
+            manifests: workload.spec.manifests.clone(),
+            images: workload.spec.images.clone(),
+        },
+    );
+    instance.metadata.labels = Some([(WORKLOAD_LABEL.to_owned(), workload.name_any())].into());
+    instance.metadata.owner_references = workload.controller_owner_ref(&()).map(|o| vec![o]);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    instances
+        .patch(&name, &params, &Patch::Apply(&instance))
+        .await
+        .map_err(Error::Management)
+}
+
+async fn remove_unselected(
+    instances: &Api<WorkloadInstance>,
+    existing: Vec<WorkloadInstance>,
+    selected: &[Selected],
+) -> Result<()> {
+    for instance in existing {
+        if selected
+            .iter()
+            .any(|s| s.runtime == instance.spec.runtime_ref.name)
+        {
+            continue;
+        }
+        tracing::info!(instance = %key_of(&instance), "placement moved away; deleting instance");
+        delete_instance(instances, &instance.name_any()).await?;
+    }
+    Ok(())
+}
+
+async fn delete_instance(instances: &Api<WorkloadInstance>, name: &str) -> Result<()> {
+    match instances.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(Error::Management(error)),
+    }
+}
+
+fn placement_status(
+    workload: &Workload,
+    placement: &Selected,
+    instance: &WorkloadInstance,
+) -> PlacementStatus {
+    let rendered_from_current = instance
+        .spec
+        .workload_ref
+        .as_ref()
+        .is_some_and(|r| r.generation == workload.metadata.generation);
+    let ready_condition = instance
+        .status
+        .as_ref()
+        .and_then(|s| qleetos_crds::Conditions::condition(s, qleetos_crds::READY));
+    PlacementStatus {
+        runtime: placement.runtime.clone(),
+        region: placement.region.clone(),
+        instance: instance.name_any(),
+        ready: rendered_from_current && instance.is_ready_at_current_generation(),
+        reason: ready_condition
+            .map(|c| c.reason.clone())
+            .unwrap_or_else(|| "Pending".into()),
+        message: ready_condition
+            .map(|c| c.message.clone())
+            .unwrap_or_default(),
+    }
+}
+
+fn ready_condition(placements: &[PlacementStatus]) -> Condition {
+    if placements.is_empty() {
+        return Condition::ready(
+            false,
+            "NoMatchingRuntime",
+            "no KubernetesRuntime matches spec.placement; check its regions and runtimeSelector against `kubectl get kubernetesruntimes --show-labels`",
+        );
+    }
+    let waiting: Vec<String> = placements
+        .iter()
+        .filter(|p| !p.ready)
+        .map(|p| {
+            format!("{}: {} {}", p.runtime, p.reason, p.message)
+                .trim_end()
+                .to_owned()
+        })
+        .collect();
+    if waiting.is_empty() {
+        Condition::ready(
+            true,
+            "AllPlacementsReady",
+            format!("ready on {} runtime(s)", placements.len()),
+        )
+    } else {
+        let reason = if placements.iter().any(|p| is_failure(&p.reason)) {
+            "PlacementFailed"
+        } else {
+            "Progressing"
+        };
+        Condition::ready(false, reason, waiting.join("; "))
+    }
+}
+
+fn is_failure(reason: &str) -> bool {
+    !matches!(reason, "Progressing" | "Pending" | "RolledOut")
+}
+
+async fn write_status(
+    workload: &Workload,
+    ctx: &Context,
+    placements: Vec<PlacementStatus>,
+    ready: Condition,
+) -> Result<()> {
+    let ready_count = placements.iter().filter(|p| p.ready).count();
+    let previous = workload
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let status = WorkloadStatus {
+        conditions: qleetos_crds::merged(
+            previous,
+            vec![ready.with_generation(workload.metadata.generation)],
+        ),
+        observed_generation: workload.metadata.generation,
+        ready_placements: Some(format!("{ready_count}/{}", placements.len())),
+        placements,
+    };
+    let api: Api<Workload> = Api::namespaced(ctx.client.clone(), &namespace_of(workload)?);
+    apply_status(&api, &name_of(workload)?, &status).await
+}
+
+/// Deletes every instance and keeps the finalizer until they are gone (their own finalizers
+/// remove the objects from the runtimes first).
+async fn cleanup(workload: &Workload, ctx: &Context) -> Result<Action> {
+    let instances: Api<WorkloadInstance> =
+        Api::namespaced(ctx.client.clone(), &namespace_of(workload)?);
+    let remaining = owned_instances(&instances, workload).await?;
+    if remaining.is_empty() {
+        return Ok(Action::await_change());
+    }
+    for instance in &remaining {
+        delete_instance(&instances, &instance.name_any()).await?;
+    }
+    let names: Vec<String> = remaining.iter().map(|i| i.name_any()).collect();
+    Err(Error::CleanupPending(format!(
+        "WorkloadInstances {}",
+        names.join(", ")
+    )))
+}
+
+/// `<workload>-<runtime>`, shortened with a stable hash when longer than a DNS subdomain allows.
+pub fn instance_name(workload: &str, runtime: &str) -> String {
+    const MAX: usize = 253;
+    let name = format!("{workload}-{runtime}");
+    if name.len() <= MAX {
+        return name;
+    }
+    let hash = fnv1a(name.as_bytes());
+    let suffix = format!("-{hash:016x}");
+    let mut prefix: String = name.chars().take(MAX - suffix.len()).collect();
+    while prefix.ends_with(['-', '.']) {
+        prefix.pop();
+    }
+    format!("{prefix}{suffix}")
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placement(runtime: &str, ready: bool, reason: &str) -> PlacementStatus {
+        PlacementStatus {
+            runtime: runtime.into(),
+            ready,
+            reason: reason.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ready_only_when_every_placement_is_ready() {
+        assert!(
+            ready_condition(&[
+                placement("a", true, "RolledOut"),
+                placement("b", true, "RolledOut")
+            ])
+            .is_true()
+        );
+        let partial = ready_condition(&[
+            placement("a", true, "RolledOut"),
+            placement("b", false, "Progressing"),
+        ]);
+        assert!(!partial.is_true());
+        assert_eq!(partial.reason, "Progressing");
+    }
+
+    #[test]
+    fn failing_placement_is_reported_as_failure() {
+        let failed = ready_condition(&[placement("a", false, "ApplyFailed")]);
+        assert_eq!(failed.reason, "PlacementFailed");
+        assert!(failed.message.contains("a: ApplyFailed"));
+    }
+
+    #[test]
+    fn no_placement_is_not_ready() {
+        assert_eq!(ready_condition(&[]).reason, "NoMatchingRuntime");
+    }
+
+    #[test]
+    fn long_instance_names_are_shortened_stably() {
+        let long = "w".repeat(200);
+        let name = instance_name(&long, &"r".repeat(100));
+        assert_eq!(name.len(), 253);
+        assert_eq!(name, instance_name(&long, &"r".repeat(100)));
+        assert_ne!(name, instance_name(&long, &"s".repeat(100)));
+        assert_eq!(instance_name("web", "eu-1"), "web-eu-1");
+    }
+}

@@ -1,0 +1,103 @@
+use qleetos_crds::Manifest;
+
+/// Everything a Qleet's reconcile can fail with. `reason()` is the CamelCase reason used in
+/// conditions, Events and the failures metric.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("management cluster API: {0}")]
+    Management(#[source] kube::Error),
+
+    #[error("KubernetesRuntime {0} does not exist; create it or change the placement")]
+    RuntimeNotFound(String),
+
+    #[error("kubeconfig Secret {namespace}/{name} of runtime {runtime} not found")]
+    SecretNotFound {
+        runtime: String,
+        namespace: String,
+        name: String,
+    },
+
+    #[error("kubeconfig Secret {namespace}/{name} of runtime {runtime} is unusable: {reason}")]
+    InvalidKubeconfig {
+        runtime: String,
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+
+    #[error("runtime {runtime} is unreachable: {source}")]
+    RuntimeUnreachable {
+        runtime: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("manifest #{index} is invalid: {reason}")]
+    InvalidManifest { index: usize, reason: String },
+
+    #[error(
+        "runtime {runtime} does not serve {api_version} {kind}; install its CRD or fix the manifest"
+    )]
+    UnknownKind {
+        runtime: String,
+        api_version: String,
+        kind: String,
+    },
+
+    #[error("{0}")]
+    ApplyFailed(String),
+
+    #[error("still deleting {0}")]
+    CleanupPending(String),
+
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+
+    #[error("spec.placement.runtimeSelector is invalid: {0}")]
+    InvalidSelector(String),
+
+    #[error("{0} is missing metadata.{1}")]
+    MissingMetadata(&'static str, &'static str),
+}
+
+impl Error {
+    /// CamelCase reason for conditions, Events and metrics labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Management(_) => "ManagementApiError",
+            Error::RuntimeNotFound(_) => "RuntimeNotFound",
+            Error::SecretNotFound { .. } => "KubeconfigSecretNotFound",
+            Error::InvalidKubeconfig { .. } => "InvalidKubeconfig",
+            Error::RuntimeUnreachable { .. } => "RuntimeUnreachable",
+            Error::InvalidManifest { .. } => "InvalidManifest",
+            Error::UnknownKind { .. } => "UnknownKind",
+            Error::ApplyFailed(_) => "ApplyFailed",
+            Error::CleanupPending(_) => "CleanupPending",
+            Error::Finalizer(_) => "FinalizerFailed",
+            Error::InvalidSelector(_) => "InvalidPlacement",
+            Error::MissingMetadata(..) => "MissingMetadata",
+        }
+    }
+
+    pub(crate) fn invalid_manifest(index: usize, manifest: &Manifest, what: &str) -> Self {
+        let kind = manifest.kind().unwrap_or("<no kind>");
+        let name = manifest.name().unwrap_or("<no name>");
+        Error::InvalidManifest {
+            index,
+            reason: format!("{kind} {name}: {what}"),
+        }
+    }
+}
+
+impl From<kube::runtime::finalizer::Error<Error>> for Error {
+    fn from(error: kube::runtime::finalizer::Error<Error>) -> Self {
+        use kube::runtime::finalizer::Error as F;
+        match error {
+            F::ApplyFailed(inner) | F::CleanupFailed(inner) => inner,
+            F::AddFinalizer(inner) | F::RemoveFinalizer(inner) => Error::Management(inner),
+            other => Error::Finalizer(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

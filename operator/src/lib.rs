@@ -1,0 +1,15 @@
+//! QleetOS operator: the Qleets (controllers) that place Workloads on runtimes, apply them
+//! with server-side apply, read their health back and remove them on deletion.
+
+pub mod backoff;
+pub mod context;
+pub mod controllers;
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod placement;
+pub mod pool;
+pub mod render;
+pub mod runtime_client;
+
+pub use error::{Error, Result};
