@@ -2,7 +2,8 @@
 //! Deployment, restarts the workload kube-apiserver, and checks that nothing is left
 //! running afterwards.
 //!
-//! Run with: `cargo run -p qleetos-e2e --example two_clusters`
+//! Run with: `cargo run -p qleetos-e2e --example two_clusters` (set `QLEETOS_KEEP_DIR=1`
+//! to keep the cluster directories with their logs).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -21,8 +22,7 @@ const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(60);
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     tokio::spawn(async {
@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
         .prefix("qleetos-two-clusters-")
         .tempdir()?;
     let result = run(base.path()).await;
-    if result.is_err() {
+    if result.is_err() || std::env::var_os("QLEETOS_KEEP_DIR").is_some() {
         let kept = base.keep();
         eprintln!("cluster directories (logs) kept in {}", kept.display());
     }
@@ -55,7 +55,11 @@ async fn run(base: &Path) -> anyhow::Result<()> {
 
     let mgmt_client = management.client().await?;
     let version = mgmt_client.apiserver_version().await?;
-    println!("management cluster {} serves {}", management.server_url(), version.git_version);
+    println!(
+        "management cluster {} serves {}",
+        management.server_url(),
+        version.git_version
+    );
 
     let client = workload.client().await?;
     roll_out(&client).await?;
@@ -72,17 +76,47 @@ async fn run(base: &Path) -> anyhow::Result<()> {
     workload.start_apiserver().await?;
     let demo = deployments.get("demo").await.context("after the restart")?;
     let available = demo.status.and_then(|s| s.available_replicas);
-    ensure!(available == Some(2), "after the restart: availableReplicas {available:?}");
+    ensure!(
+        available == Some(2),
+        "after the restart: availableReplicas {available:?}"
+    );
     println!(
         "kube-apiserver restarted on {} in {:.1?}; the Deployment survived",
         workload.server_url(),
         restart.elapsed()
     );
+    let scale = serde_json::json!({ "spec": { "replicas": 3 } });
+    deployments
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&scale))
+        .await?;
+    wait_available(&deployments, 3).await?;
+    println!("scaled to 3 replicas: controllers, scheduler and kwok reconnected");
 
     let stopping = Instant::now();
     tokio::join!(management.stop(), workload.stop());
     println!("stopped both clusters in {:.1?}", stopping.elapsed());
     check_no_leftovers(base)
+}
+
+async fn wait_available(deployments: &Api<Deployment>, replicas: i32) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let available = deployments
+            .get("demo")
+            .await?
+            .status
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0);
+        if available == replicas {
+            return Ok(());
+        }
+        if started.elapsed() > ROLLOUT_TIMEOUT {
+            bail!(
+                "Deployment demo has {available}/{replicas} available replicas after {ROLLOUT_TIMEOUT:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn timed(spec: ClusterSpec, base: &Path) -> anyhow::Result<Cluster> {
@@ -112,24 +146,17 @@ async fn roll_out(client: &Client) -> anyhow::Result<()> {
     }))?;
     let started = Instant::now();
     deployments
-        .patch("demo", &PatchParams::apply("two-clusters-example"), &Patch::Apply(&deployment))
+        .patch(
+            "demo",
+            &PatchParams::apply("two-clusters-example"),
+            &Patch::Apply(&deployment),
+        )
         .await?;
-    loop {
-        let available = deployments
-            .get("demo")
-            .await?
-            .status
-            .and_then(|s| s.available_replicas)
-            .unwrap_or(0);
-        if available == 2 {
-            break;
-        }
-        if started.elapsed() > ROLLOUT_TIMEOUT {
-            bail!("Deployment demo has {available}/2 available replicas after {ROLLOUT_TIMEOUT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    println!("Deployment demo available (2/2) after {:.1?}", started.elapsed());
+    wait_available(&deployments, 2).await?;
+    println!(
+        "Deployment demo available (2/2) after {:.1?}",
+        started.elapsed()
+    );
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     for pod in pods.list(&ListParams::default().labels("app=demo")).await? {
@@ -146,12 +173,11 @@ async fn roll_out(client: &Client) -> anyhow::Result<()> {
 }
 
 /// No process of ours may survive `stop`: every component's command line names a file
-/// under `base`, except etcd, whose data directory is `qleetos-etcd-<cluster>-…`.
+/// under `base`, except etcd, whose data directory is `qleetos-etcd-<our pid>-<cluster>-…`.
 fn check_no_leftovers(base: &Path) -> anyhow::Result<()> {
     let patterns = [
         base.display().to_string(),
-        "qleetos-etcd-mgmt-".to_owned(),
-        "qleetos-etcd-wl-".to_owned(),
+        format!("qleetos-etcd-{}-", std::process::id()),
     ];
     for pattern in &patterns {
         let output = std::process::Command::new("pgrep")

@@ -70,7 +70,11 @@ async fn kube_bin_dir() -> Result<PathBuf, Error> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         return Err(Error::KubeBinaries {
-            detail: format!("{KUBE_BINS_SCRIPT} failed ({}):\n{}", output.status, stderr.trim()),
+            detail: format!(
+                "{KUBE_BINS_SCRIPT} failed ({}):\n{}",
+                output.status,
+                stderr.trim()
+            ),
         });
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -81,7 +85,10 @@ async fn kube_bin_dir() -> Result<PathBuf, Error> {
         .find(|line| !line.is_empty())
         .map(PathBuf::from)
         .ok_or_else(|| Error::KubeBinaries {
-            detail: format!("{KUBE_BINS_SCRIPT} printed no directory; its stderr:\n{}", stderr.trim()),
+            detail: format!(
+                "{KUBE_BINS_SCRIPT} printed no directory; its stderr:\n{}",
+                stderr.trim()
+            ),
         })
 }
 
@@ -111,6 +118,7 @@ fn is_executable(path: &Path) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

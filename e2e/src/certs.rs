@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 use crate::error::Error;
@@ -156,7 +156,10 @@ fn leaf(
     params
 }
 
-fn sign(params: CertificateParams, issuer: &Issuer<'_, KeyPair>) -> Result<(String, String), Error> {
+fn sign(
+    params: CertificateParams,
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<(String, String), Error> {
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
@@ -188,10 +191,17 @@ mod tests {
         let certs = ClusterCerts::generate("unit").unwrap();
         assert!(certs.ca_cert.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(certs.admin_key.starts_with("-----BEGIN PRIVATE KEY-----"));
-        assert!(certs.service_account_pub.starts_with("-----BEGIN PUBLIC KEY-----"));
+        assert!(
+            certs
+                .service_account_pub
+                .starts_with("-----BEGIN PUBLIC KEY-----")
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let paths = certs.write_to(dir.path()).unwrap();
-        assert_eq!(std::fs::read_to_string(paths.ca_cert).unwrap(), certs.ca_cert);
+        assert_eq!(
+            std::fs::read_to_string(paths.ca_cert).unwrap(),
+            certs.ca_cert
+        );
     }
 }

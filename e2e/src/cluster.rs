@@ -8,16 +8,21 @@
 mod args;
 mod kubeconfig;
 mod ports;
+
+pub(crate) use ports::free_port;
 mod probes;
 
 use std::ffi::OsString;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tempfile::TempDir;
+use tracing::instrument::WithSubscriber;
+use tracing::subscriber::NoSubscriber;
 
 use self::args::{ComponentArgs, Layout, Ports};
 use self::kubeconfig::CertKubeconfig;
@@ -35,6 +40,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// etcd data goes here when it exists (tmpfs: fast, and gone after a reboot).
 const ETCD_DATA_PARENT: &str = "/dev/shm";
+const ETCD_DATA_PREFIX: &str = "qleetos-etcd-";
 
 const ETCD: &str = "etcd";
 const APISERVER: &str = "kube-apiserver";
@@ -208,7 +214,10 @@ impl Cluster {
         let client = self.client().await?;
         self.wait_for("kube-apiserver /readyz", || {
             let client = client.clone();
+            // kube-rs logs every failed request at ERROR level; while the apiserver
+            // starts, refused connections and 500s are expected, so keep them quiet.
             async move { probes::apiserver_ready(&client).await }
+                .with_subscriber(NoSubscriber::default())
         })
         .await
     }
@@ -283,7 +292,9 @@ impl Cluster {
     }
 
     async fn start_etcd(&mut self) -> Result<(), Error> {
-        let etcd = self.spawn(ETCD, &self.binaries.etcd, &self.args.etcd).await?;
+        let etcd = self
+            .spawn(ETCD, &self.binaries.etcd, &self.args.etcd)
+            .await?;
         self.etcd = Some(etcd);
         let port = self.ports.etcd_client;
         self.wait_for("etcd /health", || probes::etcd_healthy(port))
@@ -336,6 +347,7 @@ impl Cluster {
             component: format!("{}/{component}", self.spec.name),
             program: program.to_path_buf(),
             args: args.to_vec(),
+            env: Vec::new(),
             log_path: self.dir.join("logs").join(format!("{component}.log")),
         })
         .await
@@ -354,7 +366,12 @@ impl Cluster {
             self.check_processes()?;
             match tokio::time::timeout(PROBE_TIMEOUT, probe()).await {
                 Ok(Ok(true)) => {
-                    tracing::debug!(cluster = self.name(), what, elapsed_ms = started.elapsed().as_millis(), "ready");
+                    tracing::debug!(
+                        cluster = self.name(),
+                        what,
+                        elapsed_ms = started.elapsed().as_millis(),
+                        "ready"
+                    );
                     return Ok(());
                 }
                 Ok(Ok(false)) => {}
@@ -392,7 +409,8 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let running = self.etcd.is_some() || self.apiserver.is_some() || !self.controllers.is_empty();
+        let running =
+            self.etcd.is_some() || self.apiserver.is_some() || !self.controllers.is_empty();
         if running {
             tracing::debug!(cluster = self.name(), "killing cluster processes on drop");
         }
@@ -416,6 +434,7 @@ fn write_file(path: &Path, content: &str) -> Result<(), Error> {
     std::fs::write(path, content).map_err(|e| Error::io("cannot write", path, e))
 }
 
+/// A fresh etcd data directory named `qleetos-etcd-<our pid>-<cluster>-<random>`.
 fn etcd_data_dir(cluster_name: &str) -> Result<TempDir, Error> {
     let parent = Path::new(ETCD_DATA_PARENT);
     let parent = if parent.is_dir() {
@@ -423,10 +442,44 @@ fn etcd_data_dir(cluster_name: &str) -> Result<TempDir, Error> {
     } else {
         std::env::temp_dir()
     };
+    static SWEEP: Once = Once::new();
+    SWEEP.call_once(|| remove_orphaned_etcd_dirs(&parent));
     tempfile::Builder::new()
-        .prefix(&format!("qleetos-etcd-{cluster_name}-"))
+        .prefix(&format!(
+            "{ETCD_DATA_PREFIX}{}-{cluster_name}-",
+            std::process::id()
+        ))
         .tempdir_in(&parent)
         .map_err(|e| Error::io("cannot create etcd data directory in", parent, e))
+}
+
+/// Removes etcd data directories left behind by test processes that were killed
+/// (SIGKILL skips all clean-up; their etcd died with them).
+fn remove_orphaned_etcd_dirs(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(ETCD_DATA_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new("/proc").join(owner.to_string()).exists() {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => tracing::info!(path = %path.display(), "removed orphaned etcd data"),
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "cannot remove orphaned etcd data")
+            }
+        }
+    }
 }
 
 #[cfg(test)]

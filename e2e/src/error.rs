@@ -87,6 +87,18 @@ pub enum Error {
     #[error("invalid kubeconfig: {0}")]
     Kubeconfig(#[from] kube::config::KubeconfigError),
 
+    /// A binary of this workspace has not been built.
+    #[error("{binary} not found at {}: build it with `cargo build --workspace --bins`", path.display())]
+    WorkspaceBinaryMissing { binary: &'static str, path: PathBuf },
+
+    /// An HTTP probe of a local process failed.
+    #[error("HTTP request to {address} failed: {source}")]
+    Http {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A Kubernetes API call failed.
     #[error("Kubernetes API call failed: {0}")]
     Kube(#[from] kube::Error),
@@ -100,7 +112,11 @@ fn last_error_suffix(last_error: &Option<String>) -> String {
 }
 
 impl Error {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         Error::Io {
             action,
             path: path.into(),

@@ -3,7 +3,10 @@
 pub mod binaries;
 pub mod certs;
 pub mod cluster;
+pub mod environment;
 pub mod error;
+pub mod http;
+pub mod operator;
 pub mod process;
 
 pub use error::Error;

@@ -36,6 +36,8 @@ pub struct ProcessSpec {
     pub component: String,
     pub program: PathBuf,
     pub args: Vec<OsString>,
+    /// Added to the environment inherited from the test process.
+    pub env: Vec<(OsString, OsString)>,
     /// Appended to, so restarts of the same component keep earlier output.
     pub log_path: PathBuf,
 }
@@ -130,6 +132,7 @@ fn build_command(spec: &ProcessSpec, log: &File) -> Result<Command, Error> {
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log_clone()?)
         .stderr(log_clone()?)
@@ -189,7 +192,10 @@ fn spawner_loop(receiver: &mpsc::Receiver<SpawnRequest>) {
             })
         };
         if let Err(Ok(mut orphan)) = reply.send(result) {
-            tracing::warn!(component, "spawn requester went away; killing the new process");
+            tracing::warn!(
+                component,
+                "spawn requester went away; killing the new process"
+            );
             let _ = orphan.kill();
             reap_blocking(&mut orphan, KILL_WAIT);
         }
@@ -240,10 +246,17 @@ impl ChildProcess {
         if self.wait_exit(GRACE_PERIOD).await {
             return;
         }
-        tracing::debug!(component = self.component, "did not exit after SIGTERM; sending SIGKILL");
+        tracing::debug!(
+            component = self.component,
+            "did not exit after SIGTERM; sending SIGKILL"
+        );
         send_signal(self.pid(), libc::SIGKILL);
         if !self.wait_exit(KILL_WAIT).await {
-            tracing::warn!(component = self.component, pid = self.pid(), "still not reaped after SIGKILL");
+            tracing::warn!(
+                component = self.component,
+                pid = self.pid(),
+                "still not reaped after SIGKILL"
+            );
         }
     }
 
@@ -350,6 +363,7 @@ mod tests {
             component: "sh".into(),
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
+            env: Vec::new(),
             log_path: dir.join("sh.log"),
         }
     }
@@ -358,7 +372,9 @@ mod tests {
     async fn reports_exit_with_log_tail() {
         let _serial = SERIAL.lock().await;
         let dir = tempfile::tempdir().unwrap();
-        let mut child = spawn(spec(dir.path(), "echo boom-marker; exit 3")).await.unwrap();
+        let mut child = spawn(spec(dir.path(), "echo boom-marker; exit 3"))
+            .await
+            .unwrap();
         assert!(child.wait_exit(Duration::from_secs(5)).await);
         let err = child.check_running().unwrap_err().to_string();
         assert!(err.contains("boom-marker"), "{err}");

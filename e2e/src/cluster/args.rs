@@ -84,7 +84,10 @@ fn etcd(layout: &Layout, ports: Ports) -> Vec<OsString> {
 fn apiserver(layout: &Layout, ports: Ports) -> Vec<OsString> {
     let certs = &layout.certs;
     vec![
-        flag("etcd-servers", format!("http://127.0.0.1:{}", ports.etcd_client)),
+        flag(
+            "etcd-servers",
+            format!("http://127.0.0.1:{}", ports.etcd_client),
+        ),
         flag("bind-address", "127.0.0.1"),
         flag("advertise-address", "127.0.0.1"),
         flag("secure-port", ports.apiserver.to_string()),
@@ -95,10 +98,17 @@ fn apiserver(layout: &Layout, ports: Ports) -> Vec<OsString> {
         path_flag("tls-cert-file", &certs.serving_cert),
         path_flag("tls-private-key-file", &certs.serving_key),
         path_flag("service-account-key-file", &certs.service_account_pub),
-        path_flag("service-account-signing-key-file", &certs.service_account_key),
+        path_flag(
+            "service-account-signing-key-file",
+            &certs.service_account_key,
+        ),
         flag("service-account-issuer", SERVICE_ACCOUNT_ISSUER),
         flag("api-audiences", SERVICE_ACCOUNT_ISSUER),
         flag("service-cluster-ip-range", SERVICE_CIDR),
+        // With WatchList on, the apiserver turns every watch from resourceVersion ""/"0"
+        // into a streaming watch-list, which needs etcd >= 3.5 (RequestWatchProgress);
+        // against Debian's etcd 3.4 such watches would fail once before clients fall back.
+        flag("feature-gates", "WatchList=false"),
         flag("allow-privileged", "true"),
         flag("profiling", "false"),
     ]
@@ -109,7 +119,10 @@ fn controller_manager(cluster_name: &str, layout: &Layout) -> Vec<OsString> {
     vec![
         path_flag("kubeconfig", &layout.kubeconfig),
         flag("cluster-name", cluster_name),
-        path_flag("service-account-private-key-file", &certs.service_account_key),
+        path_flag(
+            "service-account-private-key-file",
+            &certs.service_account_key,
+        ),
         path_flag("root-ca-file", &certs.ca_cert),
         path_flag("cluster-signing-cert-file", &certs.ca_cert),
         path_flag("cluster-signing-key-file", &certs.ca_key),
@@ -139,7 +152,10 @@ fn kwok(layout: &Layout) -> Vec<OsString> {
         path_flag("kubeconfig", &layout.kubeconfig),
         path_flag("config", &layout.kwok_stages),
         flag("manage-all-nodes", "false"),
-        flag("manage-nodes-with-annotation-selector", format!("{key}={value}")),
+        flag(
+            "manage-nodes-with-annotation-selector",
+            format!("{key}={value}"),
+        ),
         flag("node-lease-duration-seconds", NODE_LEASE_SECONDS),
         flag("cidr", POD_CIDR),
     ]

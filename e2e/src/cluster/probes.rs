@@ -81,7 +81,9 @@ pub(crate) fn fake_node_names(count: usize) -> Vec<String> {
 pub(crate) async fn create_fake_nodes(client: &Client, names: &[String]) -> Result<(), Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     for name in names {
-        nodes.create(&PostParams::default(), &fake_node(name)).await?;
+        nodes
+            .create(&PostParams::default(), &fake_node(name))
+            .await?;
         tracing::debug!(node = name, "created fake node");
     }
     Ok(())
@@ -94,10 +96,11 @@ fn fake_node(name: &str) -> Node {
         ("kubernetes.io/arch", "amd64"),
         ("kubernetes.io/hostname", name),
     ];
-    let resources: BTreeMap<String, Quantity> = [("cpu", "32"), ("memory", "256Gi"), ("pods", "110")]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), Quantity(v.to_owned())))
-        .collect();
+    let resources: BTreeMap<String, Quantity> =
+        [("cpu", "32"), ("memory", "256Gi"), ("pods", "110")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Quantity(v.to_owned())))
+            .collect();
     Node {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),

@@ -1,1 +1,89 @@
-fn main(){}
+//! End-to-end tests against real kube-apiservers, etcd, kwok and the real operator binary.
+//! One shared environment (a management cluster and two workload clusters) serves the
+//! scenarios that can run side by side; disruptive ones start an environment of their own.
+
+mod foundation;
+mod support;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use libtest_mimic::{Arguments, Failed, Trial};
+use qleetos_e2e::environment::{Environment, RuntimeSpec, default_runtimes};
+use qleetos_e2e::operator::OperatorOptions;
+use tokio::runtime::Runtime;
+
+type Scenario = for<'a> fn(&'a Environment) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
+macro_rules! shared {
+    ($($name:ident),* $(,)?) => {
+        vec![$((stringify!($name), (|env| Box::pin(foundation::$name(env))) as Scenario)),*]
+    };
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let runtime = Arc::new(Runtime::new().expect("tokio runtime"));
+    install_interrupt_handler(&runtime);
+    let dir = tempfile::Builder::new().prefix("qleetos-e2e-").tempdir().expect("temp dir");
+    let shared_env = runtime.block_on(start_environment(dir.path().join("shared"), default_runtimes()));
+    let shared_env = Arc::new(shared_env.map_err(|e| format!("{e:#}")));
+
+    let mut trials: Vec<Trial> = shared![
+        runtimes_report_version_and_nodes,
+        deploys_only_to_the_matching_runtime,
+        places_one_instance_per_region_and_rolls_images,
+        removing_a_manifest_prunes_it,
+        deleting_a_workload_removes_everything,
+        invalid_manifests_report_the_api_server_message,
+        schema_rejects_malformed_workloads,
+    ]
+    .into_iter()
+    .map(|(name, scenario)| {
+        let (runtime, env) = (runtime.clone(), shared_env.clone());
+        Trial::test(name, move || {
+            let env = env.as_ref().as_ref().map_err(|e| Failed::from(format!("environment did not start: {e}")))?;
+            runtime.block_on(scenario(env)).map_err(|e| Failed::from(format!("{e:#}")))
+        })
+    })
+    .collect();
+    let (own_runtime, own_dir) = (runtime.clone(), dir.path().join("unreachable"));
+    trials.push(Trial::test("unreachable_runtime_recovers", move || {
+        own_runtime.block_on(unreachable_runtime_in_own_environment(own_dir)).map_err(|e| Failed::from(format!("{e:#}")))
+    }));
+
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Ok(Ok(env)) = Arc::try_unwrap(shared_env) {
+        runtime.block_on(env.stop());
+    }
+    if conclusion.has_failed() {
+        eprintln!("environment logs kept in {}", dir.keep().display());
+    }
+    conclusion.exit();
+}
+
+async fn unreachable_runtime_in_own_environment(dir: PathBuf) -> Result<()> {
+    let spec = vec![RuntimeSpec::new("eu-west", "eu-west-1", &[("qleetos.io/zone", "eu")])];
+    let mut env = start_environment(dir, spec).await?;
+    let result = foundation::unreachable_runtime_recovers(&mut env).await;
+    env.stop().await;
+    result
+}
+
+async fn start_environment(dir: PathBuf, runtimes: Vec<RuntimeSpec>) -> Result<Environment> {
+    let mut env = Environment::start(&dir, runtimes).await.context("starting the test clusters")?;
+    env.start_operator(OperatorOptions::default()).await.context("starting qleetos-operator")?;
+    Ok(env)
+}
+
+fn install_interrupt_handler(runtime: &Runtime) {
+    runtime.spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            qleetos_e2e::process::kill_all_children();
+            std::process::exit(130);
+        }
+    });
+}

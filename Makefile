@@ -1,0 +1,73 @@
+# QleetOS — the front door. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ENV_DIR ?= /tmp/qleetos-env
+CARGO ?= cargo
+ENV_BIN := target/debug/qleetos-env
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## Install the Debian packages the environment needs (etcd)
+	@bash scripts/install-deps.sh
+
+.PHONY: kube-bins
+kube-bins: ## Build the pinned Kubernetes binaries once (cached in ~/.cache/qleetos)
+	@bash e2e/scripts/kube-bins.sh >/dev/null
+
+.PHONY: build
+build: ## Build every binary of the workspace
+	$(CARGO) build --workspace --bins
+
+.PHONY: generate
+generate: ## Regenerate the CRD YAML (crds/yaml and charts/qleetos/crds)
+	$(CARGO) run -q -p qleetos-crds --bin crdgen
+
+.PHONY: check-generated
+check-generated: ## Fail when the committed CRD YAML differs from the Rust types
+	$(CARGO) run -q -p qleetos-crds --bin crdgen -- --check
+
+.PHONY: lint
+lint: ## rustfmt and clippy (warnings are errors)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: unit
+unit: ## Unit tests only (no clusters)
+	$(CARGO) test --workspace --lib --bins
+
+.PHONY: e2e
+e2e: deps kube-bins build ## End-to-end tests against real API servers
+	$(CARGO) test -p qleetos-e2e --test e2e
+
+.PHONY: test
+test: deps kube-bins check-generated lint build ## The whole test suite: generated files, lint, unit and end-to-end tests
+	$(CARGO) test --workspace
+
+.PHONY: env-up
+env-up: deps kube-bins build ## Start the local environment (management + 2 workload clusters + operator) in the background
+	@mkdir -p $(ENV_DIR)
+	@if $(ENV_BIN) --dir $(ENV_DIR) running 2>/dev/null; then echo "environment already running"; else \
+		rm -f $(ENV_DIR)/ready $(ENV_DIR)/failed; \
+		nohup $(ENV_BIN) --dir $(ENV_DIR) up > $(ENV_DIR).log 2>&1 & fi
+	@$(ENV_BIN) --dir $(ENV_DIR) wait || (tail -n 30 $(ENV_DIR).log; exit 1)
+
+.PHONY: env-down
+env-down: ## Stop the local environment
+	@if [ -x $(ENV_BIN) ]; then $(ENV_BIN) --dir $(ENV_DIR) down; else echo "nothing to stop"; fi
+
+.PHONY: env-status
+env-status: ## Show runtimes and workloads of the local environment
+	@$(ENV_BIN) --dir $(ENV_DIR) status
+
+.PHONY: run
+run: env-up ## Start the environment and deploy the sample workload, then show where it landed and its health
+	@kubectl=$$(bash e2e/scripts/kube-bins.sh)/kubectl; export KUBECONFIG=$$($(ENV_BIN) --dir $(ENV_DIR) kubeconfig); \
+	$$kubectl apply -f examples/hello-workload.yaml && \
+	$$kubectl wait --for=condition=Ready workload/hello -n demo --timeout=180s && \
+	$$kubectl get workloads,workloadinstances -n demo && $$kubectl get kubernetesruntimes
+	@$(ENV_BIN) --dir $(ENV_DIR) status
+	@echo; echo "The environment keeps running: export KUBECONFIG=$$($(ENV_BIN) --dir $(ENV_DIR) kubeconfig); stop it with 'make env-down'."

@@ -1,0 +1,305 @@
+//! `qleetos-env`: the local QleetOS environment for humans (`make env-up`, `make run`).
+//!
+//! `up` starts a management cluster, workload clusters and the operator, writes the state
+//! directory and stays in the foreground until SIGINT/SIGTERM or `down`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, ResourceExt};
+use qleetos_crds::{Conditions, KubernetesRuntime, Workload};
+use qleetos_e2e::environment::{Environment, default_runtimes};
+use qleetos_e2e::operator::OperatorOptions;
+use serde::{Deserialize, Serialize};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Debug, Parser)]
+#[command(about = "Run the local QleetOS environment")]
+struct Args {
+    /// State directory (kubeconfigs, logs, pid).
+    #[arg(
+        long,
+        default_value = "/tmp/qleetos-env",
+        env = "QLEETOS_ENV_DIR",
+        global = true
+    )]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the environment and keep it running in the foreground.
+    Up,
+    /// Wait until a background `up` is ready (or has failed).
+    Wait {
+        #[arg(long, default_value = "600")]
+        timeout_secs: u64,
+    },
+    /// Stop the environment started by `up`.
+    Down,
+    /// Print the runtimes and workloads with where they landed and their health.
+    Status,
+    /// Exit 0 when an environment started by `up` is running.
+    Running,
+    /// Print the path of the management cluster's kubeconfig.
+    Kubeconfig,
+}
+
+/// What `up` leaves in the state directory for the other commands and for humans.
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    pid: u32,
+    management_kubeconfig: PathBuf,
+    runtimes: Vec<RuntimeState>,
+    operator_log: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RuntimeState {
+    name: String,
+    region: String,
+    kubeconfig: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .init();
+    match args.command {
+        Command::Up => up(&args.dir).await,
+        Command::Wait { timeout_secs } => wait(&args.dir, Duration::from_secs(timeout_secs)).await,
+        Command::Down => down(&args.dir).await,
+        Command::Status => status(&args.dir).await,
+        Command::Running => match read_state(&args.dir) {
+            Ok(state) if process_alive(state.pid) && args.dir.join("ready").exists() => Ok(()),
+            _ => bail!("no environment is running from {}", args.dir.display()),
+        },
+        Command::Kubeconfig => {
+            println!("{}", read_state(&args.dir)?.management_kubeconfig.display());
+            Ok(())
+        }
+    }
+}
+
+async fn up(dir: &Path) -> Result<()> {
+    if let Ok(state) = read_state(dir) {
+        if process_alive(state.pid) {
+            bail!(
+                "an environment is already running from {} (pid {}); run `make env-down` first",
+                dir.display(),
+                state.pid
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let result = run_until_signalled(dir).await;
+    if let Err(error) = &result {
+        std::fs::write(dir.join("failed"), format!("{error:#}"))?;
+    }
+    let _ = std::fs::remove_file(dir.join("ready"));
+    result
+}
+
+async fn run_until_signalled(dir: &Path) -> Result<()> {
+    let mut env = Environment::start(&dir.join("clusters"), default_runtimes()).await?;
+    let operator_log = env
+        .start_operator(OperatorOptions {
+            extra_args: vec!["--probe-interval=5s".into()],
+        })
+        .await?
+        .log_path()
+        .to_owned();
+    let state = State {
+        pid: std::process::id(),
+        management_kubeconfig: env.management.kubeconfig_path().to_owned(),
+        operator_log,
+        runtimes: env
+            .runtimes
+            .iter()
+            .map(|(spec, cluster)| RuntimeState {
+                name: spec.name.clone(),
+                region: spec.region.clone(),
+                kubeconfig: cluster.kubeconfig_path().to_owned(),
+            })
+            .collect(),
+    };
+    std::fs::write(
+        dir.join("state.json"),
+        serde_json::to_string_pretty(&state)?,
+    )?;
+    std::fs::write(dir.join("ready"), "")?;
+    print_instructions(&state);
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("stopping the environment");
+    env.stop().await;
+    Ok(())
+}
+
+fn print_instructions(state: &State) {
+    println!("QleetOS environment is up.");
+    println!(
+        "  management cluster: export KUBECONFIG={}",
+        state.management_kubeconfig.display()
+    );
+    for runtime in &state.runtimes {
+        println!(
+            "  runtime {} ({}): KUBECONFIG={}",
+            runtime.name,
+            runtime.region,
+            runtime.kubeconfig.display()
+        );
+    }
+    println!("  operator log: {}", state.operator_log.display());
+}
+
+async fn wait(dir: &Path, timeout: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if dir.join("ready").exists() {
+            print_instructions(&read_state(dir)?);
+            return Ok(());
+        }
+        if let Ok(reason) = std::fs::read_to_string(dir.join("failed")) {
+            bail!("the environment failed to start: {reason}");
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the environment was not ready after {timeout:?}; see {}/up.log",
+                dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn down(dir: &Path) -> Result<()> {
+    let Ok(state) = read_state(dir) else {
+        println!("no environment state in {}; nothing to stop", dir.display());
+        return Ok(());
+    };
+    let pid = libc::pid_t::try_from(state.pid).context("pid out of range")?;
+    if process_alive(state.pid) {
+        // SAFETY: kill(2) with a pid read from our own state file and a valid signal number.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    for _ in 0..120 {
+        if !process_alive(state.pid) {
+            println!("environment stopped");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("process {} did not stop within 30s", state.pid)
+}
+
+async fn status(dir: &Path) -> Result<()> {
+    let state = read_state(dir).context("is the environment up? (`make env-up`)")?;
+    let management = client_from(&state.management_kubeconfig).await?;
+    println!("RUNTIMES");
+    for runtime in Api::<KubernetesRuntime>::all(management.clone())
+        .list(&ListParams::default())
+        .await?
+    {
+        let status = runtime.status.clone().unwrap_or_default();
+        println!(
+            "  {:<10} region={:<10} ready={:<5} version={} nodes={}",
+            runtime.name_any(),
+            runtime.spec.region,
+            status.is_ready(),
+            status.server_version.unwrap_or_default(),
+            status.node_count.unwrap_or_default()
+        );
+    }
+    println!("WORKLOADS");
+    for workload in Api::<Workload>::all(management)
+        .list(&ListParams::default())
+        .await?
+    {
+        print_workload(&state, &workload).await?;
+    }
+    Ok(())
+}
+
+async fn print_workload(state: &State, workload: &Workload) -> Result<()> {
+    let status = workload.status.clone().unwrap_or_default();
+    let ready = status.condition(qleetos_crds::READY);
+    println!(
+        "  {}/{} ready={} ({}) placements={}",
+        workload.namespace().unwrap_or_default(),
+        workload.name_any(),
+        ready.is_some_and(|c| c.is_true()),
+        ready.map(|c| c.reason.as_str()).unwrap_or("Pending"),
+        status.ready_placements.clone().unwrap_or_default()
+    );
+    for placement in &status.placements {
+        println!(
+            "    on runtime {} ({}): ready={} {}",
+            placement.runtime, placement.region, placement.ready, placement.reason
+        );
+        let Some(runtime) = state.runtimes.iter().find(|r| r.name == placement.runtime) else {
+            continue;
+        };
+        let client = client_from(&runtime.kubeconfig).await?;
+        let namespace = workload.namespace().unwrap_or_default();
+        for deployment in Api::<Deployment>::namespaced(client, &namespace)
+            .list(&ListParams::default())
+            .await?
+        {
+            let s = deployment.status.clone().unwrap_or_default();
+            let image = deployment
+                .spec
+                .as_ref()
+                .and_then(|d| d.template.spec.as_ref())
+                .and_then(|p| p.containers.first())
+                .and_then(|c| c.image.clone());
+            println!(
+                "      Deployment {}: {}/{} available, image {}",
+                deployment.name_any(),
+                s.available_replicas.unwrap_or(0),
+                deployment
+                    .spec
+                    .as_ref()
+                    .and_then(|d| d.replicas)
+                    .unwrap_or(1),
+                image.unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn client_from(kubeconfig: &Path) -> Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig)?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+fn read_state(dir: &Path) -> Result<State> {
+    let text = std::fs::read_to_string(dir.join("state.json"))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}

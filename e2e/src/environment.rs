@@ -1,0 +1,201 @@
+//! The QleetOS environment: a management cluster with the QleetOS CRDs, workload clusters
+//! registered as KubernetesRuntimes, and operator processes. Used by the tests and by
+//! `qleetos-env` (`make env-up`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::conditions;
+use kube::runtime::wait::await_condition;
+use kube::{Client, ResourceExt};
+use qleetos_crds::{KubernetesRuntime, KubernetesRuntimeSpec, RuntimeConnection, SecretKeyRef};
+
+use crate::cluster::{Cluster, ClusterSpec};
+use crate::error::Error;
+use crate::operator::{OperatorOptions, OperatorProcess};
+
+/// Namespace of the runtime kubeconfig Secrets in the management cluster.
+pub const SYSTEM_NAMESPACE: &str = "qleetos-system";
+const FIELD_MANAGER: &str = "qleetos-e2e";
+const CRD_ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A workload cluster to start and how to register it.
+#[derive(Debug, Clone)]
+pub struct RuntimeSpec {
+    pub name: String,
+    pub region: String,
+    pub provider: String,
+    pub labels: BTreeMap<String, String>,
+    pub fake_nodes: usize,
+}
+
+impl RuntimeSpec {
+    pub fn new(name: &str, region: &str, labels: &[(&str, &str)]) -> Self {
+        Self {
+            name: name.to_owned(),
+            region: region.to_owned(),
+            provider: "local".to_owned(),
+            labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            fake_nodes: 1,
+        }
+    }
+}
+
+/// The default local setup: two workload clusters in two regions.
+pub fn default_runtimes() -> Vec<RuntimeSpec> {
+    vec![
+        RuntimeSpec::new("eu-west", "eu-west-1", &[("tier", "prod"), ("qleetos.io/zone", "eu")]),
+        RuntimeSpec::new("us-east", "us-east-1", &[("tier", "prod"), ("qleetos.io/zone", "us")]),
+    ]
+}
+
+/// Running clusters and operators; everything stops when this is dropped.
+#[derive(Debug)]
+pub struct Environment {
+    dir: PathBuf,
+    pub management: Cluster,
+    pub runtimes: Vec<(RuntimeSpec, Cluster)>,
+    operators: Vec<OperatorProcess>,
+}
+
+impl Environment {
+    /// Starts the management cluster and every runtime in parallel, installs the CRDs and
+    /// registers each runtime with its kubeconfig Secret.
+    pub async fn start(dir: &Path, runtimes: Vec<RuntimeSpec>) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        let workload_starts = runtimes
+            .iter()
+            .map(|r| Cluster::start(ClusterSpec::workload(r.name.clone(), r.fake_nodes), dir));
+        let (management, workloads) = tokio::join!(
+            Cluster::start(ClusterSpec::management("management"), dir),
+            futures::future::join_all(workload_starts)
+        );
+        let management = management?;
+        let workloads = workloads.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let env = Self {
+            dir: dir.to_owned(),
+            management,
+            runtimes: runtimes.into_iter().zip(workloads).collect(),
+            operators: Vec::new(),
+        };
+        let client = env.management.client().await?;
+        install_crds(&client).await?;
+        ensure_namespace(&client, SYSTEM_NAMESPACE).await?;
+        for (spec, cluster) in &env.runtimes {
+            register_runtime(&client, spec, cluster).await?;
+        }
+        Ok(env)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Admin client of the management cluster.
+    pub async fn management_client(&self) -> Result<Client, Error> {
+        self.management.client().await
+    }
+
+    /// The workload cluster registered as runtime `name`.
+    pub fn runtime(&self, name: &str) -> Option<&Cluster> {
+        self.runtimes.iter().find(|(s, _)| s.name == name).map(|(_, c)| c)
+    }
+
+    pub fn runtime_mut(&mut self, name: &str) -> Option<&mut Cluster> {
+        self.runtimes.iter_mut().find(|(s, _)| s.name == name).map(|(_, c)| c)
+    }
+
+    /// Starts one more operator process against the management cluster.
+    pub async fn start_operator(&mut self, options: OperatorOptions) -> Result<&OperatorProcess, Error> {
+        let index = self.operators.len();
+        let operator = OperatorProcess::start(&self.dir, index, self.management.kubeconfig_path(), options).await?;
+        self.operators.push(operator);
+        Ok(&self.operators[index])
+    }
+
+    pub fn operators(&self) -> &[OperatorProcess] {
+        &self.operators
+    }
+
+    /// Stops the operators, then every cluster.
+    pub async fn stop(mut self) {
+        for operator in &mut self.operators {
+            operator.stop().await;
+        }
+        for (_, cluster) in self.runtimes {
+            cluster.stop().await;
+        }
+        self.management.stop().await;
+    }
+}
+
+/// Applies every QleetOS CRD and waits until the API server serves it.
+pub async fn install_crds(client: &Client) -> Result<(), Error> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for crd in qleetos_crds::all_crds() {
+        let name = crd.name_any();
+        crds.patch(&name, &params, &Patch::Apply(&crd)).await?;
+        let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
+        tokio::time::timeout(CRD_ESTABLISH_TIMEOUT, established)
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!("CRD {name} to be established"),
+                timeout: CRD_ESTABLISH_TIMEOUT,
+                last_error: None,
+            })?
+            .map_err(|e| Error::Timeout {
+                what: format!("CRD {name} to be established"),
+                timeout: CRD_ESTABLISH_TIMEOUT,
+                last_error: Some(e.to_string()),
+            })?;
+    }
+    Ok(())
+}
+
+pub async fn ensure_namespace(client: &Client, name: &str) -> Result<(), Error> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    namespaces
+        .patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&namespace))
+        .await?;
+    Ok(())
+}
+
+/// Stores the cluster's kubeconfig in a Secret and creates its KubernetesRuntime.
+pub async fn register_runtime(client: &Client, spec: &RuntimeSpec, cluster: &Cluster) -> Result<(), Error> {
+    let secret_name = format!("runtime-{}", spec.name);
+    let mut secret = Secret::default();
+    secret.metadata.name = Some(secret_name.clone());
+    secret.metadata.namespace = Some(SYSTEM_NAMESPACE.to_owned());
+    secret.data = Some([("kubeconfig".to_owned(), ByteString(cluster.kubeconfig_yaml().into_bytes()))].into());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Api::<Secret>::namespaced(client.clone(), SYSTEM_NAMESPACE)
+        .patch(&secret_name, &params, &Patch::Apply(&secret))
+        .await?;
+    let mut runtime = KubernetesRuntime::new(
+        &spec.name,
+        KubernetesRuntimeSpec {
+            provider: spec.provider.clone(),
+            region: spec.region.clone(),
+            location: None,
+            connection: RuntimeConnection {
+                kubeconfig_secret_ref: SecretKeyRef {
+                    namespace: SYSTEM_NAMESPACE.to_owned(),
+                    name: secret_name,
+                    key: "kubeconfig".to_owned(),
+                },
+            },
+        },
+    );
+    runtime.metadata.labels = Some(spec.labels.clone());
+    Api::<KubernetesRuntime>::all(client.clone())
+        .patch(&spec.name, &params, &Patch::Apply(&runtime))
+        .await?;
+    Ok(())
+}

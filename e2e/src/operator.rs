@@ -1,0 +1,102 @@
+//! The real `qleetos-operator` binary, started as a process against the management cluster.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cluster::free_port;
+use crate::error::Error;
+use crate::process::{ChildProcess, ProcessSpec, spawn};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Flags of an operator process; the defaults suit tests (fast probes, short backoff).
+#[derive(Debug, Clone)]
+pub struct OperatorOptions {
+    pub extra_args: Vec<String>,
+}
+
+impl Default for OperatorOptions {
+    fn default() -> Self {
+        let args = ["--probe-interval=2s", "--resync=30s", "--progress-poll=1s", "--base-backoff=500ms", "--max-backoff=4s"];
+        Self { extra_args: args.iter().map(|a| (*a).to_owned()).collect() }
+    }
+}
+
+/// A running operator; killed when dropped.
+#[derive(Debug)]
+pub struct OperatorProcess {
+    process: ChildProcess,
+    metrics_port: u16,
+}
+
+impl OperatorProcess {
+    pub async fn start(dir: &Path, index: usize, kubeconfig: &Path, options: OperatorOptions) -> Result<Self, Error> {
+        let program = workspace_binary("qleetos-operator")?;
+        let metrics_port = free_port()?;
+        let mut args = vec![format!("--metrics-addr=127.0.0.1:{metrics_port}")];
+        args.extend(options.extra_args);
+        let log_path = dir.join(format!("operator-{index}.log"));
+        let process = spawn(ProcessSpec {
+            component: format!("qleetos-operator-{index}"),
+            program,
+            args: args.into_iter().map(Into::into).collect(),
+            env: vec![
+                ("KUBECONFIG".into(), kubeconfig.as_os_str().to_owned()),
+                ("RUST_LOG".into(), "info,kube=warn".into()),
+            ],
+            log_path,
+        })
+        .await?;
+        let mut operator = Self { process, metrics_port };
+        operator.wait_ready().await?;
+        Ok(operator)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
+
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
+
+    /// The Prometheus text exposition of the operator.
+    pub async fn metrics(&self) -> Result<String, Error> {
+        let (_, body) = crate::http::get(self.metrics_port, "/metrics").await?;
+        Ok(body)
+    }
+
+    pub async fn stop(&mut self) {
+        self.process.stop().await;
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        let mut last_error = None;
+        while tokio::time::Instant::now() < deadline {
+            self.process.check_running()?;
+            match crate::http::get(self.metrics_port, "/readyz").await {
+                Ok((200, _)) => return Ok(()),
+                Ok((status, body)) => last_error = Some(format!("{status} {body}")),
+                Err(error) => last_error = Some(error.to_string()),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(Error::Timeout { what: "qleetos-operator /readyz".into(), timeout: READY_TIMEOUT, last_error })
+    }
+}
+
+/// A binary built from this workspace (`cargo build --workspace --bins`), in the target
+/// directory of the current profile.
+pub fn workspace_binary(name: &'static str) -> Result<PathBuf, Error> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let path = target.join(profile).join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::WorkspaceBinaryMissing { binary: name, path })
+    }
+}

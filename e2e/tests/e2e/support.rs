@@ -1,0 +1,199 @@
+//! Helpers shared by the end-to-end scenarios: fixtures, polling, kubectl.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use qleetos_crds::{Conditions, Workload, WorkloadInstance};
+use qleetos_e2e::environment::ensure_namespace;
+use serde_json::{Value, json};
+
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Polls `check` until it returns `Some`, failing after `timeout` with the last observation.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::from("no observation yet");
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(error) => last = format!("{error:#}"),
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}; last error: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A Deployment named `web` with one container `web`, and a Service `web`.
+pub fn web_manifests(replicas: i64, image: &str) -> Vec<Value> {
+    vec![
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": image}]}
+                }
+            }
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}
+        }),
+    ]
+}
+
+pub fn workload(name: &str, manifests: Vec<Value>, placement: Value) -> Value {
+    json!({
+        "apiVersion": "qleetos.io/v1alpha1", "kind": "Workload",
+        "metadata": {"name": name},
+        "spec": {"manifests": manifests, "placement": placement}
+    })
+}
+
+/// Creates the namespace and applies the Workload in it.
+pub async fn apply_workload(
+    client: &Client,
+    namespace: &str,
+    workload: &Value,
+) -> Result<Workload> {
+    ensure_namespace(client, namespace).await?;
+    let name = workload["metadata"]["name"]
+        .as_str()
+        .context("workload name")?;
+    let api: Api<Workload> = Api::namespaced(client.clone(), namespace);
+    let params = PatchParams::apply("e2e-test").force();
+    Ok(api.patch(name, &params, &Patch::Apply(workload)).await?)
+}
+
+pub async fn merge_patch_workload(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    patch: Value,
+) -> Result<Workload> {
+    let api: Api<Workload> = Api::namespaced(client.clone(), namespace);
+    Ok(api
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await?)
+}
+
+/// Waits until the Workload reports Ready=True for its current generation.
+pub async fn wait_workload_ready(client: &Client, namespace: &str, name: &str) -> Result<Workload> {
+    let api: Api<Workload> = Api::namespaced(client.clone(), namespace);
+    eventually(
+        &format!("Workload {namespace}/{name} Ready"),
+        TIMEOUT,
+        || async {
+            let workload = api.get(name).await?;
+            let status = workload.status.clone().unwrap_or_default();
+            let current = status.observed_generation == workload.metadata.generation;
+            if current && status.is_ready() {
+                return Ok(Some(workload));
+            }
+            bail!("status: {}", serde_json::to_string(&status)?)
+        },
+    )
+    .await
+}
+
+/// Waits until the Workload's Ready condition is False with `reason`, returning its message.
+pub async fn wait_workload_not_ready(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    reason: &str,
+) -> Result<String> {
+    let api: Api<Workload> = Api::namespaced(client.clone(), namespace);
+    eventually(
+        &format!("Workload {namespace}/{name} Ready=False {reason}"),
+        TIMEOUT,
+        || async {
+            let workload = api.get(name).await?;
+            let status = workload.status.clone().unwrap_or_default();
+            match status.condition(qleetos_crds::READY) {
+                Some(c)
+                    if !c.is_true()
+                        && c.reason == reason
+                        && status.observed_generation == workload.metadata.generation =>
+                {
+                    Ok(Some(c.message.clone()))
+                }
+                _ => bail!("status: {}", serde_json::to_string(&status)?),
+            }
+        },
+    )
+    .await
+}
+
+pub async fn instances_of(
+    client: &Client,
+    namespace: &str,
+    workload: &str,
+) -> Result<Vec<WorkloadInstance>> {
+    let api: Api<WorkloadInstance> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("qleetos.io/workload={workload}");
+    Ok(api
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await?
+        .items)
+}
+
+pub async fn delete_workload(client: &Client, namespace: &str, name: &str) -> Result<()> {
+    let api: Api<Workload> = Api::namespaced(client.clone(), namespace);
+    api.delete(name, &DeleteParams::default()).await?;
+    Ok(())
+}
+
+/// The image of container `web` of Deployment `web` in a runtime, once it exists.
+pub async fn deployment_image(runtime: &Client, namespace: &str) -> Result<Option<String>> {
+    let api: Api<Deployment> = Api::namespaced(runtime.clone(), namespace);
+    Ok(api.get_opt("web").await?.and_then(|d| {
+        d.spec?
+            .template
+            .spec?
+            .containers
+            .first()
+            .and_then(|c| c.image.clone())
+    }))
+}
+
+/// Runs the real kubectl against a cluster and returns its stdout, failing with its stderr.
+pub async fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
+    let binaries = qleetos_e2e::binaries::Binaries::get().await?;
+    let output = tokio::process::Command::new(&binaries.kubectl)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .await
+        .context("running kubectl")?;
+    if !output.status.success() {
+        bail!(
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+pub fn names<K: ResourceExt>(items: &[K]) -> Vec<String> {
+    let mut names: Vec<String> = items.iter().map(ResourceExt::name_any).collect();
+    names.sort();
+    names
+}

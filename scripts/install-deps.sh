@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what QleetOS's environment and tests need from Debian's packages (etcd), once.
+# Rust and Go toolchains are expected on the machine (see README).
+set -euo pipefail
+
+missing=()
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+for tool in cargo go; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is required (install the Rust and Go toolchains)" >&2; exit 1; }
+done
