@@ -55,7 +55,9 @@ mod tests {
 
     #[tokio::test]
     async fn serves_version_over_http() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app()).await });
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -40,7 +40,10 @@ impl RuntimeSpec {
             name: name.to_owned(),
             region: region.to_owned(),
             provider: "local".to_owned(),
-            labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             fake_nodes: 1,
         }
     }
@@ -49,8 +52,16 @@ impl RuntimeSpec {
 /// The default local setup: two workload clusters in two regions.
 pub fn default_runtimes() -> Vec<RuntimeSpec> {
     vec![
-        RuntimeSpec::new("eu-west", "eu-west-1", &[("tier", "prod"), ("qleetos.io/zone", "eu")]),
-        RuntimeSpec::new("us-east", "us-east-1", &[("tier", "prod"), ("qleetos.io/zone", "us")]),
+        RuntimeSpec::new(
+            "eu-west",
+            "eu-west-1",
+            &[("tier", "prod"), ("qleetos.io/zone", "eu")],
+        ),
+        RuntimeSpec::new(
+            "us-east",
+            "us-east-1",
+            &[("tier", "prod"), ("qleetos.io/zone", "us")],
+        ),
     ]
 }
 
@@ -103,17 +114,28 @@ impl Environment {
 
     /// The workload cluster registered as runtime `name`.
     pub fn runtime(&self, name: &str) -> Option<&Cluster> {
-        self.runtimes.iter().find(|(s, _)| s.name == name).map(|(_, c)| c)
+        self.runtimes
+            .iter()
+            .find(|(s, _)| s.name == name)
+            .map(|(_, c)| c)
     }
 
     pub fn runtime_mut(&mut self, name: &str) -> Option<&mut Cluster> {
-        self.runtimes.iter_mut().find(|(s, _)| s.name == name).map(|(_, c)| c)
+        self.runtimes
+            .iter_mut()
+            .find(|(s, _)| s.name == name)
+            .map(|(_, c)| c)
     }
 
     /// Starts one more operator process against the management cluster.
-    pub async fn start_operator(&mut self, options: OperatorOptions) -> Result<&OperatorProcess, Error> {
+    pub async fn start_operator(
+        &mut self,
+        options: OperatorOptions,
+    ) -> Result<&OperatorProcess, Error> {
         let index = self.operators.len();
-        let operator = OperatorProcess::start(&self.dir, index, self.management.kubeconfig_path(), options).await?;
+        let operator =
+            OperatorProcess::start(&self.dir, index, self.management.kubeconfig_path(), options)
+                .await?;
         self.operators.push(operator);
         Ok(&self.operators[index])
     }
@@ -160,20 +182,35 @@ pub async fn install_crds(client: &Client) -> Result<(), Error> {
 
 pub async fn ensure_namespace(client: &Client, name: &str) -> Result<(), Error> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    let namespace =
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
     namespaces
-        .patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&namespace))
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(&namespace),
+        )
         .await?;
     Ok(())
 }
 
 /// Stores the cluster's kubeconfig in a Secret and creates its KubernetesRuntime.
-pub async fn register_runtime(client: &Client, spec: &RuntimeSpec, cluster: &Cluster) -> Result<(), Error> {
+pub async fn register_runtime(
+    client: &Client,
+    spec: &RuntimeSpec,
+    cluster: &Cluster,
+) -> Result<(), Error> {
     let secret_name = format!("runtime-{}", spec.name);
     let mut secret = Secret::default();
     secret.metadata.name = Some(secret_name.clone());
     secret.metadata.namespace = Some(SYSTEM_NAMESPACE.to_owned());
-    secret.data = Some([("kubeconfig".to_owned(), ByteString(cluster.kubeconfig_yaml().into_bytes()))].into());
+    secret.data = Some(
+        [(
+            "kubeconfig".to_owned(),
+            ByteString(cluster.kubeconfig_yaml().into_bytes()),
+        )]
+        .into(),
+    );
     let params = PatchParams::apply(FIELD_MANAGER).force();
     Api::<Secret>::namespaced(client.clone(), SYSTEM_NAMESPACE)
         .patch(&secret_name, &params, &Patch::Apply(&secret))

@@ -8,7 +8,10 @@ use crate::error::Error;
 /// `GET http://127.0.0.1:<port><path>`, returning the status code and body.
 pub async fn get(port: u16, path: &str) -> Result<(u16, String), Error> {
     let address = format!("127.0.0.1:{port}");
-    let io = |source| Error::Http { address: address.clone(), source };
+    let io = |source| Error::Http {
+        address: address.clone(),
+        source,
+    };
     let mut stream = TcpStream::connect(&address).await.map_err(io)?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.map_err(io)?;
@@ -16,8 +19,19 @@ pub async fn get(port: u16, path: &str) -> Result<(u16, String), Error> {
     stream.read_to_end(&mut response).await.map_err(io)?;
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     Ok((status, body))
 }
 
@@ -25,7 +39,9 @@ fn dechunk(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;
     while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if size == 0 || after.len() < size {
             break;
         }

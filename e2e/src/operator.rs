@@ -17,8 +17,16 @@ pub struct OperatorOptions {
 
 impl Default for OperatorOptions {
     fn default() -> Self {
-        let args = ["--probe-interval=2s", "--resync=30s", "--progress-poll=1s", "--base-backoff=500ms", "--max-backoff=4s"];
-        Self { extra_args: args.iter().map(|a| (*a).to_owned()).collect() }
+        let args = [
+            "--probe-interval=2s",
+            "--resync=30s",
+            "--progress-poll=1s",
+            "--base-backoff=500ms",
+            "--max-backoff=4s",
+        ];
+        Self {
+            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+        }
     }
 }
 
@@ -30,7 +38,12 @@ pub struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    pub async fn start(dir: &Path, index: usize, kubeconfig: &Path, options: OperatorOptions) -> Result<Self, Error> {
+    pub async fn start(
+        dir: &Path,
+        index: usize,
+        kubeconfig: &Path,
+        options: OperatorOptions,
+    ) -> Result<Self, Error> {
         let program = workspace_binary("qleetos-operator")?;
         let metrics_port = free_port()?;
         let mut args = vec![format!("--metrics-addr=127.0.0.1:{metrics_port}")];
@@ -47,7 +60,10 @@ impl OperatorProcess {
             log_path,
         })
         .await?;
-        let mut operator = Self { process, metrics_port };
+        let mut operator = Self {
+            process,
+            metrics_port,
+        };
         operator.wait_ready().await?;
         Ok(operator)
     }
@@ -82,7 +98,11 @@ impl OperatorProcess {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err(Error::Timeout { what: "qleetos-operator /readyz".into(), timeout: READY_TIMEOUT, last_error })
+        Err(Error::Timeout {
+            what: "qleetos-operator /readyz".into(),
+            timeout: READY_TIMEOUT,
+            last_error,
+        })
     }
 }
 
@@ -92,7 +112,11 @@ pub fn workspace_binary(name: &'static str) -> Result<PathBuf, Error> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     let path = target.join(profile).join(name);
     if path.is_file() {
         Ok(path)

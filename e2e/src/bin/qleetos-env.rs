@@ -94,14 +94,14 @@ async fn main() -> Result<()> {
 }
 
 async fn up(dir: &Path) -> Result<()> {
-    if let Ok(state) = read_state(dir) {
-        if process_alive(state.pid) {
-            bail!(
-                "an environment is already running from {} (pid {}); run `make env-down` first",
-                dir.display(),
-                state.pid
-            );
-        }
+    if let Ok(state) = read_state(dir)
+        && process_alive(state.pid)
+    {
+        bail!(
+            "an environment is already running from {} (pid {}); run `make env-down` first",
+            dir.display(),
+            state.pid
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;

@@ -16,7 +16,8 @@ use qleetos_e2e::environment::{Environment, RuntimeSpec, default_runtimes};
 use qleetos_e2e::operator::OperatorOptions;
 use tokio::runtime::Runtime;
 
-type Scenario = for<'a> fn(&'a Environment) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+type Scenario =
+    for<'a> fn(&'a Environment) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 
 macro_rules! shared {
     ($($name:ident),* $(,)?) => {
@@ -28,8 +29,14 @@ fn main() {
     let args = Arguments::from_args();
     let runtime = Arc::new(Runtime::new().expect("tokio runtime"));
     install_interrupt_handler(&runtime);
-    let dir = tempfile::Builder::new().prefix("qleetos-e2e-").tempdir().expect("temp dir");
-    let shared_env = runtime.block_on(start_environment(dir.path().join("shared"), default_runtimes()));
+    let dir = tempfile::Builder::new()
+        .prefix("qleetos-e2e-")
+        .tempdir()
+        .expect("temp dir");
+    let shared_env = runtime.block_on(start_environment(
+        dir.path().join("shared"),
+        default_runtimes(),
+    ));
     let shared_env = Arc::new(shared_env.map_err(|e| format!("{e:#}")));
 
     let mut trials: Vec<Trial> = shared![
@@ -45,14 +52,21 @@ fn main() {
     .map(|(name, scenario)| {
         let (runtime, env) = (runtime.clone(), shared_env.clone());
         Trial::test(name, move || {
-            let env = env.as_ref().as_ref().map_err(|e| Failed::from(format!("environment did not start: {e}")))?;
-            runtime.block_on(scenario(env)).map_err(|e| Failed::from(format!("{e:#}")))
+            let env = env
+                .as_ref()
+                .as_ref()
+                .map_err(|e| Failed::from(format!("environment did not start: {e}")))?;
+            runtime
+                .block_on(scenario(env))
+                .map_err(|e| Failed::from(format!("{e:#}")))
         })
     })
     .collect();
     let (own_runtime, own_dir) = (runtime.clone(), dir.path().join("unreachable"));
     trials.push(Trial::test("unreachable_runtime_recovers", move || {
-        own_runtime.block_on(unreachable_runtime_in_own_environment(own_dir)).map_err(|e| Failed::from(format!("{e:#}")))
+        own_runtime
+            .block_on(unreachable_runtime_in_own_environment(own_dir))
+            .map_err(|e| Failed::from(format!("{e:#}")))
     }));
 
     let conclusion = libtest_mimic::run(&args, trials);
@@ -66,7 +80,11 @@ fn main() {
 }
 
 async fn unreachable_runtime_in_own_environment(dir: PathBuf) -> Result<()> {
-    let spec = vec![RuntimeSpec::new("eu-west", "eu-west-1", &[("qleetos.io/zone", "eu")])];
+    let spec = vec![RuntimeSpec::new(
+        "eu-west",
+        "eu-west-1",
+        &[("qleetos.io/zone", "eu")],
+    )];
     let mut env = start_environment(dir, spec).await?;
     let result = foundation::unreachable_runtime_recovers(&mut env).await;
     env.stop().await;
@@ -74,8 +92,12 @@ async fn unreachable_runtime_in_own_environment(dir: PathBuf) -> Result<()> {
 }
 
 async fn start_environment(dir: PathBuf, runtimes: Vec<RuntimeSpec>) -> Result<Environment> {
-    let mut env = Environment::start(&dir, runtimes).await.context("starting the test clusters")?;
-    env.start_operator(OperatorOptions::default()).await.context("starting qleetos-operator")?;
+    let mut env = Environment::start(&dir, runtimes)
+        .await
+        .context("starting the test clusters")?;
+    env.start_operator(OperatorOptions::default())
+        .await
+        .context("starting qleetos-operator")?;
     Ok(env)
 }
 

@@ -2,6 +2,8 @@
 //! and sums their health up in the Workload's status.
 
 use std::collections::BTreeSet;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,7 +12,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use qleetos_crds::{
     Condition, FIELD_MANAGER, KubernetesRuntime, PlacementStatus, RuntimeRef, Workload,
@@ -38,21 +40,44 @@ pub async fn run(ctx: Arc<Context>) {
             Api::<WorkloadInstance>::all(ctx.client.clone()),
             watcher::Config::default().any_semantic(),
         )
-        .watches(
-            Api::<KubernetesRuntime>::all(ctx.client.clone()),
-            watcher::Config::default(),
-            move |_| {
-                store
-                    .state()
-                    .into_iter()
-                    .map(|w| ObjectRef::from_obj(&*w))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(runtime_changes(&ctx), move |_| {
+            store
+                .state()
+                .into_iter()
+                .map(|w| ObjectRef::from_obj(&*w))
+                .collect::<Vec<_>>()
+        })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// Runtime changes that can move placements: spec, labels, readiness and deletion, not the
+/// periodic probe times.
+fn runtime_changes(
+    ctx: &Context,
+) -> impl futures::Stream<Item = Result<KubernetesRuntime, watcher::Error>> + use<> {
+    watcher(
+        Api::<KubernetesRuntime>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(placement_relevant, Default::default())
+}
+
+fn placement_relevant(runtime: &KubernetesRuntime) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    runtime.metadata.generation.hash(&mut hasher);
+    runtime.metadata.labels.hash(&mut hasher);
+    runtime.is_ready().hash(&mut hasher);
+    runtime
+        .metadata
+        .deletion_timestamp
+        .is_some()
+        .hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 pub async fn reconcile(workload: Arc<Workload>, ctx: Arc<Context>) -> Result<Action> {
