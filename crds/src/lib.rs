@@ -10,6 +10,7 @@ mod condition;
 mod generate;
 mod instance;
 mod manifest;
+pub mod notification;
 mod runtime;
 mod workload;
 

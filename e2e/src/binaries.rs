@@ -104,7 +104,7 @@ fn binary_in(dir: &Path, binary: &'static str) -> Result<PathBuf, Error> {
     }
 }
 
-fn find_on_path(binary: impl AsRef<OsStr>) -> Option<PathBuf> {
+pub(crate) fn find_on_path(binary: impl AsRef<OsStr>) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(binary.as_ref()))

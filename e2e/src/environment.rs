@@ -17,6 +17,7 @@ use qleetos_crds::{KubernetesRuntime, KubernetesRuntimeSpec, RuntimeConnection, 
 
 use crate::cluster::{Cluster, ClusterSpec};
 use crate::error::Error;
+use crate::nats::NatsServer;
 use crate::operator::{OperatorOptions, OperatorProcess};
 
 /// Namespace of the runtime kubeconfig Secrets in the management cluster.
@@ -71,6 +72,7 @@ pub struct Environment {
     dir: PathBuf,
     pub management: Cluster,
     pub runtimes: Vec<(RuntimeSpec, Cluster)>,
+    pub nats: NatsServer,
     operators: Vec<OperatorProcess>,
 }
 
@@ -82,16 +84,20 @@ impl Environment {
         let workload_starts = runtimes
             .iter()
             .map(|r| Cluster::start(ClusterSpec::workload(r.name.clone(), r.fake_nodes), dir));
-        let (management, workloads) = tokio::join!(
+        let nats_dir = dir.join("nats");
+        let (management, workloads, nats) = tokio::join!(
             Cluster::start(ClusterSpec::management("management"), dir),
-            futures::future::join_all(workload_starts)
+            futures::future::join_all(workload_starts),
+            NatsServer::start(&nats_dir)
         );
         let management = management?;
+        let nats = nats?;
         let workloads = workloads.into_iter().collect::<Result<Vec<_>, _>>()?;
         let env = Self {
             dir: dir.to_owned(),
             management,
             runtimes: runtimes.into_iter().zip(workloads).collect(),
+            nats,
             operators: Vec::new(),
         };
         let client = env.management.client().await?;
@@ -152,6 +158,7 @@ impl Environment {
         for (_, cluster) in self.runtimes {
             cluster.stop().await;
         }
+        self.nats.stop().await;
         self.management.stop().await;
     }
 }

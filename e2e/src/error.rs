@@ -87,6 +87,10 @@ pub enum Error {
     #[error("invalid kubeconfig: {0}")]
     Kubeconfig(#[from] kube::config::KubeconfigError),
 
+    /// nats-server is not installed.
+    #[error("nats-server not found on PATH: install it with `apt-get install nats-server`")]
+    NatsNotFound,
+
     /// A binary of this workspace has not been built.
     #[error("{binary} not found at {}: build it with `cargo build --workspace --bins`", path.display())]
     WorkspaceBinaryMissing { binary: &'static str, path: PathBuf },

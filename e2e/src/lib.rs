@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod environment;
 pub mod error;
 pub mod http;
+pub mod nats;
 pub mod operator;
 pub mod process;
 

@@ -42,6 +42,7 @@ impl OperatorProcess {
         dir: &Path,
         index: usize,
         kubeconfig: &Path,
+        nats_url: &str,
         options: OperatorOptions,
     ) -> Result<Self, Error> {
         let program = workspace_binary("qleetos-operator")?;
@@ -55,6 +56,7 @@ impl OperatorProcess {
             args: args.into_iter().map(Into::into).collect(),
             env: vec![
                 ("KUBECONFIG".into(), kubeconfig.as_os_str().to_owned()),
+                ("QLEETOS_NATS_URL".into(), nats_url.into()),
                 ("RUST_LOG".into(), "info,kube=warn".into()),
             ],
             log_path,

@@ -1,0 +1,160 @@
+//! The NATS JetStream wire format shared by every publisher (operator watchers, the gateway)
+//! and the Qleets consuming it. A notification is only a pointer: the consumer reads the
+//! current object from the Kubernetes API.
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every work subject: `qleetos.work.<kind>.<namespace or _>.<name>`.
+pub const SUBJECT_PREFIX: &str = "qleetos.work";
+/// JetStream key-value bucket holding the per-object reconcile locks.
+pub const LOCK_BUCKET: &str = "qleetos-locks";
+
+/// The QleetOS kinds a Qleet reconciles, each with its own durable work queue.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QleetKind {
+    Workload,
+    WorkloadInstance,
+    KubernetesRuntime,
+}
+
+impl QleetKind {
+    pub const ALL: [QleetKind; 3] = [
+        Self::KubernetesRuntime,
+        Self::Workload,
+        Self::WorkloadInstance,
+    ];
+
+    /// Lower-case token used in subjects, consumer names and lock keys.
+    pub fn token(self) -> &'static str {
+        match self {
+            Self::Workload => "workload",
+            Self::WorkloadInstance => "workloadinstance",
+            Self::KubernetesRuntime => "kubernetesruntime",
+        }
+    }
+
+    /// The work-queue stream of this kind.
+    pub fn stream(self) -> &'static str {
+        match self {
+            Self::Workload => "QLEETOS_WORKLOAD",
+            Self::WorkloadInstance => "QLEETOS_WORKLOADINSTANCE",
+            Self::KubernetesRuntime => "QLEETOS_KUBERNETESRUNTIME",
+        }
+    }
+
+    /// The durable consumer every replica of the Qleet pulls from.
+    pub fn consumer(self) -> String {
+        format!("qleet-{}", self.token())
+    }
+
+    /// Subjects of the kind's stream.
+    pub fn subjects(self) -> String {
+        format!("{SUBJECT_PREFIX}.{}.>", self.token())
+    }
+}
+
+/// Why a notification was sent; part of the message id so different causes never dedupe
+/// each other away.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum Cause {
+    /// The object changed (any writer: kubectl, Helm, the gateway, another Qleet).
+    Change,
+    /// Periodic resync, numbered by resync period so every replica's resync dedupes.
+    Resync { period: u64 },
+    /// An object the instance applied in a runtime changed; `object` is its uid and
+    /// resourceVersion there.
+    Drift { runtime: String, object: String },
+}
+
+/// "Reconcile this object": kind, namespace, name, uid and the resourceVersion seen.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    pub kind: QleetKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: String,
+    pub resource_version: String,
+    pub cause: Cause,
+}
+
+impl Notification {
+    /// `qleetos.work.<kind>.<namespace or _>.<name>`, with dots in names written as `_`
+    /// (never part of a Kubernetes name), so each name stays one subject token.
+    pub fn subject(&self) -> String {
+        let namespace = self.namespace.as_deref().unwrap_or("_");
+        format!(
+            "{SUBJECT_PREFIX}.{}.{namespace}.{}",
+            self.kind.token(),
+            self.name.replace('.', "_")
+        )
+    }
+
+    /// JetStream `Nats-Msg-Id`: one change is one message, whoever publishes it.
+    pub fn message_id(&self) -> String {
+        match &self.cause {
+            Cause::Change => format!("{}:{}", self.uid, self.resource_version),
+            Cause::Resync { period } => format!("{}:resync:{period}", self.uid),
+            Cause::Drift { runtime, object } => format!("{}:drift:{runtime}:{object}", self.uid),
+        }
+    }
+
+    /// Lock key of the object: kind and uid.
+    pub fn lock_key(&self) -> String {
+        format!("{}.{}", self.kind.token(), self.uid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notification(cause: Cause) -> Notification {
+        Notification {
+            kind: QleetKind::Workload,
+            namespace: Some("team-a".into()),
+            name: "web.v2".into(),
+            uid: "u1".into(),
+            resource_version: "42".into(),
+            cause,
+        }
+    }
+
+    #[test]
+    fn subject_keeps_name_one_token() {
+        assert_eq!(
+            notification(Cause::Change).subject(),
+            "qleetos.work.workload.team-a.web_v2"
+        );
+        let mut runtime = notification(Cause::Change);
+        runtime.kind = QleetKind::KubernetesRuntime;
+        runtime.namespace = None;
+        assert_eq!(runtime.subject(), "qleetos.work.kubernetesruntime._.web_v2");
+    }
+
+    #[test]
+    fn message_ids_dedupe_one_change_but_not_different_causes() {
+        assert_eq!(notification(Cause::Change).message_id(), "u1:42");
+        assert_eq!(
+            notification(Cause::Resync { period: 7 }).message_id(),
+            "u1:resync:7"
+        );
+        let drift = Cause::Drift {
+            runtime: "eu".into(),
+            object: "o1:9".into(),
+        };
+        assert_eq!(notification(drift).message_id(), "u1:drift:eu:o1:9");
+    }
+
+    #[test]
+    fn round_trips_as_json() {
+        let n = notification(Cause::Resync { period: 3 });
+        let text = serde_json::to_string(&n).expect("serialises");
+        assert_eq!(
+            serde_json::from_str::<Notification>(&text).expect("parses"),
+            n
+        );
+    }
+}
