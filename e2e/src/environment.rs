@@ -139,9 +139,14 @@ impl Environment {
         options: OperatorOptions,
     ) -> Result<&OperatorProcess, Error> {
         let index = self.operators.len();
-        let operator =
-            OperatorProcess::start(&self.dir, index, self.management.kubeconfig_path(), options)
-                .await?;
+        let operator = OperatorProcess::start(
+            &self.dir,
+            index,
+            self.management.kubeconfig_path(),
+            &self.nats.url(),
+            options,
+        )
+        .await?;
         self.operators.push(operator);
         Ok(&self.operators[index])
     }
