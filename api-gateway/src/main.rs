@@ -1,35 +1,44 @@
-//! `qleetos-api-gateway`: the REST gateway CI systems and scripts call. This first version
-//! serves its health and version endpoints; the resource API follows.
+//! `qleetos-api-gateway`: the REST gateway CI systems and scripts call (see the library).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Context as _;
-use axum::Router;
-use axum::routing::get;
+use anyhow::{Context as _, bail};
 use clap::Parser;
+use qleetos_api_gateway::notify::Notifier;
+use qleetos_api_gateway::{AppState, Settings, app};
 use tracing_subscriber::EnvFilter;
 
-/// QleetOS REST gateway.
+/// QleetOS REST gateway. Reaches the management cluster through KUBECONFIG (or in-cluster
+/// config); needs only `create tokenreviews` and `impersonate` there.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:8443", env = "QLEETOS_GATEWAY_ADDR")]
     listen: SocketAddr,
-}
-
-fn app() -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
-        .route("/version", get(version))
-}
-
-async fn version() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "name": env!("CARGO_PKG_NAME"),
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// NATS server for change notifications; without it the operator's watchers notice writes.
+    #[arg(long, env = "QLEETOS_NATS_URL")]
+    nats_url: Option<String>,
+    /// Time limit of a request (except `?wait=` and watch streams).
+    #[arg(long, default_value = "30", value_name = "SECONDS")]
+    request_timeout: u64,
+    /// How long connecting to the management API may take before answering 503.
+    #[arg(long, default_value = "2", value_name = "SECONDS")]
+    connect_timeout: u64,
+    /// Largest request body accepted.
+    #[arg(long, default_value = "1048576", value_name = "BYTES")]
+    max_body_bytes: usize,
+    /// Longest `?wait=` accepted.
+    #[arg(long, default_value = "3600", value_name = "SECONDS")]
+    max_wait: u64,
 }
 
 #[tokio::main]
@@ -37,38 +46,67 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let mut config = kube::Config::infer()
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(addr = %args.listen, "qleetos-api-gateway listening");
-    axum::serve(listener, app())
-        .with_graceful_shutdown(async {
-            tokio::signal::ctrl_c().await.ok();
-        })
+        .context("loading the management cluster's kubeconfig")?;
+    config.connect_timeout = Some(Duration::from_secs(args.connect_timeout));
+    config.read_timeout = Some(Duration::from_secs(60));
+    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    let notifier = Notifier::connect(args.nats_url.as_deref())
         .await
-        .context("serving")
+        .context("configuring NATS")?;
+    let settings = Settings {
+        max_body_bytes: args.max_body_bytes,
+        request_timeout: Duration::from_secs(args.request_timeout),
+        max_wait: Duration::from_secs(args.max_wait),
+        ..Settings::default()
+    };
+    let router = app(AppState::new(client, notifier, settings));
+    let handle = axum_server::Handle::new();
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    let service = router.into_make_service();
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            if rustls::crypto::ring::default_provider()
+                .install_default()
+                .is_err()
+            {
+                bail!("installing the rustls crypto provider failed");
+            }
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| format!("loading {} and {}", cert.display(), key.display()))?;
+            tracing::info!(addr = %args.listen, "qleetos-api-gateway listening (https)");
+            axum_server::bind_rustls(args.listen, tls)
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+        _ => {
+            tracing::info!(addr = %args.listen, "qleetos-api-gateway listening (http)");
+            axum_server::bind(args.listen)
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+    }
+    .with_context(|| format!("serving on {}", args.listen))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn serves_version_over_http() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app()).await });
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        stream
-            .write_all(b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("write");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("read");
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        assert!(response.contains(r#""version":"0.1.0""#), "{response}");
+async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
     }
 }

@@ -1,0 +1,105 @@
+//! After each successful write the gateway publishes the object's notification to NATS
+//! JetStream, so a Qleet starts reconciling without waiting for its watch. Best effort: when
+//! NATS is down (or the stream does not exist yet) the write still succeeds and the operator's
+//! watchers pick the change up.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use qleetos_crds::notification::{Cause, Notification, QleetKind};
+use serde_json::Value;
+
+use crate::metrics::Metrics;
+
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Publishes notifications; a no-op without `--nats-url`.
+#[derive(Clone, Debug, Default)]
+pub struct Notifier {
+    jetstream: Option<jetstream::Context>,
+}
+
+impl Notifier {
+    /// Connects in the background (the gateway serves even while NATS is down).
+    pub async fn connect(url: Option<&str>) -> Result<Self, async_nats::ConnectError> {
+        let Some(url) = url else {
+            return Ok(Self::default());
+        };
+        let client = async_nats::ConnectOptions::new()
+            .name("qleetos-api-gateway")
+            .retry_on_initial_connect()
+            .connect(url)
+            .await?;
+        Ok(Self {
+            jetstream: Some(jetstream::new(client)),
+        })
+    }
+
+    /// Publishes the change notification of `object` without delaying the response.
+    pub fn publish(&self, kind: QleetKind, object: &Value, metrics: &Metrics) {
+        let Some(jetstream) = self.jetstream.clone() else {
+            return;
+        };
+        let Some(notification) = change_notification(kind, object) else {
+            return;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let result = publish(&jetstream, &notification).await;
+            match result {
+                Ok(()) => metrics.notification("published"),
+                Err(error) => {
+                    metrics.notification("failed");
+                    tracing::debug!(subject = notification.subject(), %error, "notification not published; the operator's watch will pick the change up");
+                }
+            }
+        });
+    }
+}
+
+async fn publish(jetstream: &jetstream::Context, n: &Notification) -> Result<(), String> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", n.message_id().as_str());
+    let payload = serde_json::to_vec(n).map_err(|e| e.to_string())?;
+    let ack = jetstream
+        .publish_with_headers(n.subject(), headers, payload.into())
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::time::timeout(ACK_TIMEOUT, ack)
+        .await
+        .map_err(|_| "no acknowledgement in time".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The `Change` notification naming an object the API server returned.
+pub fn change_notification(kind: QleetKind, object: &Value) -> Option<Notification> {
+    let metadata = object.get("metadata")?;
+    let field = |key: &str| metadata.get(key).and_then(Value::as_str).map(str::to_owned);
+    Some(Notification {
+        kind,
+        namespace: field("namespace"),
+        name: field("name")?,
+        uid: field("uid")?,
+        resource_version: field("resourceVersion")?,
+        cause: Cause::Change,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn notification_names_the_written_object() {
+        let object = json!({"metadata": {"name": "web", "namespace": "team-a", "uid": "u1", "resourceVersion": "7"}});
+        let n = change_notification(QleetKind::Workload, &object).expect("complete metadata");
+        assert_eq!(n.subject(), "qleetos.work.workload.team-a.web");
+        assert_eq!(n.message_id(), "u1:7");
+        assert!(
+            change_notification(QleetKind::Workload, &json!({"metadata": {"name": "x"}})).is_none()
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! The CI hook: `POST /v1/namespaces/{ns}/workloads/{name}/images` sets container images of a
+//! Workload (a merge patch of `spec.images` as the caller) and returns the new generation.
+//! With `?wait=<duration>` it answers once every placement runs the new generation Ready
+//! (200), or when the wait ends (504), with a per-placement report either way.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use kube::api::GetParams;
+use kube::api::Patch;
+use qleetos_crds::Workload;
+use qleetos_crds::notification::QleetKind;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::caller::Caller;
+use crate::error::ApiError;
+use crate::query::{WaitQuery, wait_duration};
+use crate::rollout::{RolloutReport, evaluate};
+use crate::routes::resources::{
+    ObjectPath, body_bytes, json_object, patch_params, with_retry_version,
+};
+use crate::state::AppState;
+
+/// The images to set: container name → image.
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesRequest {
+    /// Container name → image, merged into the Workload's `spec.images`.
+    #[schemars(extend("minProperties" = 1))]
+    pub images: BTreeMap<String, String>,
+}
+
+/// The result of an image update.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagesResponse {
+    pub namespace: String,
+    pub name: String,
+    /// The Workload's generation after the update; the rollout is of this generation.
+    pub generation: i64,
+    pub resource_version: String,
+    /// The Workload's `spec.images` after the update.
+    pub images: BTreeMap<String, String>,
+    /// With `?wait=`: the rollout state when the call returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutReport>,
+}
+
+fn parse_request(body: &[u8]) -> Result<ImagesRequest, ApiError> {
+    let object = Value::Object(json_object(body)?);
+    let request: ImagesRequest = serde_json::from_value(object).map_err(|e| {
+        ApiError::Invalid(format!(
+            "expected {{\"images\": {{\"<container>\": \"<image>\"}}}}: {e}"
+        ))
+    })?;
+    if request.images.is_empty() {
+        return Err(ApiError::Invalid(
+            "images must name at least one container".into(),
+        ));
+    }
+    if let Some((container, _)) = request
+        .images
+        .iter()
+        .find(|(c, i)| c.trim().is_empty() || i.trim().is_empty())
+    {
+        return Err(ApiError::Invalid(format!(
+            "container names and images must not be empty (container {container:?})"
+        )));
+    }
+    Ok(request)
+}
+
+pub async fn set_images(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: Result<Path<ObjectPath>, PathRejection>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let path = ObjectPath::from_rejection(path)?;
+    let query = query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request("InvalidQuery", e.body_text()))?;
+    let wait = wait_duration(&query, state.settings().max_wait)?;
+    let request = parse_request(&body_bytes(body)?)?;
+    let patch = json!({"spec": {"images": request.images}});
+    let http_request =
+        path.request::<Workload>()
+            .patch(path.name(), &patch_params(), &Patch::Merge(&patch))?;
+    let updated = match caller.send(http_request).await {
+        Ok(updated) => updated,
+        Err(e) => return Err(with_retry_version::<Workload>(&caller, &path, path.name(), e).await),
+    };
+    state
+        .notifier()
+        .publish(QleetKind::Workload, &updated, state.metrics());
+    let workload = decode(updated)?;
+    let mut response = ImagesResponse {
+        namespace: path.namespace.clone().unwrap_or_default(),
+        name: path.name().to_owned(),
+        generation: workload.metadata.generation.unwrap_or_default(),
+        resource_version: workload
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default(),
+        images: workload.spec.images.clone(),
+        rollout: None,
+    };
+    let Some(wait) = wait else {
+        return Ok(Json(response).into_response());
+    };
+    let report =
+        wait_for_rollout(&caller, &path, workload, wait, state.settings().wait_poll).await?;
+    let code = if report.rolled_out {
+        StatusCode::OK
+    } else {
+        StatusCode::GATEWAY_TIMEOUT
+    };
+    response.rollout = Some(report);
+    Ok((code, Json(response)).into_response())
+}
+
+fn decode(object: Value) -> Result<Workload, ApiError> {
+    serde_json::from_value(object).map_err(|e| {
+        ApiError::BadGateway(format!("unexpected Workload from the management API: {e}"))
+    })
+}
+
+/// Polls the Workload (as the caller) until it has rolled out its generation or `wait` ends.
+/// The generation is the one the update produced: a later writer's generation also counts,
+/// since it includes the images set here unless it replaced them.
+async fn wait_for_rollout(
+    caller: &Caller,
+    path: &ObjectPath,
+    updated: Workload,
+    wait: Duration,
+    poll: Duration,
+) -> Result<RolloutReport, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut report = evaluate(&updated);
+    loop {
+        if report.rolled_out || tokio::time::Instant::now() >= deadline {
+            return Ok(report);
+        }
+        tokio::time::sleep(poll.min(deadline - tokio::time::Instant::now())).await;
+        let request = path
+            .request::<Workload>()
+            .get(path.name(), &GetParams::default())?;
+        match caller.send(request).await {
+            Ok(object) => report = evaluate(&decode(object)?),
+            Err(error @ (ApiError::NotFound(_) | ApiError::Forbidden(_))) => return Err(error),
+            Err(error) => {
+                tracing::debug!(%error, "reading the Workload while waiting failed; retrying");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_image_requests() {
+        let request = parse_request(br#"{"images": {"web": "nginx:1.28"}}"#).expect("valid");
+        assert_eq!(request.images["web"], "nginx:1.28");
+        let cases: [(&[u8], u16); 6] = [
+            (b"{", 400),
+            (br#"{"images": {}}"#, 422),
+            (br#"{"images": {"web": 1}}"#, 422),
+            (br#"{"images": {"web": ""}}"#, 422),
+            (br#"{"image": {"web": "x"}}"#, 422),
+            (br#""x""#, 422),
+        ];
+        for (body, code) in cases {
+            let error = parse_request(body).expect_err("invalid");
+            assert_eq!(
+                error.status().as_u16(),
+                code,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}
