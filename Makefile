@@ -15,8 +15,9 @@ deps: ## Install the Debian packages the environment needs (etcd)
 	@bash scripts/install-deps.sh
 
 .PHONY: kube-bins
-kube-bins: ## Build the pinned Kubernetes binaries once (cached in ~/.cache/qleetos)
+kube-bins: ## Build the pinned Kubernetes binaries and install the pinned nats-server once (cached in ~/.cache/qleetos)
 	@bash e2e/scripts/kube-bins.sh >/dev/null
+	@bash e2e/scripts/nats-server.sh >/dev/null
 
 .PHONY: build
 build: ## Build every binary of the workspace

@@ -62,9 +62,14 @@ pub enum Cause {
     Change,
     /// Periodic resync, numbered by resync period so every replica's resync dedupes.
     Resync { period: u64 },
+    /// Periodic runtime probe, numbered by probe period.
+    Probe { period: u64 },
     /// An object the instance applied in a runtime changed; `object` is its uid and
     /// resourceVersion there.
     Drift { runtime: String, object: String },
+    /// Another object this one reacts to changed (an owned instance, a runtime, a Secret);
+    /// `object` names it with its uid and resourceVersion.
+    Related { object: String },
 }
 
 /// "Reconcile this object": kind, namespace, name, uid and the resourceVersion seen.
@@ -97,7 +102,9 @@ impl Notification {
         match &self.cause {
             Cause::Change => format!("{}:{}", self.uid, self.resource_version),
             Cause::Resync { period } => format!("{}:resync:{period}", self.uid),
+            Cause::Probe { period } => format!("{}:probe:{period}", self.uid),
             Cause::Drift { runtime, object } => format!("{}:drift:{runtime}:{object}", self.uid),
+            Cause::Related { object } => format!("{}:related:{object}", self.uid),
         }
     }
 

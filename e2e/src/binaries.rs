@@ -13,6 +13,9 @@ use crate::error::Error;
 pub const KUBE_BIN_DIR_ENV: &str = "QLEETOS_KUBE_BIN_DIR";
 
 const KUBE_BINS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kube-bins.sh");
+const NATS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/nats-server.sh");
+/// Overrides the nats-server binary (otherwise `e2e/scripts/nats-server.sh` installs one).
+pub const NATS_SERVER_ENV: &str = "QLEETOS_NATS_SERVER";
 
 /// Absolute paths of every binary a test cluster needs.
 #[derive(Debug, Clone)]
@@ -23,6 +26,7 @@ pub struct Binaries {
     pub kube_scheduler: PathBuf,
     pub kubectl: PathBuf,
     pub kwok: PathBuf,
+    pub nats_server: PathBuf,
 }
 
 static BINARIES: OnceCell<Binaries> = OnceCell::const_new();
@@ -44,6 +48,7 @@ impl Binaries {
             kube_scheduler: binary_in(&dir, "kube-scheduler")?,
             kubectl: binary_in(&dir, "kubectl")?,
             kwok: binary_in(&dir, "kwok")?,
+            nats_server: nats_server().await?,
         };
         tracing::debug!(?binaries, "located test binaries");
         Ok(binaries)
@@ -58,24 +63,45 @@ async fn kube_bin_dir() -> Result<PathBuf, Error> {
         script = KUBE_BINS_SCRIPT,
         "locating Kubernetes binaries (the first run builds them, which takes several minutes)"
     );
+    run_install_script(KUBE_BINS_SCRIPT)
+        .await
+        .map(PathBuf::from)
+        .map_err(|detail| Error::KubeBinaries { detail })
+}
+
+async fn nats_server() -> Result<PathBuf, Error> {
+    if let Some(path) = std::env::var_os(NATS_SERVER_ENV).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let path = run_install_script(NATS_SCRIPT)
+        .await
+        .map(PathBuf::from)
+        .map_err(|detail| Error::NatsServer { detail })?;
+    if is_executable(&path) {
+        Ok(path)
+    } else {
+        Err(Error::NatsServer {
+            detail: format!("{} is not executable", path.display()),
+        })
+    }
+}
+
+/// Runs one of the e2e/scripts installers and returns the last line it printed.
+async fn run_install_script(script: &str) -> Result<String, String> {
     let output = tokio::process::Command::new("bash")
-        .arg(KUBE_BINS_SCRIPT)
+        .arg(script)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| Error::KubeBinaries {
-            detail: format!("could not run bash {KUBE_BINS_SCRIPT}: {e}"),
-        })?;
+        .map_err(|e| format!("could not run bash {script}: {e}"))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
-        return Err(Error::KubeBinaries {
-            detail: format!(
-                "{KUBE_BINS_SCRIPT} failed ({}):\n{}",
-                output.status,
-                stderr.trim()
-            ),
-        });
+        return Err(format!(
+            "{script} failed ({}):\n{}",
+            output.status,
+            stderr.trim()
+        ));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     stdout
@@ -83,13 +109,8 @@ async fn kube_bin_dir() -> Result<PathBuf, Error> {
         .rev()
         .map(str::trim)
         .find(|line| !line.is_empty())
-        .map(PathBuf::from)
-        .ok_or_else(|| Error::KubeBinaries {
-            detail: format!(
-                "{KUBE_BINS_SCRIPT} printed no directory; its stderr:\n{}",
-                stderr.trim()
-            ),
-        })
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{script} printed nothing; its stderr:\n{}", stderr.trim()))
 }
 
 fn binary_in(dir: &Path, binary: &'static str) -> Result<PathBuf, Error> {
@@ -104,7 +125,7 @@ fn binary_in(dir: &Path, binary: &'static str) -> Result<PathBuf, Error> {
     }
 }
 
-pub(crate) fn find_on_path(binary: impl AsRef<OsStr>) -> Option<PathBuf> {
+fn find_on_path(binary: impl AsRef<OsStr>) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(binary.as_ref()))

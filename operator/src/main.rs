@@ -6,9 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use qleetos_crds::notification::QleetKind;
 use qleetos_operator::context::{Context, Settings};
-use qleetos_operator::controllers::{instance, runtime, workload};
+use qleetos_operator::controllers::{instance_qleet, runtime_qleet, workload_qleet};
 use qleetos_operator::metrics::{self, Metrics};
+use qleetos_operator::queue::notifier::{self, Publisher};
+use qleetos_operator::queue::worker::{Worker, report_queue_depth};
+use qleetos_operator::queue::{Broker, BrokerOptions, drift};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,6 +53,24 @@ struct Args {
     /// Longest retry delay after repeated failures.
     #[arg(long, default_value = "2m", value_parser = humantime_duration, env = "QLEETOS_MAX_BACKOFF")]
     max_backoff: Duration,
+    /// Longest a single reconcile may run before it counts as failed.
+    #[arg(long, default_value = "60s", value_parser = humantime_duration, env = "QLEETOS_RECONCILE_TIMEOUT")]
+    reconcile_timeout: Duration,
+    /// Reconciles this replica runs at once, per Qleet.
+    #[arg(long, default_value = "4", env = "QLEETOS_CONCURRENCY")]
+    concurrency: usize,
+    /// NATS server URL (JetStream enabled).
+    #[arg(long, env = "QLEETOS_NATS_URL")]
+    nats_url: String,
+    /// NATS credentials file (.creds), when the server requires one.
+    #[arg(long, env = "QLEETOS_NATS_CREDS")]
+    nats_creds: Option<std::path::PathBuf>,
+    /// CA certificate to verify a TLS NATS server (enables TLS).
+    #[arg(long, env = "QLEETOS_NATS_TLS_CA")]
+    nats_tls_ca: Option<std::path::PathBuf>,
+    /// Name of this replica in locks and logs; defaults to <hostname>-<pid>.
+    #[arg(long, env = "QLEETOS_REPLICA_ID")]
+    replica_id: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "QLEETOS_LOG_JSON")]
     log_json: bool,
@@ -85,33 +107,78 @@ async fn main() -> anyhow::Result<()> {
         progress_poll: args.progress_poll,
         base_backoff: args.base_backoff,
         max_backoff: args.max_backoff,
+        reconcile_timeout: args.reconcile_timeout,
     };
     let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(Context::new(client, settings, metrics.clone()));
-
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
-    tracing::info!(addr = %args.metrics_addr, qleets = ?args.qleets, "qleetos-operator starting");
-    let server =
-        axum::serve(listener, metrics::router(metrics.clone())).with_graceful_shutdown(async {
-            tokio::signal::ctrl_c().await.ok();
-        });
+    let server = axum::serve(listener, metrics::router(metrics.clone()));
+    tokio::spawn(async move { server.await });
 
-    let mut qleets = Vec::new();
+    let replica = args.replica_id.clone().unwrap_or_else(default_replica_id);
+    tracing::info!(addr = %args.metrics_addr, qleets = ?args.qleets, %replica, nats = %args.nats_url, "qleetos-operator starting");
+    let broker = Broker::connect(BrokerOptions {
+        url: args.nats_url.clone(),
+        credentials: args.nats_creds.clone(),
+        tls_ca: args.nats_tls_ca.clone(),
+        name: replica.clone(),
+        ack_wait: args.reconcile_timeout + Duration::from_secs(30),
+        lock_ttl: args.reconcile_timeout + Duration::from_secs(15),
+    })
+    .await
+    .context("connecting to NATS")?;
+    let publisher = Publisher::new(broker.clone());
+    tokio::spawn(notifier::run(publisher.clone(), ctx.clone()));
+    tokio::spawn(drift::run(publisher, ctx.clone()));
+    let worker = Worker {
+        broker: broker.clone(),
+        ctx: ctx.clone(),
+        concurrency: args.concurrency,
+        holder: replica,
+    };
+    let mut kinds = Vec::new();
     for qleet in &args.qleets {
-        let ctx = ctx.clone();
-        qleets.push(match qleet {
-            Qleet::Runtime => tokio::spawn(runtime::run(ctx)),
-            Qleet::Workload => tokio::spawn(workload::run(ctx)),
-            Qleet::Instance => tokio::spawn(instance::run(ctx)),
+        let worker = worker.clone();
+        match qleet {
+            Qleet::Runtime => tokio::spawn(worker.run(runtime_qleet())),
+            Qleet::Workload => tokio::spawn(worker.run(workload_qleet())),
+            Qleet::Instance => tokio::spawn(worker.run(instance_qleet())),
+        };
+        kinds.push(match qleet {
+            Qleet::Runtime => QleetKind::KubernetesRuntime,
+            Qleet::Workload => QleetKind::Workload,
+            Qleet::Instance => QleetKind::WorkloadInstance,
         });
     }
-    metrics.set_ready(true);
-    let (served, _) = tokio::join!(server, futures::future::join_all(qleets));
-    served.context("serving metrics")?;
-    tracing::info!("qleetos-operator stopped");
+    tokio::spawn(report_queue_depth(broker.clone(), ctx.clone(), kinds));
+    tokio::spawn(async move {
+        loop {
+            metrics.set_ready(broker.is_connected());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    shutdown_signal().await;
+    tracing::info!("qleetos-operator stopping");
     Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+fn default_replica_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "qleetos".into());
+    format!("{host}-{}", std::process::id())
 }
 
 fn init_logging(json: bool) {

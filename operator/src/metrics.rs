@@ -11,6 +11,7 @@ use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -19,6 +20,12 @@ use crate::error::Error;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ControllerLabels {
     controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    controller: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -36,6 +43,11 @@ pub struct Metrics {
     reconciles: Family<ControllerLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     duration: HistogramFamily,
+    messages: Family<OutcomeLabels, Counter>,
+    lock_contention: Family<ControllerLabels, Counter>,
+    lock_releases: Family<OutcomeLabels, Counter>,
+    queue_depth: Family<ControllerLabels, Gauge>,
+    notify_to_done: HistogramFamily,
     ready: AtomicBool,
 }
 
@@ -60,11 +72,48 @@ impl Default for Metrics {
             "Reconcile duration, by Qleet",
             duration.clone(),
         );
+        let messages = Family::<OutcomeLabels, Counter>::default();
+        let lock_contention = Family::<ControllerLabels, Counter>::default();
+        let lock_releases = Family::<OutcomeLabels, Counter>::default();
+        let queue_depth = Family::<ControllerLabels, Gauge>::default();
+        let notify_to_done: HistogramFamily = Family::new_with_constructor(duration_histogram);
+        let help = [
+            (
+                "messages",
+                "Work-queue messages by outcome: received, acked, naked, terminated",
+            ),
+            (
+                "lock_contention",
+                "Messages requeued because another replica held the object's lock",
+            ),
+            (
+                "lock_releases",
+                "Lock releases: clean (held throughout) or lost",
+            ),
+            (
+                "queue_depth",
+                "Messages pending or unacknowledged in the Qleet's consumer",
+            ),
+            (
+                "notify_to_done_seconds",
+                "Time from a notification's publication to its reconcile's end",
+            ),
+        ];
+        registry.register(help[0].0, help[0].1, messages.clone());
+        registry.register(help[1].0, help[1].1, lock_contention.clone());
+        registry.register(help[2].0, help[2].1, lock_releases.clone());
+        registry.register(help[3].0, help[3].1, queue_depth.clone());
+        registry.register(help[4].0, help[4].1, notify_to_done.clone());
         Self {
             registry,
             reconciles,
             failures,
             duration,
+            messages,
+            lock_contention,
+            lock_releases,
+            queue_depth,
+            notify_to_done,
             ready: AtomicBool::new(false),
         }
     }
@@ -90,6 +139,45 @@ impl Metrics {
             };
             self.failures.get_or_create(&labels).inc();
         }
+    }
+
+    /// Counts a work-queue message outcome: received, acked, naked or terminated.
+    pub fn message(&self, controller: &'static str, outcome: &'static str) {
+        self.messages
+            .get_or_create(&OutcomeLabels {
+                controller,
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn lock_contended(&self, controller: &'static str) {
+        self.lock_contention
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
+    }
+
+    pub fn lock_released(&self, controller: &'static str, clean: bool) {
+        let outcome = if clean { "clean" } else { "lost" };
+        self.lock_releases
+            .get_or_create(&OutcomeLabels {
+                controller,
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn set_queue_depth(&self, controller: &'static str, depth: u64) {
+        let depth = i64::try_from(depth).unwrap_or(i64::MAX);
+        self.queue_depth
+            .get_or_create(&ControllerLabels { controller })
+            .set(depth);
+    }
+
+    pub fn notification_done(&self, controller: &'static str, seconds: f64) {
+        self.notify_to_done
+            .get_or_create(&ControllerLabels { controller })
+            .observe(seconds);
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -123,7 +211,10 @@ async fn serve_ready(State(metrics): State<Arc<Metrics>>) -> (StatusCode, &'stat
     if metrics.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ok")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "controllers not started")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not connected to NATS or Qleets not started",
+        )
     }
 }
 

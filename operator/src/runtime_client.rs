@@ -45,6 +45,12 @@ impl RuntimeClient {
         &self.client
     }
 
+    /// Whether both handles share one connection (the pool rebuilds it when the
+    /// kubeconfig Secret changes).
+    pub fn same_as(&self, other: &RuntimeClient) -> bool {
+        Arc::ptr_eq(&self.kinds, &other.kinds)
+    }
+
     /// Applies one rendered manifest with server-side apply (strict field validation), putting
     /// namespaced objects without a namespace into `default_namespace`.
     pub async fn apply(

@@ -3,22 +3,18 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
 
-use futures::StreamExt;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::watcher;
 use qleetos_crds::{
     AppliedObject, Condition, KubernetesRuntime, ResourceHealth, WorkloadInstance,
     WorkloadInstanceStatus,
 };
 
 use super::{apply_status, name_of, namespace_of};
-use crate::context::{Context, key_of};
+use crate::context::{Context, Next, key_of};
 use crate::error::{Error, Result};
+use crate::finalizer::{self, Phase};
 use crate::health::{WATCHED_KINDS, describe_unhealthy, health_of};
 use crate::render::{Owner, render};
 use crate::runtime_client::{RuntimeClient, describe};
@@ -27,34 +23,19 @@ pub const CONTROLLER: &str = "workloadinstance";
 /// Held until every object the instance applied is gone from its runtime.
 pub const FINALIZER: &str = "qleetos.io/runtime-objects";
 
-/// Runs the WorkloadInstance Qleet until shutdown.
-pub async fn run(ctx: Arc<Context>) {
-    let instances: Api<WorkloadInstance> = Api::all(ctx.client.clone());
-    Controller::new(instances, watcher::Config::default().any_semantic())
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
-}
-
-pub async fn reconcile(instance: Arc<WorkloadInstance>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
+/// Converges one WorkloadInstance, or removes its objects when it is being deleted.
+pub async fn reconcile(instance: Arc<WorkloadInstance>, ctx: Arc<Context>) -> Result<Next> {
     let api: Api<WorkloadInstance> =
         Api::namespaced(ctx.client.clone(), &namespace_of(&*instance)?);
-    let result = finalizer(&api, FINALIZER, instance, |event| async {
-        match event {
-            Finalizer::Apply(instance) => deploy(&instance, &ctx).await,
-            Finalizer::Cleanup(instance) => cleanup(&instance, &ctx).await,
+    match finalizer::phase(&api, FINALIZER, instance).await? {
+        Phase::Apply(instance) => deploy(&instance, &ctx).await,
+        Phase::Cleanup(instance) => {
+            cleanup(&instance, &ctx).await?;
+            finalizer::release(&api, FINALIZER, &*instance).await?;
+            Ok(Next::Done)
         }
-    })
-    .await
-    .map_err(Error::from);
-    ctx.metrics.observe(CONTROLLER, started, &result);
-    result
-}
-
-pub fn error_policy(instance: Arc<WorkloadInstance>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.retry_after_failure(&key_of(&*instance), error)
+        Phase::Gone => Ok(Next::Done),
+    }
 }
 
 /// What one pass of applying produced, whether or not it fully succeeded.
@@ -64,7 +45,7 @@ struct Outcome {
     failure: Option<Error>,
 }
 
-async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Action> {
+async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
     let previous = previous_inventory(instance);
     let outcome = match runtime_client(instance, ctx).await {
         Ok(client) => converge(instance, &client, previous).await,
@@ -88,12 +69,11 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Action> {
     if let Some(error) = outcome.failure {
         return Err(error);
     }
-    ctx.backoff.reset(&key_of(instance));
-    Ok(Action::requeue(if healthy {
-        ctx.settings.resync
+    Ok(if healthy {
+        Next::Done
     } else {
-        ctx.settings.progress_poll
-    }))
+        Next::After(ctx.settings.progress_poll)
+    })
 }
 
 async fn runtime_client(instance: &WorkloadInstance, ctx: &Context) -> Result<RuntimeClient> {
@@ -240,7 +220,7 @@ fn ready_condition(instance: &WorkloadInstance, outcome: &Outcome, healthy: bool
 }
 
 /// Removes every object the instance applied, keeping the finalizer until all are gone.
-async fn cleanup(instance: &WorkloadInstance, ctx: &Context) -> Result<Action> {
+async fn cleanup(instance: &WorkloadInstance, ctx: &Context) -> Result<()> {
     let client = match runtime_client(instance, ctx).await {
         Ok(client) => client,
         Err(Error::RuntimeNotFound(runtime)) => {
@@ -249,7 +229,7 @@ async fn cleanup(instance: &WorkloadInstance, ctx: &Context) -> Result<Action> {
             );
             ctx.event(instance, EventType::Warning, "RuntimeGone", note)
                 .await;
-            return Ok(Action::await_change());
+            return Ok(());
         }
         Err(error) => return Err(error),
     };
@@ -261,7 +241,7 @@ async fn cleanup(instance: &WorkloadInstance, ctx: &Context) -> Result<Action> {
     }
     if pending.is_empty() {
         tracing::info!(instance = %key_of(instance), "removed every applied object");
-        Ok(Action::await_change())
+        Ok(())
     } else {
         Err(Error::CleanupPending(pending.join(", ")))
     }

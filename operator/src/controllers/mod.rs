@@ -50,3 +50,36 @@ pub(crate) fn namespace_of<K: Resource>(object: &K) -> Result<String> {
             "namespace",
         ))
 }
+
+use kube::Client;
+use qleetos_crds::notification::QleetKind;
+use qleetos_crds::{KubernetesRuntime, Workload, WorkloadInstance};
+
+use crate::queue::worker::Qleet;
+
+/// The Workload Qleet.
+pub fn workload_qleet() -> Qleet<Workload> {
+    Qleet {
+        kind: QleetKind::Workload,
+        api: |client: Client, namespace| Api::namespaced(client, namespace.unwrap_or_default()),
+        reconcile: |object, ctx| Box::pin(workload::reconcile(object, ctx)),
+    }
+}
+
+/// The WorkloadInstance Qleet.
+pub fn instance_qleet() -> Qleet<WorkloadInstance> {
+    Qleet {
+        kind: QleetKind::WorkloadInstance,
+        api: |client: Client, namespace| Api::namespaced(client, namespace.unwrap_or_default()),
+        reconcile: |object, ctx| Box::pin(instance::reconcile(object, ctx)),
+    }
+}
+
+/// The KubernetesRuntime Qleet.
+pub fn runtime_qleet() -> Qleet<KubernetesRuntime> {
+    Qleet {
+        kind: QleetKind::KubernetesRuntime,
+        api: |client: Client, _| Api::all(client),
+        reconcile: |object, ctx| Box::pin(runtime::reconcile(object, ctx)),
+    }
+}

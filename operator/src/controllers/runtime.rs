@@ -1,98 +1,35 @@
 //! KubernetesRuntime Qleet: connects to each workload cluster, reports whether it is
 //! reachable, its version and node count, and protects runtimes still in use from deletion.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::Instant;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
 use qleetos_crds::{Condition, KubernetesRuntime, KubernetesRuntimeStatus, WorkloadInstance};
 
 use super::{apply_status, name_of};
-use crate::context::{Context, key_of};
+use crate::context::{Context, Next, key_of};
 use crate::error::{Error, Result};
+use crate::finalizer::{self, Phase};
 
 pub const CONTROLLER: &str = "kubernetesruntime";
 /// Held while any WorkloadInstance still targets the runtime.
 pub const FINALIZER: &str = "qleetos.io/runtime-in-use";
 
-/// Runs the KubernetesRuntime Qleet until shutdown.
-pub async fn run(ctx: Arc<Context>) {
-    let runtimes: Api<KubernetesRuntime> = Api::all(ctx.client.clone());
-    let (reader, writer) = reflector::store();
-    // Status writes (probe times) must not retrigger the probe: only spec, labels,
-    // finalizers and deletion do; the periodic requeue does the rest.
-    let triggers = watcher(runtimes, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(spec_change, Default::default());
-    let secrets_reader = reader.clone();
-    let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .touched_objects();
-    Controller::for_stream(triggers, reader)
-        .watches_stream(secrets, move |secret| {
-            let (namespace, name) = (secret.namespace(), secret.name_any());
-            secrets_reader
-                .state()
-                .into_iter()
-                .filter(|r| {
-                    let reference = &r.spec.connection.kubeconfig_secret_ref;
-                    Some(&reference.namespace) == namespace.as_ref() && reference.name == name
-                })
-                .map(|r| ObjectRef::from_obj(&*r))
-                .collect::<Vec<_>>()
-        })
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
-}
-
-fn spec_change(runtime: &KubernetesRuntime) -> Option<u64> {
-    let mut hasher = DefaultHasher::new();
-    runtime.metadata.generation.hash(&mut hasher);
-    runtime.metadata.labels.hash(&mut hasher);
-    runtime.metadata.finalizers.hash(&mut hasher);
-    runtime
-        .metadata
-        .deletion_timestamp
-        .is_some()
-        .hash(&mut hasher);
-    Some(hasher.finish())
-}
-
-pub async fn reconcile(runtime: Arc<KubernetesRuntime>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
+/// Probes one runtime, or lets it go once nothing uses it when it is being deleted.
+pub async fn reconcile(runtime: Arc<KubernetesRuntime>, ctx: Arc<Context>) -> Result<Next> {
     let api: Api<KubernetesRuntime> = Api::all(ctx.client.clone());
-    let result = finalizer(&api, FINALIZER, runtime, |event| async {
-        match event {
-            Finalizer::Apply(runtime) => probe(&runtime, &ctx).await,
-            Finalizer::Cleanup(runtime) => release(&runtime, &ctx).await,
+    match finalizer::phase(&api, FINALIZER, runtime).await? {
+        Phase::Apply(runtime) => probe(&runtime, &ctx).await,
+        Phase::Cleanup(runtime) => {
+            release(&runtime, &ctx).await?;
+            finalizer::release(&api, FINALIZER, &*runtime).await?;
+            Ok(Next::Done)
         }
-    })
-    .await
-    .map_err(Error::from);
-    ctx.metrics.observe(CONTROLLER, started, &result);
-    result
-}
-
-pub fn error_policy(runtime: Arc<KubernetesRuntime>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.retry_after_failure(&key_of(&*runtime), error)
+        Phase::Gone => Ok(Next::Done),
+    }
 }
 
 struct Observation {
@@ -100,7 +37,7 @@ struct Observation {
     node_count: i64,
 }
 
-async fn probe(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Action> {
+async fn probe(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Next> {
     let name = name_of(runtime)?;
     let observed = observe(runtime, ctx).await;
     let was_ready = runtime.is_ready();
@@ -154,7 +91,7 @@ async fn probe(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Action> {
         }
         _ => {}
     }
-    Ok(Action::requeue(ctx.settings.probe_interval))
+    Ok(Next::Done)
 }
 
 fn status_base(
@@ -200,7 +137,7 @@ async fn observe(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Observati
 }
 
 /// Lets a runtime go only when no WorkloadInstance targets it any more.
-async fn release(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Action> {
+async fn release(runtime: &KubernetesRuntime, ctx: &Context) -> Result<()> {
     let name = name_of(runtime)?;
     let instances = Api::<WorkloadInstance>::all(ctx.client.clone())
         .list(&ListParams::default())
@@ -214,7 +151,7 @@ async fn release(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Action> {
         .collect();
     if users.is_empty() {
         ctx.pool.forget(&name);
-        return Ok(Action::await_change());
+        return Ok(());
     }
     let message = format!(
         "runtime {name} is still used by WorkloadInstances {}; move or delete those Workloads first",

@@ -5,14 +5,8 @@ use std::collections::BTreeSet;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::Instant;
 
-use futures::StreamExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use qleetos_crds::{
     Condition, FIELD_MANAGER, KubernetesRuntime, PlacementStatus, RuntimeRef, Workload,
@@ -20,8 +14,9 @@ use qleetos_crds::{
 };
 
 use super::{apply_status, name_of, namespace_of};
-use crate::context::{Context, key_of};
+use crate::context::{Context, Next, key_of};
 use crate::error::{Error, Result};
+use crate::finalizer::{self, Phase};
 use crate::placement::{Selected, select};
 
 pub const CONTROLLER: &str = "workload";
@@ -30,44 +25,23 @@ pub const FINALIZER: &str = "qleetos.io/instances";
 /// Label on a WorkloadInstance naming its Workload.
 pub const WORKLOAD_LABEL: &str = "qleetos.io/workload";
 
-/// Runs the Workload Qleet until shutdown.
-pub async fn run(ctx: Arc<Context>) {
-    let workloads: Api<Workload> = Api::all(ctx.client.clone());
-    let controller = Controller::new(workloads, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    controller
-        .owns(
-            Api::<WorkloadInstance>::all(ctx.client.clone()),
-            watcher::Config::default().any_semantic(),
-        )
-        .watches_stream(runtime_changes(&ctx), move |_| {
-            store
-                .state()
-                .into_iter()
-                .map(|w| ObjectRef::from_obj(&*w))
-                .collect::<Vec<_>>()
-        })
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+/// Places one Workload, or removes its instances when it is being deleted.
+pub async fn reconcile(workload: Arc<Workload>, ctx: Arc<Context>) -> Result<Next> {
+    let api: Api<Workload> = Api::namespaced(ctx.client.clone(), &namespace_of(&*workload)?);
+    match finalizer::phase(&api, FINALIZER, workload).await? {
+        Phase::Apply(workload) => place(&workload, &ctx).await,
+        Phase::Cleanup(workload) => {
+            cleanup(&workload, &ctx).await?;
+            finalizer::release(&api, FINALIZER, &*workload).await?;
+            Ok(Next::Done)
+        }
+        Phase::Gone => Ok(Next::Done),
+    }
 }
 
 /// Runtime changes that can move placements: spec, labels, readiness and deletion, not the
 /// periodic probe times.
-fn runtime_changes(
-    ctx: &Context,
-) -> impl futures::Stream<Item = Result<KubernetesRuntime, watcher::Error>> + use<> {
-    watcher(
-        Api::<KubernetesRuntime>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .touched_objects()
-    .predicate_filter(placement_relevant, Default::default())
-}
-
-fn placement_relevant(runtime: &KubernetesRuntime) -> Option<u64> {
+pub fn placement_relevant(runtime: &KubernetesRuntime) -> u64 {
     let mut hasher = DefaultHasher::new();
     runtime.metadata.generation.hash(&mut hasher);
     runtime.metadata.labels.hash(&mut hasher);
@@ -77,29 +51,10 @@ fn placement_relevant(runtime: &KubernetesRuntime) -> Option<u64> {
         .deletion_timestamp
         .is_some()
         .hash(&mut hasher);
-    Some(hasher.finish())
+    hasher.finish()
 }
 
-pub async fn reconcile(workload: Arc<Workload>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
-    let api: Api<Workload> = Api::namespaced(ctx.client.clone(), &namespace_of(&*workload)?);
-    let result = finalizer(&api, FINALIZER, workload, |event| async {
-        match event {
-            Finalizer::Apply(workload) => place(&workload, &ctx).await,
-            Finalizer::Cleanup(workload) => cleanup(&workload, &ctx).await,
-        }
-    })
-    .await
-    .map_err(Error::from);
-    ctx.metrics.observe(CONTROLLER, started, &result);
-    result
-}
-
-pub fn error_policy(workload: Arc<Workload>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.retry_after_failure(&key_of(&*workload), error)
-}
-
-async fn place(workload: &Workload, ctx: &Context) -> Result<Action> {
+async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
     let namespace = namespace_of(workload)?;
     let instances: Api<WorkloadInstance> = Api::namespaced(ctx.client.clone(), &namespace);
     let existing = owned_instances(&instances, workload).await?;
@@ -133,8 +88,7 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Action> {
     remove_unselected(&instances, existing, &selected).await?;
     let ready = ready_condition(&placements);
     write_status(workload, ctx, placements, ready).await?;
-    ctx.backoff.reset(&key_of(workload));
-    Ok(Action::requeue(ctx.settings.resync))
+    Ok(Next::Done)
 }
 
 async fn owned_instances(
@@ -306,12 +260,12 @@ async fn write_status(
 
 /// Deletes every instance and keeps the finalizer until they are gone (their own finalizers
 /// remove the objects from the runtimes first).
-async fn cleanup(workload: &Workload, ctx: &Context) -> Result<Action> {
+async fn cleanup(workload: &Workload, ctx: &Context) -> Result<()> {
     let instances: Api<WorkloadInstance> =
         Api::namespaced(ctx.client.clone(), &namespace_of(workload)?);
     let remaining = owned_instances(&instances, workload).await?;
     if remaining.is_empty() {
-        return Ok(Action::await_change());
+        return Ok(());
     }
     for instance in &remaining {
         delete_instance(&instances, &instance.name_any()).await?;
