@@ -5,6 +5,7 @@ pub mod certs;
 pub mod cluster;
 pub mod environment;
 pub mod error;
+pub mod gateway;
 pub mod http;
 pub mod nats;
 pub mod operator;

@@ -14,6 +14,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
 use qleetos_crds::{Conditions, KubernetesRuntime, Workload};
 use qleetos_e2e::environment::{Environment, default_runtimes};
+use qleetos_e2e::gateway::GatewayProcess;
 use qleetos_e2e::operator::OperatorOptions;
 use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
@@ -52,6 +53,10 @@ enum Command {
     Kubeconfig,
 }
 
+/// Where `up` serves the gateway unless QLEETOS_GATEWAY_PORT says otherwise (the README's
+/// curl example uses it).
+const DEFAULT_GATEWAY_PORT: u16 = 18443;
+
 /// What `up` leaves in the state directory for the other commands and for humans.
 #[derive(Debug, Serialize, Deserialize)]
 struct State {
@@ -59,6 +64,8 @@ struct State {
     management_kubeconfig: PathBuf,
     runtimes: Vec<RuntimeState>,
     operator_log: PathBuf,
+    #[serde(default)]
+    gateway_url: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -122,7 +129,25 @@ async fn run_until_signalled(dir: &Path) -> Result<()> {
         .await?
         .log_path()
         .to_owned();
+    let gateway_port = std::env::var("QLEETOS_GATEWAY_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(DEFAULT_GATEWAY_PORT);
+    let mut gateway = GatewayProcess::start_on(
+        dir,
+        env.management.kubeconfig_path(),
+        Some(&env.nats.url()),
+        &[],
+        gateway_port,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "starting the gateway on port {gateway_port} (set QLEETOS_GATEWAY_PORT to change it)"
+        )
+    })?;
     let state = State {
+        gateway_url: gateway.base_url(),
         pid: std::process::id(),
         management_kubeconfig: env.management.kubeconfig_path().to_owned(),
         operator_log,
@@ -148,6 +173,7 @@ async fn run_until_signalled(dir: &Path) -> Result<()> {
         _ = terminate.recv() => {}
     }
     tracing::info!("stopping the environment");
+    gateway.stop().await;
     env.stop().await;
     Ok(())
 }
@@ -167,6 +193,9 @@ fn print_instructions(state: &State) {
         );
     }
     println!("  operator log: {}", state.operator_log.display());
+    if !state.gateway_url.is_empty() {
+        println!("  gateway: {}", state.gateway_url);
+    }
 }
 
 async fn wait(dir: &Path, timeout: Duration) -> Result<()> {

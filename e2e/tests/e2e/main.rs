@@ -3,6 +3,7 @@
 //! scenarios that can run side by side; disruptive ones start an environment of their own.
 
 mod foundation;
+mod gateway;
 mod support;
 
 use std::future::Future;
@@ -62,6 +63,7 @@ fn main() {
         })
     })
     .collect();
+    trials.extend(gateway::trials(&runtime, &shared_env, dir.path()));
     let (own_runtime, own_dir) = (runtime.clone(), dir.path().join("unreachable"));
     trials.push(Trial::test("unreachable_runtime_recovers", move || {
         own_runtime
