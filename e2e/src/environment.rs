@@ -74,6 +74,7 @@ pub struct Environment {
     pub runtimes: Vec<(RuntimeSpec, Cluster)>,
     pub nats: NatsServer,
     operators: Vec<OperatorProcess>,
+    operators_started: usize,
 }
 
 impl Environment {
@@ -99,6 +100,7 @@ impl Environment {
             runtimes: runtimes.into_iter().zip(workloads).collect(),
             nats,
             operators: Vec::new(),
+            operators_started: 0,
         };
         let client = env.management.client().await?;
         install_crds(&client).await?;
@@ -138,7 +140,8 @@ impl Environment {
         &mut self,
         options: OperatorOptions,
     ) -> Result<&OperatorProcess, Error> {
-        let index = self.operators.len();
+        let index = self.operators_started;
+        self.operators_started += 1;
         let operator = OperatorProcess::start(
             &self.dir,
             index,
@@ -148,11 +151,23 @@ impl Environment {
         )
         .await?;
         self.operators.push(operator);
-        Ok(&self.operators[index])
+        Ok(&self.operators[self.operators.len() - 1])
     }
 
     pub fn operators(&self) -> &[OperatorProcess] {
         &self.operators
+    }
+
+    pub fn operators_mut(&mut self) -> &mut [OperatorProcess] {
+        &mut self.operators
+    }
+
+    /// Stops every operator process (their logs stay on disk).
+    pub async fn stop_operators(&mut self) {
+        for operator in &mut self.operators {
+            operator.stop().await;
+        }
+        self.operators.clear();
     }
 
     /// Stops the operators, then every cluster.

@@ -88,6 +88,16 @@ impl OperatorProcess {
         self.process.stop().await;
     }
 
+    /// SIGKILL: the replica dies mid-work, as on a node crash.
+    pub fn kill(&mut self) {
+        self.process.kill_blocking();
+    }
+
+    /// The operator's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
     async fn wait_ready(&mut self) -> Result<(), Error> {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         let mut last_error = None;

@@ -25,7 +25,7 @@ enum Qleet {
 /// QleetOS operator. Reaches the management cluster through the usual kubeconfig lookup
 /// (KUBECONFIG, ~/.kube/config, or the in-cluster service account).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 struct Args {
     /// Qleets to run (comma-separated); all by default.
     #[arg(
@@ -184,7 +184,10 @@ fn default_replica_id() -> String {
 fn init_logging(json: bool) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     if json {
         builder.json().init();
     } else {

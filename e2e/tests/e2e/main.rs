@@ -4,6 +4,7 @@
 
 mod foundation;
 mod gateway;
+mod queue;
 mod support;
 
 use std::future::Future;
@@ -64,6 +65,8 @@ fn main() {
     })
     .collect();
     trials.extend(gateway::trials(&runtime, &shared_env, dir.path()));
+    let (queue_trials, queue_env) = queue::trials(&runtime, &shared_env, dir.path());
+    trials.extend(queue_trials);
     let (own_runtime, own_dir) = (runtime.clone(), dir.path().join("unreachable"));
     trials.push(Trial::test("unreachable_runtime_recovers", move || {
         own_runtime
@@ -72,6 +75,7 @@ fn main() {
     }));
 
     let conclusion = libtest_mimic::run(&args, trials);
+    runtime.block_on(queue_env.stop());
     if let Ok(Ok(env)) = Arc::try_unwrap(shared_env) {
         runtime.block_on(env.stop());
     }
