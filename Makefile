@@ -11,8 +11,9 @@ help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: deps
-deps: ## Install the Debian packages the environment needs (etcd)
+deps: ## Install what the environment and tests need: etcd (Debian), schemathesis (PyPI)
 	@bash scripts/install-deps.sh
+	@bash scripts/install-python-deps.sh
 
 .PHONY: kube-bins
 kube-bins: ## Build the pinned Kubernetes binaries and install the pinned nats-server once (cached in ~/.cache/qleetos)
