@@ -276,6 +276,19 @@ async fn gateway_rbac_limits_image_updates(
         "generation: {answer}"
     );
     wait_runtime_image(env, "eu-west", ns, "nginx:1.29").await?;
+    let metrics = http()
+        .get(format!("{}/metrics", gateway.base_url()))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let published = r#"qleetos_gateway_notifications_total{result="published"} "#;
+    ensure!(
+        metrics
+            .lines()
+            .any(|l| l.strip_prefix(published).is_some_and(|n| n.trim() != "0")),
+        "the gateway published no NATS notification after its writes"
+    );
 
     let path = format!("/v1/namespaces/{other}/workloads/web/images");
     let (status, answer) = call(
