@@ -24,7 +24,7 @@ use crate::support::*;
 const SCHEMATHESIS_VERSION: &str = "4.32.5";
 const FIELD_MANAGER: &str = "qleetos-e2e";
 
-type SharedEnv = Arc<std::result::Result<Environment, String>>;
+use crate::harness::SharedEnv;
 type GatewayScenario =
     for<'a> fn(
         &'a Environment,
@@ -85,14 +85,10 @@ pub fn trials(runtime: &Arc<Runtime>, env: &SharedEnv, dir: &Path) -> Vec<Trial>
         })
     })
     .collect();
-    let (own_runtime, own_dir) = (runtime.clone(), dir.join("gateway-unreachable"));
-    trials.push(Trial::test(
+    trials.push(crate::harness::own_trial(
         "gateway_answers_503_while_management_api_is_down",
-        move || {
-            own_runtime
-                .block_on(unreachable_management_api(own_dir))
-                .map_err(|e| Failed::from(format!("{e:#}")))
-        },
+        runtime,
+        unreachable_management_api(dir.join("gateway-unreachable")),
     ));
     trials
 }

@@ -4,26 +4,22 @@
 
 mod foundation;
 mod gateway;
+mod harness;
 mod queue;
 mod support;
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Trial};
 use qleetos_e2e::environment::{Environment, RuntimeSpec, default_runtimes};
 use qleetos_e2e::operator::OperatorOptions;
 use tokio::runtime::Runtime;
 
-type Scenario =
-    for<'a> fn(&'a Environment) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
-
 macro_rules! shared {
     ($($name:ident),* $(,)?) => {
-        vec![$((stringify!($name), (|env| Box::pin(foundation::$name(env))) as Scenario)),*]
+        vec![$((stringify!($name), (|env| Box::pin(foundation::$name(env))) as harness::Scenario)),*]
     };
 }
 
@@ -51,28 +47,16 @@ fn main() {
         schema_rejects_malformed_workloads,
     ]
     .into_iter()
-    .map(|(name, scenario)| {
-        let (runtime, env) = (runtime.clone(), shared_env.clone());
-        Trial::test(name, move || {
-            let env = env
-                .as_ref()
-                .as_ref()
-                .map_err(|e| Failed::from(format!("environment did not start: {e}")))?;
-            runtime
-                .block_on(scenario(env))
-                .map_err(|e| Failed::from(format!("{e:#}")))
-        })
-    })
+    .map(|(name, scenario)| harness::shared_trial(name, &runtime, &shared_env, scenario))
     .collect();
     trials.extend(gateway::trials(&runtime, &shared_env, dir.path()));
     let (queue_trials, queue_env) = queue::trials(&runtime, &shared_env, dir.path());
     trials.extend(queue_trials);
-    let (own_runtime, own_dir) = (runtime.clone(), dir.path().join("unreachable"));
-    trials.push(Trial::test("unreachable_runtime_recovers", move || {
-        own_runtime
-            .block_on(unreachable_runtime_in_own_environment(own_dir))
-            .map_err(|e| Failed::from(format!("{e:#}")))
-    }));
+    trials.push(harness::own_trial(
+        "unreachable_runtime_recovers",
+        &runtime,
+        unreachable_runtime_in_own_environment(dir.path().join("unreachable")),
+    ));
 
     let conclusion = libtest_mimic::run(&args, trials);
     runtime.block_on(queue_env.stop());

@@ -308,10 +308,6 @@ type Exclusive =
     for<'a> fn(
         &'a mut Environment,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
-type Shared =
-    for<'a> fn(
-        &'a Environment,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
 
 /// The environment the exclusive scenarios take turns on (they stop and start replicas
 /// and NATS), created by whichever runs first.
@@ -347,11 +343,11 @@ impl QueueEnv {
 /// The issue 3 trials: two on the shared environment, four taking turns on their own.
 pub fn trials(
     runtime: &std::sync::Arc<tokio::runtime::Runtime>,
-    shared: &std::sync::Arc<Result<Environment, String>>,
+    shared: &crate::harness::SharedEnv,
     dir: &std::path::Path,
 ) -> (Vec<libtest_mimic::Trial>, QueueEnv) {
-    use libtest_mimic::{Failed, Trial};
-    let shared_scenarios: [(&str, Shared); 2] = [
+    use libtest_mimic::Trial;
+    let shared_scenarios: [(&str, crate::harness::Scenario); 2] = [
         ("drift_in_a_runtime_is_corrected", |env| {
             Box::pin(drift_in_a_runtime_is_corrected(env))
         }),
@@ -373,27 +369,15 @@ pub fn trials(
             Box::pin(work_survives_a_nats_restart(env))
         }),
     ];
-    let mut trials = Vec::new();
-    for (name, scenario) in shared_scenarios {
-        let (runtime, shared) = (runtime.clone(), shared.clone());
-        trials.push(Trial::test(name, move || {
-            let env = shared
-                .as_ref()
-                .as_ref()
-                .map_err(|e| Failed::from(format!("environment did not start: {e}")))?;
-            runtime
-                .block_on(scenario(env))
-                .map_err(|e| Failed::from(format!("{e:#}")))
-        }));
-    }
+    let mut trials: Vec<Trial> = shared_scenarios
+        .into_iter()
+        .map(|(name, scenario)| crate::harness::shared_trial(name, runtime, shared, scenario))
+        .collect();
     let queue_env = QueueEnv::default();
     for (name, scenario) in exclusive_scenarios {
-        let (runtime, env, dir) = (runtime.clone(), queue_env.clone(), dir.join("queue"));
-        trials.push(Trial::test(name, move || {
-            runtime
-                .block_on(env.run(dir, scenario))
-                .map_err(|e| Failed::from(format!("{e:#}")))
-        }));
+        let (env, dir) = (queue_env.clone(), dir.join("queue"));
+        let work = async move { env.run(dir, scenario).await };
+        trials.push(crate::harness::own_trial(name, runtime, work));
     }
     (trials, queue_env)
 }

@@ -24,6 +24,23 @@ use crate::error::{Error, Result};
 /// Delay before retrying a message whose object another replica is reconciling.
 const LOCK_RETRY: Duration = Duration::from_millis(500);
 
+/// What a Qleet's kind must be: a typed resource the worker can read and share.
+pub trait QleetResource:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+}
+
+impl<K> QleetResource for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 pub type ReconcileFuture = Pin<Box<dyn Future<Output = Result<Next>> + Send>>;
 
 /// One Qleet: the kind it owns, how to reach that kind's API, and its reconcile.
@@ -53,13 +70,7 @@ impl Worker {
     /// Consumes the Qleet's work queue until the process stops, resubscribing after errors.
     pub async fn run<K>(self, qleet: Qleet<K>)
     where
-        K: Resource<DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
+        K: QleetResource,
     {
         loop {
             if let Err(error) = self.consume(&qleet).await {
@@ -71,13 +82,7 @@ impl Worker {
 
     async fn consume<K>(&self, qleet: &Qleet<K>) -> Result<()>
     where
-        K: Resource<DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
+        K: QleetResource,
     {
         let consumer = self.broker.consumer(qleet.kind).await?;
         let batch = self.concurrency.max(1);
@@ -99,13 +104,7 @@ impl Worker {
 
     async fn handle<K>(&self, qleet: &Qleet<K>, message: Message)
     where
-        K: Resource<DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
+        K: QleetResource,
     {
         let controller = qleet.kind.token();
         let metrics = &self.ctx.metrics;
@@ -160,13 +159,7 @@ impl Worker {
         mut lock: Lock,
     ) -> (Result<Next>, Lock)
     where
-        K: Resource<DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
+        K: QleetResource,
     {
         let started = Instant::now();
         let timeout = self.ctx.settings.reconcile_timeout;
@@ -197,13 +190,7 @@ impl Worker {
         notification: &Notification,
     ) -> Result<Next>
     where
-        K: Resource<DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
+        K: QleetResource,
     {
         let api = (qleet.api)(self.ctx.client.clone(), notification.namespace.as_deref());
         match api
@@ -225,13 +212,7 @@ impl Worker {
         message: &Message,
         result: Result<Next>,
     ) where
-        K: Resource<DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
+        K: QleetResource,
     {
         let controller = qleet.kind.token();
         let settings = &self.ctx.settings;
@@ -292,13 +273,7 @@ impl Worker {
         error: &Error,
         attempt: u32,
     ) where
-        K: Resource<DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
+        K: QleetResource,
     {
         tracing::warn!(kind = qleet.kind.token(), object = %notification.subject(), attempt, reason = error.reason(), %error, "reconcile failed");
         if attempt != 1 && !attempt.is_multiple_of(10) {
