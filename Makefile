@@ -45,6 +45,12 @@ unit: ## Unit tests only (no clusters)
 e2e: deps kube-bins build ## End-to-end tests against real API servers
 	$(CARGO) test -p qleetos-e2e --test e2e
 
+.PHONY: bench
+bench: deps kube-bins build ## Benchmarks (queue throughput vs bare client, gateway vs direct patch) on release binaries; prints tables, asserts nothing
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) bench -p qleetos-e2e --bench queue
+	$(CARGO) bench -p qleetos-e2e --bench gateway
+
 .PHONY: test
 test: deps kube-bins check-generated lint build ## The whole test suite: generated files, lint, unit and end-to-end tests
 	$(CARGO) test --workspace

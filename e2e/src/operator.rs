@@ -74,6 +74,11 @@ impl OperatorProcess {
         self.process.log_path()
     }
 
+    /// The process id, e.g. to read `/proc/<pid>/status`.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     pub fn metrics_port(&self) -> u16 {
         self.metrics_port
     }
