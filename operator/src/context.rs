@@ -6,6 +6,8 @@ use std::time::Duration;
 use kube::Client;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store, store::Writer};
+use qleetos_crds::{KubernetesRuntime, WorkloadInstance};
 
 use crate::metrics::Metrics;
 use crate::pool::RuntimePool;
@@ -35,11 +37,64 @@ pub enum Next {
     After(Duration),
 }
 
+/// Watch caches of the kinds reconciles read many of, filled by the notifier's watches, so a
+/// reconcile does not list them from the API server (which costs O(objects) per call).
+#[derive(Clone)]
+pub struct Caches {
+    pub instances: Store<WorkloadInstance>,
+    pub runtimes: Store<KubernetesRuntime>,
+}
+
+/// The writing ends of [`Caches`], handed to the watches that fill them.
+pub struct CacheWriters {
+    pub instances: Writer<WorkloadInstance>,
+    pub runtimes: Writer<KubernetesRuntime>,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for CacheWriters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheWriters").finish_non_exhaustive()
+    }
+}
+
+/// Empty caches and their writers.
+pub fn caches() -> (Caches, CacheWriters) {
+    let (instances, instance_writer) = reflector::store();
+    let (runtimes, runtime_writer) = reflector::store();
+    (
+        Caches {
+            instances,
+            runtimes,
+        },
+        CacheWriters {
+            instances: instance_writer,
+            runtimes: runtime_writer,
+        },
+    )
+}
+
+impl Caches {
+    /// Waits until both caches hold a complete list.
+    pub async fn ready(&self) -> crate::error::Result<()> {
+        let not_ready = |_| crate::error::Error::Cache("the watch cache stopped".into());
+        self.instances.wait_until_ready().await.map_err(not_ready)?;
+        self.runtimes.wait_until_ready().await.map_err(not_ready)?;
+        Ok(())
+    }
+}
+
 /// Shared state of the Qleets.
 #[derive(Clone)]
 pub struct Context {
     pub client: Client,
     pub pool: RuntimePool,
+    pub caches: Caches,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     recorder: Recorder,
@@ -54,13 +109,14 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, caches: Caches) -> Self {
         let reporter = Reporter {
             controller: "qleetos-operator".into(),
             instance: std::env::var("HOSTNAME").ok(),
         };
         Self {
             pool: RuntimePool::new(client.clone()),
+            caches,
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,

@@ -56,6 +56,9 @@ pub enum Error {
     #[error("spec.placement.runtimeSelector is invalid: {0}")]
     InvalidSelector(String),
 
+    #[error("{0}")]
+    Cache(String),
+
     #[error("NATS: {0}")]
     Broker(String),
 
@@ -81,6 +84,7 @@ impl Error {
             Error::CleanupPending(_) => "CleanupPending",
             Error::Finalizer(_) => "FinalizerFailed",
             Error::InvalidSelector(_) => "InvalidPlacement",
+            Error::Cache(_) => "CacheNotReady",
             Error::Broker(_) => "BrokerUnavailable",
             Error::Timeout(_) => "ReconcileTimeout",
             Error::MissingMetadata(..) => "MissingMetadata",

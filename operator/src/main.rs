@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use qleetos_crds::notification::QleetKind;
-use qleetos_operator::context::{Context, Settings};
+use qleetos_operator::context::{Context, Settings, caches};
 use qleetos_operator::controllers::{instance_qleet, runtime_qleet, workload_qleet};
 use qleetos_operator::metrics::{self, Metrics};
 use qleetos_operator::queue::notifier::{self, Publisher};
@@ -110,7 +110,8 @@ async fn main() -> anyhow::Result<()> {
         reconcile_timeout: args.reconcile_timeout,
     };
     let metrics = Arc::new(Metrics::default());
-    let ctx = Arc::new(Context::new(client, settings, metrics.clone()));
+    let (caches, cache_writers) = caches();
+    let ctx = Arc::new(Context::new(client, settings, metrics.clone(), caches));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
@@ -130,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("connecting to NATS")?;
     let publisher = Publisher::new(broker.clone());
-    tokio::spawn(notifier::run(publisher.clone(), ctx.clone()));
+    tokio::spawn(notifier::run(publisher.clone(), ctx.clone(), cache_writers));
     tokio::spawn(drift::run(publisher, ctx.clone()));
     let worker = Worker {
         broker: broker.clone(),

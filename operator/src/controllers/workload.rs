@@ -57,16 +57,19 @@ pub fn placement_relevant(runtime: &KubernetesRuntime) -> u64 {
 async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
     let namespace = namespace_of(workload)?;
     let instances: Api<WorkloadInstance> = Api::namespaced(ctx.client.clone(), &namespace);
-    let existing = owned_instances(&instances, workload).await?;
+    ctx.caches.ready().await?;
+    let existing = cached_instances(ctx, workload);
     let current: BTreeSet<String> = existing
         .iter()
         .map(|i| i.spec.runtime_ref.name.clone())
         .collect();
-    let runtimes = Api::<KubernetesRuntime>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::Management)?
-        .items;
+    let runtimes: Vec<KubernetesRuntime> = ctx
+        .caches
+        .runtimes
+        .state()
+        .iter()
+        .map(|r| (**r).clone())
+        .collect();
     let selected = match select(&workload.spec.placement, &runtimes, &current) {
         Ok(selected) => selected,
         Err(error) => {
@@ -91,6 +94,26 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
     Ok(Next::Done)
 }
 
+/// The Workload's instances, from the watch cache (the hot path: no API list per reconcile).
+fn cached_instances(ctx: &Context, workload: &Workload) -> Vec<WorkloadInstance> {
+    ctx.caches
+        .instances
+        .state()
+        .iter()
+        .filter(|i| i.namespace() == workload.namespace() && is_owned_by(i, workload))
+        .map(|i| (**i).clone())
+        .collect()
+}
+
+fn is_owned_by(instance: &WorkloadInstance, workload: &Workload) -> bool {
+    let uid = workload.uid();
+    instance
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == uid.as_ref())
+}
+
+/// The Workload's instances, listed from the API (deletion must not act on a stale cache).
 async fn owned_instances(
     instances: &Api<WorkloadInstance>,
     workload: &Workload,
@@ -100,15 +123,10 @@ async fn owned_instances(
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(Error::Management)?;
-    let uid = workload.uid();
     Ok(listed
         .items
         .into_iter()
-        .filter(|i| {
-            i.owner_references()
-                .iter()
-                .any(|o| Some(&o.uid) == uid.as_ref())
-        })
+        .filter(|i| is_owned_by(i, workload))
         .collect())
 }
 

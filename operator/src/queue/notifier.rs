@@ -19,7 +19,7 @@ use qleetos_crds::notification::{Cause, Notification, QleetKind};
 use qleetos_crds::{KubernetesRuntime, Workload, WorkloadInstance};
 
 use super::Broker;
-use crate::context::Context;
+use crate::context::{CacheWriters, Context};
 use crate::controllers::workload::placement_relevant;
 
 /// Publishes notifications and remembers when some could not be sent.
@@ -86,10 +86,10 @@ fn related_object<K: Resource<DynamicType = ()>>(object: &K) -> String {
 }
 
 /// Runs every watch and ticker until the process stops.
-pub async fn run(publisher: Publisher, ctx: Arc<Context>) {
+pub async fn run(publisher: Publisher, ctx: Arc<Context>, writers: CacheWriters) {
     let (workloads, workload_writer) = reflector::store::<Workload>();
-    let (instances, instance_writer) = reflector::store::<WorkloadInstance>();
-    let (runtimes, runtime_writer) = reflector::store::<KubernetesRuntime>();
+    let (instances, instance_writer) = (ctx.caches.instances.clone(), writers.instances);
+    let (runtimes, runtime_writer) = (ctx.caches.runtimes.clone(), writers.runtimes);
     let client = ctx.client.clone();
     let workload_changes = watched(Api::<Workload>::all(client.clone()), workload_writer)
         .predicate_filter(intent, Default::default());
