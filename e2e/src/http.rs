@@ -3,7 +3,10 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use std::time::Duration;
+
 use crate::error::Error;
+use crate::process::ChildProcess;
 
 /// `GET http://127.0.0.1:<port><path>`, returning the status code and body.
 pub async fn get(port: u16, path: &str) -> Result<(u16, String), Error> {
@@ -49,4 +52,30 @@ fn dechunk(body: &str) -> String {
         rest = after[size..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// Polls `GET <path>` on a process started by the environment until it answers 200, failing
+/// early when the process exits and, after `timeout`, with the last answer or error.
+pub async fn wait_ready(
+    process: &mut ChildProcess,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_error = None;
+    while tokio::time::Instant::now() < deadline {
+        process.check_running()?;
+        match get(port, path).await {
+            Ok((200, _)) => return Ok(()),
+            Ok((status, body)) => last_error = Some(format!("{status} {body}")),
+            Err(error) => last_error = Some(error.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(Error::Timeout {
+        what: format!("{} {path}", process.component()),
+        timeout,
+        last_error,
+    })
 }

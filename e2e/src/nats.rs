@@ -70,23 +70,12 @@ impl NatsServer {
     }
 
     async fn wait_ready(&mut self) -> Result<(), Error> {
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        let mut last_error = None;
-        while tokio::time::Instant::now() < deadline {
-            if let Some(process) = self.process.as_mut() {
-                process.check_running()?;
+        let path = "/healthz?js-enabled-only=true";
+        match self.process.as_mut() {
+            Some(process) => {
+                crate::http::wait_ready(process, self.monitor_port, path, READY_TIMEOUT).await
             }
-            match crate::http::get(self.monitor_port, "/healthz?js-enabled-only=true").await {
-                Ok((200, _)) => return Ok(()),
-                Ok((status, body)) => last_error = Some(format!("{status} {body}")),
-                Err(error) => last_error = Some(error.to_string()),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            None => Ok(()),
         }
-        Err(Error::Timeout {
-            what: "nats-server /healthz".into(),
-            timeout: READY_TIMEOUT,
-            last_error,
-        })
     }
 }

@@ -104,22 +104,8 @@ impl OperatorProcess {
     }
 
     async fn wait_ready(&mut self) -> Result<(), Error> {
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        let mut last_error = None;
-        while tokio::time::Instant::now() < deadline {
-            self.process.check_running()?;
-            match crate::http::get(self.metrics_port, "/readyz").await {
-                Ok((200, _)) => return Ok(()),
-                Ok((status, body)) => last_error = Some(format!("{status} {body}")),
-                Err(error) => last_error = Some(error.to_string()),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Err(Error::Timeout {
-            what: "qleetos-operator /readyz".into(),
-            timeout: READY_TIMEOUT,
-            last_error,
-        })
+        let port = self.metrics_port;
+        crate::http::wait_ready(&mut self.process, port, "/readyz", READY_TIMEOUT).await
     }
 }
 
