@@ -26,6 +26,9 @@ pub struct Settings {
     pub max_backoff: Duration,
     /// Longest a single reconcile may run.
     pub reconcile_timeout: Duration,
+    /// QleetOS's own namespace in the management cluster (kubeconfig Secrets live there) and
+    /// the namespace tenants may never write to in a runtime.
+    pub system_namespace: String,
 }
 
 /// What a reconcile wants next.

@@ -59,6 +59,9 @@ struct Args {
     /// Reconciles this replica runs at once, per Qleet.
     #[arg(long, default_value = "4", env = "QLEETOS_CONCURRENCY")]
     concurrency: usize,
+    /// QleetOS's own namespace: where runtime kubeconfig Secrets live, never a tenant target.
+    #[arg(long, default_value = "qleetos-system", env = "QLEETOS_NAMESPACE")]
+    system_namespace: String,
     /// NATS server URL (JetStream enabled).
     #[arg(long, env = "QLEETOS_NATS_URL")]
     nats_url: String,
@@ -108,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         base_backoff: args.base_backoff,
         max_backoff: args.max_backoff,
         reconcile_timeout: args.reconcile_timeout,
+        system_namespace: args.system_namespace.clone(),
     };
     let metrics = Arc::new(Metrics::default());
     let (caches, cache_writers) = caches();

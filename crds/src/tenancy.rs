@@ -1,0 +1,104 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Operations' rules for what Workloads of some management namespaces may do in the compute
+/// space. Policies are additive: a namespace gets the union of every policy that selects it.
+/// A namespace no policy selects gets the safe default: namespaced kinds only, only into the
+/// runtime namespace named like its own, on any runtime.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "qleetos.io",
+    version = "v1alpha1",
+    kind = "TenantPolicy",
+    doc = "What the Workloads of some management namespaces may do in the runtimes: which runtimes, which runtime namespaces, which kinds. Policies selecting one namespace add up.",
+    plural = "tenantpolicies",
+    shortname = "tp",
+    category = "qleetos",
+    printcolumn(
+        name = "Namespaces",
+        type_ = "string",
+        json_path = ".spec.namespaces"
+    ),
+    printcolumn(
+        name = "Targets",
+        type_ = "string",
+        json_path = ".spec.targetNamespaces"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("size(self.namespaces) > 0 || has(self.namespaceSelector)").message("a TenantPolicy needs namespaces or a namespaceSelector"))]
+#[serde(rename_all = "camelCase")]
+pub struct TenantPolicySpec {
+    /// Management namespaces this policy applies to, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub namespaces: Vec<String>,
+    /// Management namespaces this policy applies to, by label. An empty selector selects
+    /// every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Runtimes the selected namespaces may place Workloads on; absent: every runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtimes: Option<RuntimeRule>,
+    /// Runtime namespaces the tenant may write to: exact names, `*` suffix patterns such as
+    /// `team-a-*`, or `$(namespace)` for the runtime namespace named like the management
+    /// namespace. Absent: `$(namespace)` only. `kube-system`, `kube-public`,
+    /// `kube-node-lease` and QleetOS's own namespace are only allowed when listed by exact name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub target_namespaces: Vec<String>,
+    /// Namespaced kinds the tenant may create; absent: every namespaced kind (the runtime's
+    /// RBAC for the tenant identity still applies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    pub namespaced_kinds: Vec<KindRule>,
+    /// Cluster-scoped kinds the tenant may create; absent: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    pub cluster_kinds: Vec<KindRule>,
+    /// Whether a manifest annotated `qleetos.io/adopt: "true"` may take over an existing object
+    /// QleetOS did not create. Off by default: such objects are reported as conflicts.
+    #[serde(default)]
+    pub allow_adoption: bool,
+    /// ClusterRole bound (RoleBinding `qleetos-tenant`) to the tenant identity in each runtime
+    /// namespace it writes to; defaults to `admin`. Empty: operations manage the bindings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_role: Option<String>,
+}
+
+/// Which runtimes a tenant may use. Both fields must match when both are set.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeRule {
+    /// Label selector over KubernetesRuntime labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_selector: Option<LabelSelector>,
+    /// Regions the tenant may use; empty: any region.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub regions: Vec<String>,
+}
+
+/// A kind by API group and name; `*` matches any.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KindRule {
+    /// API group, `""` for the core group, `*` for any group.
+    #[serde(default)]
+    pub group: String,
+    /// Kind, e.g. `ClusterRole`; `*` for every kind of the group.
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: String,
+}
+
+impl KindRule {
+    pub fn matches(&self, group: &str, kind: &str) -> bool {
+        (self.group == "*" || self.group == group) && (self.kind == "*" || self.kind == kind)
+    }
+}
