@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{KubernetesRuntime, Workload, WorkloadInstance};
+use crate::{KubernetesRuntime, TenantPolicy, Workload, WorkloadInstance};
 
 /// Failure to render or write CRD manifests.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +22,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         KubernetesRuntime::crd(),
         Workload::crd(),
         WorkloadInstance::crd(),
+        TenantPolicy::crd(),
     ]
 }
 

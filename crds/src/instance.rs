@@ -134,6 +134,33 @@ pub struct AppliedObject {
     pub namespace: Option<String>,
     /// Name of the object.
     pub name: String,
+    /// uid of the live object QleetOS created or updated; absent while an apply is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+impl AppliedObject {
+    /// The API group, `""` for the core group.
+    pub fn group(&self) -> &str {
+        self.api_version
+            .split_once('/')
+            .map_or("", |(group, _)| group)
+    }
+
+    /// Identity of the object independent of its API version: the same object stays the
+    /// same inventory entry when a manifest moves from `policy/v1beta1` to `policy/v1`.
+    pub fn identity(&self) -> (&str, &str, Option<&str>, &str) {
+        (
+            self.group(),
+            &self.kind,
+            self.namespace.as_deref(),
+            &self.name,
+        )
+    }
+
+    pub fn same_object(&self, other: &AppliedObject) -> bool {
+        self.identity() == other.identity()
+    }
 }
 
 /// Rollout state of one workload controller on the runtime.

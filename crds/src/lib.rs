@@ -12,6 +12,7 @@ mod instance;
 mod manifest;
 pub mod notification;
 mod runtime;
+mod tenancy;
 mod workload;
 
 pub use condition::{Condition, ConditionStatus, Conditions, READY, merged, upsert};
@@ -22,9 +23,10 @@ pub use instance::{
 };
 pub use manifest::Manifest;
 pub use runtime::{
-    KubernetesRuntime, KubernetesRuntimeSpec, KubernetesRuntimeStatus, RuntimeConnection,
-    SecretKeyRef,
+    DeletionPolicy, KubernetesRuntime, KubernetesRuntimeSpec, KubernetesRuntimeStatus,
+    RuntimeConnection, SecretKeyRef,
 };
+pub use tenancy::{KindRule, RuntimeRule, TenantPolicy, TenantPolicySpec, TenantPolicyStatus};
 pub use workload::{
     Placement, PlacementStatus, PlacementStrategy, Workload, WorkloadSpec, WorkloadStatus,
 };

@@ -54,6 +54,20 @@ pub struct KubernetesRuntimeSpec {
     pub location: Option<String>,
     /// How QleetOS reaches the cluster's Kubernetes API.
     pub connection: RuntimeConnection,
+    /// What deleting this runtime does to the workloads on it. `Wait` (default): they are
+    /// re-placed onto other matching runtimes first, and the deletion waits while any
+    /// remains. `Abandon`: the cluster is gone for good; the runtime is released at once and
+    /// its placements let go without removing their objects.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// What deleting a runtime does to the workloads placed on it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Wait,
+    Abandon,
 }
 
 /// How to reach an existing cluster.

@@ -3,6 +3,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::condition::{Condition, Conditions};
+
 /// Operations' rules for what Workloads of some management namespaces may do in the compute
 /// space. Policies are additive: a namespace gets the union of every policy that selects it.
 /// A namespace no policy selects gets the safe default: namespaced kinds only, only into the
@@ -16,10 +18,16 @@ use serde::{Deserialize, Serialize};
     plural = "tenantpolicies",
     shortname = "tp",
     category = "qleetos",
+    status = "TenantPolicyStatus",
     printcolumn(
-        name = "Namespaces",
+        name = "Ready",
         type_ = "string",
-        json_path = ".spec.namespaces"
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Selected",
+        type_ = "string",
+        json_path = ".status.selectedNamespaces"
     ),
     printcolumn(
         name = "Targets",
@@ -52,6 +60,7 @@ pub struct TenantPolicySpec {
     /// `kube-node-lease` and QleetOS's own namespace are only allowed when listed by exact name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(n, n == '$(namespace)' || n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') || n.matches('^[a-z0-9][-a-z0-9]*[*]$'))").message("targetNamespaces entries are namespace names, prefixes ending in `*` such as `team-a-*`, or `$(namespace)`"))]
     pub target_namespaces: Vec<String>,
     /// Namespaced kinds the tenant may create; absent: every namespaced kind (the runtime's
     /// RBAC for the tenant identity still applies).
@@ -100,5 +109,26 @@ pub struct KindRule {
 impl KindRule {
     pub fn matches(&self, group: &str, kind: &str) -> bool {
         (self.group == "*" || self.group == group) && (self.kind == "*" || self.kind == kind)
+    }
+}
+
+/// What QleetOS observed of the policy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantPolicyStatus {
+    /// `Ready` is True when the policy is in force; False when its selector is invalid.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Management namespaces the policy selects now.
+    #[serde(default)]
+    pub selected_namespaces: Vec<String>,
+}
+
+impl Conditions for TenantPolicyStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
     }
 }

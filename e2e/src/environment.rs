@@ -248,6 +248,7 @@ pub async fn register_runtime(
             provider: spec.provider.clone(),
             region: spec.region.clone(),
             location: None,
+            deletion_policy: Default::default(),
             connection: RuntimeConnection {
                 kubeconfig_secret_ref: SecretKeyRef {
                     namespace: SYSTEM_NAMESPACE.to_owned(),

@@ -3,14 +3,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::Resource;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store, store::Writer};
-use qleetos_crds::{KubernetesRuntime, WorkloadInstance};
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use qleetos_crds::{KubernetesRuntime, TenantPolicy, WorkloadInstance};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::Metrics;
 use crate::pool::RuntimePool;
+use crate::tenancy::Fence;
 
 /// Timings of the Qleets.
 #[derive(Debug, Clone)]
@@ -29,6 +36,9 @@ pub struct Settings {
     /// QleetOS's own namespace in the management cluster (kubeconfig Secrets live there) and
     /// the namespace tenants may never write to in a runtime.
     pub system_namespace: String,
+    /// Reconciles of one runtime's instances this replica runs at once; the rest of the
+    /// concurrency stays free for other runtimes.
+    pub per_runtime_concurrency: usize,
 }
 
 /// What a reconcile wants next.
@@ -46,12 +56,26 @@ pub enum Next {
 pub struct Caches {
     pub instances: Store<WorkloadInstance>,
     pub runtimes: Store<KubernetesRuntime>,
+    pub policies: Store<TenantPolicy>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
 }
 
 /// The writing ends of [`Caches`], handed to the watches that fill them.
 pub struct CacheWriters {
     pub instances: Writer<WorkloadInstance>,
     pub runtimes: Writer<KubernetesRuntime>,
+}
+
+/// The writing ends of the tenancy caches.
+pub struct TenancyWriters {
+    pub policies: Writer<TenantPolicy>,
+    pub namespaces: Writer<PartialObjectMeta<Namespace>>,
+}
+
+impl std::fmt::Debug for TenancyWriters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenancyWriters").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Caches {
@@ -67,17 +91,25 @@ impl std::fmt::Debug for CacheWriters {
 }
 
 /// Empty caches and their writers.
-pub fn caches() -> (Caches, CacheWriters) {
+pub fn caches() -> (Caches, CacheWriters, TenancyWriters) {
     let (instances, instance_writer) = reflector::store();
     let (runtimes, runtime_writer) = reflector::store();
+    let (policies, policy_writer) = reflector::store();
+    let (namespaces, namespace_writer) = reflector::store();
     (
         Caches {
             instances,
             runtimes,
+            policies,
+            namespaces,
         },
         CacheWriters {
             instances: instance_writer,
             runtimes: runtime_writer,
+        },
+        TenancyWriters {
+            policies: policy_writer,
+            namespaces: namespace_writer,
         },
     )
 }
@@ -88,7 +120,33 @@ impl Caches {
         let not_ready = |_| crate::error::Error::Cache("the watch cache stopped".into());
         self.instances.wait_until_ready().await.map_err(not_ready)?;
         self.runtimes.wait_until_ready().await.map_err(not_ready)?;
+        self.policies.wait_until_ready().await.map_err(not_ready)?;
+        self.namespaces
+            .wait_until_ready()
+            .await
+            .map_err(not_ready)?;
         Ok(())
+    }
+
+    /// The runtime named `name`, as last seen by the watch.
+    pub fn runtime(&self, name: &str) -> Option<Arc<KubernetesRuntime>> {
+        self.runtimes.get(&ObjectRef::new(name))
+    }
+
+    /// What management namespace `namespace` may do in the compute space.
+    pub fn fence(&self, namespace: &str, system_namespace: &str) -> Fence {
+        let labels = self
+            .namespaces
+            .get(&ObjectRef::new(namespace))
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default();
+        let policies: Vec<TenantPolicy> = self
+            .policies
+            .state()
+            .iter()
+            .map(|p| (**p).clone())
+            .collect();
+        Fence::for_namespace(&policies, namespace, &labels, system_namespace)
     }
 }
 
@@ -101,6 +159,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     recorder: Recorder,
+    runtime_slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -124,7 +183,23 @@ impl Context {
             client,
             metrics,
             settings,
+            runtime_slots: Arc::default(),
         }
+    }
+
+    /// One of the runtime's reconcile slots, or `None` when all are taken (the caller
+    /// requeues), so a slow or unreachable runtime cannot occupy every worker.
+    pub fn runtime_slot(&self, runtime: &str) -> Option<OwnedSemaphorePermit> {
+        let semaphore = self
+            .runtime_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(runtime.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(self.settings.per_runtime_concurrency.max(1)))
+            })
+            .clone();
+        semaphore.try_acquire_owned().ok()
     }
 
     /// Publishes a Kubernetes Event on `object`; failures are logged, never fatal.

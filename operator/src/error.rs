@@ -47,6 +47,12 @@ pub enum Error {
     #[error("{0}")]
     ApplyFailed(String),
 
+    #[error("{0}")]
+    Conflict(String),
+
+    #[error("{0}")]
+    TenancyViolation(String),
+
     #[error("still deleting {0}")]
     CleanupPending(String),
 
@@ -81,6 +87,8 @@ impl Error {
             Error::InvalidManifest { .. } => "InvalidManifest",
             Error::UnknownKind { .. } => "UnknownKind",
             Error::ApplyFailed(_) => "ApplyFailed",
+            Error::Conflict(_) => "Conflict",
+            Error::TenancyViolation(_) => "TenancyViolation",
             Error::CleanupPending(_) => "CleanupPending",
             Error::Finalizer(_) => "FinalizerFailed",
             Error::InvalidSelector(_) => "InvalidPlacement",

@@ -1,6 +1,7 @@
 //! QleetOS operator: the Qleets (controllers) that place Workloads on runtimes, apply them
 //! with server-side apply, read their health back and remove them on deletion.
 
+pub mod applier;
 pub mod backoff;
 pub mod context;
 pub mod controllers;
@@ -13,5 +14,6 @@ pub mod pool;
 pub mod queue;
 pub mod render;
 pub mod runtime_client;
+pub mod tenancy;
 
 pub use error::{Error, Result};

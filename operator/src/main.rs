@@ -12,7 +12,7 @@ use qleetos_operator::controllers::{instance_qleet, runtime_qleet, workload_qlee
 use qleetos_operator::metrics::{self, Metrics};
 use qleetos_operator::queue::notifier::{self, Publisher};
 use qleetos_operator::queue::worker::{Worker, report_queue_depth};
-use qleetos_operator::queue::{Broker, BrokerOptions, drift};
+use qleetos_operator::queue::{Broker, BrokerOptions, drift, policies};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -112,9 +112,10 @@ async fn main() -> anyhow::Result<()> {
         max_backoff: args.max_backoff,
         reconcile_timeout: args.reconcile_timeout,
         system_namespace: args.system_namespace.clone(),
+        per_runtime_concurrency: args.concurrency.saturating_sub(1).max(1),
     };
     let metrics = Arc::new(Metrics::default());
-    let (caches, cache_writers) = caches();
+    let (caches, cache_writers, tenancy_writers) = caches();
     let ctx = Arc::new(Context::new(client, settings, metrics.clone(), caches));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
@@ -135,6 +136,12 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("connecting to NATS")?;
     let publisher = Publisher::new(broker.clone());
+    tokio::spawn(policies::run(
+        publisher.clone(),
+        ctx.clone(),
+        tenancy_writers.policies,
+        tenancy_writers.namespaces,
+    ));
     tokio::spawn(notifier::run(publisher.clone(), ctx.clone(), cache_writers));
     tokio::spawn(drift::run(publisher, ctx.clone()));
     let worker = Worker {

@@ -112,6 +112,7 @@ mod tests {
         let mut runtime = KubernetesRuntime::new(
             name,
             KubernetesRuntimeSpec {
+                deletion_policy: Default::default(),
                 provider: "local".into(),
                 region: region.into(),
                 location: None,

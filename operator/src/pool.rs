@@ -123,6 +123,5 @@ async fn build_client(
         .map_err(|e| invalid(e.to_string()))?;
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     config.read_timeout = Some(READ_TIMEOUT);
-    let client = Client::try_from(config).map_err(|e| invalid(e.to_string()))?;
-    Ok(RuntimeClient::new(name, client))
+    RuntimeClient::from_config(name, config).map_err(|e| invalid(e.to_string()))
 }

@@ -15,6 +15,15 @@ pub const MANAGED_BY_VALUE: &str = "qleetos";
 pub const INSTANCE_UID_LABEL: &str = "qleetos.io/instance-uid";
 /// Annotation carrying `<namespace>/<name>` of the WorkloadInstance that applied the object.
 pub const INSTANCE_ANNOTATION: &str = "qleetos.io/instance";
+/// Manifest annotation asking to take over an existing object QleetOS did not create (only
+/// honoured where a TenantPolicy allows adoption).
+pub const ADOPT_ANNOTATION: &str = "qleetos.io/adopt";
+
+/// The field manager of one instance's server-side applies, so two owners' overlapping
+/// fields surface as conflicts instead of silently changing hands.
+pub fn field_manager(instance_uid: &str) -> String {
+    format!("qleetos-{instance_uid}")
+}
 
 /// Who owns the rendered objects.
 #[derive(Debug, Clone)]
@@ -25,15 +34,47 @@ pub struct Owner<'a> {
 }
 
 /// Renders every manifest, failing on the first one that is not a Kubernetes object.
+/// Workloads scaled by a HorizontalPodAutoscaler of the same manifests lose `spec.replicas`,
+/// so applying them never scales back what the autoscaler chose.
 pub fn render(
     manifests: &[Manifest],
     images: &BTreeMap<String, String>,
     owner: &Owner<'_>,
 ) -> Result<Vec<Manifest>> {
-    manifests
+    let mut rendered = manifests
         .iter()
         .enumerate()
         .map(|(index, manifest)| render_one(index, manifest, images, owner))
+        .collect::<Result<Vec<_>>>()?;
+    let autoscaled = autoscaled_targets(&rendered);
+    for manifest in &mut rendered {
+        let key = (
+            manifest.kind().unwrap_or_default().to_owned(),
+            manifest.name().unwrap_or_default().to_owned(),
+            manifest.namespace().map(str::to_owned),
+        );
+        if autoscaled.contains(&key)
+            && let Some(Value::Object(spec)) = manifest.0.get_mut("spec")
+        {
+            spec.remove("replicas");
+        }
+    }
+    Ok(rendered)
+}
+
+/// (kind, name, namespace) of every object a HorizontalPodAutoscaler among `manifests` scales.
+fn autoscaled_targets(manifests: &[Manifest]) -> Vec<(String, String, Option<String>)> {
+    manifests
+        .iter()
+        .filter(|m| m.kind() == Some("HorizontalPodAutoscaler"))
+        .filter_map(|hpa| {
+            let target = hpa.0.get("spec")?.get("scaleTargetRef")?;
+            Some((
+                target.get("kind")?.as_str()?.to_owned(),
+                target.get("name")?.as_str()?.to_owned(),
+                hpa.namespace().map(str::to_owned),
+            ))
+        })
         .collect()
 }
 
@@ -185,6 +226,20 @@ mod tests {
             metadata["annotations"][INSTANCE_ANNOTATION],
             "team-a/web-eu"
         );
+    }
+
+    #[test]
+    fn autoscaled_workloads_lose_their_replicas() {
+        let mut scaled = deployment();
+        scaled.0["spec"]["replicas"] = json!(3);
+        let hpa = manifest(json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "maxReplicas": 5}
+        }));
+        let rendered = render(&[scaled.clone(), hpa], &BTreeMap::new(), &owner()).expect("renders");
+        assert!(rendered[0].0["spec"].get("replicas").is_none());
+        let alone = render(&[scaled], &BTreeMap::new(), &owner()).expect("renders");
+        assert_eq!(alone[0].0["spec"]["replicas"], 3);
     }
 
     #[test]

@@ -1,18 +1,25 @@
-//! Dynamic access to one runtime: discovery of kinds, server-side apply, get and delete.
+//! Dynamic access to one runtime: discovery of kinds, ownership-checked server-side apply,
+//! get and owned delete, as the operator or impersonating a tenant.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{
+    DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
+};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Scope, pinned_kind};
-use kube::{Api, Client};
+use kube::{Api, Client, Config, ResourceExt};
 use qleetos_crds::{AppliedObject, FIELD_MANAGER, Manifest};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::render::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::render::{
+    ADOPT_ANNOTATION, INSTANCE_ANNOTATION, INSTANCE_UID_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+};
+use crate::tenancy::{TENANT_BINDING, TENANT_GROUP};
 
 type KindCache = HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>;
 
@@ -21,7 +28,9 @@ type KindCache = HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>;
 pub struct RuntimeClient {
     name: String,
     client: Client,
+    config: Option<Config>,
     kinds: Arc<Mutex<KindCache>>,
+    tenants: Arc<Mutex<HashMap<String, Client>>>,
 }
 
 impl std::fmt::Debug for RuntimeClient {
@@ -32,13 +41,53 @@ impl std::fmt::Debug for RuntimeClient {
     }
 }
 
+/// One rendered manifest resolved against the runtime's discovery: where it goes.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub object: AppliedObject,
+    resource: ApiResource,
+}
+
+/// Who applies an object and what it may take over.
+#[derive(Debug, Clone, Copy)]
+pub struct Ownership<'a> {
+    /// uid of the WorkloadInstance applying the object (its ownership label value).
+    pub owner_uid: &'a str,
+    /// The instance's own field manager.
+    pub field_manager: &'a str,
+    /// Whether the object is already this instance's (recorded in its inventory with a uid).
+    pub known: bool,
+    /// Whether an existing object QleetOS did not create may be taken over.
+    pub adopt: bool,
+}
+
+/// What deleting an owned object found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deletion {
+    Gone,
+    Pending,
+    /// The live object is not this instance's (another owner, or re-created): left alone.
+    NotOurs(String),
+}
+
 impl RuntimeClient {
     pub fn new(name: &str, client: Client) -> Self {
         Self {
             name: name.to_owned(),
             client,
+            config: None,
             kinds: Arc::default(),
+            tenants: Arc::default(),
         }
+    }
+
+    /// A client built from `config`, able to derive impersonating clients for tenants.
+    pub fn from_config(name: &str, config: Config) -> Result<Self, kube::Error> {
+        let client = Client::try_from(config.clone())?;
+        Ok(Self {
+            config: Some(config),
+            ..Self::new(name, client)
+        })
     }
 
     pub fn client(&self) -> &Client {
@@ -51,34 +100,105 @@ impl RuntimeClient {
         Arc::ptr_eq(&self.kinds, &other.kinds)
     }
 
-    /// Applies one rendered manifest with server-side apply (strict field validation), putting
-    /// namespaced objects without a namespace into `default_namespace`.
-    pub async fn apply(
-        &self,
-        manifest: &Manifest,
-        default_namespace: &str,
-    ) -> Result<AppliedObject> {
-        let target = self.target_of(manifest, default_namespace).await?;
-        let mut object = manifest.0.clone();
-        if let Some(namespace) = &target.object.namespace {
-            if let Some(Value::Object(metadata)) = object.get_mut("metadata") {
-                metadata.insert("namespace".into(), Value::String(namespace.clone()));
+    /// The same runtime reached as `user` (group `qleetos:tenants`) through impersonation,
+    /// so the runtime's RBAC for that identity decides what it may write. Shares discovery.
+    pub fn as_tenant(&self, user: &str) -> Result<RuntimeClient> {
+        let Some(config) = &self.config else {
+            return Err(Error::ApplyFailed(format!(
+                "runtime {} has no client configuration to impersonate tenants with",
+                self.name
+            )));
+        };
+        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        let client = match tenants.get(user) {
+            Some(client) => client.clone(),
+            None => {
+                let mut config = config.clone();
+                config.auth_info.impersonate = Some(user.to_owned());
+                config.auth_info.impersonate_groups = Some(vec![TENANT_GROUP.to_owned()]);
+                let client = Client::try_from(config).map_err(|e| self.unreachable(e))?;
+                tenants.insert(user.to_owned(), client.clone());
+                client
             }
-            self.ensure_namespace(namespace).await?;
+        };
+        Ok(RuntimeClient {
+            client,
+            config: None,
+            tenants: Arc::default(),
+            ..self.clone()
+        })
+    }
+
+    /// Where `manifest` goes: its kind's resource and scope, and namespaced objects without
+    /// a namespace put into `default_namespace`.
+    pub async fn resolve(&self, manifest: &Manifest, default_namespace: &str) -> Result<Resolved> {
+        let api_version = manifest.api_version().unwrap_or_default().to_owned();
+        let kind = manifest.kind().unwrap_or_default().to_owned();
+        let (resource, capabilities) = self.discover(&api_version, &kind).await?;
+        let namespace = match capabilities.scope {
+            Scope::Namespaced => Some(manifest.namespace().unwrap_or(default_namespace).to_owned()),
+            Scope::Cluster => None,
+        };
+        let object = AppliedObject {
+            api_version,
+            kind,
+            namespace,
+            name: manifest.name().unwrap_or_default().to_owned(),
+            uid: None,
+        };
+        Ok(Resolved { object, resource })
+    }
+
+    /// Applies one resolved manifest with server-side apply (strict field validation) under
+    /// the instance's field manager, refusing to take over an object QleetOS did not create
+    /// for this instance. Returns the object with the live uid.
+    pub async fn apply_owned(
+        &self,
+        resolved: &Resolved,
+        manifest: &Manifest,
+        ownership: &Ownership<'_>,
+    ) -> Result<AppliedObject> {
+        let api = self.api_with(&resolved.resource, resolved.object.namespace.as_deref());
+        let mut force = ownership.known;
+        if !force {
+            let live = api
+                .get_opt(&resolved.object.name)
+                .await
+                .map_err(|e| self.api_error(&resolved.object, "reading", e))?;
+            if let Some(live) = live {
+                let ours = owner_uid_of(&live) == Some(ownership.owner_uid);
+                let adoptable = ownership.adopt && wants_adoption(manifest);
+                if !ours && !adoptable {
+                    return Err(self.conflict(&resolved.object, &describe_owner(&live)));
+                }
+                force = true;
+            }
         }
-        let params = PatchParams::apply(FIELD_MANAGER)
-            .force()
-            .validation_strict();
-        target
-            .api
+        let mut object = manifest.0.clone();
+        if let (Some(namespace), Some(Value::Object(metadata))) =
+            (&resolved.object.namespace, object.get_mut("metadata"))
+        {
+            metadata.insert("namespace".into(), Value::String(namespace.clone()));
+        }
+        let mut params = PatchParams::apply(ownership.field_manager).validation_strict();
+        params.force = force;
+        let applied = api
             .patch(
-                &target.object.name,
+                &resolved.object.name,
                 &params,
                 &Patch::Apply(Value::Object(object)),
             )
             .await
-            .map_err(|e| self.api_error(&target.object, "applying", e))?;
-        Ok(target.object)
+            .map_err(|e| match e {
+                kube::Error::Api(status) if status.code == 409 => {
+                    self.conflict(&resolved.object, &status.message)
+                }
+                other => self.api_error(&resolved.object, "applying", other),
+            })?;
+        Ok(AppliedObject {
+            uid: applied.uid(),
+            ..resolved.object.clone()
+        })
     }
 
     /// Reads an applied object back; `None` when it no longer exists.
@@ -89,26 +209,82 @@ impl RuntimeClient {
             .map_err(|e| self.api_error(object, "reading", e))
     }
 
-    /// Deletes an applied object (dependents in the background). Returns true once it is gone.
-    pub async fn delete(&self, object: &AppliedObject) -> Result<bool> {
+    /// Deletes an object this instance applied (dependents in the background), only when the
+    /// live object still carries the instance's ownership label, with a uid precondition.
+    pub async fn delete_owned(&self, object: &AppliedObject, owner_uid: &str) -> Result<Deletion> {
         let api = match self.api_for(object).await {
             Ok(api) => api,
-            Err(Error::UnknownKind { .. }) => return Ok(true),
+            Err(Error::UnknownKind { .. }) => return Ok(Deletion::Gone),
             Err(other) => return Err(other),
         };
+        let Some(live) = api
+            .get_opt(&object.name)
+            .await
+            .map_err(|e| self.api_error(object, "reading", e))?
+        else {
+            return Ok(Deletion::Gone);
+        };
+        let recorded_uid_differs = object
+            .uid
+            .as_ref()
+            .is_some_and(|u| live.uid().as_ref() != Some(u));
+        if owner_uid_of(&live) != Some(owner_uid) || recorded_uid_differs {
+            return Ok(Deletion::NotOurs(describe_owner(&live)));
+        }
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
+            preconditions: Some(Preconditions {
+                uid: live.uid(),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         match api.delete(&object.name, &params).await {
             Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(Deletion::Gone),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                return Ok(Deletion::NotOurs("an object re-created meanwhile".into()));
+            }
             Err(e) => return Err(self.api_error(object, "deleting", e)),
         }
-        Ok(self.get(object).await?.is_none())
+        Ok(match self.get(object).await? {
+            None => Deletion::Gone,
+            Some(_) => Deletion::Pending,
+        })
     }
 
-    async fn ensure_namespace(&self, name: &str) -> Result<()> {
+    /// Binds ClusterRole `role` to tenant `user` in runtime namespace `namespace`
+    /// (RoleBinding `qleetos-tenant`), as the operator.
+    pub async fn ensure_tenant_binding(
+        &self,
+        namespace: &str,
+        role: &str,
+        user: &str,
+    ) -> Result<()> {
+        let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": TENANT_BINDING, "namespace": namespace,
+                         "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+        }))
+        .map_err(|e| Error::ApplyFailed(format!("tenant RoleBinding: {e}")))?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        Api::<RoleBinding>::namespaced(self.client.clone(), namespace)
+            .patch(TENANT_BINDING, &params, &Patch::Apply(&binding))
+            .await
+            .map_err(|e| match e {
+                kube::Error::Api(status) => Error::ApplyFailed(format!(
+                    "binding ClusterRole {role} to the tenant in namespace {namespace} on runtime {}: {}",
+                    self.name, status.message
+                )),
+                other => self.unreachable(other),
+            })?;
+        Ok(())
+    }
+
+    /// Creates namespace `name` (labelled as QleetOS's) unless it exists.
+    pub async fn ensure_namespace(&self, name: &str) -> Result<()> {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         if namespaces
             .get_opt(name)
@@ -129,36 +305,19 @@ impl RuntimeClient {
         }
     }
 
-    async fn target_of(&self, manifest: &Manifest, default_namespace: &str) -> Result<Target> {
-        let api_version = manifest.api_version().unwrap_or_default().to_owned();
-        let kind = manifest.kind().unwrap_or_default().to_owned();
-        let (resource, capabilities) = self.resolve(&api_version, &kind).await?;
-        let namespace = match capabilities.scope {
-            Scope::Namespaced => Some(manifest.namespace().unwrap_or(default_namespace).to_owned()),
-            Scope::Cluster => None,
-        };
-        let api = match &namespace {
-            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
-            None => Api::all_with(self.client.clone(), &resource),
-        };
-        let object = AppliedObject {
-            api_version,
-            kind,
-            namespace,
-            name: manifest.name().unwrap_or_default().to_owned(),
-        };
-        Ok(Target { api, object })
-    }
-
     async fn api_for(&self, object: &AppliedObject) -> Result<Api<DynamicObject>> {
-        let (resource, _) = self.resolve(&object.api_version, &object.kind).await?;
-        Ok(match &object.namespace {
-            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
-            None => Api::all_with(self.client.clone(), &resource),
-        })
+        let (resource, _) = self.discover(&object.api_version, &object.kind).await?;
+        Ok(self.api_with(&resource, object.namespace.as_deref()))
     }
 
-    async fn resolve(
+    fn api_with(&self, resource: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
+        match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
+            None => Api::all_with(self.client.clone(), resource),
+        }
+    }
+
+    async fn discover(
         &self,
         api_version: &str,
         kind: &str,
@@ -196,6 +355,14 @@ impl RuntimeClient {
         }
     }
 
+    fn conflict(&self, object: &AppliedObject, owner: &str) -> Error {
+        Error::Conflict(format!(
+            "{} on runtime {} exists and is not this instance's: {owner}; remove it, rename the manifest, or (where a TenantPolicy allows adoption) annotate the manifest {ADOPT_ANNOTATION}: \"true\"",
+            describe(object),
+            self.name
+        ))
+    }
+
     fn unreachable(&self, source: kube::Error) -> Error {
         Error::RuntimeUnreachable {
             runtime: self.name.clone(),
@@ -221,9 +388,40 @@ impl RuntimeClient {
     }
 }
 
-struct Target {
-    api: Api<DynamicObject>,
-    object: AppliedObject,
+/// The instance uid in an object's ownership label.
+fn owner_uid_of(object: &DynamicObject) -> Option<&str> {
+    object.labels().get(INSTANCE_UID_LABEL).map(String::as_str)
+}
+
+fn wants_adoption(manifest: &Manifest) -> bool {
+    manifest
+        .0
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(ADOPT_ANNOTATION))
+        .and_then(Value::as_str)
+        == Some("true")
+}
+
+/// Who holds a live object: the QleetOS instance named in its annotation, or its field
+/// managers when QleetOS did not create it.
+fn describe_owner(object: &DynamicObject) -> String {
+    if let Some(instance) = object.annotations().get(INSTANCE_ANNOTATION) {
+        return format!("it belongs to WorkloadInstance {instance}");
+    }
+    let managers: Vec<&str> = object
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.as_deref())
+        .collect();
+    if managers.is_empty() {
+        "it was not created by QleetOS".to_owned()
+    } else {
+        format!(
+            "it was not created by QleetOS (field managers: {})",
+            managers.join(", ")
+        )
+    }
 }
 
 /// `Kind namespace/name` or `Kind name` for cluster-scoped objects.

@@ -70,9 +70,9 @@ pub async fn deploys_only_to_the_matching_runtime(env: &Environment) -> Result<(
     );
     let instances = instances_of(&client, ns, "web").await?;
     ensure!(
-        names(&instances) == ["web-eu-west"],
+        placed_on(&instances) == ["eu-west"],
         "instances: {:?}",
-        names(&instances)
+        placed_on(&instances)
     );
     ensure!(
         instances[0].is_ready_at_current_generation(),
@@ -92,7 +92,7 @@ pub async fn places_one_instance_per_region_and_rolls_images(env: &Environment) 
     )
     .await?;
     wait_workload_ready(&client, ns, "web").await?;
-    ensure!(names(&instances_of(&client, ns, "web").await?) == ["web-eu-west", "web-us-east"]);
+    ensure!(placed_on(&instances_of(&client, ns, "web").await?) == ["eu-west", "us-east"]);
 
     merge_patch_workload(
         &client,

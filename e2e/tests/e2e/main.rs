@@ -5,8 +5,10 @@
 mod foundation;
 mod gateway;
 mod harness;
+mod ownership;
 mod queue;
 mod support;
+mod tenancy;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,8 +20,8 @@ use qleetos_e2e::operator::OperatorOptions;
 use tokio::runtime::Runtime;
 
 macro_rules! shared {
-    ($($name:ident),* $(,)?) => {
-        vec![$((stringify!($name), (|env| Box::pin(foundation::$name(env))) as harness::Scenario)),*]
+    ($($module:ident::$name:ident),* $(,)?) => {
+        vec![$((stringify!($name), (|env| Box::pin($module::$name(env))) as harness::Scenario)),*]
     };
 }
 
@@ -38,13 +40,22 @@ fn main() {
     let shared_env = Arc::new(shared_env.map_err(|e| format!("{e:#}")));
 
     let mut trials: Vec<Trial> = shared![
-        runtimes_report_version_and_nodes,
-        deploys_only_to_the_matching_runtime,
-        places_one_instance_per_region_and_rolls_images,
-        removing_a_manifest_prunes_it,
-        deleting_a_workload_removes_everything,
-        invalid_manifests_report_the_api_server_message,
-        schema_rejects_malformed_workloads,
+        foundation::runtimes_report_version_and_nodes,
+        foundation::deploys_only_to_the_matching_runtime,
+        foundation::places_one_instance_per_region_and_rolls_images,
+        foundation::removing_a_manifest_prunes_it,
+        foundation::deleting_a_workload_removes_everything,
+        foundation::invalid_manifests_report_the_api_server_message,
+        foundation::schema_rejects_malformed_workloads,
+        tenancy::tenant_cannot_escalate_or_leave_its_namespace,
+        tenancy::runtime_rbac_fences_the_tenant_identity,
+        tenancy::hand_made_instances_and_empty_selectors_stay_inside_the_policy,
+        tenancy::two_workloads_rendering_one_object_conflict,
+        tenancy::unlabelled_objects_are_adopted_only_when_allowed,
+        ownership::api_version_changes_and_autoscaling_keep_the_live_objects,
+        ownership::the_longest_workload_name_is_placed_and_deleted,
+        ownership::deleting_a_runtime_in_use_moves_its_workloads,
+        ownership::an_abandoned_runtime_lets_its_placements_go,
     ]
     .into_iter()
     .map(|(name, scenario)| harness::shared_trial(name, &runtime, &shared_env, scenario))

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
 use qleetos_crds::{Conditions, Workload, WorkloadInstance};
 use qleetos_e2e::environment::ensure_namespace;
 use serde_json::{Value, json};
@@ -192,8 +192,12 @@ pub async fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-pub fn names<K: ResourceExt>(items: &[K]) -> Vec<String> {
-    let mut names: Vec<String> = items.iter().map(ResourceExt::name_any).collect();
-    names.sort();
-    names
+/// The runtimes the instances are placed on, sorted.
+pub fn placed_on(instances: &[WorkloadInstance]) -> Vec<String> {
+    let mut runtimes: Vec<String> = instances
+        .iter()
+        .map(|i| i.spec.runtime_ref.name.clone())
+        .collect();
+    runtimes.sort();
+    runtimes
 }

@@ -1,71 +1,302 @@
-//! WorkloadInstance Qleet: applies one Workload's objects to one runtime, prunes what is no
-//! longer wanted, reads rollout health back, and removes everything on deletion.
+//! WorkloadInstance Qleet: applies one Workload's objects to one runtime, within what the
+//! instance's namespace may do there (its tenancy fence) and as the tenant's identity; prunes
+//! what is no longer wanted, reads rollout health back, and removes everything on deletion.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::api::Api;
 use kube::runtime::events::EventType;
 use qleetos_crds::{
-    AppliedObject, Condition, KubernetesRuntime, ResourceHealth, WorkloadInstance,
-    WorkloadInstanceStatus,
+    AppliedObject, Condition, Conditions, DeletionPolicy, KubernetesRuntime, Manifest,
+    ResourceHealth, WorkloadInstance, WorkloadInstanceStatus,
 };
 
 use super::{apply_status, name_of, namespace_of};
+use crate::applier::{self, Applier, Desired, Outcome};
 use crate::context::{Context, Next, key_of};
 use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
-use crate::health::{WATCHED_KINDS, describe_unhealthy, health_of};
-use crate::render::{Owner, render};
+use crate::health::describe_unhealthy;
+use crate::render::{Owner, field_manager, render};
 use crate::runtime_client::{RuntimeClient, describe};
+use crate::tenancy::{Fence, Target};
 
 pub const CONTROLLER: &str = "workloadinstance";
 /// Held until every object the instance applied is gone from its runtime.
 pub const FINALIZER: &str = "qleetos.io/runtime-objects";
+/// How soon an instance whose runtime is busy (all its reconcile slots taken) tries again.
+const SLOT_RETRY: Duration = Duration::from_millis(500);
+/// How often an instance waiting for its runtime looks again.
+const RUNTIME_WAIT: Duration = Duration::from_secs(5);
 
 /// Converges one WorkloadInstance, or removes its objects when it is being deleted.
 pub async fn reconcile(instance: Arc<WorkloadInstance>, ctx: Arc<Context>) -> Result<Next> {
     let api: Api<WorkloadInstance> =
         Api::namespaced(ctx.client.clone(), &namespace_of(&*instance)?);
+    let runtime = &instance.spec.runtime_ref.name;
+    let Some(_slot) = ctx.runtime_slot(runtime) else {
+        return Ok(Next::After(SLOT_RETRY));
+    };
     match finalizer::phase(&api, FINALIZER, instance).await? {
         Phase::Apply(instance) => deploy(&instance, &ctx).await,
-        Phase::Cleanup(instance) => {
-            cleanup(&instance, &ctx).await?;
-            finalizer::release(&api, FINALIZER, &*instance).await?;
-            Ok(Next::Done)
-        }
+        Phase::Cleanup(instance) => match cleanup(&instance, &ctx).await? {
+            Some(waiting) => {
+                write_condition(&instance, &ctx, waiting).await?;
+                Ok(Next::After(ctx.settings.progress_poll))
+            }
+            None => {
+                finalizer::release(&api, FINALIZER, &*instance).await?;
+                Ok(Next::Done)
+            }
+        },
         Phase::Gone => Ok(Next::Done),
     }
 }
 
-/// What one pass of applying produced, whether or not it fully succeeded.
-struct Outcome {
-    inventory: Vec<AppliedObject>,
-    health: Vec<ResourceHealth>,
-    failure: Option<Error>,
+/// Why a pass cannot apply anything now, and what to do meanwhile.
+struct Hold {
+    condition: Condition,
+    next: Next,
+    /// A problem the user must fix (an Event says so), not a normal wait.
+    warn: bool,
+}
+
+impl Hold {
+    fn waiting(reason: &str, message: String) -> Box<Self> {
+        Box::new(Self {
+            condition: Condition::ready(false, reason, message),
+            next: Next::After(RUNTIME_WAIT),
+            warn: false,
+        })
+    }
+
+    fn refused(reason: &str, message: String) -> Box<Self> {
+        Box::new(Self {
+            condition: Condition::ready(false, reason, message),
+            next: Next::Done,
+            warn: true,
+        })
+    }
+}
+
+/// Everything a pass needs once the runtime is usable and the fence allows the runtime.
+struct Plan {
+    fence: Fence,
+    operator: RuntimeClient,
+    tenant: RuntimeClient,
 }
 
 async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
+    let plan = match plan(instance, ctx).await {
+        Ok(plan) => plan,
+        Err(hold) => return hold_pass(instance, ctx, hold).await,
+    };
+    let namespace = namespace_of(instance)?;
+    let rendered = match render(
+        &instance.spec.manifests,
+        &instance.spec.images,
+        &owner(instance),
+    ) {
+        Ok(rendered) => rendered,
+        Err(error) => {
+            return hold_pass(
+                instance,
+                ctx,
+                Hold::refused(error.reason(), error.to_string()),
+            )
+            .await;
+        }
+    };
+    let (desired, unresolved, resolve_failure) =
+        resolve(&plan.operator, rendered, &namespace).await?;
+    if let Err(hold) = check_fence(&plan.fence, &desired) {
+        return hold_pass(instance, ctx, hold).await;
+    }
     let previous = previous_inventory(instance);
-    let outcome = match runtime_client(instance, ctx).await {
-        Ok(client) => converge(instance, &client, previous).await,
-        Err(error) => Outcome {
-            inventory: previous,
-            health: Vec::new(),
-            failure: Some(error),
-        },
+    if let Err(error) = prepare_namespaces(&plan, &desired).await {
+        return finish(instance, ctx, previous_outcome(previous, error), Vec::new()).await;
+    }
+    if let Some(pending) = applier::with_pending(&previous, &desired) {
+        record_inventory(instance, ctx, pending).await?;
+    }
+    let uid = instance.metadata.uid.clone().unwrap_or_default();
+    let applier = Applier {
+        client: &plan.tenant,
+        owner_uid: &uid,
+        field_manager: field_manager(&uid),
+        adopt: plan.fence.allows_adoption(),
     };
-    let healthy = outcome.health.iter().all(|h| h.healthy);
-    let ready = ready_condition(instance, &outcome, healthy);
-    let status = WorkloadInstanceStatus {
-        conditions: qleetos_crds::merged(current_conditions(instance), vec![ready]),
-        observed_generation: instance.metadata.generation,
-        applied_count: i64::try_from(outcome.inventory.len()).unwrap_or(i64::MAX),
-        applied_objects: outcome.inventory,
-        health: outcome.health,
+    let mut outcome = applier.converge(&desired, &unresolved, &previous).await;
+    if outcome.failure.is_none() {
+        outcome.failure = resolve_failure;
+    }
+    let health = match applier::read_health(&plan.operator, &outcome.applied).await {
+        Ok(health) => health,
+        Err(error) => {
+            outcome.failure.get_or_insert(error);
+            Vec::new()
+        }
     };
-    let api: Api<WorkloadInstance> = Api::namespaced(ctx.client.clone(), &namespace_of(instance)?);
-    apply_status(&api, &name_of(instance)?, &status).await?;
+    finish(instance, ctx, outcome, health).await
+}
+
+/// The runtime, the fence and the clients, or why the pass must hold.
+async fn plan(instance: &WorkloadInstance, ctx: &Context) -> Result<Plan, Box<Hold>> {
+    let runtime_name = &instance.spec.runtime_ref.name;
+    let Some(runtime) = find_runtime(ctx, runtime_name).await else {
+        return Err(Hold::waiting(
+            "RuntimeNotFound",
+            format!(
+                "KubernetesRuntime {runtime_name} does not exist; create it or change the placement"
+            ),
+        ));
+    };
+    let namespace = instance.metadata.namespace.as_deref().unwrap_or_default();
+    let fence = ctx.caches.fence(namespace, &ctx.settings.system_namespace);
+    if !fence.allows_runtime(&runtime) {
+        let violation = fence.runtime_violation(runtime_name);
+        return Err(Hold::refused("TenancyViolation", violation.to_string()));
+    }
+    if !runtime.is_ready() {
+        return Err(Hold::waiting(
+            "WaitingForRuntime",
+            runtime_not_ready(&runtime),
+        ));
+    }
+    let operator = ctx
+        .pool
+        .client_for(&runtime)
+        .await
+        .map_err(|e| Hold::waiting(e.reason(), e.to_string()))?;
+    let tenant = operator
+        .as_tenant(&fence.identity())
+        .map_err(|e| Hold::waiting(e.reason(), e.to_string()))?;
+    Ok(Plan {
+        fence,
+        operator,
+        tenant,
+    })
+}
+
+async fn find_runtime(ctx: &Context, name: &str) -> Option<KubernetesRuntime> {
+    if let Some(runtime) = ctx.caches.runtime(name) {
+        return Some((*runtime).clone());
+    }
+    Api::<KubernetesRuntime>::all(ctx.client.clone())
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn runtime_not_ready(runtime: &KubernetesRuntime) -> String {
+    let name = runtime.metadata.name.as_deref().unwrap_or_default();
+    let why = runtime
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(qleetos_crds::READY))
+        .map(|c| format!("{}: {}", c.reason, c.message))
+        .unwrap_or_else(|| "not probed yet".to_owned());
+    format!("runtime {name} is not Ready ({why}); nothing is applied until it is")
+}
+
+fn owner(instance: &WorkloadInstance) -> Owner<'_> {
+    Owner {
+        namespace: instance.metadata.namespace.as_deref().unwrap_or_default(),
+        name: instance.metadata.name.as_deref().unwrap_or_default(),
+        uid: instance.metadata.uid.as_deref().unwrap_or_default(),
+    }
+}
+
+/// Resolves every rendered manifest against the runtime's discovery. Manifests of kinds the
+/// runtime does not serve yet are returned apart, with the first such error.
+async fn resolve(
+    client: &RuntimeClient,
+    rendered: Vec<Manifest>,
+    namespace: &str,
+) -> Result<(Vec<Desired>, Vec<Manifest>, Option<Error>)> {
+    let mut desired = Vec::new();
+    let mut unresolved = Vec::new();
+    let mut failure = None;
+    for manifest in rendered {
+        match client.resolve(&manifest, namespace).await {
+            Ok(resolved) => desired.push(Desired { manifest, resolved }),
+            Err(error @ Error::UnknownKind { .. }) => {
+                unresolved.push(manifest);
+                failure.get_or_insert(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok((desired, unresolved, failure))
+}
+
+/// Every desired object must be within the fence; one that is not stops the whole pass, so
+/// a Workload is never half-applied.
+fn check_fence(fence: &Fence, desired: &[Desired]) -> Result<(), Box<Hold>> {
+    let violations: Vec<String> = desired
+        .iter()
+        .enumerate()
+        .filter_map(|(index, d)| {
+            let object = &d.resolved.object;
+            let target = Target {
+                group: object.group(),
+                kind: &object.kind,
+                namespace: object.namespace.as_deref(),
+                name: &object.name,
+            };
+            fence
+                .check(&target)
+                .err()
+                .map(|v| format!("manifest #{index}: {v}"))
+        })
+        .collect();
+    if violations.is_empty() {
+        return Ok(());
+    }
+    Err(Hold::refused(
+        "TenancyViolation",
+        format!("nothing applied: {}", violations.join("; ")),
+    ))
+}
+
+/// Creates the runtime namespaces the objects go to and binds the tenant's role there, as
+/// the operator (only namespaces the fence allowed reach this point).
+async fn prepare_namespaces(plan: &Plan, desired: &[Desired]) -> Result<()> {
+    let namespaces: BTreeSet<&str> = desired
+        .iter()
+        .filter_map(|d| d.resolved.object.namespace.as_deref())
+        .collect();
+    for namespace in namespaces {
+        plan.operator.ensure_namespace(namespace).await?;
+        if let Some(role) = plan.fence.tenant_role(namespace) {
+            plan.operator
+                .ensure_tenant_binding(namespace, &role, &plan.fence.identity())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn previous_outcome(previous: Vec<AppliedObject>, error: Error) -> Outcome {
+    Outcome {
+        inventory: previous,
+        applied: Vec::new(),
+        failure: Some(error),
+    }
+}
+
+async fn finish(
+    instance: &WorkloadInstance,
+    ctx: &Context,
+    outcome: Outcome,
+    health: Vec<ResourceHealth>,
+) -> Result<Next> {
+    let healthy = health.iter().all(|h| h.healthy);
+    let ready = ready_condition(instance, &outcome, &health, healthy);
+    write_status(instance, ctx, outcome.inventory, health, ready).await?;
     if let Some(error) = outcome.failure {
         return Err(error);
     }
@@ -76,133 +307,105 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
     })
 }
 
-async fn runtime_client(instance: &WorkloadInstance, ctx: &Context) -> Result<RuntimeClient> {
-    let runtime_name = &instance.spec.runtime_ref.name;
-    let runtimes: Api<KubernetesRuntime> = Api::all(ctx.client.clone());
-    let runtime = runtimes
-        .get_opt(runtime_name)
-        .await
-        .map_err(Error::Management)?
-        .ok_or_else(|| Error::RuntimeNotFound(runtime_name.clone()))?;
-    ctx.pool.client_for(&runtime).await
+/// Writes the hold's condition, keeping the inventory, and says so in an Event when the
+/// user must act (once per change of the message).
+async fn hold_pass(instance: &WorkloadInstance, ctx: &Context, hold: Box<Hold>) -> Result<Next> {
+    let changed = current_ready(instance)
+        .is_none_or(|c| c.reason != hold.condition.reason || c.message != hold.condition.message);
+    if hold.warn && changed {
+        tracing::warn!(instance = %key_of(instance), reason = %hold.condition.reason, message = %hold.condition.message, "not applied");
+        ctx.event(
+            instance,
+            EventType::Warning,
+            &hold.condition.reason,
+            hold.condition.message.clone(),
+        )
+        .await;
+    }
+    let condition = hold.condition.with_generation(instance.metadata.generation);
+    let previous = previous_inventory(instance);
+    let health = instance
+        .status
+        .as_ref()
+        .map(|s| s.health.clone())
+        .unwrap_or_default();
+    write_status(instance, ctx, previous, health, condition).await?;
+    Ok(hold.next)
 }
 
-/// Applies every rendered object, prunes the ones applied before and no longer rendered,
-/// and reads health back.
-async fn converge(
+async fn record_inventory(
     instance: &WorkloadInstance,
-    client: &RuntimeClient,
-    previous: Vec<AppliedObject>,
-) -> Outcome {
-    let namespace = instance.metadata.namespace.clone().unwrap_or_default();
-    let owner = Owner {
-        namespace: &namespace,
-        name: instance.metadata.name.as_deref().unwrap_or_default(),
-        uid: instance.metadata.uid.as_deref().unwrap_or_default(),
+    ctx: &Context,
+    inventory: Vec<AppliedObject>,
+) -> Result<()> {
+    let conditions = current_conditions(instance).to_vec();
+    let status = WorkloadInstanceStatus {
+        conditions,
+        observed_generation: instance.status.as_ref().and_then(|s| s.observed_generation),
+        applied_count: count(&inventory),
+        applied_objects: inventory,
+        health: instance
+            .status
+            .as_ref()
+            .map(|s| s.health.clone())
+            .unwrap_or_default(),
     };
-    let rendered = match render(&instance.spec.manifests, &instance.spec.images, &owner) {
-        Ok(rendered) => rendered,
-        Err(error) => {
-            return Outcome {
-                inventory: previous,
-                health: Vec::new(),
-                failure: Some(error),
-            };
-        }
-    };
-    let mut applied = Vec::new();
-    let mut failed_names = BTreeSet::new();
-    let mut failure = None;
-    for manifest in &rendered {
-        match client.apply(manifest, &namespace).await {
-            Ok(object) => applied.push(object),
-            Err(error @ Error::RuntimeUnreachable { .. }) => {
-                return Outcome {
-                    inventory: previous,
-                    health: Vec::new(),
-                    failure: Some(error),
-                };
-            }
-            Err(error) => {
-                failed_names.insert((
-                    manifest.kind().unwrap_or_default().to_owned(),
-                    manifest.name().unwrap_or_default().to_owned(),
-                ));
-                failure.get_or_insert(error);
-            }
-        }
-    }
-    let (kept, prune_failure) = prune(client, previous, &applied, &failed_names).await;
-    let failure = failure.or(prune_failure);
-    let health = read_health(client, &applied).await;
-    let inventory = applied
-        .into_iter()
-        .chain(kept)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    match health {
-        Ok(health) => Outcome {
-            inventory,
-            health,
-            failure,
-        },
-        Err(error) => Outcome {
-            inventory,
-            health: Vec::new(),
-            failure: failure.or(Some(error)),
-        },
-    }
+    apply_status(&instance_api(instance, ctx)?, &name_of(instance)?, &status).await
 }
 
-/// Deletes previously applied objects that are no longer rendered. Returns the ones that must
-/// stay in the inventory: still wanted but failing to apply, or not yet deleted.
-async fn prune(
-    client: &RuntimeClient,
-    previous: Vec<AppliedObject>,
-    applied: &[AppliedObject],
-    failed_names: &BTreeSet<(String, String)>,
-) -> (Vec<AppliedObject>, Option<Error>) {
-    let mut kept = Vec::new();
-    let mut failure = None;
-    for object in previous {
-        if applied.contains(&object) {
-            continue;
-        }
-        if failed_names.contains(&(object.kind.clone(), object.name.clone())) {
-            kept.push(object);
-            continue;
-        }
-        match client.delete(&object).await {
-            Ok(true) => tracing::info!(object = %describe(&object), "pruned"),
-            Ok(false) => kept.push(object),
-            Err(error) => {
-                kept.push(object);
-                failure.get_or_insert(error);
-            }
-        }
-    }
-    (kept, failure)
+async fn write_status(
+    instance: &WorkloadInstance,
+    ctx: &Context,
+    inventory: Vec<AppliedObject>,
+    health: Vec<ResourceHealth>,
+    ready: Condition,
+) -> Result<()> {
+    let status = WorkloadInstanceStatus {
+        conditions: qleetos_crds::merged(current_conditions(instance), vec![ready]),
+        observed_generation: instance.metadata.generation,
+        applied_count: count(&inventory),
+        applied_objects: inventory,
+        health,
+    };
+    apply_status(&instance_api(instance, ctx)?, &name_of(instance)?, &status).await
 }
 
-async fn read_health(
-    client: &RuntimeClient,
-    applied: &[AppliedObject],
-) -> Result<Vec<ResourceHealth>> {
-    let mut health = Vec::new();
-    for object in applied
-        .iter()
-        .filter(|o| WATCHED_KINDS.contains(&o.kind.as_str()))
+async fn write_condition(
+    instance: &WorkloadInstance,
+    ctx: &Context,
+    ready: Condition,
+) -> Result<()> {
+    if current_ready(instance)
+        .is_some_and(|c| c.reason == ready.reason && c.message == ready.message)
     {
-        if let Some(live) = client.get(object).await? {
-            let value = serde_json::to_value(&live).unwrap_or_default();
-            health.extend(health_of(&value));
-        }
+        return Ok(());
     }
-    Ok(health)
+    let health = instance
+        .status
+        .as_ref()
+        .map(|s| s.health.clone())
+        .unwrap_or_default();
+    let ready = ready.with_generation(instance.metadata.generation);
+    write_status(instance, ctx, previous_inventory(instance), health, ready).await
 }
 
-fn ready_condition(instance: &WorkloadInstance, outcome: &Outcome, healthy: bool) -> Condition {
+fn instance_api(instance: &WorkloadInstance, ctx: &Context) -> Result<Api<WorkloadInstance>> {
+    Ok(Api::namespaced(
+        ctx.client.clone(),
+        &namespace_of(instance)?,
+    ))
+}
+
+fn count(inventory: &[AppliedObject]) -> i64 {
+    i64::try_from(inventory.len()).unwrap_or(i64::MAX)
+}
+
+fn ready_condition(
+    instance: &WorkloadInstance,
+    outcome: &Outcome,
+    health: &[ResourceHealth],
+    healthy: bool,
+) -> Condition {
     let runtime = &instance.spec.runtime_ref.name;
     let condition = match &outcome.failure {
         Some(error) => Condition::ready(false, error.reason(), error.to_string()),
@@ -214,37 +417,76 @@ fn ready_condition(instance: &WorkloadInstance, outcome: &Outcome, healthy: bool
                 outcome.inventory.len()
             ),
         ),
-        None => Condition::ready(false, "Progressing", describe_unhealthy(&outcome.health)),
+        None => Condition::ready(false, "Progressing", describe_unhealthy(health)),
     };
     condition.with_generation(instance.metadata.generation)
 }
 
-/// Removes every object the instance applied, keeping the finalizer until all are gone.
-async fn cleanup(instance: &WorkloadInstance, ctx: &Context) -> Result<()> {
-    let client = match runtime_client(instance, ctx).await {
+/// Removes every object the instance applied, in teardown order. `Some(condition)` while
+/// objects remain (a normal wait, not a failure); `None` once all are gone or can no longer
+/// be removed by QleetOS (the runtime was deleted or abandoned).
+async fn cleanup(instance: &WorkloadInstance, ctx: &Context) -> Result<Option<Condition>> {
+    let runtime_name = instance.spec.runtime_ref.name.clone();
+    let Some(runtime) = find_runtime(ctx, &runtime_name).await else {
+        let note = format!(
+            "runtime {runtime_name} no longer exists; its objects cannot be removed by QleetOS"
+        );
+        ctx.event(instance, EventType::Warning, "RuntimeGone", note)
+            .await;
+        return Ok(None);
+    };
+    if runtime.metadata.deletion_timestamp.is_some()
+        && runtime.spec.deletion_policy == DeletionPolicy::Abandon
+    {
+        let note = format!(
+            "runtime {runtime_name} is abandoned (deletionPolicy Abandon); its objects are left in place"
+        );
+        ctx.event(instance, EventType::Warning, "RuntimeAbandoned", note)
+            .await;
+        return Ok(None);
+    }
+    let client = match ctx.pool.client_for(&runtime).await {
         Ok(client) => client,
-        Err(Error::RuntimeNotFound(runtime)) => {
-            let note = format!(
-                "runtime {runtime} no longer exists; its objects cannot be removed by QleetOS"
-            );
-            ctx.event(instance, EventType::Warning, "RuntimeGone", note)
-                .await;
-            return Ok(());
+        Err(error) => {
+            return Ok(Some(Condition::ready(
+                false,
+                "Deleting",
+                format!("waiting to remove the applied objects: {error}"),
+            )));
+        }
+    };
+    let uid = instance.metadata.uid.clone().unwrap_or_default();
+    let applier = Applier {
+        client: &client,
+        owner_uid: &uid,
+        field_manager: field_manager(&uid),
+        adopt: false,
+    };
+    let remaining = match applier.remove(&previous_inventory(instance)).await {
+        Ok(remaining) => remaining,
+        Err(error @ Error::RuntimeUnreachable { .. }) => {
+            return Ok(Some(Condition::ready(
+                false,
+                "Deleting",
+                format!("waiting to remove the applied objects: {error}"),
+            )));
         }
         Err(error) => return Err(error),
     };
-    let mut pending = Vec::new();
-    for object in previous_inventory(instance).iter().rev() {
-        if !client.delete(object).await? {
-            pending.push(describe(object));
-        }
-    }
-    if pending.is_empty() {
+    if remaining.is_empty() {
         tracing::info!(instance = %key_of(instance), "removed every applied object");
-        Ok(())
-    } else {
-        Err(Error::CleanupPending(pending.join(", ")))
+        return Ok(None);
     }
+    let names: Vec<String> = remaining.iter().map(describe).collect();
+    Ok(Some(Condition::ready(
+        false,
+        "Deleting",
+        format!(
+            "removing {} object(s) in teardown order: {}",
+            names.len(),
+            names.join(", ")
+        ),
+    )))
 }
 
 fn previous_inventory(instance: &WorkloadInstance) -> Vec<AppliedObject> {
@@ -261,4 +503,11 @@ fn current_conditions(instance: &WorkloadInstance) -> &[Condition] {
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default()
+}
+
+fn current_ready(instance: &WorkloadInstance) -> Option<&Condition> {
+    instance
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(qleetos_crds::READY))
 }

@@ -7,7 +7,10 @@ use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::EventType;
-use qleetos_crds::{Condition, KubernetesRuntime, KubernetesRuntimeStatus, WorkloadInstance};
+use qleetos_crds::{
+    Condition, Conditions, DeletionPolicy, KubernetesRuntime, KubernetesRuntimeStatus,
+    WorkloadInstance,
+};
 
 use super::{apply_status, name_of};
 use crate::context::{Context, Next, key_of};
@@ -24,7 +27,9 @@ pub async fn reconcile(runtime: Arc<KubernetesRuntime>, ctx: Arc<Context>) -> Re
     match finalizer::phase(&api, FINALIZER, runtime).await? {
         Phase::Apply(runtime) => probe(&runtime, &ctx).await,
         Phase::Cleanup(runtime) => {
-            release(&runtime, &ctx).await?;
+            if !release(&runtime, &ctx).await? {
+                return Ok(Next::After(ctx.settings.progress_poll));
+            }
             finalizer::release(&api, FINALIZER, &*runtime).await?;
             Ok(Next::Done)
         }
@@ -136,9 +141,20 @@ async fn observe(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Observati
     })
 }
 
-/// Lets a runtime go only when no WorkloadInstance targets it any more.
-async fn release(runtime: &KubernetesRuntime, ctx: &Context) -> Result<()> {
+/// Whether a runtime being deleted may go: with `Abandon` at once, with `Wait` only when no
+/// WorkloadInstance targets it any more (the Workloads re-place theirs onto other runtimes
+/// first). Waiting shows as the runtime's Ready condition and one Normal Event.
+async fn release(runtime: &KubernetesRuntime, ctx: &Context) -> Result<bool> {
     let name = name_of(runtime)?;
+    if runtime.spec.deletion_policy == DeletionPolicy::Abandon {
+        let note = format!(
+            "runtime {name} is abandoned: its placements are released without removing their objects"
+        );
+        ctx.event(runtime, EventType::Warning, "RuntimeAbandoned", note)
+            .await;
+        ctx.pool.forget(&name);
+        return Ok(true);
+    }
     let instances = Api::<WorkloadInstance>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await
@@ -151,13 +167,35 @@ async fn release(runtime: &KubernetesRuntime, ctx: &Context) -> Result<()> {
         .collect();
     if users.is_empty() {
         ctx.pool.forget(&name);
-        return Ok(());
+        return Ok(true);
     }
     let message = format!(
-        "runtime {name} is still used by WorkloadInstances {}; move or delete those Workloads first",
+        "runtime {name} is being deleted and waits for WorkloadInstances {} to move to other runtimes (a Workload moves once a replacement in the same region is Ready; add a matching runtime, change the placements, or set spec.deletionPolicy: Abandon if the cluster is gone for good)",
         users.join(", ")
     );
-    ctx.event(runtime, EventType::Warning, "RuntimeInUse", message.clone())
+    let previous = runtime.status.clone().unwrap_or_default();
+    let unchanged = previous
+        .condition(qleetos_crds::READY)
+        .is_some_and(|c| c.reason == "WaitingForWorkloads" && c.message == message);
+    if !unchanged {
+        ctx.event(
+            runtime,
+            EventType::Normal,
+            "WaitingForWorkloads",
+            message.clone(),
+        )
         .await;
-    Err(Error::CleanupPending(message))
+        let status = status_base(
+            runtime,
+            &previous,
+            Condition::ready(false, "WaitingForWorkloads", message),
+        );
+        apply_status(
+            &Api::<KubernetesRuntime>::all(ctx.client.clone()),
+            &name,
+            &status,
+        )
+        .await?;
+    }
+    Ok(false)
 }

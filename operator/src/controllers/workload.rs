@@ -9,8 +9,8 @@ use std::sync::Arc;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use qleetos_crds::{
-    Condition, FIELD_MANAGER, KubernetesRuntime, PlacementStatus, RuntimeRef, Workload,
-    WorkloadInstance, WorkloadInstanceSpec, WorkloadRef, WorkloadStatus,
+    Condition, DeletionPolicy, FIELD_MANAGER, KubernetesRuntime, PlacementStatus, RuntimeRef,
+    Workload, WorkloadInstance, WorkloadInstanceSpec, WorkloadRef, WorkloadStatus,
 };
 
 use super::{apply_status, name_of, namespace_of};
@@ -31,7 +31,9 @@ pub async fn reconcile(workload: Arc<Workload>, ctx: Arc<Context>) -> Result<Nex
     match finalizer::phase(&api, FINALIZER, workload).await? {
         Phase::Apply(workload) => place(&workload, &ctx).await,
         Phase::Cleanup(workload) => {
-            cleanup(&workload, &ctx).await?;
+            if !cleanup(&workload, &ctx).await? {
+                return Ok(Next::After(ctx.settings.progress_poll));
+            }
             finalizer::release(&api, FINALIZER, &*workload).await?;
             Ok(Next::Done)
         }
@@ -63,14 +65,18 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
         .iter()
         .map(|i| i.spec.runtime_ref.name.clone())
         .collect();
-    let runtimes: Vec<KubernetesRuntime> = ctx
+    let fence = ctx.caches.fence(&namespace, &ctx.settings.system_namespace);
+    let all_runtimes: Vec<KubernetesRuntime> = ctx
         .caches
         .runtimes
         .state()
         .iter()
         .map(|r| (**r).clone())
         .collect();
-    let selected = match select(&workload.spec.placement, &runtimes, &current) {
+    let (allowed, fenced_out): (Vec<KubernetesRuntime>, Vec<KubernetesRuntime>) = all_runtimes
+        .into_iter()
+        .partition(|r| fence.allows_runtime(r));
+    let selected = match select(&workload.spec.placement, &allowed, &current) {
         Ok(selected) => selected,
         Err(error) => {
             write_status(
@@ -85,11 +91,19 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
     };
     let mut placements = Vec::new();
     for placement in &selected {
-        let instance = apply_instance(&instances, workload, placement).await?;
+        let name = existing
+            .iter()
+            .find(|i| i.spec.runtime_ref.name == placement.runtime)
+            .map_or_else(
+                || instance_name(&workload.name_any(), &placement.runtime),
+                |i| i.name_any(),
+            );
+        let instance = apply_instance(&instances, workload, placement, &name).await?;
         placements.push(placement_status(workload, placement, &instance));
     }
-    remove_unselected(&instances, existing, &selected).await?;
-    let ready = ready_condition(&placements);
+    let leaving = remove_unselected(ctx, &instances, existing, &selected, &placements).await?;
+    placements.extend(leaving);
+    let ready = ready_condition(&placements, fenced_out.len());
     write_status(workload, ctx, placements, ready).await?;
     Ok(Next::Done)
 }
@@ -118,7 +132,7 @@ async fn owned_instances(
     instances: &Api<WorkloadInstance>,
     workload: &Workload,
 ) -> Result<Vec<WorkloadInstance>> {
-    let selector = format!("{WORKLOAD_LABEL}={}", workload.name_any());
+    let selector = format!("{WORKLOAD_LABEL}={}", label_value(&workload.name_any()));
     let listed = instances
         .list(&ListParams::default().labels(&selector))
         .await
@@ -135,10 +149,10 @@ async fn apply_instance(
     instances: &Api<WorkloadInstance>,
     workload: &Workload,
     placement: &Selected,
+    name: &str,
 ) -> Result<WorkloadInstance> {
-    let name = instance_name(&workload.name_any(), &placement.runtime);
     let mut instance = WorkloadInstance::new(
-        &name,
+        name,
         WorkloadInstanceSpec {
             workload_ref: Some(WorkloadRef {
                 name: workload.name_any(),
@@ -151,31 +165,63 @@ async fn apply_instance(
             images: workload.spec.images.clone(),
         },
     );
-    instance.metadata.labels = Some([(WORKLOAD_LABEL.to_owned(), workload.name_any())].into());
+    instance.metadata.labels =
+        Some([(WORKLOAD_LABEL.to_owned(), label_value(&workload.name_any()))].into());
     instance.metadata.owner_references = workload.controller_owner_ref(&()).map(|o| vec![o]);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     instances
-        .patch(&name, &params, &Patch::Apply(&instance))
+        .patch(name, &params, &Patch::Apply(&instance))
         .await
         .map_err(Error::Management)
 }
 
+/// Deletes the instances no longer selected, except those on a runtime being deleted while
+/// their replacement is not Ready yet (make before break): those are kept, and returned as
+/// placements so the status shows where the workload still runs.
 async fn remove_unselected(
+    ctx: &Context,
     instances: &Api<WorkloadInstance>,
     existing: Vec<WorkloadInstance>,
     selected: &[Selected],
-) -> Result<()> {
+    placements: &[PlacementStatus],
+) -> Result<Vec<PlacementStatus>> {
+    let mut leaving = Vec::new();
     for instance in existing {
-        if selected
-            .iter()
-            .any(|s| s.runtime == instance.spec.runtime_ref.name)
-        {
+        let runtime_name = &instance.spec.runtime_ref.name;
+        if selected.iter().any(|s| &s.runtime == runtime_name) {
+            continue;
+        }
+        let runtime = ctx.caches.runtime(runtime_name);
+        let deleting = runtime.as_ref().is_some_and(|r| {
+            r.metadata.deletion_timestamp.is_some()
+                && r.spec.deletion_policy == DeletionPolicy::Wait
+        });
+        let region = runtime
+            .as_ref()
+            .map(|r| r.spec.region.clone())
+            .unwrap_or_default();
+        if deleting && !placements.iter().any(|p| p.ready && p.region == region) {
+            leaving.push(leaving_placement(&instance, region));
             continue;
         }
         tracing::info!(instance = %key_of(&instance), "placement moved away; deleting instance");
         delete_instance(instances, &instance.name_any()).await?;
     }
-    Ok(())
+    Ok(leaving)
+}
+
+fn leaving_placement(instance: &WorkloadInstance, region: String) -> PlacementStatus {
+    let runtime = instance.spec.runtime_ref.name.clone();
+    PlacementStatus {
+        message: format!(
+            "runtime {runtime} is being deleted; the workload stays there until a placement in region {region} is Ready"
+        ),
+        runtime,
+        region,
+        instance: instance.name_any(),
+        ready: instance.is_ready_at_current_generation(),
+        reason: "RuntimeDeleting".into(),
+    }
 }
 
 async fn delete_instance(instances: &Api<WorkloadInstance>, name: &str) -> Result<()> {
@@ -214,12 +260,21 @@ fn placement_status(
     }
 }
 
-fn ready_condition(placements: &[PlacementStatus]) -> Condition {
+fn ready_condition(placements: &[PlacementStatus], fenced_out: usize) -> Condition {
     if placements.is_empty() {
+        let fence_note = if fenced_out > 0 {
+            format!(
+                " ({fenced_out} runtime(s) are outside what this namespace may use: see its TenantPolicy)"
+            )
+        } else {
+            String::new()
+        };
         return Condition::ready(
             false,
             "NoMatchingRuntime",
-            "no KubernetesRuntime matches spec.placement; check its regions and runtimeSelector against `kubectl get kubernetesruntimes --show-labels`",
+            format!(
+                "no KubernetesRuntime matches spec.placement; check its regions and runtimeSelector against `kubectl get kubernetesruntimes --show-labels`{fence_note}"
+            ),
         );
     }
     let waiting: Vec<String> = placements
@@ -248,7 +303,15 @@ fn ready_condition(placements: &[PlacementStatus]) -> Condition {
 }
 
 fn is_failure(reason: &str) -> bool {
-    !matches!(reason, "Progressing" | "Pending" | "RolledOut")
+    !matches!(
+        reason,
+        "Progressing"
+            | "Pending"
+            | "RolledOut"
+            | "WaitingForRuntime"
+            | "RuntimeDeleting"
+            | "Deleting"
+    )
 }
 
 async fn write_status(
@@ -276,36 +339,46 @@ async fn write_status(
     apply_status(&api, &name_of(workload)?, &status).await
 }
 
-/// Deletes every instance and keeps the finalizer until they are gone (their own finalizers
-/// remove the objects from the runtimes first).
-async fn cleanup(workload: &Workload, ctx: &Context) -> Result<()> {
+/// Deletes every instance; true once they are gone (their own finalizers remove the objects
+/// from the runtimes first). Waiting for them is normal, not a failure.
+async fn cleanup(workload: &Workload, ctx: &Context) -> Result<bool> {
     let instances: Api<WorkloadInstance> =
         Api::namespaced(ctx.client.clone(), &namespace_of(workload)?);
     let remaining = owned_instances(&instances, workload).await?;
-    if remaining.is_empty() {
-        return Ok(());
-    }
     for instance in &remaining {
         delete_instance(&instances, &instance.name_any()).await?;
     }
-    let names: Vec<String> = remaining.iter().map(|i| i.name_any()).collect();
-    Err(Error::CleanupPending(format!(
-        "WorkloadInstances {}",
-        names.join(", ")
-    )))
+    Ok(remaining.is_empty())
 }
 
-/// `<workload>-<runtime>`, shortened with a stable hash when longer than a DNS subdomain allows.
+/// `<workload>-<runtime>-<hash>`: the hash of the pair keeps `a-b` on `c` and `a` on `b-c`
+/// apart; the prefix is shortened when the name would exceed a DNS subdomain.
 pub fn instance_name(workload: &str, runtime: &str) -> String {
     const MAX: usize = 253;
-    let name = format!("{workload}-{runtime}");
-    if name.len() <= MAX {
-        return name;
-    }
-    let hash = fnv1a(name.as_bytes());
-    let suffix = format!("-{hash:016x}");
-    let mut prefix: String = name.chars().take(MAX - suffix.len()).collect();
+    let suffix = format!(
+        "-{:08x}",
+        fnv1a(format!("{workload}/{runtime}").as_bytes()) as u32
+    );
+    let mut prefix: String = format!("{workload}-{runtime}")
+        .chars()
+        .take(MAX - suffix.len())
+        .collect();
     while prefix.ends_with(['-', '.']) {
+        prefix.pop();
+    }
+    format!("{prefix}{suffix}")
+}
+
+/// `name` as a label value (at most 63 characters): long names are cut and end in a hash
+/// of the whole name, so the value stays unique and selectable.
+pub fn label_value(name: &str) -> String {
+    const MAX: usize = 63;
+    if name.len() <= MAX {
+        return name.to_owned();
+    }
+    let suffix = format!("-{:016x}", fnv1a(name.as_bytes()));
+    let mut prefix: String = name.chars().take(MAX - suffix.len()).collect();
+    while prefix.ends_with(['-', '.', '_']) {
         prefix.pop();
     }
     format!("{prefix}{suffix}")
@@ -333,30 +406,36 @@ mod tests {
     #[test]
     fn ready_only_when_every_placement_is_ready() {
         assert!(
-            ready_condition(&[
-                placement("a", true, "RolledOut"),
-                placement("b", true, "RolledOut")
-            ])
+            ready_condition(
+                &[
+                    placement("a", true, "RolledOut"),
+                    placement("b", true, "RolledOut")
+                ],
+                0
+            )
             .is_true()
         );
-        let partial = ready_condition(&[
-            placement("a", true, "RolledOut"),
-            placement("b", false, "Progressing"),
-        ]);
+        let partial = ready_condition(
+            &[
+                placement("a", true, "RolledOut"),
+                placement("b", false, "Progressing"),
+            ],
+            0,
+        );
         assert!(!partial.is_true());
         assert_eq!(partial.reason, "Progressing");
     }
 
     #[test]
     fn failing_placement_is_reported_as_failure() {
-        let failed = ready_condition(&[placement("a", false, "ApplyFailed")]);
+        let failed = ready_condition(&[placement("a", false, "ApplyFailed")], 0);
         assert_eq!(failed.reason, "PlacementFailed");
         assert!(failed.message.contains("a: ApplyFailed"));
     }
 
     #[test]
     fn no_placement_is_not_ready() {
-        assert_eq!(ready_condition(&[]).reason, "NoMatchingRuntime");
+        assert_eq!(ready_condition(&[], 0).reason, "NoMatchingRuntime");
     }
 
     #[test]
@@ -366,6 +445,21 @@ mod tests {
         assert_eq!(name.len(), 253);
         assert_eq!(name, instance_name(&long, &"r".repeat(100)));
         assert_ne!(name, instance_name(&long, &"s".repeat(100)));
-        assert_eq!(instance_name("web", "eu-1"), "web-eu-1");
+        assert!(instance_name("web", "eu-1").starts_with("web-eu-1-"));
+    }
+
+    #[test]
+    fn instance_names_of_different_pairs_never_collide() {
+        assert_ne!(instance_name("a-b", "c"), instance_name("a", "b-c"));
+    }
+
+    #[test]
+    fn label_values_fit_in_63_characters() {
+        let long = "a".repeat(253);
+        let value = label_value(&long);
+        assert_eq!(value.len(), 63);
+        assert_eq!(value, label_value(&long));
+        assert_ne!(value, label_value(&"a".repeat(252)));
+        assert_eq!(label_value("web"), "web");
     }
 }

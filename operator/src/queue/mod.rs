@@ -12,6 +12,7 @@
 pub mod drift;
 pub mod lock;
 pub mod notifier;
+pub mod policies;
 pub mod worker;
 
 use std::path::PathBuf;

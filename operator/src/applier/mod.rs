@@ -1,0 +1,189 @@
+//! The applier every layer applies objects into a runtime through: server-side apply under
+//! the owner's field manager with ownership checks, an inventory that never loses an applied
+//! object, pruning and removal of owned objects only (in teardown order), and rollout health.
+
+pub mod inventory;
+
+use qleetos_crds::{AppliedObject, Manifest, ResourceHealth};
+
+use crate::error::{Error, Result};
+use crate::health::{WATCHED_KINDS, health_of};
+use crate::runtime_client::{Deletion, Ownership, Resolved, RuntimeClient, describe};
+
+/// One object an owner wants in the runtime.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub manifest: Manifest,
+    pub resolved: Resolved,
+}
+
+/// Who applies, and what it may take over.
+#[derive(Debug, Clone)]
+pub struct Applier<'a> {
+    /// The identity objects are applied as (a tenant's impersonating client, or the operator).
+    pub client: &'a RuntimeClient,
+    /// The owner's uid, the value of the ownership label.
+    pub owner_uid: &'a str,
+    pub field_manager: String,
+    /// Whether manifests annotated for adoption may take over objects QleetOS did not create.
+    pub adopt: bool,
+}
+
+/// What one pass produced, whether or not it fully succeeded.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Everything the owner may have in the runtime now: the next pass's `previous`.
+    pub inventory: Vec<AppliedObject>,
+    /// What this pass applied.
+    pub applied: Vec<AppliedObject>,
+    pub failure: Option<Error>,
+}
+
+/// The inventory to record before applying `desired`: `previous` plus every desired object
+/// not in it yet (without a uid), or `None` when nothing is new. Recording it first means a
+/// pass that stops half-way (crash, timeout) leaves no applied object unrecorded.
+pub fn with_pending(previous: &[AppliedObject], desired: &[Desired]) -> Option<Vec<AppliedObject>> {
+    let new: Vec<AppliedObject> = desired
+        .iter()
+        .map(|d| d.resolved.object.clone())
+        .filter(|o| inventory::find(previous, o).is_none())
+        .collect();
+    (!new.is_empty()).then(|| inventory::merged(previous.iter().cloned().chain(new)))
+}
+
+impl Applier<'_> {
+    /// Applies every desired object, then prunes what `previous` holds and is no longer
+    /// desired. `unresolved` are manifests the runtime cannot resolve yet (kind not served):
+    /// their previous entries are kept.
+    pub async fn converge(
+        &self,
+        desired: &[Desired],
+        unresolved: &[Manifest],
+        previous: &[AppliedObject],
+    ) -> Outcome {
+        let mut applied = Vec::new();
+        let mut kept = Vec::new();
+        let mut failure = None;
+        for wanted in desired {
+            let object = &wanted.resolved.object;
+            let ownership = Ownership {
+                owner_uid: self.owner_uid,
+                field_manager: &self.field_manager,
+                known: inventory::is_known(previous, object),
+                adopt: self.adopt,
+            };
+            match self
+                .client
+                .apply_owned(&wanted.resolved, &wanted.manifest, &ownership)
+                .await
+            {
+                Ok(object) => applied.push(object),
+                Err(error @ Error::RuntimeUnreachable { .. }) => {
+                    let pending = desired.iter().map(|d| d.resolved.object.clone());
+                    let inventory = previous.iter().cloned().chain(pending).chain(applied);
+                    return Outcome {
+                        inventory: inventory::merged(inventory),
+                        applied: Vec::new(),
+                        failure: Some(error),
+                    };
+                }
+                Err(error) => {
+                    let keep_pending = !matches!(error, Error::Conflict(_));
+                    if let Some(entry) = inventory::find(previous, object)
+                        && (entry.uid.is_some() || keep_pending)
+                    {
+                        kept.push(entry.clone());
+                    }
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        let unwanted = previous.iter().filter(|entry| {
+            !desired.iter().any(|d| d.resolved.object.same_object(entry))
+                && !unresolved.iter().any(|m| might_be(m, entry))
+        });
+        let still_wanted = previous
+            .iter()
+            .filter(|entry| unresolved.iter().any(|m| might_be(m, entry)));
+        kept.extend(still_wanted.cloned());
+        let (left, prune_failure) = self.prune(unwanted.cloned().collect()).await;
+        kept.extend(left);
+        Outcome {
+            inventory: inventory::merged(kept.into_iter().chain(applied.iter().cloned())),
+            applied,
+            failure: failure.or(prune_failure),
+        }
+    }
+
+    /// Deletes owned objects no longer wanted, in teardown order; returns what must stay in
+    /// the inventory (not yet gone, or not deletable now).
+    async fn prune(&self, unwanted: Vec<AppliedObject>) -> (Vec<AppliedObject>, Option<Error>) {
+        let mut left = Vec::new();
+        let mut failure = None;
+        for object in inventory::teardown_order(unwanted) {
+            match self.client.delete_owned(&object, self.owner_uid).await {
+                Ok(Deletion::Gone) => tracing::info!(object = %describe(&object), "pruned"),
+                Ok(Deletion::NotOurs(owner)) => {
+                    tracing::info!(object = %describe(&object), %owner, "not pruned: no longer ours");
+                }
+                Ok(Deletion::Pending) => left.push(object),
+                Err(error) => {
+                    left.push(object);
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        (left, failure)
+    }
+
+    /// Removes every owned object of `inventory`, one teardown tier at a time: a tier is
+    /// only started once the tiers before it are gone. Returns what remains.
+    pub async fn remove(&self, inventory: &[AppliedObject]) -> Result<Vec<AppliedObject>> {
+        let ordered = inventory::teardown_order(inventory.to_vec());
+        let mut remaining = Vec::new();
+        for object in ordered {
+            let tier = inventory::teardown_tier(&object.kind);
+            if remaining
+                .iter()
+                .any(|r: &AppliedObject| inventory::teardown_tier(&r.kind) < tier)
+            {
+                remaining.push(object);
+                continue;
+            }
+            match self.client.delete_owned(&object, self.owner_uid).await? {
+                Deletion::Gone | Deletion::NotOurs(_) => {}
+                Deletion::Pending => remaining.push(object),
+            }
+        }
+        Ok(remaining)
+    }
+}
+
+/// Rollout health of the workload controllers among `applied`, read from the runtime.
+pub async fn read_health(
+    client: &RuntimeClient,
+    applied: &[AppliedObject],
+) -> Result<Vec<ResourceHealth>> {
+    let mut health = Vec::new();
+    for object in applied
+        .iter()
+        .filter(|o| WATCHED_KINDS.contains(&o.kind.as_str()))
+    {
+        if let Some(live) = client.get(object).await? {
+            let value = serde_json::to_value(&live).unwrap_or_default();
+            health.extend(health_of(&value));
+        }
+    }
+    Ok(health)
+}
+
+/// Whether a manifest the runtime cannot resolve may be the object of `entry`.
+fn might_be(manifest: &Manifest, entry: &AppliedObject) -> bool {
+    let group = manifest
+        .api_version()
+        .and_then(|v| v.split_once('/'))
+        .map_or("", |(group, _)| group);
+    group == entry.group()
+        && manifest.kind() == Some(entry.kind.as_str())
+        && manifest.name() == Some(entry.name.as_str())
+}
