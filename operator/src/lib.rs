@@ -13,5 +13,6 @@ pub mod pool;
 pub mod queue;
 pub mod render;
 pub mod runtime_client;
+pub mod supervisor;
 
 pub use error::{Error, Result};
