@@ -424,6 +424,75 @@ fn ensure_drained_cleanly(log: &str) -> Result<()> {
     Ok(())
 }
 
+/// Instance reconciles hang on a frozen runtime API server while another holder takes their
+/// locks: each notices at its next refresh (every third of the 3 s TTL), is dropped before it
+/// can write anything more, is counted and NAKed; once the runtime answers and the stolen
+/// locks expire, every Workload converges.
+pub async fn a_lost_lock_aborts_the_reconcile(env: &mut Environment) -> Result<()> {
+    let (ns, client) = ("q-lost-lock", env.management_client().await?);
+    restart_replicas_with(env, 1, &["--lock-ttl=3s"]).await?;
+    let nats = async_nats::connect(env.nats.url()).await?;
+    let locks = async_nats::jetstream::new(nats)
+        .get_key_value("qleetos-locks")
+        .await?;
+    env.runtime_mut("eu-west")
+        .context("eu-west")?
+        .pause_apiserver();
+    let stolen = steal_while_frozen(env, &client, ns, &locks).await;
+    env.runtime_mut("eu-west")
+        .context("eu-west")?
+        .resume_apiserver();
+    let stolen = stolen?;
+    wait_all_ready(&client, ns, 5).await?;
+    assert_all_applied(env, ns, 5).await?;
+    let operator = &env.operators()[0];
+    let metrics = operator.metrics().await?;
+    let aborted = metric(
+        &metrics,
+        r#"qleetos_reconciles_aborted_total{controller="workloadinstance",reason="LockLost"}"#,
+    );
+    println!(
+        "a_lost_lock_aborts_the_reconcile: {stolen} locks taken, {aborted} reconciles aborted"
+    );
+    ensure!(
+        operator.log().contains("aborted: lock lost"),
+        "no aborted reconcile in {}",
+        operator.log_path().display()
+    );
+    every_message_handled(operator).await
+}
+
+/// Applies the Workloads, takes over the locks of their instance reconciles (stuck on the
+/// frozen runtime) and waits until the operator aborted at least one.
+async fn steal_while_frozen(
+    env: &Environment,
+    client: &Client,
+    namespace: &str,
+    locks: &async_nats::jetstream::kv::Store,
+) -> Result<usize> {
+    apply_burst(client, namespace, 5).await?;
+    let stolen = eventually("instance reconciles holding locks", TIMEOUT, || async {
+        let keys: Vec<String> = locks.keys().await?.try_collect().await?;
+        let mut stolen = 0;
+        for key in keys.iter().filter(|k| k.starts_with("workloadinstance.")) {
+            locks.put(key, "intruder".into()).await?;
+            stolen += 1;
+        }
+        Ok((stolen > 0).then_some(stolen))
+    })
+    .await?;
+    let operator = &env.operators()[0];
+    eventually("a reconcile aborted for its lost lock", TIMEOUT, || async {
+        let aborted = metric(
+            &operator.metrics().await?,
+            r#"qleetos_reconciles_aborted_total{controller="workloadinstance",reason="LockLost"}"#,
+        );
+        Ok((aborted >= 1.0).then_some(()))
+    })
+    .await?;
+    Ok(stolen)
+}
+
 /// Restarting with other flags updates the consumers' ack wait and the lock bucket's TTL
 /// in place: the same stream, consumer and bucket (creation time and sequence kept).
 pub async fn settings_follow_the_flags_at_start_up(env: &mut Environment) -> Result<()> {
@@ -642,7 +711,7 @@ impl QueueEnv {
     }
 }
 
-/// The queue trials: two on the shared environment, seven taking turns on their own.
+/// The queue trials: two on the shared environment, eight taking turns on their own.
 pub fn trials(
     runtime: &std::sync::Arc<tokio::runtime::Runtime>,
     shared: &crate::harness::SharedEnv,
@@ -657,7 +726,7 @@ pub fn trials(
             Box::pin(a_poison_workload_does_not_block_others(env))
         }),
     ];
-    let exclusive_scenarios: [(&str, Exclusive); 7] = [
+    let exclusive_scenarios: [(&str, Exclusive); 8] = [
         ("pending_work_waits_for_an_operator", |env| {
             Box::pin(pending_work_waits_for_an_operator(env))
         }),
@@ -675,6 +744,9 @@ pub fn trials(
         }),
         ("sigterm_drains_a_replica_mid_burst", |env| {
             Box::pin(sigterm_drains_a_replica_mid_burst(env))
+        }),
+        ("a_lost_lock_aborts_the_reconcile", |env| {
+            Box::pin(a_lost_lock_aborts_the_reconcile(env))
         }),
         ("settings_follow_the_flags_at_start_up", |env| {
             Box::pin(settings_follow_the_flags_at_start_up(env))
