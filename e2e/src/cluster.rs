@@ -202,6 +202,20 @@ impl Cluster {
         Ok(())
     }
 
+    /// Freezes kube-apiserver (SIGSTOP): connections are accepted, requests never answered.
+    pub fn pause_apiserver(&mut self) {
+        if let Some(apiserver) = self.apiserver.as_mut() {
+            apiserver.pause();
+        }
+    }
+
+    /// Lets a paused kube-apiserver run again (SIGCONT).
+    pub fn resume_apiserver(&mut self) {
+        if let Some(apiserver) = self.apiserver.as_mut() {
+            apiserver.unpause();
+        }
+    }
+
     /// (Re)starts kube-apiserver on the same port with the same certificates and waits
     /// for `/readyz`. Does nothing if it is running.
     pub async fn start_apiserver(&mut self) -> Result<(), Error> {

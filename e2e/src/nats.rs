@@ -48,6 +48,29 @@ impl NatsServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing answers, so clients
+    /// see missed heartbeats and timeouts rather than a closed connection.
+    pub fn pause(&mut self) {
+        if let Some(process) = self.process.as_mut() {
+            process.pause();
+        }
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn unpause(&mut self) {
+        if let Some(process) = self.process.as_mut() {
+            process.unpause();
+        }
+    }
+
+    /// The monitoring endpoint's JetStream report (`/jsz`) with every stream and consumer
+    /// and their configuration, as JSON text.
+    pub async fn jetstream_report(&self) -> Result<String, Error> {
+        let path = "/jsz?accounts=true&streams=true&consumers=true&config=true";
+        let (_, body) = crate::http::get(self.monitor_port, path).await?;
+        Ok(body)
+    }
+
     /// Starts the server again on the same port with the same store.
     pub async fn resume(&mut self) -> Result<(), Error> {
         let args = [

@@ -93,6 +93,12 @@ impl OperatorProcess {
         self.process.stop().await;
     }
 
+    /// SIGTERM, as Kubernetes stops a pod, then waits up to `within` for the replica to
+    /// drain and exit; `None` if it is still running then.
+    pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        self.process.terminate(within).await
+    }
+
     /// SIGKILL: the replica dies mid-work, as on a node crash.
     pub fn kill(&mut self) {
         self.process.kill_blocking();

@@ -273,6 +273,30 @@ impl ChildProcess {
         }
     }
 
+    /// SIGTERM, then waits up to `within` for the process to exit; `None` if it still runs
+    /// (it is not killed: the caller decides).
+    pub async fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        if self.try_exit_status().is_none() {
+            send_signal(self.pid(), libc::SIGTERM);
+            self.wait_exit(within).await;
+        }
+        self.try_exit_status()
+    }
+
+    /// SIGSTOP: the process freezes with its sockets open, as on a stalled host.
+    pub fn pause(&mut self) {
+        if self.try_exit_status().is_none() {
+            send_signal(self.pid(), libc::SIGSTOP);
+        }
+    }
+
+    /// SIGCONT after [`ChildProcess::pause`].
+    pub fn unpause(&mut self) {
+        if self.try_exit_status().is_none() {
+            send_signal(self.pid(), libc::SIGCONT);
+        }
+    }
+
     /// SIGKILLs the process and reaps it, blocking the current thread briefly.
     pub fn kill_blocking(&mut self) {
         if self.try_exit_status().is_some() {
@@ -392,6 +416,17 @@ mod tests {
         child.stop().await;
         assert!(child.try_exit_status().is_some());
         assert!(!live_children().contains_key(&pid));
+    }
+
+    #[tokio::test]
+    async fn terminate_reports_the_exit_status() {
+        let _serial = SERIAL.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let script = "trap 'exit 7' TERM; while true; do sleep 0.05; done";
+        let mut child = spawn(spec(dir.path(), script)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let status = child.terminate(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(status.code(), Some(7));
     }
 
     #[tokio::test]

@@ -1,4 +1,5 @@
-//! Exponential backoff for failed reconciles, counted by the broker's delivery attempts.
+//! Exponential backoff for failed reconciles, counted by the object's failures in a row
+//! (see `queue::retry`).
 
 use std::time::Duration;
 

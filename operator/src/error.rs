@@ -73,6 +73,12 @@ pub enum Error {
 
     #[error("{0} is missing metadata.{1}")]
     MissingMetadata(&'static str, &'static str),
+
+    #[error("background task {0} stopped")]
+    TaskStopped(&'static str),
+
+    #[error("reconciles in flight did not finish within {0:?} of shutdown")]
+    DrainTimeout(std::time::Duration),
 }
 
 impl Error {
@@ -96,6 +102,8 @@ impl Error {
             Error::Broker(_) => "BrokerUnavailable",
             Error::Timeout(_) => "ReconcileTimeout",
             Error::MissingMetadata(..) => "MissingMetadata",
+            Error::TaskStopped(_) => "BackgroundTaskStopped",
+            Error::DrainTimeout(_) => "DrainTimeout",
         }
     }
 

@@ -14,6 +14,7 @@ pub mod pool;
 pub mod queue;
 pub mod render;
 pub mod runtime_client;
+pub mod supervisor;
 pub mod tenancy;
 
 pub use error::{Error, Result};

@@ -7,13 +7,18 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use qleetos_crds::notification::QleetKind;
-use qleetos_operator::context::{Context, Settings, caches};
+use qleetos_operator::context::{CacheWriters, Context, Settings, TenancyWriters, caches};
 use qleetos_operator::controllers::{instance_qleet, runtime_qleet, workload_qleet};
 use qleetos_operator::metrics::{self, Metrics};
 use qleetos_operator::queue::notifier::{self, Publisher};
 use qleetos_operator::queue::worker::{Worker, report_queue_depth};
 use qleetos_operator::queue::{Broker, BrokerOptions, drift, policies};
+use qleetos_operator::supervisor::Supervisor;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
+
+/// How long a drain may take beyond the reconcile timeout (acks, lock releases, flush).
+const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Qleet {
@@ -53,9 +58,14 @@ struct Args {
     /// Longest retry delay after repeated failures.
     #[arg(long, default_value = "2m", value_parser = humantime_duration, env = "QLEETOS_MAX_BACKOFF")]
     max_backoff: Duration,
-    /// Longest a single reconcile may run before it counts as failed.
+    /// Longest a single reconcile may run before it counts as failed; also bounds the drain
+    /// on SIGTERM.
     #[arg(long, default_value = "60s", value_parser = humantime_duration, env = "QLEETOS_RECONCILE_TIMEOUT")]
     reconcile_timeout: Duration,
+    /// Lifetime of an object's lock unless its holder refreshes it (every third of it): how
+    /// long the objects of a replica that died wait before another replica takes them.
+    #[arg(long, default_value = "10s", value_parser = lock_ttl, env = "QLEETOS_LOCK_TTL")]
+    lock_ttl: Duration,
     /// Reconciles this replica runs at once, per Qleet.
     #[arg(long, default_value = "4", env = "QLEETOS_CONCURRENCY")]
     concurrency: usize,
@@ -97,14 +107,53 @@ fn humantime_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A lock TTL: a duration of at least one second (it is refreshed every third of it).
+fn lock_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime_duration(text)?;
+    if ttl < Duration::from_secs(1) {
+        return Err(format!("{text:?}: the lock TTL must be at least 1s"));
+    }
+    Ok(ttl)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.log_json);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let metrics = Arc::new(Metrics::default());
+    let mut supervisor = Supervisor::new(shutdown.clone(), metrics.clone());
+    serve_metrics(&mut supervisor, args.metrics_addr, metrics.clone()).await?;
     let client = kube::Client::try_default()
         .await
         .context("connecting to the management cluster")?;
-    let settings = Settings {
+    let (caches, cache_writers, tenancy_writers) = caches();
+    let ctx = Arc::new(Context::new(client, settings(&args), metrics, caches));
+    let replica = args.replica_id.clone().unwrap_or_else(default_replica_id);
+    tracing::info!(addr = %args.metrics_addr, qleets = ?args.qleets, %replica, nats = %args.nats_url, "qleetos-operator starting");
+    let connecting = Broker::connect(broker_options(&args, &replica));
+    let broker = tokio::select! {
+        broker = connecting => broker.context("connecting to NATS")?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    start_background(&mut supervisor, &broker, &ctx, cache_writers, tenancy_writers);
+    let worker = Worker {
+        broker: broker.clone(),
+        ctx: ctx.clone(),
+        concurrency: args.concurrency,
+        holder: replica,
+    };
+    start_qleets(&mut supervisor, &args.qleets, worker);
+    let drained = supervisor.run(args.reconcile_timeout + DRAIN_MARGIN).await;
+    broker.flush().await;
+    drained?;
+    tracing::info!("qleetos-operator stopped");
+    Ok(())
+}
+
+fn settings(args: &Args) -> Settings {
+    Settings {
         resync: args.resync,
         probe_interval: args.probe_interval,
         progress_poll: args.progress_poll,
@@ -113,67 +162,105 @@ async fn main() -> anyhow::Result<()> {
         reconcile_timeout: args.reconcile_timeout,
         system_namespace: args.system_namespace.clone(),
         per_runtime_concurrency: args.concurrency.saturating_sub(1).max(1),
-    };
-    let metrics = Arc::new(Metrics::default());
-    let (caches, cache_writers, tenancy_writers) = caches();
-    let ctx = Arc::new(Context::new(client, settings, metrics.clone(), caches));
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
-        .await
-        .with_context(|| format!("binding {}", args.metrics_addr))?;
-    let server = axum::serve(listener, metrics::router(metrics.clone()));
-    tokio::spawn(async move { server.await });
+    }
+}
 
-    let replica = args.replica_id.clone().unwrap_or_else(default_replica_id);
-    tracing::info!(addr = %args.metrics_addr, qleets = ?args.qleets, %replica, nats = %args.nats_url, "qleetos-operator starting");
-    let broker = Broker::connect(BrokerOptions {
+fn broker_options(args: &Args, replica: &str) -> BrokerOptions {
+    BrokerOptions {
         url: args.nats_url.clone(),
         credentials: args.nats_creds.clone(),
         tls_ca: args.nats_tls_ca.clone(),
-        name: replica.clone(),
-        ack_wait: args.reconcile_timeout + Duration::from_secs(30),
-        lock_ttl: args.reconcile_timeout + Duration::from_secs(15),
-    })
-    .await
-    .context("connecting to NATS")?;
-    let publisher = Publisher::new(broker.clone());
-    tokio::spawn(policies::run(
-        publisher.clone(),
-        ctx.clone(),
-        tenancy_writers.policies,
-        tenancy_writers.namespaces,
-    ));
-    tokio::spawn(notifier::run(publisher.clone(), ctx.clone(), cache_writers));
-    tokio::spawn(drift::run(publisher, ctx.clone()));
-    let worker = Worker {
-        broker: broker.clone(),
-        ctx: ctx.clone(),
-        concurrency: args.concurrency,
-        holder: replica,
-    };
-    let mut kinds = Vec::new();
-    for qleet in &args.qleets {
-        let worker = worker.clone();
-        match qleet {
-            Qleet::Runtime => tokio::spawn(worker.run(runtime_qleet())),
-            Qleet::Workload => tokio::spawn(worker.run(workload_qleet())),
-            Qleet::Instance => tokio::spawn(worker.run(instance_qleet())),
-        };
-        kinds.push(match qleet {
-            Qleet::Runtime => QleetKind::KubernetesRuntime,
-            Qleet::Workload => QleetKind::Workload,
-            Qleet::Instance => QleetKind::WorkloadInstance,
-        });
+        name: replica.to_owned(),
+        ack_wait: BrokerOptions::ack_wait_for(args.reconcile_timeout),
+        lock_ttl: args.lock_ttl,
     }
-    tokio::spawn(report_queue_depth(broker.clone(), ctx.clone(), kinds));
-    tokio::spawn(async move {
+}
+
+/// Serves /metrics, /healthz and /readyz until shutdown.
+async fn serve_metrics(
+    supervisor: &mut Supervisor,
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let server = axum::serve(listener, metrics::router(metrics));
+    supervisor.spawn_until_shutdown("metrics server", async move {
+        if let Err(error) = server.await {
+            tracing::error!(%error, "metrics server failed");
+        }
+    });
+    Ok(())
+}
+
+/// The notifier, the drift watches, the queue-depth gauges and the readiness flag.
+fn start_background(
+    supervisor: &mut Supervisor,
+    broker: &Broker,
+    ctx: &Arc<Context>,
+    cache_writers: CacheWriters,
+    tenancy_writers: TenancyWriters,
+) {
+    let publisher = Publisher::new(broker.clone());
+    supervisor.spawn_until_shutdown(
+        "tenancy watches",
+        policies::run(
+            publisher.clone(),
+            ctx.clone(),
+            tenancy_writers.policies,
+            tenancy_writers.namespaces,
+        ),
+    );
+    supervisor.spawn_until_shutdown(
+        "notifier",
+        notifier::run(publisher.clone(), ctx.clone(), cache_writers),
+    );
+    supervisor.spawn_until_shutdown("drift watches", drift::run(publisher, ctx.clone()));
+    let (broker, metrics) = (broker.clone(), ctx.metrics.clone());
+    supervisor.spawn_until_shutdown("readiness", async move {
         loop {
             metrics.set_ready(broker.is_connected());
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
+}
+
+/// One worker per Qleet asked for, and the gauges of their queues.
+fn start_qleets(supervisor: &mut Supervisor, qleets: &[Qleet], worker: Worker) {
+    let shutdown = supervisor.shutdown();
+    let mut kinds = Vec::new();
+    for qleet in qleets {
+        let (worker, shutdown) = (worker.clone(), shutdown.clone());
+        let kind = match qleet {
+            Qleet::Runtime => {
+                supervisor.spawn_draining("runtime worker", worker.run(runtime_qleet(), shutdown));
+                QleetKind::KubernetesRuntime
+            }
+            Qleet::Workload => {
+                supervisor
+                    .spawn_draining("workload worker", worker.run(workload_qleet(), shutdown));
+                QleetKind::Workload
+            }
+            Qleet::Instance => {
+                supervisor
+                    .spawn_draining("instance worker", worker.run(instance_qleet(), shutdown));
+                QleetKind::WorkloadInstance
+            }
+        };
+        kinds.push(kind);
+    }
+    supervisor.spawn_until_shutdown(
+        "queue depth gauges",
+        report_queue_depth(worker.broker, worker.ctx, kinds),
+    );
+}
+
+/// Cancels `shutdown` on SIGTERM or Ctrl-C.
+async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown_signal().await;
-    tracing::info!("qleetos-operator stopping");
-    Ok(())
+    tracing::info!("signal received: stopping");
+    shutdown.cancel();
 }
 
 async fn shutdown_signal() {
@@ -217,5 +304,15 @@ mod tests {
         assert_eq!(humantime_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(humantime_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(humantime_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn lock_ttl_defaults_to_ten_seconds_and_refuses_sub_second_values() {
+        let args = Args::parse_from(["qleetos-operator", "--nats-url=nats://x"]);
+        assert_eq!(args.lock_ttl, Duration::from_secs(10));
+        assert_eq!(lock_ttl("3s"), Ok(Duration::from_secs(3)));
+        assert!(lock_ttl("500ms").is_err());
+        let options = broker_options(&args, "r");
+        assert_eq!(options.ack_wait, Duration::from_secs(65));
     }
 }

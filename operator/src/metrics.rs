@@ -1,7 +1,7 @@
 //! Prometheus metrics of the Qleets and the HTTP endpoints serving them with health probes.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::Router;
@@ -48,7 +48,12 @@ pub struct Metrics {
     lock_releases: Family<OutcomeLabels, Counter>,
     queue_depth: Family<ControllerLabels, Gauge>,
     notify_to_done: HistogramFamily,
+    aborted: Family<FailureLabels, Counter>,
+    queue_interruptions: Family<ControllerLabels, Counter>,
+    drift_rejected: Counter,
     ready: AtomicBool,
+    /// The first background task that stopped on its own; `/healthz` fails once set.
+    stopped_task: OnceLock<&'static str>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -98,12 +103,30 @@ impl Default for Metrics {
                 "notify_to_done_seconds",
                 "Time from a notification's publication to its reconcile's end",
             ),
+            (
+                "reconciles_aborted",
+                "Reconciles stopped before they finished, by Qleet and reason (LockLost)",
+            ),
+            (
+                "work_queue_interruptions",
+                "Errors of the pull stream (missed heartbeats, reconnects) followed by a new pull",
+            ),
+            (
+                "drift_rejected",
+                "Drift events ignored because they named no instance placed on their runtime",
+            ),
         ];
         registry.register(help[0].0, help[0].1, messages.clone());
         registry.register(help[1].0, help[1].1, lock_contention.clone());
         registry.register(help[2].0, help[2].1, lock_releases.clone());
         registry.register(help[3].0, help[3].1, queue_depth.clone());
         registry.register(help[4].0, help[4].1, notify_to_done.clone());
+        let aborted = Family::<FailureLabels, Counter>::default();
+        let queue_interruptions = Family::<ControllerLabels, Counter>::default();
+        let drift_rejected = Counter::default();
+        registry.register(help[5].0, help[5].1, aborted.clone());
+        registry.register(help[6].0, help[6].1, queue_interruptions.clone());
+        registry.register(help[7].0, help[7].1, drift_rejected.clone());
         Self {
             registry,
             reconciles,
@@ -114,7 +137,11 @@ impl Default for Metrics {
             lock_releases,
             queue_depth,
             notify_to_done,
+            aborted,
+            queue_interruptions,
+            drift_rejected,
             ready: AtomicBool::new(false),
+            stopped_task: OnceLock::new(),
         }
     }
 }
@@ -141,7 +168,8 @@ impl Metrics {
         }
     }
 
-    /// Counts a work-queue message outcome: received, acked, naked or terminated.
+    /// Counts a work-queue message outcome: received, handled (the worker is done with it,
+    /// however it ended), acked, naked or terminated.
     pub fn message(&self, controller: &'static str, outcome: &'static str) {
         self.messages
             .get_or_create(&OutcomeLabels {
@@ -157,8 +185,8 @@ impl Metrics {
             .inc();
     }
 
-    pub fn lock_released(&self, controller: &'static str, clean: bool) {
-        let outcome = if clean { "clean" } else { "lost" };
+    /// Counts a lock release by outcome: clean, lost or unconfirmed.
+    pub fn lock_released(&self, controller: &'static str, outcome: &'static str) {
         self.lock_releases
             .get_or_create(&OutcomeLabels {
                 controller,
@@ -180,8 +208,37 @@ impl Metrics {
             .observe(seconds);
     }
 
+    pub fn reconcile_aborted(&self, controller: &'static str, reason: &'static str) {
+        self.aborted
+            .get_or_create(&FailureLabels { controller, reason })
+            .inc();
+    }
+
+    pub fn queue_interrupted(&self, controller: &'static str) {
+        self.queue_interruptions
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
+    }
+
+    pub fn drift_rejected(&self) {
+        self.drift_rejected.inc();
+    }
+
+    /// Never ready again once a background task stopped.
     pub fn set_ready(&self, ready: bool) {
+        let ready = ready && self.stopped_task.get().is_none();
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// The background task that stopped on its own, if one did.
+    pub fn stopped_task(&self) -> Option<&'static str> {
+        self.stopped_task.get().copied()
+    }
+
+    /// Marks the process unhealthy: background task `task` stopped on its own.
+    pub fn task_stopped(&self, task: &'static str) {
+        let _ = self.stopped_task.set(task);
+        self.ready.store(false, Ordering::Relaxed);
     }
 
     fn encode(&self) -> Result<String, std::fmt::Error> {
@@ -191,13 +248,24 @@ impl Metrics {
     }
 }
 
-/// `/metrics`, `/healthz` (the process is alive) and `/readyz` (controllers are running).
+/// `/metrics`, `/healthz` (every background task is running) and `/readyz` (connected to
+/// NATS, Qleets running).
 pub fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/metrics", get(serve_metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(serve_health))
         .route("/readyz", get(serve_ready))
         .with_state(metrics)
+}
+
+async fn serve_health(State(metrics): State<Arc<Metrics>>) -> (StatusCode, String) {
+    match metrics.stopped_task.get() {
+        None => (StatusCode::OK, "ok".into()),
+        Some(task) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("background task {task} stopped"),
+        ),
+    }
 }
 
 async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> (StatusCode, String) {
@@ -240,5 +308,19 @@ mod tests {
             text.contains(r#"qleetos_reconcile_failures_total{controller="workload",reason="RuntimeNotFound"} 1"#),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn health_fails_once_a_background_task_stopped() {
+        let metrics = Arc::new(Metrics::default());
+        metrics.set_ready(true);
+        let (status, _) = serve_health(State(metrics.clone())).await;
+        assert_eq!(status, StatusCode::OK);
+        metrics.task_stopped("notifier");
+        let (status, body) = serve_health(State(metrics.clone())).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("notifier"), "{body}");
+        let (ready, _) = serve_ready(State(metrics)).await;
+        assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -11,14 +11,16 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use qleetos_crds::KubernetesRuntime;
 use qleetos_crds::notification::{Cause, Notification, QleetKind};
+use qleetos_crds::{KubernetesRuntime, WorkloadInstance};
 use tokio::task::JoinHandle;
 
 use super::notifier::Publisher;
 use crate::context::Context;
+use crate::metrics::Metrics;
 use crate::render::{INSTANCE_ANNOTATION, INSTANCE_UID_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::runtime_client::RuntimeClient;
 
@@ -36,7 +38,12 @@ impl Drop for Watching {
 }
 
 /// Keeps one set of watches per reachable runtime, restarted when its client changes.
+/// Drift is checked against the instance cache, so it starts once that cache is filled.
 pub async fn run(publisher: Publisher, ctx: Arc<Context>) {
+    if let Err(error) = ctx.caches.ready().await {
+        tracing::error!(%error, "drift watches cannot start without the instance cache");
+        return;
+    }
     let mut watching: HashMap<String, Watching> = HashMap::new();
     loop {
         let runtimes = Api::<KubernetesRuntime>::all(ctx.client.clone())
@@ -70,22 +77,70 @@ async fn supervise(
             continue;
         }
         tracing::info!(runtime = %name, "watching managed objects for drift");
-        let tasks = watch_runtime(publisher, &name, client.client());
+        let tasks = watch_runtime(&DriftSink::new(publisher, ctx, &name), client.client());
         watching.insert(name, Watching { client, tasks });
     }
 }
 
-fn watch_runtime(publisher: &Publisher, runtime: &str, client: &Client) -> Vec<JoinHandle<()>> {
+/// Where one runtime's drift goes: the publisher, for instances that really live there.
+#[derive(Clone)]
+struct DriftSink {
+    publisher: Publisher,
+    instances: Store<WorkloadInstance>,
+    metrics: Arc<Metrics>,
+    runtime: String,
+}
+
+impl DriftSink {
+    fn new(publisher: &Publisher, ctx: &Context, runtime: &str) -> Self {
+        Self {
+            publisher: publisher.clone(),
+            instances: ctx.caches.instances.clone(),
+            metrics: ctx.metrics.clone(),
+            runtime: runtime.to_owned(),
+        }
+    }
+
+    async fn send(&self, notification: Notification) {
+        if names_an_instance_on(&self.instances, &notification, &self.runtime) {
+            self.publisher.send(notification).await;
+        } else {
+            self.metrics.drift_rejected();
+            tracing::debug!(runtime = %self.runtime, instance = %notification.subject(), "ignoring drift that names no instance placed on this runtime");
+        }
+    }
+}
+
+/// Whether `notification`, read from labels and annotations anyone who may write to the
+/// runtime can set, names an instance that really is placed there: it exists with that uid
+/// and its `runtimeRef` is `runtime`. Anything else could aim drift at another tenant's
+/// instance.
+pub fn names_an_instance_on(
+    instances: &Store<WorkloadInstance>,
+    notification: &Notification,
+    runtime: &str,
+) -> bool {
+    let Some(namespace) = notification.namespace.as_deref() else {
+        return false;
+    };
+    let reference = ObjectRef::new(&notification.name).within(namespace);
+    instances.get(&reference).is_some_and(|instance| {
+        instance.metadata.uid.as_deref() == Some(notification.uid.as_str())
+            && instance.spec.runtime_ref.name == runtime
+    })
+}
+
+fn watch_runtime(sink: &DriftSink, client: &Client) -> Vec<JoinHandle<()>> {
     vec![
-        spawn_watch::<Deployment>(publisher, runtime, client),
-        spawn_watch::<StatefulSet>(publisher, runtime, client),
-        spawn_watch::<DaemonSet>(publisher, runtime, client),
-        spawn_watch::<Service>(publisher, runtime, client),
-        spawn_watch::<ConfigMap>(publisher, runtime, client),
+        spawn_watch::<Deployment>(sink, client),
+        spawn_watch::<StatefulSet>(sink, client),
+        spawn_watch::<DaemonSet>(sink, client),
+        spawn_watch::<Service>(sink, client),
+        spawn_watch::<ConfigMap>(sink, client),
     ]
 }
 
-fn spawn_watch<K>(publisher: &Publisher, runtime: &str, client: &Client) -> JoinHandle<()>
+fn spawn_watch<K>(sink: &DriftSink, client: &Client) -> JoinHandle<()>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -95,7 +150,7 @@ where
         + Sync
         + 'static,
 {
-    let (publisher, runtime) = (publisher.clone(), runtime.to_owned());
+    let sink = sink.clone();
     let config =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let events =
@@ -110,13 +165,13 @@ where
                 Ok(watcher::Event::Delete(object)) => vec![(object, true)],
                 Ok(_) => continue,
                 Err(error) => {
-                    tracing::debug!(%runtime, %error, "drift watch error; retrying");
+                    tracing::debug!(runtime = %sink.runtime, %error, "drift watch error; retrying");
                     continue;
                 }
             };
             for (object, deleted) in objects {
-                if let Some(notification) = drift_notification(&runtime, &object, deleted) {
-                    publisher.send(notification).await;
+                if let Some(notification) = drift_notification(&sink.runtime, &object, deleted) {
+                    sink.send(notification).await;
                 }
             }
         }
@@ -124,7 +179,8 @@ where
 }
 
 /// The notification for the instance that applied `object`, read from its label and
-/// annotation; `None` for objects without them.
+/// annotation; `None` for objects without them. Not yet trusted: see
+/// [`names_an_instance_on`].
 pub fn drift_notification<K: Resource>(
     runtime: &str,
     object: &K,
@@ -158,8 +214,75 @@ pub fn drift_notification<K: Resource>(
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::Deployment;
+    use kube::runtime::reflector;
+    use qleetos_crds::{RuntimeRef, WorkloadInstanceSpec};
 
     use super::*;
+
+    fn instance(namespace: &str, name: &str, uid: &str, runtime: &str) -> WorkloadInstance {
+        let mut instance = WorkloadInstance::new(
+            name,
+            WorkloadInstanceSpec {
+                workload_ref: None,
+                runtime_ref: RuntimeRef {
+                    name: runtime.into(),
+                },
+                manifests: Vec::new(),
+                images: Default::default(),
+            },
+        );
+        instance.metadata.namespace = Some(namespace.into());
+        instance.metadata.uid = Some(uid.into());
+        instance
+    }
+
+    fn store_of(instances: Vec<WorkloadInstance>) -> Store<WorkloadInstance> {
+        let (store, mut writer) = reflector::store();
+        for instance in instances {
+            writer.apply_watcher_event(&watcher::Event::Apply(instance));
+        }
+        store
+    }
+
+    fn drift_naming(namespace: &str, name: &str, uid: &str) -> Notification {
+        let mut deployment = Deployment::default();
+        deployment.metadata.labels = Some([(INSTANCE_UID_LABEL.into(), uid.into())].into());
+        deployment.metadata.annotations =
+            Some([(INSTANCE_ANNOTATION.into(), format!("{namespace}/{name}"))].into());
+        drift_notification("eu", &deployment, false).expect("managed object")
+    }
+
+    #[test]
+    fn drift_reaches_the_instance_placed_on_that_runtime() {
+        let store = store_of(vec![instance("team-a", "web-eu", "i1", "eu")]);
+        assert!(names_an_instance_on(
+            &store,
+            &drift_naming("team-a", "web-eu", "i1"),
+            "eu"
+        ));
+    }
+
+    #[test]
+    fn forged_drift_is_refused() {
+        let store = store_of(vec![
+            instance("team-a", "web-eu", "i1", "eu"),
+            instance("team-b", "db-us", "i2", "us"),
+        ]);
+        // An object in runtime eu labelled as if team-b's instance on us had applied it.
+        let aimed_elsewhere = drift_naming("team-b", "db-us", "i2");
+        assert!(!names_an_instance_on(&store, &aimed_elsewhere, "eu"));
+        // The right name with a made-up uid, or an instance that does not exist.
+        assert!(!names_an_instance_on(
+            &store,
+            &drift_naming("team-a", "web-eu", "forged"),
+            "eu"
+        ));
+        assert!(!names_an_instance_on(
+            &store,
+            &drift_naming("team-a", "nothing", "i1"),
+            "eu"
+        ));
+    }
 
     #[test]
     fn drift_points_at_the_owning_instance() {

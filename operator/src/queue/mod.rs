@@ -1,18 +1,22 @@
 //! The NATS JetStream layer: durable work queues per Qleet kind, per-object locks in a
 //! key-value bucket, publishing of notifications, and the workers that consume them.
 //!
-//! Names (created at start-up when absent):
+//! Names (created at start-up when absent, and updated in place to the operator's flags
+//! when present, keeping their data):
 //! - streams `QLEETOS_WORKLOAD`, `QLEETOS_WORKLOADINSTANCE`, `QLEETOS_KUBERNETESRUNTIME`
 //!   (work-queue retention, subjects `qleetos.work.<kind>.>`, 2-minute duplicate window);
-//! - one durable pull consumer per stream, `qleet-<kind>`, shared by every replica;
-//! - key-value bucket `qleetos-locks` (`<kind>.<uid>` → holder, TTL longer than a reconcile);
-//! - key-value bucket `qleetos-retries` (`<kind>.<uid>` → the stream sequence of the one
-//!   message that carries the object's pending retry, so retries never pile up).
+//! - one durable pull consumer per stream, `qleet-<kind>`, shared by every replica (ack wait
+//!   = reconcile timeout + a margin, extended while a reconcile runs);
+//! - key-value bucket `qleetos-locks` (`<kind>.<uid>` → holder, TTL `--lock-ttl`, refreshed
+//!   every third of it while a reconcile runs);
+//! - key-value bucket `qleetos-retries` (`<kind>.<uid>` → the object's [`retry::RetryRecord`]:
+//!   the one message carrying its pending retry and its failures in a row).
 
 pub mod drift;
 pub mod lock;
 pub mod notifier;
 pub mod policies;
+pub mod retry;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -20,6 +24,7 @@ use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::context::Context as JetStream;
 use async_nats::jetstream::stream::{RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, kv, stream};
 use qleetos_crds::notification::{LOCK_BUCKET, Notification, QleetKind};
@@ -30,6 +35,10 @@ use crate::error::{Error, Result};
 pub const RETRY_BUCKET: &str = "qleetos-retries";
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 const RETRY_TTL: Duration = Duration::from_secs(3600);
+/// What a message's ack deadline adds to the reconcile timeout: a message waits this long at
+/// most, unacknowledged and not progressing, before another replica gets it.
+pub const ACK_WAIT_MARGIN: Duration = Duration::from_secs(5);
+const MAX_ACK_PENDING: i64 = 20_000;
 
 /// How to reach NATS.
 #[derive(Debug, Clone)]
@@ -38,11 +47,19 @@ pub struct BrokerOptions {
     pub credentials: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
     pub name: String,
-    /// How long a message may stay unacknowledged before redelivery (refreshed while a
+    /// How long a message may stay unacknowledged before redelivery (extended while a
     /// reconcile runs).
     pub ack_wait: Duration,
-    /// Lifetime of a lock not refreshed by its holder.
+    /// Lifetime of a lock not refreshed by its holder; a replica that dies holding locks
+    /// delays their objects this long.
     pub lock_ttl: Duration,
+}
+
+impl BrokerOptions {
+    /// The ack deadline for reconciles bounded by `reconcile_timeout`.
+    pub fn ack_wait_for(reconcile_timeout: Duration) -> Duration {
+        reconcile_timeout + ACK_WAIT_MARGIN
+    }
 }
 
 /// A connected broker with every stream, consumer and bucket in place.
@@ -110,6 +127,13 @@ impl Broker {
         &self.options
     }
 
+    /// Sends whatever the client still buffers (acks, NAKs): called before the process exits.
+    pub async fn flush(&self) {
+        if let Err(error) = self.client.flush().await {
+            tracing::warn!(%error, "could not flush the NATS connection");
+        }
+    }
+
     /// Publishes a notification; JetStream drops it when the same message id was seen
     /// within the duplicate window.
     pub async fn publish(&self, notification: &Notification) -> Result<()> {
@@ -138,53 +162,61 @@ impl Broker {
     }
 }
 
-async fn ensure_layout(
-    js: &jetstream::Context,
-    options: &BrokerOptions,
-) -> Result<(kv::Store, kv::Store)> {
+/// Creates the streams, consumers and buckets, or updates them in place to `options`
+/// (ack wait, lock TTL), keeping their messages and keys.
+async fn ensure_layout(js: &JetStream, options: &BrokerOptions) -> Result<(kv::Store, kv::Store)> {
     for kind in QleetKind::ALL {
-        let stream = js
-            .get_or_create_stream(stream::Config {
-                name: kind.stream().to_owned(),
-                subjects: vec![kind.subjects()],
-                retention: RetentionPolicy::WorkQueue,
-                storage: StorageType::File,
-                duplicate_window: DUPLICATE_WINDOW,
-                ..Default::default()
-            })
+        js.create_or_update_stream(work_stream(kind))
             .await
             .map_err(Error::broker)?;
-        stream
-            .get_or_create_consumer(
-                &kind.consumer(),
-                pull::Config {
-                    durable_name: Some(kind.consumer()),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: options.ack_wait,
-                    max_deliver: -1,
-                    max_ack_pending: 20_000,
-                    ..Default::default()
-                },
-            )
+        let consumer: PullConsumer = js
+            .create_consumer_on_stream(work_consumer(kind, options), kind.stream())
             .await
             .map_err(Error::broker)?;
+        tracing::info!(
+            consumer = %kind.consumer(),
+            ack_wait = ?consumer.cached_info().config.ack_wait,
+            "work queue in place"
+        );
     }
     let locks = bucket(js, LOCK_BUCKET, options.lock_ttl).await?;
     let retries = bucket(js, RETRY_BUCKET, RETRY_TTL).await?;
     Ok((locks, retries))
 }
 
-async fn bucket(js: &jetstream::Context, name: &str, ttl: Duration) -> Result<kv::Store> {
-    if let Ok(store) = js.get_key_value(name).await {
-        return Ok(store);
-    }
-    js.create_key_value(kv::Config {
-        bucket: name.to_owned(),
-        history: 1,
-        max_age: ttl,
+fn work_stream(kind: QleetKind) -> stream::Config {
+    stream::Config {
+        name: kind.stream().to_owned(),
+        subjects: vec![kind.subjects()],
+        retention: RetentionPolicy::WorkQueue,
         storage: StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
         ..Default::default()
-    })
-    .await
-    .map_err(Error::broker)
+    }
+}
+
+fn work_consumer(kind: QleetKind, options: &BrokerOptions) -> pull::Config {
+    pull::Config {
+        durable_name: Some(kind.consumer()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: options.ack_wait,
+        max_deliver: -1,
+        max_ack_pending: MAX_ACK_PENDING,
+        ..Default::default()
+    }
+}
+
+async fn bucket(js: &JetStream, name: &str, ttl: Duration) -> Result<kv::Store> {
+    let store = js
+        .create_or_update_key_value(kv::Config {
+            bucket: name.to_owned(),
+            history: 1,
+            max_age: ttl,
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(Error::broker)?;
+    tracing::info!(bucket = name, ttl = ?ttl, "key-value bucket in place");
+    Ok(store)
 }

@@ -1,5 +1,11 @@
 //! A Qleet's consumer loop: pull notifications, lock the object, reconcile it from the
 //! current API state, then ack, or requeue through the broker with a delay.
+//!
+//! Each of the `concurrency` slots pulls one message at a time and reconciles it before
+//! pulling the next, so nothing waits in this replica's buffer: a replica that stops or dies
+//! holds only the messages it is working on. An error of one slot's pull stream (a missed
+//! heartbeat, a reconnect) only makes that idle slot pull again; reconciles in flight in the
+//! other slots go on.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,21 +14,28 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
-use futures::{StreamExt, TryStreamExt};
+use async_nats::jetstream::consumer::pull;
+use futures::StreamExt;
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::events::EventType;
 use qleetos_crds::notification::{Notification, QleetKind};
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 
 use super::Broker;
-use super::lock::{Lock, Release};
-use crate::backoff;
+use super::lock::{Lock, Refresh};
+use super::retry::{self, Backoff, Outcome, RetryRecord, Settle};
 use crate::context::{Context, Next};
 use crate::error::{Error, Result};
 
 /// Delay before retrying a message whose object another replica is reconciling.
 const LOCK_RETRY: Duration = Duration::from_millis(500);
+/// A pull request's lifetime at the server, and the idle heartbeat that proves it alive.
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Pause before pulling again after a pull stream error.
+const PULL_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 /// What a Qleet's kind must be: a typed resource the worker can read and share.
 pub trait QleetResource:
@@ -66,40 +79,80 @@ pub struct Worker {
     pub holder: String,
 }
 
+/// How a reconcile under a lock ended.
+enum Reconciled {
+    Finished(Result<Next>),
+    /// The lock was lost; the reconcile was dropped before it finished.
+    Aborted,
+}
+
 impl Worker {
-    /// Consumes the Qleet's work queue until the process stops, resubscribing after errors.
-    pub async fn run<K>(self, qleet: Qleet<K>)
+    /// Consumes the Qleet's work queue until `shutdown`; then stops pulling, lets the
+    /// reconciles in flight finish (each is bounded by the reconcile timeout) and returns.
+    pub async fn run<K>(self, qleet: Qleet<K>, shutdown: CancellationToken)
     where
         K: QleetResource,
     {
+        let slots =
+            (0..self.concurrency.max(1)).map(|_| self.pull_and_reconcile(&qleet, &shutdown));
+        futures::future::join_all(slots).await;
+        tracing::info!(kind = qleet.kind.token(), replica = %self.holder, "work queue drained");
+    }
+
+    async fn pull_and_reconcile<K>(&self, qleet: &Qleet<K>, shutdown: &CancellationToken)
+    where
+        K: QleetResource,
+    {
+        let kind = qleet.kind.token();
+        let mut messages = None;
         loop {
-            if let Err(error) = self.consume(&qleet).await {
-                tracing::warn!(kind = qleet.kind.token(), %error, "work queue interrupted; resubscribing");
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return,
+                next = self.next_message(qleet.kind, &mut messages) => next,
+            };
+            match next {
+                Ok(message) => self.handle(qleet, message).await,
+                Err(error) => {
+                    messages = None;
+                    self.ctx.metrics.queue_interrupted(kind);
+                    tracing::warn!(kind, %error, "work queue interrupted; pulling again (reconciles in flight go on)");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(PULL_AGAIN_AFTER) => {}
+                    }
+                }
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
-    async fn consume<K>(&self, qleet: &Qleet<K>) -> Result<()>
-    where
-        K: QleetResource,
-    {
-        let consumer = self.broker.consumer(qleet.kind).await?;
-        let batch = self.concurrency.max(1);
-        let messages = consumer
+    async fn next_message(
+        &self,
+        kind: QleetKind,
+        messages: &mut Option<pull::Stream>,
+    ) -> Result<Message> {
+        let stream = match messages {
+            Some(stream) => stream,
+            None => messages.insert(self.subscribe(kind).await?),
+        };
+        match stream.next().await {
+            Some(Ok(message)) => Ok(message),
+            Some(Err(error)) => Err(Error::broker(error)),
+            None => Err(Error::Broker("the pull stream ended".into())),
+        }
+    }
+
+    /// A pull stream asking for one message at a time, and only while it is polled.
+    async fn subscribe(&self, kind: QleetKind) -> Result<pull::Stream> {
+        self.broker
+            .consumer(kind)
+            .await?
             .stream()
-            .max_messages_per_batch(batch)
-            .heartbeat(Duration::from_secs(5))
+            .max_messages_per_batch(1)
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
             .messages()
             .await
-            .map_err(Error::broker)?;
-        messages
-            .map(|message| message.map_err(Error::broker))
-            .try_for_each_concurrent(batch, |message| async move {
-                self.handle(qleet, message).await;
-                Ok(())
-            })
-            .await
+            .map_err(Error::broker)
     }
 
     async fn handle<K>(&self, qleet: &Qleet<K>, message: Message)
@@ -107,35 +160,45 @@ impl Worker {
         K: QleetResource,
     {
         let controller = qleet.kind.token();
-        let metrics = &self.ctx.metrics;
-        metrics.message(controller, "received");
+        self.ctx.metrics.message(controller, "received");
+        self.handle_received(qleet, &message).await;
+        self.ctx.metrics.message(controller, "handled");
+    }
+
+    async fn handle_received<K>(&self, qleet: &Qleet<K>, message: &Message)
+    where
+        K: QleetResource,
+    {
+        let controller = qleet.kind.token();
         let Ok(notification) = serde_json::from_slice::<Notification>(&message.payload) else {
             tracing::warn!(subject = %message.subject, "dropping a message that is not a notification");
-            self.settle(controller, &message, AckKind::Term).await;
+            self.settle(controller, message, AckKind::Term).await;
             return;
         };
-        let lock =
-            match Lock::acquire(&self.broker.locks, notification.lock_key(), &self.holder).await {
-                Ok(Some(lock)) => lock,
-                Ok(None) => {
-                    metrics.lock_contended(controller);
-                    self.settle(controller, &message, AckKind::Nak(Some(LOCK_RETRY)))
-                        .await;
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "could not take the lock");
-                    self.settle(controller, &message, AckKind::Nak(Some(LOCK_RETRY)))
-                        .await;
-                    return;
-                }
-            };
+        let Some(lock) = self
+            .lock_or_requeue(controller, &notification, message)
+            .await
+        else {
+            return;
+        };
         let revision = lock.revision();
-        let (result, lock) = self
-            .reconcile_holding(qleet, &notification, &message, lock)
+        let (reconciled, lock) = self
+            .reconcile_holding(qleet, &notification, message, lock)
             .await;
+        let outcome = match reconciled {
+            Reconciled::Finished(result) => {
+                self.conclude(qleet, &notification, message, &result).await;
+                outcome_text(&result)
+            }
+            Reconciled::Aborted => {
+                self.ctx.metrics.reconcile_aborted(controller, "LockLost");
+                self.settle(controller, message, AckKind::Nak(Some(LOCK_RETRY)))
+                    .await;
+                "aborted: lock lost".into()
+            }
+        };
         let release = lock.release(&self.broker.locks).await;
-        metrics.lock_released(controller, release == Release::Clean);
+        self.ctx.metrics.lock_released(controller, release.label());
         tracing::info!(
             kind = controller,
             object = %notification.subject(),
@@ -143,47 +206,81 @@ impl Worker {
             replica = %self.holder,
             lock_revision = revision,
             lock = ?release,
-            outcome = %outcome_text(&result),
+            %outcome,
             "reconciled"
         );
-        self.conclude(qleet, &notification, &message, result).await;
     }
 
-    /// Runs the reconcile under the lock, refreshing the lock and the message's ack
-    /// deadline until it finishes or times out.
+    /// Takes the object's lock, or NAKs the message for a quick retry.
+    async fn lock_or_requeue(
+        &self,
+        controller: &'static str,
+        notification: &Notification,
+        message: &Message,
+    ) -> Option<Lock> {
+        match Lock::acquire(&self.broker.locks, notification.lock_key(), &self.holder).await {
+            Ok(Some(lock)) => return Some(lock),
+            Ok(None) => self.ctx.metrics.lock_contended(controller),
+            Err(error) => tracing::warn!(%error, "could not take the lock"),
+        }
+        self.settle(controller, message, AckKind::Nak(Some(LOCK_RETRY)))
+            .await;
+        None
+    }
+
+    /// Runs the reconcile under the lock until it finishes or times out, while the lock and
+    /// the message's ack deadline are refreshed; a lost lock drops the reconcile at once, so
+    /// it writes nothing more.
     async fn reconcile_holding<K>(
         &self,
         qleet: &Qleet<K>,
         notification: &Notification,
         message: &Message,
         mut lock: Lock,
-    ) -> (Result<Next>, Lock)
+    ) -> (Reconciled, Lock)
     where
         K: QleetResource,
     {
         let started = Instant::now();
         let timeout = self.ctx.settings.reconcile_timeout;
-        let refresh_every = self.broker.options().lock_ttl / 3;
         let work = tokio::time::timeout(timeout, self.reconcile_current(qleet, notification));
-        tokio::pin!(work);
-        let result = loop {
-            tokio::select! {
-                outcome = &mut work => break outcome.unwrap_or(Err(Error::Timeout(timeout))),
-                () = tokio::time::sleep(refresh_every) => {
-                    if let Err(error) = lock.refresh(&self.broker.locks).await {
-                        tracing::warn!(%error, "could not refresh the lock");
-                    }
-                    let _ = message.ack_with(AckKind::Progress).await;
-                }
-            }
+        let reconciled = tokio::select! {
+            outcome = work => Reconciled::Finished(outcome.unwrap_or(Err(Error::Timeout(timeout)))),
+            () = self.hold(&mut lock, message) => Reconciled::Aborted,
         };
-        self.ctx
-            .metrics
-            .observe(qleet.kind.token(), started, &result);
-        (result, lock)
+        if let Reconciled::Finished(result) = &reconciled {
+            self.ctx
+                .metrics
+                .observe(qleet.kind.token(), started, result);
+        }
+        (reconciled, lock)
     }
 
-    /// Reads the object named by the notification and reconciles it; a deleted object is done.
+    /// Refreshes the lock and the message's ack deadline every third of the lock TTL;
+    /// returns only when the lock is no longer ours.
+    async fn hold(&self, lock: &mut Lock, message: &Message) {
+        let every = self.broker.options().lock_ttl / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            match lock.refresh(&self.broker.locks).await {
+                Ok(Refresh::Held) => {}
+                Ok(Refresh::Lost) => {
+                    tracing::error!(subject = %message.subject, "lock lost while reconciling; aborting the reconcile");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not refresh the lock; it may still be ours")
+                }
+            }
+            if let Err(error) = message.ack_with(AckKind::Progress).await {
+                tracing::debug!(%error, "could not extend the message's ack deadline");
+            }
+        }
+    }
+
+    /// Reads the object named by the notification and reconciles it. A deleted object is
+    /// done, and so is a notification for an earlier object of the same name (deleted and
+    /// re-created): the new object has its own notifications, and its lock is its own uid.
     async fn reconcile_current<K>(
         &self,
         qleet: &Qleet<K>,
@@ -198,72 +295,94 @@ impl Worker {
             .await
             .map_err(Error::Management)?
         {
-            Some(object) => (qleet.reconcile)(Arc::new(object), self.ctx.clone()).await,
+            Some(object) if is_current(notification, &object) => {
+                (qleet.reconcile)(Arc::new(object), self.ctx.clone()).await
+            }
+            Some(_) => {
+                tracing::info!(object = %notification.subject(), uid = %notification.uid, "notification for an earlier object of that name; done");
+                Ok(Next::Done)
+            }
             None => Ok(Next::Done),
         }
     }
 
     /// Acks a converged object; requeues one that wants another look or failed, through
-    /// the broker, keeping a single retry-carrying message per object.
+    /// the broker, keeping a single retry-carrying message per object and counting its
+    /// failures in a row. Runs under the object's lock, so records are not raced.
     async fn conclude<K>(
         &self,
         qleet: &Qleet<K>,
         notification: &Notification,
         message: &Message,
-        result: Result<Next>,
+        result: &Result<Next>,
     ) where
         K: QleetResource,
     {
         let controller = qleet.kind.token();
-        let settings = &self.ctx.settings;
-        let delay = match &result {
-            Ok(Next::Done) => None,
-            Ok(Next::After(delay)) => Some(*delay),
-            Err(error) => {
-                let attempt = message.info().map(|i| i.delivered).unwrap_or(1);
-                let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
-                self.report_failure(qleet, notification, error, attempt)
-                    .await;
-                Some(backoff::delay(
-                    attempt,
-                    settings.base_backoff,
-                    settings.max_backoff,
-                ))
-            }
-        };
-        let Some(delay) = delay else {
-            self.clear_retry(notification).await;
-            self.observe_latency(controller, message);
-            self.settle(controller, message, AckKind::Ack).await;
-            return;
-        };
-        if self.carry_retry(notification, message).await {
-            self.settle(controller, message, AckKind::Nak(Some(delay)))
-                .await;
-        } else {
-            self.settle(controller, message, AckKind::Ack).await;
-        }
-    }
-
-    /// Makes this message the object's retry carrier unless another message already is.
-    async fn carry_retry(&self, notification: &Notification, message: &Message) -> bool {
-        let Ok(info) = message.info() else {
-            return true;
-        };
-        let mine = info.stream_sequence.to_string();
         let key = notification.lock_key();
-        match self.broker.retries.get(&key).await {
-            Ok(Some(carrier)) if carrier.as_ref() != mine.as_bytes() => false,
-            Ok(_) => {
-                let _ = self.broker.retries.put(&key, mine.into()).await;
-                true
+        let outcome = match result {
+            Ok(Next::Done) => Outcome::Converged,
+            Ok(Next::After(delay)) => Outcome::Again(*delay),
+            Err(_) => Outcome::Failed,
+        };
+        let record = match outcome {
+            Outcome::Converged => RetryRecord::default(),
+            _ => self.retry_record(&key).await,
+        };
+        let sequence = message.info().ok().map(|info| info.stream_sequence);
+        let plan = retry::plan(record, sequence, outcome, self.backoff());
+        if let Err(error) = result {
+            let failures = plan.record.map_or(1, |record| record.failures);
+            self.report_failure(qleet, notification, error, failures)
+                .await;
+        }
+        self.store_retry_record(&key, plan.record).await;
+        match plan.settle {
+            Settle::Ack => {
+                if outcome == Outcome::Converged {
+                    self.observe_latency(controller, message);
+                }
+                self.settle(controller, message, AckKind::Ack).await;
             }
-            Err(_) => true,
+            Settle::Requeue(delay) => {
+                self.settle(controller, message, AckKind::Nak(Some(delay)))
+                    .await;
+            }
         }
     }
 
-    async fn clear_retry(&self, notification: &Notification) {
-        let _ = self.broker.retries.delete(notification.lock_key()).await;
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            base: self.ctx.settings.base_backoff,
+            max: self.ctx.settings.max_backoff,
+        }
+    }
+
+    async fn retry_record(&self, key: &str) -> RetryRecord {
+        match self.broker.retries.get(key).await {
+            Ok(Some(value)) => RetryRecord::decode(&value),
+            Ok(None) => RetryRecord::default(),
+            Err(error) => {
+                tracing::warn!(%error, "could not read the retry record; counting from zero");
+                RetryRecord::default()
+            }
+        }
+    }
+
+    async fn store_retry_record(&self, key: &str, record: Option<RetryRecord>) {
+        let stored = match record {
+            Some(record) => self
+                .broker
+                .retries
+                .put(key, record.encode())
+                .await
+                .map(drop)
+                .map_err(Error::broker),
+            None => self.broker.retries.delete(key).await.map_err(Error::broker),
+        };
+        if let Err(error) = stored {
+            tracing::warn!(%error, "could not store the retry record");
+        }
     }
 
     async fn report_failure<K>(
@@ -313,6 +432,12 @@ impl Worker {
     }
 }
 
+/// Whether `object` is the one `notification` was sent for, not a namesake created after
+/// it was deleted.
+fn is_current<K: Resource>(notification: &Notification, object: &K) -> bool {
+    object.meta().uid.as_deref() == Some(notification.uid.as_str())
+}
+
 fn outcome_text(result: &Result<Next>) -> String {
     match result {
         Ok(Next::Done) => "done".into(),
@@ -334,5 +459,31 @@ pub async fn report_queue_depth(broker: Broker, ctx: Arc<Context>, kinds: Vec<Ql
             }
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use qleetos_crds::notification::Cause;
+
+    use super::*;
+
+    #[test]
+    fn a_namesake_created_after_the_notification_is_not_current() {
+        let notification = Notification {
+            kind: QleetKind::Workload,
+            namespace: Some("team".into()),
+            name: "web".into(),
+            uid: "old".into(),
+            resource_version: "1".into(),
+            cause: Cause::Change,
+        };
+        let mut object = k8s_openapi::api::core::v1::ConfigMap::default();
+        object.metadata.uid = Some("new".into());
+        assert!(!is_current(&notification, &object));
+        object.metadata.uid = Some("old".into());
+        assert!(is_current(&notification, &object));
+        object.metadata.uid = None;
+        assert!(!is_current(&notification, &object));
     }
 }
