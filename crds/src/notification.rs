@@ -114,9 +114,112 @@ impl Notification {
     }
 }
 
+/// `url` (one NATS URL or a comma-separated list) with the user information of each server
+/// (`user:password@`, `token@`) replaced by `***@`: the form logs and Debug output show.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(redact_one_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redact_one_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_len = url[start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(url.len() - start);
+    let authority = &url[start..start + authority_len];
+    match authority.rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// A password or token: usable as a flag value, shown as `<redacted>` by Debug.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sensitive(String);
+
+impl Sensitive {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one call that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Sensitive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Sensitive {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Self::new(value))
+    }
+}
+
+/// How the operator and the gateway authenticate to NATS (all optional, combinable with TLS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsAuth {
+    /// User name and password (`authorization { user, password }` on the server).
+    pub user: Option<String>,
+    pub password: Option<Sensitive>,
+    /// Token (`authorization { token }` on the server).
+    pub token: Option<Sensitive>,
+    /// NATS credentials file (`.creds`: user JWT and NKey seed).
+    pub credentials_file: Option<std::path::PathBuf>,
+    /// CA certificate to verify the server with; enables TLS.
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redact_url_hides_user_information_only() {
+        assert_eq!(
+            redact_url("nats://qleet:hunter2@nats:4222"),
+            "nats://***@nats:4222"
+        );
+        assert_eq!(
+            redact_url("tls://s3cr3t@nats:4222/x"),
+            "tls://***@nats:4222/x"
+        );
+        assert_eq!(redact_url("nats://nats:4222"), "nats://nats:4222");
+        assert_eq!(redact_url("user:pw@localhost:4222"), "***@localhost:4222");
+        assert_eq!(
+            redact_url("nats://a:b@n1:4222,nats://n2:4222,nats://t@n3"),
+            "nats://***@n1:4222,nats://n2:4222,nats://***@n3"
+        );
+        assert_eq!(redact_url("nats://n:4222/p@th"), "nats://n:4222/p@th");
+    }
+
+    #[test]
+    fn sensitive_values_never_show_in_debug() {
+        let auth = NatsAuth {
+            user: Some("qleet".into()),
+            password: Some("hunter2".parse().expect("infallible")),
+            token: Some(Sensitive::new("t0ken")),
+            ..NatsAuth::default()
+        };
+        let debug = format!("{auth:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("t0ken"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("<redacted>") && debug.contains("qleet"),
+            "{debug}"
+        );
+        assert_eq!(auth.token.as_ref().map(Sensitive::expose), Some("t0ken"));
+    }
 
     fn notification(cause: Cause) -> Notification {
         Notification {

@@ -9,6 +9,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store, store::Writer};
 use qleetos_crds::{KubernetesRuntime, WorkloadInstance};
 
+use crate::kubeconfig::KubeconfigPolicy;
 use crate::metrics::Metrics;
 use crate::pool::RuntimePool;
 
@@ -29,6 +30,8 @@ pub struct Settings {
     /// QleetOS's own namespace in the management cluster (kubeconfig Secrets live there) and
     /// the namespace tenants may never write to in a runtime.
     pub system_namespace: String,
+    /// Kubeconfig features (exec plugins, file references) operations allow.
+    pub kubeconfig: KubeconfigPolicy,
 }
 
 /// What a reconcile wants next.
@@ -118,7 +121,11 @@ impl Context {
             instance: std::env::var("HOSTNAME").ok(),
         };
         Self {
-            pool: RuntimePool::new(client.clone()),
+            pool: RuntimePool::new(
+                client.clone(),
+                settings.system_namespace.clone(),
+                settings.kubeconfig,
+            ),
             caches,
             recorder: Recorder::new(client.clone(), reporter),
             client,

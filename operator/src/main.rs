@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use qleetos_crds::notification::QleetKind;
+use qleetos_crds::notification::{NatsAuth, QleetKind, Sensitive, redact_url};
 use qleetos_operator::context::{Context, Settings, caches};
 use qleetos_operator::controllers::{instance_qleet, runtime_qleet, workload_qleet};
+use qleetos_operator::kubeconfig::KubeconfigPolicy;
 use qleetos_operator::metrics::{self, Metrics};
 use qleetos_operator::queue::notifier::{self, Publisher};
 use qleetos_operator::queue::worker::{Worker, report_queue_depth};
@@ -62,15 +63,42 @@ struct Args {
     /// QleetOS's own namespace: where runtime kubeconfig Secrets live, never a tenant target.
     #[arg(long, default_value = "qleetos-system", env = "QLEETOS_NAMESPACE")]
     system_namespace: String,
-    /// NATS server URL (JetStream enabled).
+    /// NATS server URL (JetStream enabled). Prefer the credential flags to `user:pass@` in it.
     #[arg(long, env = "QLEETOS_NATS_URL")]
     nats_url: String,
+    /// NATS user name (with --nats-password).
+    #[arg(long, env = "QLEETOS_NATS_USER", requires = "nats_password")]
+    nats_user: Option<String>,
+    /// NATS password of --nats-user.
+    #[arg(
+        long,
+        env = "QLEETOS_NATS_PASSWORD",
+        requires = "nats_user",
+        hide_env_values = true
+    )]
+    nats_password: Option<Sensitive>,
+    /// NATS authentication token.
+    #[arg(
+        long,
+        env = "QLEETOS_NATS_TOKEN",
+        conflicts_with = "nats_user",
+        hide_env_values = true
+    )]
+    nats_token: Option<Sensitive>,
     /// NATS credentials file (.creds), when the server requires one.
     #[arg(long, env = "QLEETOS_NATS_CREDS")]
     nats_creds: Option<std::path::PathBuf>,
     /// CA certificate to verify a TLS NATS server (enables TLS).
     #[arg(long, env = "QLEETOS_NATS_TLS_CA")]
     nats_tls_ca: Option<std::path::PathBuf>,
+    /// Accept kubeconfigs with `exec` credential plugins or `auth-provider`s (they run
+    /// programs inside the operator).
+    #[arg(long, env = "QLEETOS_ALLOW_KUBECONFIG_EXEC")]
+    allow_kubeconfig_exec: bool,
+    /// Accept kubeconfigs referring to files (tokenFile, client-certificate, client-key,
+    /// certificate-authority paths), read from the operator's file system.
+    #[arg(long, env = "QLEETOS_ALLOW_KUBECONFIG_FILES")]
+    allow_kubeconfig_files: bool,
     /// Name of this replica in locks and logs; defaults to <hostname>-<pid>.
     #[arg(long, env = "QLEETOS_REPLICA_ID")]
     replica_id: Option<String>,
@@ -112,6 +140,10 @@ async fn main() -> anyhow::Result<()> {
         max_backoff: args.max_backoff,
         reconcile_timeout: args.reconcile_timeout,
         system_namespace: args.system_namespace.clone(),
+        kubeconfig: KubeconfigPolicy {
+            allow_exec: args.allow_kubeconfig_exec,
+            allow_files: args.allow_kubeconfig_files,
+        },
     };
     let metrics = Arc::new(Metrics::default());
     let (caches, cache_writers) = caches();
@@ -123,11 +155,16 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move { server.await });
 
     let replica = args.replica_id.clone().unwrap_or_else(default_replica_id);
-    tracing::info!(addr = %args.metrics_addr, qleets = ?args.qleets, %replica, nats = %args.nats_url, "qleetos-operator starting");
+    tracing::info!(addr = %args.metrics_addr, qleets = ?args.qleets, %replica, nats = %redact_url(&args.nats_url), "qleetos-operator starting");
     let broker = Broker::connect(BrokerOptions {
         url: args.nats_url.clone(),
-        credentials: args.nats_creds.clone(),
-        tls_ca: args.nats_tls_ca.clone(),
+        auth: NatsAuth {
+            user: args.nats_user.clone(),
+            password: args.nats_password.clone(),
+            token: args.nats_token.clone(),
+            credentials_file: args.nats_creds.clone(),
+            tls_ca: args.nats_tls_ca.clone(),
+        },
         name: replica.clone(),
         ack_wait: args.reconcile_timeout + Duration::from_secs(30),
         lock_ttl: args.reconcile_timeout + Duration::from_secs(15),

@@ -14,14 +14,13 @@ pub mod lock;
 pub mod notifier;
 pub mod worker;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::{RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, kv, stream};
-use qleetos_crds::notification::{LOCK_BUCKET, Notification, QleetKind};
+use qleetos_crds::notification::{LOCK_BUCKET, NatsAuth, Notification, QleetKind, redact_url};
 
 use crate::error::{Error, Result};
 
@@ -30,18 +29,29 @@ pub const RETRY_BUCKET: &str = "qleetos-retries";
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 const RETRY_TTL: Duration = Duration::from_secs(3600);
 
-/// How to reach NATS.
-#[derive(Debug, Clone)]
+/// How to reach NATS. Debug shows the URL without user information and no secret.
+#[derive(Clone)]
 pub struct BrokerOptions {
     pub url: String,
-    pub credentials: Option<PathBuf>,
-    pub tls_ca: Option<PathBuf>,
+    pub auth: NatsAuth,
     pub name: String,
     /// How long a message may stay unacknowledged before redelivery (refreshed while a
     /// reconcile runs).
     pub ack_wait: Duration,
     /// Lifetime of a lock not refreshed by its holder.
     pub lock_ttl: Duration,
+}
+
+impl std::fmt::Debug for BrokerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerOptions")
+            .field("url", &redact_url(&self.url))
+            .field("auth", &self.auth)
+            .field("name", &self.name)
+            .field("ack_wait", &self.ack_wait)
+            .field("lock_ttl", &self.lock_ttl)
+            .finish()
+    }
 }
 
 /// A connected broker with every stream, consumer and bucket in place.
@@ -57,7 +67,7 @@ pub struct Broker {
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("url", &self.options.url)
+            .field("url", &redact_url(&self.options.url))
             .finish_non_exhaustive()
     }
 }
@@ -70,17 +80,7 @@ impl Broker {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .event_callback(|event| async move { tracing::info!(%event, "NATS connection event") });
-        if let Some(path) = &options.credentials {
-            connect = connect
-                .credentials_file(path)
-                .await
-                .map_err(Error::broker)?;
-        }
-        if let Some(path) = &options.tls_ca {
-            connect = connect
-                .add_root_certificates(path.clone())
-                .require_tls(true);
-        }
+        connect = with_auth(connect, &options.auth).await?;
         let client = connect.connect(&options.url).await.map_err(Error::broker)?;
         let jetstream = jetstream::new(client.clone());
         let (locks, retries) = loop {
@@ -135,6 +135,31 @@ impl Broker {
             .await
             .map_err(Error::broker)
     }
+}
+
+/// Applies the configured credentials and TLS CA to the connection options.
+async fn with_auth(
+    mut connect: async_nats::ConnectOptions,
+    auth: &NatsAuth,
+) -> Result<async_nats::ConnectOptions> {
+    if let (Some(user), Some(password)) = (&auth.user, &auth.password) {
+        connect = connect.user_and_password(user.clone(), password.expose().to_owned());
+    }
+    if let Some(token) = &auth.token {
+        connect = connect.token(token.expose().to_owned());
+    }
+    if let Some(path) = &auth.credentials_file {
+        connect = connect
+            .credentials_file(path)
+            .await
+            .map_err(|e| Error::Broker(format!("reading {}: {}", path.display(), e.kind())))?;
+    }
+    if let Some(path) = &auth.tls_ca {
+        connect = connect
+            .add_root_certificates(path.clone())
+            .require_tls(true);
+    }
+    Ok(connect)
 }
 
 async fn ensure_layout(
