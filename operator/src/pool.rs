@@ -140,3 +140,55 @@ async fn build_client(
         Client::try_from(config).map_err(|_| invalid(KubeconfigProblem::UnusableClient))?;
     Ok(RuntimeClient::new(name, client))
 }
+
+#[cfg(test)]
+mod tests {
+    use qleetos_crds::{KubernetesRuntimeSpec, RuntimeConnection, SecretKeyRef};
+
+    use super::*;
+
+    fn runtime_with_secret_in(namespace: &str) -> KubernetesRuntime {
+        let reference = SecretKeyRef {
+            namespace: namespace.into(),
+            name: "eu-west".into(),
+            key: "kubeconfig".into(),
+        };
+        KubernetesRuntime::new(
+            "eu-west",
+            KubernetesRuntimeSpec {
+                provider: "local".into(),
+                region: "eu-west-1".into(),
+                location: None,
+                connection: RuntimeConnection {
+                    kubeconfig_secret_ref: reference,
+                },
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_secret_outside_the_system_namespace_is_refused_before_any_read() {
+        // The management API is unreachable: any attempt to read would fail differently.
+        let unreachable = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
+        let management = Client::try_from(unreachable).expect("client");
+        let pool = RuntimePool::new(management, "qleetos-system".into(), Default::default());
+        let error = pool
+            .client_for(&runtime_with_secret_in("team-a"))
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(error.reason(), "ForbiddenSecretNamespace");
+        assert!(
+            error
+                .to_string()
+                .contains("only from its own namespace qleetos-system"),
+            "{error}"
+        );
+        let allowed = pool
+            .client_for(&runtime_with_secret_in("qleetos-system"))
+            .await
+            .err()
+            .expect("the read fails");
+        assert_eq!(allowed.reason(), "ManagementApiError", "{allowed}");
+    }
+}
