@@ -85,10 +85,15 @@ async fn main() -> anyhow::Result<()> {
         credentials_file: args.nats_creds.clone(),
         tls_ca: args.nats_tls_ca.clone(),
     };
-    if let Some(url) = &args.nats_url {
-        tracing::info!(nats = %redact_url(url), "notifying the Qleets through NATS");
-    }
-    let notifier = Notifier::connect(args.nats_url.as_deref(), &auth)
+    let (nats_url, auth) = match &args.nats_url {
+        Some(url) => {
+            tracing::info!(nats = %redact_url(url), "notifying the Qleets through NATS");
+            let (url, auth) = auth.take_url_credentials(url);
+            (Some(url), auth)
+        }
+        None => (None, auth),
+    };
+    let notifier = Notifier::connect(nats_url.as_deref(), &auth)
         .await
         .context("configuring NATS")?;
     let settings = Settings {

@@ -156,15 +156,17 @@ async fn main() -> anyhow::Result<()> {
 
     let replica = args.replica_id.clone().unwrap_or_else(default_replica_id);
     tracing::info!(addr = %args.metrics_addr, qleets = ?args.qleets, %replica, nats = %redact_url(&args.nats_url), "qleetos-operator starting");
+    let (nats_url, auth) = NatsAuth {
+        user: args.nats_user.clone(),
+        password: args.nats_password.clone(),
+        token: args.nats_token.clone(),
+        credentials_file: args.nats_creds.clone(),
+        tls_ca: args.nats_tls_ca.clone(),
+    }
+    .take_url_credentials(&args.nats_url);
     let broker = Broker::connect(BrokerOptions {
-        url: args.nats_url.clone(),
-        auth: NatsAuth {
-            user: args.nats_user.clone(),
-            password: args.nats_password.clone(),
-            token: args.nats_token.clone(),
-            credentials_file: args.nats_creds.clone(),
-            tls_ca: args.nats_tls_ca.clone(),
-        },
+        url: nats_url,
+        auth,
         name: replica.clone(),
         ack_wait: args.reconcile_timeout + Duration::from_secs(30),
         lock_ttl: args.reconcile_timeout + Duration::from_secs(15),

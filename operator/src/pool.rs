@@ -175,8 +175,7 @@ mod tests {
         let error = pool
             .client_for(&runtime_with_secret_in("team-a"))
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert_eq!(error.reason(), "ForbiddenSecretNamespace");
         assert!(
             error
@@ -187,8 +186,7 @@ mod tests {
         let allowed = pool
             .client_for(&runtime_with_secret_in("qleetos-system"))
             .await
-            .err()
-            .expect("the read fails");
+            .expect_err("the read fails");
         assert_eq!(allowed.reason(), "ManagementApiError", "{allowed}");
     }
 }

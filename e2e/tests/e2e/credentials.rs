@@ -427,9 +427,10 @@ pub fn trials(
         ("exec_plugin_kubeconfig_is_refused", |env| {
             Box::pin(exec_plugin_kubeconfig_is_refused(env))
         }),
-        ("secret_outside_the_system_namespace_is_not_read", |env| {
-            Box::pin(secret_outside_the_system_namespace_is_not_read(env))
-        }),
+        (
+            "kubeconfig_secret_outside_the_system_namespace_is_not_read",
+            |env| Box::pin(secret_outside_the_system_namespace_is_not_read(env)),
+        ),
     ];
     let mut trials: Vec<libtest_mimic::Trial> = shared_scenarios
         .into_iter()
