@@ -63,7 +63,8 @@ struct Args {
     /// QleetOS's own namespace: where runtime kubeconfig Secrets live, never a tenant target.
     #[arg(long, default_value = "qleetos-system", env = "QLEETOS_NAMESPACE")]
     system_namespace: String,
-    /// NATS server URL (JetStream enabled). Prefer the credential flags to `user:pass@` in it.
+    /// NATS server URL (JetStream enabled); `user:password@` or `token@` in it is used as
+    /// credentials (the flags below win) and never logged.
     #[arg(long, env = "QLEETOS_NATS_URL")]
     nats_url: String,
     /// NATS user name (with --nats-password).

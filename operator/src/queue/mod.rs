@@ -212,3 +212,30 @@ async fn bucket(js: &jetstream::Context, name: &str, ttl: Duration) -> Result<kv
     .await
     .map_err(Error::broker)
 }
+
+#[cfg(test)]
+mod tests {
+    use qleetos_crds::notification::Sensitive;
+
+    use super::*;
+
+    #[test]
+    fn options_debug_shows_no_credential() {
+        let options = BrokerOptions {
+            url: "nats://qleet:hunter2@nats:4222".into(),
+            auth: NatsAuth {
+                token: Some(Sensitive::new("t0ken")),
+                ..NatsAuth::default()
+            },
+            name: "replica".into(),
+            ack_wait: Duration::from_secs(90),
+            lock_ttl: Duration::from_secs(75),
+        };
+        let debug = format!("{options:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("t0ken"),
+            "{debug}"
+        );
+        assert!(debug.contains("nats://***@nats:4222"), "{debug}");
+    }
+}
