@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use qleetos_crds::notification::{Cause, Notification, QleetKind};
+use qleetos_crds::notification::{Cause, NatsAuth, Notification, QleetKind};
 use serde_json::Value;
 
 use crate::metrics::Metrics;
@@ -21,15 +21,17 @@ pub struct Notifier {
 
 impl Notifier {
     /// Connects in the background (the gateway serves even while NATS is down).
-    pub async fn connect(url: Option<&str>) -> Result<Self, async_nats::ConnectError> {
+    pub async fn connect(
+        url: Option<&str>,
+        auth: &NatsAuth,
+    ) -> Result<Self, async_nats::ConnectError> {
         let Some(url) = url else {
             return Ok(Self::default());
         };
-        let client = async_nats::ConnectOptions::new()
+        let options = async_nats::ConnectOptions::new()
             .name("qleetos-api-gateway")
-            .retry_on_initial_connect()
-            .connect(url)
-            .await?;
+            .retry_on_initial_connect();
+        let client = with_auth(options, auth).await?.connect(url).await?;
         Ok(Self {
             jetstream: Some(jetstream::new(client)),
         })
@@ -55,6 +57,31 @@ impl Notifier {
             }
         });
     }
+}
+
+/// Applies the configured credentials and TLS CA to the connection options.
+async fn with_auth(
+    mut options: async_nats::ConnectOptions,
+    auth: &NatsAuth,
+) -> Result<async_nats::ConnectOptions, async_nats::ConnectError> {
+    if let (Some(user), Some(password)) = (&auth.user, &auth.password) {
+        options = options.user_and_password(user.clone(), password.expose().to_owned());
+    }
+    if let Some(token) = &auth.token {
+        options = options.token(token.expose().to_owned());
+    }
+    if let Some(path) = &auth.credentials_file {
+        options = options.credentials_file(path).await.map_err(|e| {
+            let reason = format!("reading {}: {}", path.display(), e.kind());
+            async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::Io, reason)
+        })?;
+    }
+    if let Some(path) = &auth.tls_ca {
+        options = options
+            .add_root_certificates(path.clone())
+            .require_tls(true);
+    }
+    Ok(options)
 }
 
 async fn publish(jetstream: &jetstream::Context, n: &Notification) -> Result<(), String> {

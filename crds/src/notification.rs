@@ -114,9 +114,205 @@ impl Notification {
     }
 }
 
+/// `url` (one NATS URL or a comma-separated list) with the user information of each server
+/// (`user:password@`, `token@`) replaced by `***@`: the form logs and Debug output show.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(redact_one_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redact_one_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_len = url[start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(url.len() - start);
+    let authority = &url[start..start + authority_len];
+    match authority.rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// A password or token: usable as a flag value, shown as `<redacted>` by Debug.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sensitive(String);
+
+impl Sensitive {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one call that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Sensitive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Sensitive {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Self::new(value))
+    }
+}
+
+/// How the operator and the gateway authenticate to NATS (all optional, combinable with TLS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsAuth {
+    /// User name and password (`authorization { user, password }` on the server).
+    pub user: Option<String>,
+    pub password: Option<Sensitive>,
+    /// Token (`authorization { token }` on the server).
+    pub token: Option<Sensitive>,
+    /// NATS credentials file (`.creds`: user JWT and NKey seed).
+    pub credentials_file: Option<std::path::PathBuf>,
+    /// CA certificate to verify the server with; enables TLS.
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+impl NatsAuth {
+    /// Moves the `user:password@` or `token@` of the server URL(s) into these credentials
+    /// and returns the URL(s) without them: async-nats ignores credentials in URLs, and
+    /// keeping them there would put them into its debug logs. Credentials set explicitly
+    /// win over the URL's.
+    pub fn take_url_credentials(mut self, url: &str) -> (String, NatsAuth) {
+        let mut found = None;
+        let servers: Vec<String> = url
+            .split(',')
+            .map(|server| {
+                let (clean, userinfo) = split_userinfo(server);
+                found = found.take().or(userinfo);
+                clean
+            })
+            .collect();
+        let explicit = self.user.is_some() || self.token.is_some();
+        match found {
+            Some(userinfo) if !explicit => match userinfo.split_once(':') {
+                Some((user, password)) => {
+                    self.user = Some(percent_decoded(user));
+                    self.password = Some(Sensitive::new(percent_decoded(password)));
+                }
+                None => self.token = Some(Sensitive::new(percent_decoded(userinfo))),
+            },
+            _ => {}
+        }
+        (servers.join(","), self)
+    }
+}
+
+/// One server URL without its user information, and that user information.
+fn split_userinfo(url: &str) -> (String, Option<&str>) {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_len = url[start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(url.len() - start);
+    match url[start..start + authority_len].rfind('@') {
+        Some(at) => (
+            format!("{}{}", &url[..start], &url[start + at + 1..]),
+            Some(&url[start..start + at]),
+        ),
+        None => (url.to_owned(), None),
+    }
+}
+
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redact_url_hides_user_information_only() {
+        assert_eq!(
+            redact_url("nats://qleet:hunter2@nats:4222"),
+            "nats://***@nats:4222"
+        );
+        assert_eq!(
+            redact_url("tls://s3cr3t@nats:4222/x"),
+            "tls://***@nats:4222/x"
+        );
+        assert_eq!(redact_url("nats://nats:4222"), "nats://nats:4222");
+        assert_eq!(redact_url("user:pw@localhost:4222"), "***@localhost:4222");
+        assert_eq!(
+            redact_url("nats://a:b@n1:4222,nats://n2:4222,nats://t@n3"),
+            "nats://***@n1:4222,nats://n2:4222,nats://***@n3"
+        );
+        assert_eq!(redact_url("nats://n:4222/p@th"), "nats://n:4222/p@th");
+    }
+
+    #[test]
+    fn url_credentials_move_into_the_auth() {
+        let (url, auth) =
+            NatsAuth::default().take_url_credentials("nats://qleet:p%40ss@n1:4222,nats://n2");
+        assert_eq!(url, "nats://n1:4222,nats://n2");
+        assert_eq!(auth.user.as_deref(), Some("qleet"));
+        assert_eq!(auth.password.as_ref().map(Sensitive::expose), Some("p@ss"));
+        let (url, auth) = NatsAuth::default().take_url_credentials("tls://s3cr3t@nats:4222");
+        assert_eq!(url, "tls://nats:4222");
+        assert_eq!(auth.token.as_ref().map(Sensitive::expose), Some("s3cr3t"));
+        let explicit = NatsAuth {
+            token: Some(Sensitive::new("flag")),
+            ..NatsAuth::default()
+        };
+        let (url, auth) = explicit.take_url_credentials("nats://u:p@nats");
+        assert_eq!(url, "nats://nats");
+        assert_eq!(auth.token.as_ref().map(Sensitive::expose), Some("flag"));
+        assert_eq!(auth.user, None);
+        let (url, auth) = NatsAuth::default().take_url_credentials("nats://nats:4222");
+        assert_eq!(
+            (url.as_str(), auth),
+            ("nats://nats:4222", NatsAuth::default())
+        );
+    }
+
+    #[test]
+    fn sensitive_values_never_show_in_debug() {
+        let auth = NatsAuth {
+            user: Some("qleet".into()),
+            password: Some("hunter2".parse().expect("infallible")),
+            token: Some(Sensitive::new("t0ken")),
+            ..NatsAuth::default()
+        };
+        let debug = format!("{auth:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("t0ken"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("<redacted>") && debug.contains("qleet"),
+            "{debug}"
+        );
+        assert_eq!(auth.token.as_ref().map(Sensitive::expose), Some("t0ken"));
+    }
 
     fn notification(cause: Cause) -> Notification {
         Notification {

@@ -17,7 +17,7 @@ use qleetos_crds::{KubernetesRuntime, KubernetesRuntimeSpec, RuntimeConnection, 
 
 use crate::cluster::{Cluster, ClusterSpec};
 use crate::error::Error;
-use crate::nats::NatsServer;
+use crate::nats::{NatsServer, NatsUser};
 use crate::operator::{OperatorOptions, OperatorProcess};
 
 /// Namespace of the runtime kubeconfig Secrets in the management cluster.
@@ -81,6 +81,16 @@ impl Environment {
     /// Starts the management cluster and every runtime in parallel, installs the CRDs and
     /// registers each runtime with its kubeconfig Secret.
     pub async fn start(dir: &Path, runtimes: Vec<RuntimeSpec>) -> Result<Self, Error> {
+        Self::start_with_nats_auth(dir, runtimes, None).await
+    }
+
+    /// Like [`start`](Self::start), with a NATS server that requires `nats_auth` of every
+    /// client; the operators started later get the credentials.
+    pub async fn start_with_nats_auth(
+        dir: &Path,
+        runtimes: Vec<RuntimeSpec>,
+        nats_auth: Option<NatsUser>,
+    ) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
         let workload_starts = runtimes
             .iter()
@@ -89,7 +99,7 @@ impl Environment {
         let (management, workloads, nats) = tokio::join!(
             Cluster::start(ClusterSpec::management("management"), dir),
             futures::future::join_all(workload_starts),
-            NatsServer::start(&nats_dir)
+            NatsServer::start_with_auth(&nats_dir, nats_auth)
         );
         let management = management?;
         let nats = nats?;
@@ -142,12 +152,13 @@ impl Environment {
     ) -> Result<&OperatorProcess, Error> {
         let index = self.operators_started;
         self.operators_started += 1;
-        let operator = OperatorProcess::start(
+        let operator = OperatorProcess::start_with_env(
             &self.dir,
             index,
             self.management.kubeconfig_path(),
             &self.nats.url(),
             options,
+            self.nats.client_env(),
         )
         .await?;
         self.operators.push(operator);

@@ -1,5 +1,6 @@
 //! A real `nats-server` with JetStream on loopback, with its store in the environment's
-//! directory so a restart keeps the streams (as a production server would).
+//! directory so a restart keeps the streams (as a production server would), optionally
+//! requiring a user and password (set in its configuration file, as in production).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +12,21 @@ use crate::process::{ChildProcess, ProcessSpec, spawn};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The user and password a server requires of every client.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsUser {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for NatsUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsUser")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A running nats-server; killed when dropped.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -18,11 +34,17 @@ pub struct NatsServer {
     dir: PathBuf,
     port: u16,
     monitor_port: u16,
+    auth: Option<NatsUser>,
     process: Option<ChildProcess>,
 }
 
 impl NatsServer {
     pub async fn start(dir: &Path) -> Result<Self, Error> {
+        Self::start_with_auth(dir, None).await
+    }
+
+    /// Starts a server that refuses clients without `auth`'s user and password, when given.
+    pub async fn start_with_auth(dir: &Path, auth: Option<NatsUser>) -> Result<Self, Error> {
         let program = Binaries::get().await?.nats_server.clone();
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
         let mut server = Self {
@@ -30,10 +52,36 @@ impl NatsServer {
             dir: dir.to_owned(),
             port: free_port()?,
             monitor_port: free_port()?,
+            auth,
             process: None,
         };
         server.resume().await?;
         Ok(server)
+    }
+
+    /// The credentials clients need, when the server requires some.
+    pub fn auth(&self) -> Option<&NatsUser> {
+        self.auth.as_ref()
+    }
+
+    /// The environment variables that give the operator or gateway the server's credentials.
+    pub fn client_env(&self) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        match &self.auth {
+            Some(auth) => vec![
+                ("QLEETOS_NATS_USER".into(), auth.user.clone().into()),
+                ("QLEETOS_NATS_PASSWORD".into(), auth.password.clone().into()),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// The monitoring port (`/connz`, `/healthz`).
+    pub fn monitor_port(&self) -> u16 {
+        self.monitor_port
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -73,13 +121,19 @@ impl NatsServer {
 
     /// Starts the server again on the same port with the same store.
     pub async fn resume(&mut self) -> Result<(), Error> {
-        let args = [
+        let mut args = vec![
             "--jetstream".to_owned(),
             "--addr=127.0.0.1".to_owned(),
             format!("--port={}", self.port),
             format!("--http_port={}", self.monitor_port),
             format!("--store_dir={}", self.dir.join("store").display()),
         ];
+        if let Some(auth) = &self.auth {
+            args.push(format!(
+                "--config={}",
+                self.write_auth_config(auth)?.display()
+            ));
+        }
         let process = spawn(ProcessSpec {
             component: "nats-server".into(),
             program: self.program.clone(),
@@ -90,6 +144,18 @@ impl NatsServer {
         .await?;
         self.process = Some(process);
         self.wait_ready().await
+    }
+
+    /// A configuration file with the one user every client must authenticate as.
+    fn write_auth_config(&self, auth: &NatsUser) -> Result<PathBuf, Error> {
+        let path = self.dir.join("auth.conf");
+        let config = format!(
+            "authorization {{\n  user: {}\n  password: {}\n}}\n",
+            serde_json::to_string(&auth.user).unwrap_or_default(),
+            serde_json::to_string(&auth.password).unwrap_or_default()
+        );
+        std::fs::write(&path, config).map_err(|e| Error::io("writing", &path, e))?;
+        Ok(path)
     }
 
     async fn wait_ready(&mut self) -> Result<(), Error> {

@@ -45,20 +45,35 @@ impl OperatorProcess {
         nats_url: &str,
         options: OperatorOptions,
     ) -> Result<Self, Error> {
+        Self::start_with_env(dir, index, kubeconfig, nats_url, options, Vec::new()).await
+    }
+
+    /// Like [`start`](Self::start), with `extra_env` added to the operator's environment
+    /// (e.g. NATS credentials).
+    pub async fn start_with_env(
+        dir: &Path,
+        index: usize,
+        kubeconfig: &Path,
+        nats_url: &str,
+        options: OperatorOptions,
+        extra_env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    ) -> Result<Self, Error> {
         let program = workspace_binary("qleetos-operator")?;
         let metrics_port = free_port()?;
         let mut args = vec![format!("--metrics-addr=127.0.0.1:{metrics_port}")];
         args.extend(options.extra_args);
         let log_path = dir.join(format!("operator-{index}.log"));
+        let mut env = vec![
+            ("KUBECONFIG".into(), kubeconfig.as_os_str().to_owned()),
+            ("QLEETOS_NATS_URL".into(), nats_url.into()),
+            ("RUST_LOG".into(), "info,kube=warn".into()),
+        ];
+        env.extend(extra_env);
         let process = spawn(ProcessSpec {
             component: format!("qleetos-operator-{index}"),
             program,
             args: args.into_iter().map(Into::into).collect(),
-            env: vec![
-                ("KUBECONFIG".into(), kubeconfig.as_os_str().to_owned()),
-                ("QLEETOS_NATS_URL".into(), nats_url.into()),
-                ("RUST_LOG".into(), "info,kube=warn".into()),
-            ],
+            env,
             log_path,
         })
         .await?;

@@ -15,6 +15,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use qleetos_crds::{KubernetesRuntime, TenantPolicy, WorkloadInstance};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::kubeconfig::KubeconfigPolicy;
 use crate::metrics::Metrics;
 use crate::pool::RuntimePool;
 use crate::tenancy::Fence;
@@ -39,6 +40,8 @@ pub struct Settings {
     /// Reconciles of one runtime's instances this replica runs at once; the rest of the
     /// concurrency stays free for other runtimes.
     pub per_runtime_concurrency: usize,
+    /// Kubeconfig features (exec plugins, file references) operations allow.
+    pub kubeconfig: KubeconfigPolicy,
 }
 
 /// What a reconcile wants next.
@@ -177,7 +180,11 @@ impl Context {
             instance: std::env::var("HOSTNAME").ok(),
         };
         Self {
-            pool: RuntimePool::new(client.clone()),
+            pool: RuntimePool::new(
+                client.clone(),
+                settings.system_namespace.clone(),
+                settings.kubeconfig,
+            ),
             caches,
             recorder: Recorder::new(client.clone(), reporter),
             client,

@@ -1,5 +1,7 @@
 use qleetos_crds::Manifest;
 
+use crate::kubeconfig::KubeconfigProblem;
+
 /// Everything a Qleet's reconcile can fail with. `reason()` is the CamelCase reason used in
 /// conditions, Events and the failures metric.
 #[derive(Debug, thiserror::Error)]
@@ -17,12 +19,25 @@ pub enum Error {
         name: String,
     },
 
-    #[error("kubeconfig Secret {namespace}/{name} of runtime {runtime} is unusable: {reason}")]
+    /// Never carries the kubeconfig's content: `problem` is one of a fixed set of messages.
+    #[error(
+        "the kubeconfig of runtime {runtime} in Secret {namespace}/{name} key `{key}` {problem}"
+    )]
     InvalidKubeconfig {
         runtime: String,
         namespace: String,
         name: String,
-        reason: String,
+        key: String,
+        problem: KubeconfigProblem,
+    },
+
+    #[error(
+        "runtime {runtime} refers to a kubeconfig Secret in namespace {namespace}; QleetOS reads kubeconfig Secrets only from its own namespace {allowed}: create the Secret there and point kubeconfigSecretRef.namespace at it"
+    )]
+    ForbiddenSecretNamespace {
+        runtime: String,
+        namespace: String,
+        allowed: String,
     },
 
     #[error("runtime {runtime} is unreachable: {source}")]
@@ -88,7 +103,11 @@ impl Error {
             Error::Management(_) => "ManagementApiError",
             Error::RuntimeNotFound(_) => "RuntimeNotFound",
             Error::SecretNotFound { .. } => "KubeconfigSecretNotFound",
+            Error::InvalidKubeconfig { problem, .. } if problem.is_refusal() => {
+                "ForbiddenKubeconfigFeature"
+            }
             Error::InvalidKubeconfig { .. } => "InvalidKubeconfig",
+            Error::ForbiddenSecretNamespace { .. } => "ForbiddenSecretNamespace",
             Error::RuntimeUnreachable { .. } => "RuntimeUnreachable",
             Error::InvalidManifest { .. } => "InvalidManifest",
             Error::UnknownKind { .. } => "UnknownKind",

@@ -8,6 +8,7 @@ pub mod controllers;
 pub mod error;
 pub mod finalizer;
 pub mod health;
+pub mod kubeconfig;
 pub mod metrics;
 pub mod placement;
 pub mod pool;

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use qleetos_crds::notification::QleetKind;
+use qleetos_crds::notification::{NatsAuth, QleetKind, Sensitive, redact_url};
 use qleetos_operator::context::{CacheWriters, Context, Settings, TenancyWriters, caches};
 use qleetos_operator::controllers::{instance_qleet, runtime_qleet, workload_qleet};
+use qleetos_operator::kubeconfig::KubeconfigPolicy;
 use qleetos_operator::metrics::{self, Metrics};
 use qleetos_operator::queue::notifier::{self, Publisher};
 use qleetos_operator::queue::worker::{Worker, report_queue_depth};
@@ -72,15 +73,43 @@ struct Args {
     /// QleetOS's own namespace: where runtime kubeconfig Secrets live, never a tenant target.
     #[arg(long, default_value = "qleetos-system", env = "QLEETOS_NAMESPACE")]
     system_namespace: String,
-    /// NATS server URL (JetStream enabled).
+    /// NATS server URL (JetStream enabled); `user:password@` or `token@` in it is used as
+    /// credentials (the flags below win) and never logged.
     #[arg(long, env = "QLEETOS_NATS_URL")]
     nats_url: String,
+    /// NATS user name (with --nats-password).
+    #[arg(long, env = "QLEETOS_NATS_USER", requires = "nats_password")]
+    nats_user: Option<String>,
+    /// NATS password of --nats-user.
+    #[arg(
+        long,
+        env = "QLEETOS_NATS_PASSWORD",
+        requires = "nats_user",
+        hide_env_values = true
+    )]
+    nats_password: Option<Sensitive>,
+    /// NATS authentication token.
+    #[arg(
+        long,
+        env = "QLEETOS_NATS_TOKEN",
+        conflicts_with = "nats_user",
+        hide_env_values = true
+    )]
+    nats_token: Option<Sensitive>,
     /// NATS credentials file (.creds), when the server requires one.
     #[arg(long, env = "QLEETOS_NATS_CREDS")]
     nats_creds: Option<std::path::PathBuf>,
     /// CA certificate to verify a TLS NATS server (enables TLS).
     #[arg(long, env = "QLEETOS_NATS_TLS_CA")]
     nats_tls_ca: Option<std::path::PathBuf>,
+    /// Accept kubeconfigs with `exec` credential plugins or `auth-provider`s (they run
+    /// programs inside the operator).
+    #[arg(long, env = "QLEETOS_ALLOW_KUBECONFIG_EXEC")]
+    allow_kubeconfig_exec: bool,
+    /// Accept kubeconfigs referring to files (tokenFile, client-certificate, client-key,
+    /// certificate-authority paths), read from the operator's file system.
+    #[arg(long, env = "QLEETOS_ALLOW_KUBECONFIG_FILES")]
+    allow_kubeconfig_files: bool,
     /// Name of this replica in locks and logs; defaults to <hostname>-<pid>.
     #[arg(long, env = "QLEETOS_REPLICA_ID")]
     replica_id: Option<String>,
@@ -131,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
     let (caches, cache_writers, tenancy_writers) = caches();
     let ctx = Arc::new(Context::new(client, settings(&args), metrics, caches));
     let replica = args.replica_id.clone().unwrap_or_else(default_replica_id);
-    tracing::info!(addr = %args.metrics_addr, qleets = ?args.qleets, %replica, nats = %args.nats_url, "qleetos-operator starting");
+    tracing::info!(addr = %args.metrics_addr, qleets = ?args.qleets, %replica, nats = %redact_url(&args.nats_url), "qleetos-operator starting");
     let connecting = Broker::connect(broker_options(&args, &replica));
     let broker = tokio::select! {
         broker = connecting => broker.context("connecting to NATS")?,
@@ -162,14 +191,25 @@ fn settings(args: &Args) -> Settings {
         reconcile_timeout: args.reconcile_timeout,
         system_namespace: args.system_namespace.clone(),
         per_runtime_concurrency: args.concurrency.saturating_sub(1).max(1),
+        kubeconfig: KubeconfigPolicy {
+            allow_exec: args.allow_kubeconfig_exec,
+            allow_files: args.allow_kubeconfig_files,
+        },
     }
 }
 
 fn broker_options(args: &Args, replica: &str) -> BrokerOptions {
-    BrokerOptions {
-        url: args.nats_url.clone(),
-        credentials: args.nats_creds.clone(),
+    let (url, auth) = NatsAuth {
+        user: args.nats_user.clone(),
+        password: args.nats_password.clone(),
+        token: args.nats_token.clone(),
+        credentials_file: args.nats_creds.clone(),
         tls_ca: args.nats_tls_ca.clone(),
+    }
+    .take_url_credentials(&args.nats_url);
+    BrokerOptions {
+        url,
+        auth,
         name: replica.to_owned(),
         ack_wait: BrokerOptions::ack_wait_for(args.reconcile_timeout),
         lock_ttl: args.lock_ttl,

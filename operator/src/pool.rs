@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use qleetos_crds::KubernetesRuntime;
 
 use crate::error::{Error, Result};
+use crate::kubeconfig::{self, KubeconfigPolicy, KubeconfigProblem};
 use crate::runtime_client::RuntimeClient;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,6 +20,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct RuntimePool {
     management: Client,
+    /// The only namespace kubeconfig Secrets are read from.
+    secrets_namespace: String,
+    policy: KubeconfigPolicy,
     cache: Arc<Mutex<HashMap<String, Cached>>>,
 }
 
@@ -36,9 +39,11 @@ impl std::fmt::Debug for RuntimePool {
 }
 
 impl RuntimePool {
-    pub fn new(management: Client) -> Self {
+    pub fn new(management: Client, secrets_namespace: String, policy: KubeconfigPolicy) -> Self {
         Self {
             management,
+            secrets_namespace,
+            policy,
             cache: Arc::default(),
         }
     }
@@ -55,7 +60,7 @@ impl RuntimePool {
         if let Some(cached) = self.cached(&name).filter(|c| c.secret_version == version) {
             return Ok(cached.client);
         }
-        let client = build_client(&name, runtime, &secret).await?;
+        let client = build_client(&name, runtime, &secret, self.policy).await?;
         tracing::info!(runtime = %name, "connected runtime client");
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.insert(
@@ -86,6 +91,13 @@ impl RuntimePool {
 
     async fn kubeconfig_secret(&self, name: &str, runtime: &KubernetesRuntime) -> Result<Secret> {
         let reference = &runtime.spec.connection.kubeconfig_secret_ref;
+        if reference.namespace != self.secrets_namespace {
+            return Err(Error::ForbiddenSecretNamespace {
+                runtime: name.to_owned(),
+                namespace: reference.namespace.clone(),
+                allowed: self.secrets_namespace.clone(),
+            });
+        }
         let secrets: Api<Secret> = Api::namespaced(self.management.clone(), &reference.namespace);
         secrets
             .get_opt(&reference.name)
@@ -103,25 +115,77 @@ async fn build_client(
     name: &str,
     runtime: &KubernetesRuntime,
     secret: &Secret,
+    policy: KubeconfigPolicy,
 ) -> Result<RuntimeClient> {
     let reference = &runtime.spec.connection.kubeconfig_secret_ref;
-    let invalid = |reason: String| Error::InvalidKubeconfig {
+    let invalid = |problem: KubeconfigProblem| Error::InvalidKubeconfig {
         runtime: name.to_owned(),
         namespace: reference.namespace.clone(),
         name: reference.name.clone(),
-        reason,
+        key: reference.key.clone(),
+        problem,
     };
     let bytes = secret
         .data
         .as_ref()
         .and_then(|d| d.get(&reference.key))
-        .ok_or_else(|| invalid(format!("it has no key {:?}", reference.key)))?;
-    let text = std::str::from_utf8(&bytes.0).map_err(|e| invalid(format!("not UTF-8: {e}")))?;
-    let kubeconfig = Kubeconfig::from_yaml(text).map_err(|e| invalid(e.to_string()))?;
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .ok_or_else(|| invalid(KubeconfigProblem::MissingKey))?;
+    let parsed = kubeconfig::parse(&bytes.0).map_err(invalid)?;
+    let mut config = kubeconfig::client_config(parsed, policy)
         .await
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(invalid)?;
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     config.read_timeout = Some(READ_TIMEOUT);
-    RuntimeClient::from_config(name, config).map_err(|e| invalid(e.to_string()))
+    RuntimeClient::from_config(name, config).map_err(|_| invalid(KubeconfigProblem::UnusableClient))
+}
+
+#[cfg(test)]
+mod tests {
+    use qleetos_crds::{KubernetesRuntimeSpec, RuntimeConnection, SecretKeyRef};
+
+    use super::*;
+
+    fn runtime_with_secret_in(namespace: &str) -> KubernetesRuntime {
+        let reference = SecretKeyRef {
+            namespace: namespace.into(),
+            name: "eu-west".into(),
+            key: "kubeconfig".into(),
+        };
+        KubernetesRuntime::new(
+            "eu-west",
+            KubernetesRuntimeSpec {
+                provider: "local".into(),
+                region: "eu-west-1".into(),
+                location: None,
+                deletion_policy: Default::default(),
+                connection: RuntimeConnection {
+                    kubeconfig_secret_ref: reference,
+                },
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_secret_outside_the_system_namespace_is_refused_before_any_read() {
+        // The management API is unreachable: any attempt to read would fail differently.
+        let unreachable = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
+        let management = Client::try_from(unreachable).expect("client");
+        let pool = RuntimePool::new(management, "qleetos-system".into(), Default::default());
+        let error = pool
+            .client_for(&runtime_with_secret_in("team-a"))
+            .await
+            .expect_err("refused");
+        assert_eq!(error.reason(), "ForbiddenSecretNamespace");
+        assert!(
+            error
+                .to_string()
+                .contains("only from its own namespace qleetos-system"),
+            "{error}"
+        );
+        let allowed = pool
+            .client_for(&runtime_with_secret_in("qleetos-system"))
+            .await
+            .expect_err("the read fails");
+        assert_eq!(allowed.reason(), "ManagementApiError", "{allowed}");
+    }
 }

@@ -7,3 +7,49 @@ app.kubernetes.io/part-of: qleetos
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- end -}}
+
+{{/* NATS credentials of the operator and the gateway, read from .Values.nats.auth.secretName. */}}
+{{- define "qleetos.natsAuthEnv" -}}
+{{- $auth := .Values.nats.auth -}}
+{{- if and $auth.secretName (eq $auth.method "userPassword") }}
+- name: QLEETOS_NATS_USER
+  valueFrom: {secretKeyRef: {name: {{ $auth.secretName }}, key: {{ $auth.userKey }}}}
+- name: QLEETOS_NATS_PASSWORD
+  valueFrom: {secretKeyRef: {name: {{ $auth.secretName }}, key: {{ $auth.passwordKey }}}}
+{{- else if and $auth.secretName (eq $auth.method "token") }}
+- name: QLEETOS_NATS_TOKEN
+  valueFrom: {secretKeyRef: {name: {{ $auth.secretName }}, key: {{ $auth.tokenKey }}}}
+{{- end }}
+{{- if and $auth.secretName (eq $auth.method "creds") }}
+- name: QLEETOS_NATS_CREDS
+  value: /nats/auth/nats.creds
+{{- end }}
+{{- if .Values.nats.tls.caSecretName }}
+- name: QLEETOS_NATS_TLS_CA
+  value: /nats/tls/ca.crt
+{{- end }}
+{{- end -}}
+
+{{- define "qleetos.natsVolumeMounts" -}}
+{{- if and .Values.nats.auth.secretName (eq .Values.nats.auth.method "creds") }}
+- {name: nats-creds, mountPath: /nats/auth, readOnly: true}
+{{- end }}
+{{- if .Values.nats.tls.caSecretName }}
+- {name: nats-tls-ca, mountPath: /nats/tls, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "qleetos.natsVolumes" -}}
+{{- if and .Values.nats.auth.secretName (eq .Values.nats.auth.method "creds") }}
+- name: nats-creds
+  secret:
+    secretName: {{ .Values.nats.auth.secretName }}
+    items: [{key: {{ .Values.nats.auth.credsKey }}, path: nats.creds}]
+{{- end }}
+{{- if .Values.nats.tls.caSecretName }}
+- name: nats-tls-ca
+  secret:
+    secretName: {{ .Values.nats.tls.caSecretName }}
+    items: [{key: {{ .Values.nats.tls.caKey }}, path: ca.crt}]
+{{- end }}
+{{- end -}}

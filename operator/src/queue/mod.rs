@@ -19,7 +19,6 @@ pub mod policies;
 pub mod retry;
 pub mod worker;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -27,7 +26,7 @@ use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::Context as JetStream;
 use async_nats::jetstream::stream::{RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, kv, stream};
-use qleetos_crds::notification::{LOCK_BUCKET, Notification, QleetKind};
+use qleetos_crds::notification::{LOCK_BUCKET, NatsAuth, Notification, QleetKind, redact_url};
 
 use crate::error::{Error, Result};
 
@@ -40,12 +39,11 @@ const RETRY_TTL: Duration = Duration::from_secs(3600);
 pub const ACK_WAIT_MARGIN: Duration = Duration::from_secs(5);
 const MAX_ACK_PENDING: i64 = 20_000;
 
-/// How to reach NATS.
-#[derive(Debug, Clone)]
+/// How to reach NATS. Debug shows the URL without user information and no secret.
+#[derive(Clone)]
 pub struct BrokerOptions {
     pub url: String,
-    pub credentials: Option<PathBuf>,
-    pub tls_ca: Option<PathBuf>,
+    pub auth: NatsAuth,
     pub name: String,
     /// How long a message may stay unacknowledged before redelivery (extended while a
     /// reconcile runs).
@@ -62,6 +60,18 @@ impl BrokerOptions {
     }
 }
 
+impl std::fmt::Debug for BrokerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerOptions")
+            .field("url", &redact_url(&self.url))
+            .field("auth", &self.auth)
+            .field("name", &self.name)
+            .field("ack_wait", &self.ack_wait)
+            .field("lock_ttl", &self.lock_ttl)
+            .finish()
+    }
+}
+
 /// A connected broker with every stream, consumer and bucket in place.
 #[derive(Clone)]
 pub struct Broker {
@@ -75,7 +85,7 @@ pub struct Broker {
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("url", &self.options.url)
+            .field("url", &redact_url(&self.options.url))
             .finish_non_exhaustive()
     }
 }
@@ -88,17 +98,7 @@ impl Broker {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .event_callback(|event| async move { tracing::info!(%event, "NATS connection event") });
-        if let Some(path) = &options.credentials {
-            connect = connect
-                .credentials_file(path)
-                .await
-                .map_err(Error::broker)?;
-        }
-        if let Some(path) = &options.tls_ca {
-            connect = connect
-                .add_root_certificates(path.clone())
-                .require_tls(true);
-        }
+        connect = with_auth(connect, &options.auth).await?;
         let client = connect.connect(&options.url).await.map_err(Error::broker)?;
         let jetstream = jetstream::new(client.clone());
         let (locks, retries) = loop {
@@ -162,6 +162,31 @@ impl Broker {
     }
 }
 
+/// Applies the configured credentials and TLS CA to the connection options.
+async fn with_auth(
+    mut connect: async_nats::ConnectOptions,
+    auth: &NatsAuth,
+) -> Result<async_nats::ConnectOptions> {
+    if let (Some(user), Some(password)) = (&auth.user, &auth.password) {
+        connect = connect.user_and_password(user.clone(), password.expose().to_owned());
+    }
+    if let Some(token) = &auth.token {
+        connect = connect.token(token.expose().to_owned());
+    }
+    if let Some(path) = &auth.credentials_file {
+        connect = connect
+            .credentials_file(path)
+            .await
+            .map_err(|e| Error::Broker(format!("reading {}: {}", path.display(), e.kind())))?;
+    }
+    if let Some(path) = &auth.tls_ca {
+        connect = connect
+            .add_root_certificates(path.clone())
+            .require_tls(true);
+    }
+    Ok(connect)
+}
+
 /// Creates the streams, consumers and buckets, or updates them in place to `options`
 /// (ack wait, lock TTL), keeping their messages and keys.
 async fn ensure_layout(js: &JetStream, options: &BrokerOptions) -> Result<(kv::Store, kv::Store)> {
@@ -219,4 +244,31 @@ async fn bucket(js: &JetStream, name: &str, ttl: Duration) -> Result<kv::Store> 
         .map_err(Error::broker)?;
     tracing::info!(bucket = name, ttl = ?ttl, "key-value bucket in place");
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use qleetos_crds::notification::Sensitive;
+
+    use super::*;
+
+    #[test]
+    fn options_debug_shows_no_credential() {
+        let options = BrokerOptions {
+            url: "nats://qleet:hunter2@nats:4222".into(),
+            auth: NatsAuth {
+                token: Some(Sensitive::new("t0ken")),
+                ..NatsAuth::default()
+            },
+            name: "replica".into(),
+            ack_wait: Duration::from_secs(90),
+            lock_ttl: Duration::from_secs(75),
+        };
+        let debug = format!("{options:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("t0ken"),
+            "{debug}"
+        );
+        assert!(debug.contains("nats://***@nats:4222"), "{debug}");
+    }
 }

@@ -232,14 +232,18 @@ async fn notify_runtimes(
     .await;
 }
 
-/// A changed kubeconfig Secret notifies the runtimes using it.
+/// A changed kubeconfig Secret notifies the runtimes using it. Only QleetOS's own namespace
+/// is watched: kubeconfig Secrets elsewhere are never read.
 async fn notify_secret_owners(
     publisher: &Publisher,
     ctx: &Context,
     runtimes: &Store<KubernetesRuntime>,
 ) {
     let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
+        Api::<PartialObjectMeta<Secret>>::namespaced(
+            ctx.client.clone(),
+            &ctx.settings.system_namespace,
+        ),
         watcher::Config::default(),
     )
     .default_backoff()
