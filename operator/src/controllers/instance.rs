@@ -15,7 +15,10 @@ use super::{apply_status, name_of, namespace_of};
 use crate::context::{Context, Next, key_of};
 use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
-use crate::health::{WATCHED_KINDS, describe_unhealthy, health_of};
+use crate::health::{
+    ROLLOUT_FAILED, WATCHED_KINDS, add_pod_failure, describe_failures, describe_unhealthy,
+    health_of,
+};
 use crate::render::{Owner, render};
 use crate::runtime_client::{RuntimeClient, describe};
 
@@ -196,7 +199,10 @@ async fn read_health(
     {
         if let Some(live) = client.get(object).await? {
             let value = serde_json::to_value(&live).unwrap_or_default();
-            health.extend(health_of(&value));
+            if let Some(mut rollout) = health_of(&value) {
+                add_pod_failure(client.client(), &value, &mut rollout).await;
+                health.push(rollout);
+            }
         }
     }
     Ok(health)
@@ -214,7 +220,10 @@ fn ready_condition(instance: &WorkloadInstance, outcome: &Outcome, healthy: bool
                 outcome.inventory.len()
             ),
         ),
-        None => Condition::ready(false, "Progressing", describe_unhealthy(&outcome.health)),
+        None => match describe_failures(&outcome.health) {
+            Some(failures) => Condition::ready(false, ROLLOUT_FAILED, failures),
+            None => Condition::ready(false, "Progressing", describe_unhealthy(&outcome.health)),
+        },
     };
     condition.with_generation(instance.metadata.generation)
 }
