@@ -2,6 +2,7 @@
 //! One shared environment (a management cluster and two workload clusters) serves the
 //! scenarios that can run side by side; disruptive ones start an environment of their own.
 
+mod found;
 mod foundation;
 mod gateway;
 mod harness;
@@ -50,6 +51,7 @@ fn main() {
     .map(|(name, scenario)| harness::shared_trial(name, &runtime, &shared_env, scenario))
     .collect();
     trials.extend(gateway::trials(&runtime, &shared_env, dir.path()));
+    trials.extend(found::trials(&runtime, &shared_env));
     let (queue_trials, queue_env) = queue::trials(&runtime, &shared_env, dir.path());
     trials.extend(queue_trials);
     trials.push(harness::own_trial(
