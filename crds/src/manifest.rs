@@ -131,8 +131,7 @@ pub(crate) fn manifest_list_schema(generator: &mut SchemaGenerator) -> Schema {
         "x-kubernetes-validations": [{
             "rule": unique_objects_rule(),
             "messageExpression": unique_objects_message(),
-            "message": UNIQUE_OBJECTS_MESSAGE,
-            "reason": "FieldValueDuplicate"
+            "message": UNIQUE_OBJECTS_MESSAGE
         }]
     })
 }

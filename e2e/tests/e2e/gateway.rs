@@ -752,7 +752,8 @@ async fn gateway_wait_reports_rollout_success_and_timeout(
     )
     .await?;
     wait_workload_ready(&client, ns, "web").await?;
-    let rules = json!([{"apiGroups": ["qleetos.io"], "resources": ["workloads"], "verbs": ["get", "patch"]}]);
+    // `watch` too: the SSE watch below needs it (without it the gateway answers 403).
+    let rules = json!([{"apiGroups": ["qleetos.io"], "resources": ["workloads"], "verbs": ["get", "patch", "watch"]}]);
     let token = service_account_token(&client, ns, "ci", rules, None).await?;
 
     let started = Instant::now();
