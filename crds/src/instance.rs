@@ -55,7 +55,7 @@ pub struct WorkloadInstanceSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("runtimeRef is immutable: create a new instance to move a workload"))]
     pub runtime_ref: RuntimeRef,
     /// The Kubernetes objects to apply to the runtime.
-    #[schemars(length(min = 1, max = 200))]
+    #[schemars(schema_with = "crate::manifest::manifest_list_schema")]
     pub manifests: Vec<Manifest>,
     /// Container name → image overrides applied to every pod template before applying.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -181,4 +181,12 @@ pub struct ResourceHealth {
     pub available: i64,
     /// Whether the rollout is complete and every replica available.
     pub healthy: bool,
+    /// Why the rollout cannot progress, as the runtime reports it: a failure condition
+    /// (`ReplicaFailure`, `ProgressDeadlineExceeded`) or a pod-level error (`ImagePullBackOff`,
+    /// `CrashLoopBackOff`, ...). Absent while the rollout progresses or is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The runtime's message for `reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }

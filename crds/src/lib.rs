@@ -21,7 +21,10 @@ pub use instance::{
     AppliedObject, ResourceHealth, RuntimeRef, WorkloadInstance, WorkloadInstanceSpec,
     WorkloadInstanceStatus, WorkloadRef,
 };
-pub use manifest::Manifest;
+pub use manifest::{
+    CONTAINER_LISTS, MAX_MANIFESTS, Manifest, UNIQUE_OBJECTS_MESSAGE, container_names,
+    describe_unmatched_image_keys, unmatched_image_keys,
+};
 pub use runtime::{
     DeletionPolicy, KubernetesRuntime, KubernetesRuntimeSpec, KubernetesRuntimeStatus,
     RuntimeConnection, SecretKeyRef,

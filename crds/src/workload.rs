@@ -48,7 +48,7 @@ pub struct WorkloadSpec {
     /// The Kubernetes objects making up the workload (Deployments, Services, ConfigMaps, any
     /// kind the runtime serves). Namespaced objects without `metadata.namespace` go to the
     /// namespace of the same name as this Workload's.
-    #[schemars(length(min = 1, max = 200))]
+    #[schemars(schema_with = "crate::manifest::manifest_list_schema")]
     pub manifests: Vec<Manifest>,
     /// Container name → image. Overrides the image of every container (and init container)
     /// with that name in every pod template of the manifests. CI updates these.

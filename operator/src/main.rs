@@ -166,7 +166,13 @@ async fn main() -> anyhow::Result<()> {
         broker = connecting => broker.context("connecting to NATS")?,
         () = shutdown.cancelled() => return Ok(()),
     };
-    start_background(&mut supervisor, &broker, &ctx, cache_writers, tenancy_writers);
+    start_background(
+        &mut supervisor,
+        &broker,
+        &ctx,
+        cache_writers,
+        tenancy_writers,
+    );
     let worker = Worker {
         broker: broker.clone(),
         ctx: ctx.clone(),

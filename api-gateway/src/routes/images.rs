@@ -12,10 +12,9 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use kube::api::GetParams;
-use kube::api::Patch;
-use qleetos_crds::Workload;
+use kube::api::{GetParams, Patch, PatchParams};
 use qleetos_crds::notification::QleetKind;
+use qleetos_crds::{Workload, describe_unmatched_image_keys, unmatched_image_keys};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -92,13 +91,9 @@ pub async fn set_images(
     let wait = wait_duration(&query, state.settings().max_wait)?;
     let request = parse_request(&body_bytes(body)?)?;
     let patch = json!({"spec": {"images": request.images}});
-    let http_request =
-        path.request::<Workload>()
-            .patch(path.name(), &patch_params(), &Patch::Merge(&patch))?;
-    let updated = match caller.send(http_request).await {
-        Ok(updated) => updated,
-        Err(e) => return Err(with_retry_version::<Workload>(&caller, &path, path.name(), e).await),
-    };
+    let preview = send_patch(&caller, &path, &patch, dry_run_params()).await?;
+    reject_unknown_containers(&decode(preview)?, &request)?;
+    let updated = send_patch(&caller, &path, &patch, patch_params()).await?;
     state
         .notifier()
         .publish(QleetKind::Workload, &updated, state.metrics());
@@ -127,6 +122,43 @@ pub async fn set_images(
     };
     response.rollout = Some(report);
     Ok((code, Json(response)).into_response())
+}
+
+/// The merge patch of `spec.images` as the caller (only `patch` on the Workload is needed).
+async fn send_patch(
+    caller: &Caller,
+    path: &ObjectPath,
+    patch: &Value,
+    params: PatchParams,
+) -> Result<Value, ApiError> {
+    let request = path
+        .request::<Workload>()
+        .patch(path.name(), &params, &Patch::Merge(patch))?;
+    match caller.send(request).await {
+        Ok(object) => Ok(object),
+        Err(e) => Err(with_retry_version::<Workload>(caller, path, path.name(), e).await),
+    }
+}
+
+fn dry_run_params() -> PatchParams {
+    PatchParams {
+        dry_run: true,
+        ..patch_params()
+    }
+}
+
+/// 422 when an image key names no container of the Workload's pod templates: the override
+/// would change nothing, so the caller's rollout would never happen.
+fn reject_unknown_containers(workload: &Workload, request: &ImagesRequest) -> Result<(), ApiError> {
+    let manifests = &workload.spec.manifests;
+    let unmatched = unmatched_image_keys(manifests, request.images.keys());
+    if unmatched.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::Invalid(format!(
+        "{}; nothing was changed",
+        describe_unmatched_image_keys(manifests, &unmatched)
+    )))
 }
 
 fn decode(object: Value) -> Result<Workload, ApiError> {
@@ -168,6 +200,32 @@ async fn wait_for_rollout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_keys_must_name_a_container() {
+        let workload: Workload = serde_json::from_value(json!({
+            "apiVersion": "qleetos.io/v1alpha1", "kind": "Workload",
+            "metadata": {"name": "web", "namespace": "ci"},
+            "spec": {
+                "manifests": [{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                    "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx"}]}}}}],
+                "placement": {"regions": ["eu"]}
+            }
+        }))
+        .expect("workload");
+        let known = parse_request(br#"{"images": {"web": "nginx:1.28"}}"#).expect("valid");
+        assert!(reject_unknown_containers(&workload, &known).is_ok());
+        let unknown =
+            parse_request(br#"{"images": {"web": "nginx:1.28", "wbe": "x:1"}}"#).expect("valid");
+        let error = reject_unknown_containers(&workload, &unknown).expect_err("unknown key");
+        assert_eq!(error.status().as_u16(), 422);
+        let message = error.body().message;
+        assert!(message.contains("pod template: wbe;"), "{message}");
+        assert!(
+            message.contains("containers are: web; nothing was changed"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn parses_image_requests() {

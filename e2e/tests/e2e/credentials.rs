@@ -73,6 +73,7 @@ async fn put_runtime(client: &Client, name: &str, secret_namespace: &str) -> Res
             provider: "local".into(),
             region: format!("{name}-region"),
             location: None,
+            deletion_policy: Default::default(),
             connection: RuntimeConnection {
                 kubeconfig_secret_ref: SecretKeyRef {
                     namespace: secret_namespace.to_owned(),

@@ -35,7 +35,7 @@ type GatewayScenario =
 static SHARED_GATEWAY: OnceCell<std::result::Result<GatewayProcess, String>> =
     OnceCell::const_new();
 
-async fn shared_gateway(env: &Environment) -> Result<&'static GatewayProcess> {
+pub(crate) async fn shared_gateway(env: &Environment) -> Result<&'static GatewayProcess> {
     let gateway = SHARED_GATEWAY
         .get_or_init(|| async {
             GatewayProcess::start(
@@ -103,7 +103,7 @@ fn http() -> reqwest::Client {
 }
 
 /// One call to the gateway with a bearer token (or none); returns status and JSON body.
-async fn call(
+pub(crate) async fn call(
     gateway: &GatewayProcess,
     token: Option<&str>,
     method: Method,
@@ -129,12 +129,12 @@ async fn call(
     Ok((status, json))
 }
 
-const JSON: &str = "application/json";
+pub(crate) const JSON: &str = "application/json";
 const MERGE: &str = "application/merge-patch+json";
 
 /// A ServiceAccount with `rules` in `namespace` (a Role) and `cluster_rules` (a ClusterRole),
 /// and a fresh token for it.
-async fn service_account_token(
+pub(crate) async fn service_account_token(
     client: &Client,
     namespace: &str,
     name: &str,
@@ -752,7 +752,8 @@ async fn gateway_wait_reports_rollout_success_and_timeout(
     )
     .await?;
     wait_workload_ready(&client, ns, "web").await?;
-    let rules = json!([{"apiGroups": ["qleetos.io"], "resources": ["workloads"], "verbs": ["get", "patch"]}]);
+    // `watch` too: the SSE watch below needs it (without it the gateway answers 403).
+    let rules = json!([{"apiGroups": ["qleetos.io"], "resources": ["workloads"], "verbs": ["get", "patch", "watch"]}]);
     let token = service_account_token(&client, ns, "ci", rules, None).await?;
 
     let started = Instant::now();

@@ -3,6 +3,7 @@
 //! scenarios that can run side by side; disruptive ones start an environment of their own.
 
 mod credentials;
+mod found;
 mod foundation;
 mod gateway;
 mod harness;
@@ -63,6 +64,7 @@ fn main() {
     .collect();
     trials.extend(gateway::trials(&runtime, &shared_env, dir.path()));
     trials.extend(credentials::trials(&runtime, &shared_env, dir.path()));
+    trials.extend(found::trials(&runtime, &shared_env));
     let (queue_trials, queue_env) = queue::trials(&runtime, &shared_env, dir.path());
     trials.extend(queue_trials);
     trials.push(harness::own_trial(

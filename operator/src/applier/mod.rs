@@ -7,7 +7,7 @@ pub mod inventory;
 use qleetos_crds::{AppliedObject, Manifest, ResourceHealth};
 
 use crate::error::{Error, Result};
-use crate::health::{WATCHED_KINDS, health_of};
+use crate::health::{WATCHED_KINDS, add_pod_failure, health_of};
 use crate::runtime_client::{Deletion, Ownership, Resolved, RuntimeClient, describe};
 
 /// One object an owner wants in the runtime.
@@ -171,7 +171,10 @@ pub async fn read_health(
     {
         if let Some(live) = client.get(object).await? {
             let value = serde_json::to_value(&live).unwrap_or_default();
-            health.extend(health_of(&value));
+            if let Some(mut rollout) = health_of(&value) {
+                add_pod_failure(client.client(), &value, &mut rollout).await;
+                health.push(rollout);
+            }
         }
     }
     Ok(health)

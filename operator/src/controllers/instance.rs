@@ -18,7 +18,7 @@ use crate::applier::{self, Applier, Desired, Outcome};
 use crate::context::{Context, Next, key_of};
 use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
-use crate::health::describe_unhealthy;
+use crate::health::{ROLLOUT_FAILED, describe_failures, describe_unhealthy};
 use crate::render::{Owner, field_manager, render};
 use crate::runtime_client::{RuntimeClient, describe};
 use crate::tenancy::{Fence, Target};
@@ -417,7 +417,10 @@ fn ready_condition(
                 outcome.inventory.len()
             ),
         ),
-        None => Condition::ready(false, "Progressing", describe_unhealthy(health)),
+        None => match describe_failures(health) {
+            Some(failures) => Condition::ready(false, ROLLOUT_FAILED, failures),
+            None => Condition::ready(false, "Progressing", describe_unhealthy(health)),
+        },
     };
     condition.with_generation(instance.metadata.generation)
 }

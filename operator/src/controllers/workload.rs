@@ -7,10 +7,12 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use qleetos_crds::{
     Condition, DeletionPolicy, FIELD_MANAGER, KubernetesRuntime, PlacementStatus, RuntimeRef,
     Workload, WorkloadInstance, WorkloadInstanceSpec, WorkloadRef, WorkloadStatus,
+    describe_unmatched_image_keys, unmatched_image_keys,
 };
 
 use super::{apply_status, name_of, namespace_of};
@@ -314,12 +316,114 @@ fn is_failure(reason: &str) -> bool {
     )
 }
 
+/// Ready=False `UnknownImageContainer` when `spec.images` names a container no pod template
+/// has (the override would change nothing), keeping what the placements say in the message.
+fn with_image_check(workload: &Workload, ready: Condition) -> Condition {
+    let spec = &workload.spec;
+    let unmatched = unmatched_image_keys(&spec.manifests, spec.images.keys());
+    if unmatched.is_empty() {
+        return ready;
+    }
+    let mut message = describe_unmatched_image_keys(&spec.manifests, &unmatched);
+    if !ready.is_true() {
+        message.push_str(&format!(
+            "; placements: {}: {}",
+            ready.reason, ready.message
+        ));
+    }
+    Condition::ready(false, UNKNOWN_IMAGE_CONTAINER, message)
+}
+
+/// Ready reason of a Workload whose `spec.images` names a container no pod template has.
+pub const UNKNOWN_IMAGE_CONTAINER: &str = "UnknownImageContainer";
+
+/// A placement that started or stopped failing since the last status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PlacementChange<'a> {
+    Failed(&'a PlacementStatus),
+    Recovered(&'a PlacementStatus),
+}
+
+fn is_failing(placement: &PlacementStatus) -> bool {
+    !placement.ready && is_failure(&placement.reason)
+}
+
+/// The placements whose failure started (or changed reason) or ended between `previous` and
+/// `current`, so each transition is told once, not on every reconcile.
+fn placement_changes<'a>(
+    previous: &[PlacementStatus],
+    current: &'a [PlacementStatus],
+) -> Vec<PlacementChange<'a>> {
+    current
+        .iter()
+        .filter_map(|now| {
+            let before = previous.iter().find(|p| p.runtime == now.runtime);
+            let failed_before = before.filter(|p| is_failing(p));
+            match (failed_before, is_failing(now)) {
+                (Some(before), true) if before.reason == now.reason => None,
+                (_, true) => Some(PlacementChange::Failed(now)),
+                (Some(_), false) => Some(PlacementChange::Recovered(now)),
+                (None, false) => None,
+            }
+        })
+        .collect()
+}
+
+/// Events on the Workload for what changed since its last status: placements that fail or
+/// recover, and an image key turning unknown.
+async fn emit_events(
+    workload: &Workload,
+    ctx: &Context,
+    placements: &[PlacementStatus],
+    ready: &Condition,
+) {
+    let previous = workload.status.clone().unwrap_or_default();
+    for change in placement_changes(&previous.placements, placements) {
+        let (type_, reason, note) = match change {
+            PlacementChange::Failed(p) => (
+                EventType::Warning,
+                "PlacementFailed",
+                format!("runtime {}: {}: {}", p.runtime, p.reason, p.message),
+            ),
+            PlacementChange::Recovered(p) => (
+                EventType::Normal,
+                "PlacementRecovered",
+                format!("runtime {}: no longer failing ({})", p.runtime, p.reason),
+            ),
+        };
+        ctx.event(workload, type_, reason, event_note(note)).await;
+    }
+    let was_unknown_image = qleetos_crds::Conditions::condition(&previous, qleetos_crds::READY)
+        .is_some_and(|c| c.reason == UNKNOWN_IMAGE_CONTAINER);
+    if ready.reason == UNKNOWN_IMAGE_CONTAINER && !was_unknown_image {
+        let note = event_note(ready.message.clone());
+        ctx.event(workload, EventType::Warning, UNKNOWN_IMAGE_CONTAINER, note)
+            .await;
+    }
+}
+
+/// Event notes are limited to 1 kB by the API server.
+fn event_note(mut note: String) -> String {
+    const MAX: usize = 1000;
+    if note.len() > MAX {
+        let mut end = MAX - 3;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str("...");
+    }
+    note
+}
+
 async fn write_status(
     workload: &Workload,
     ctx: &Context,
     placements: Vec<PlacementStatus>,
     ready: Condition,
 ) -> Result<()> {
+    let ready = with_image_check(workload, ready);
+    emit_events(workload, ctx, &placements, &ready).await;
     let ready_count = placements.iter().filter(|p| p.ready).count();
     let previous = workload
         .status
@@ -431,6 +535,89 @@ mod tests {
         let failed = ready_condition(&[placement("a", false, "ApplyFailed")], 0);
         assert_eq!(failed.reason, "PlacementFailed");
         assert!(failed.message.contains("a: ApplyFailed"));
+    }
+
+    fn failing(runtime: &str, reason: &str) -> PlacementStatus {
+        PlacementStatus {
+            message: "why".into(),
+            ..placement(runtime, false, reason)
+        }
+    }
+
+    #[test]
+    fn placement_failures_are_told_once_per_transition() {
+        let progressing = [placement("a", false, "Progressing")];
+        let failed = [failing("a", "RolloutFailed")];
+        assert_eq!(
+            placement_changes(&progressing, &failed),
+            [PlacementChange::Failed(&failed[0])]
+        );
+        assert_eq!(placement_changes(&failed, &failed), []);
+        let other_failure = [failing("a", "ApplyFailed")];
+        assert_eq!(
+            placement_changes(&failed, &other_failure),
+            [PlacementChange::Failed(&other_failure[0])]
+        );
+        let recovered = [placement("a", true, "RolledOut")];
+        assert_eq!(
+            placement_changes(&failed, &recovered),
+            [PlacementChange::Recovered(&recovered[0])]
+        );
+        assert_eq!(placement_changes(&progressing, &recovered), []);
+        let new_failing = [failing("b", "RuntimeUnreachable")];
+        assert_eq!(
+            placement_changes(&[], &new_failing),
+            [PlacementChange::Failed(&new_failing[0])]
+        );
+    }
+
+    fn workload_with_images(images: &[(&str, &str)]) -> Workload {
+        let spec = serde_json::json!({
+            "manifests": [{
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx"}]}}}
+            }],
+            "images": images.iter().copied().collect::<std::collections::BTreeMap<_, _>>(),
+            "placement": {"regions": ["eu"]}
+        });
+        Workload::new("web", serde_json::from_value(spec).expect("spec"))
+    }
+
+    #[test]
+    fn unknown_image_keys_make_the_workload_not_ready() {
+        let ready = Condition::ready(true, "AllPlacementsReady", "ready on 1 runtime(s)");
+        let checked = with_image_check(&workload_with_images(&[("wbe", "nginx:2")]), ready.clone());
+        assert!(!checked.is_true());
+        assert_eq!(checked.reason, UNKNOWN_IMAGE_CONTAINER);
+        assert!(
+            checked.message.contains("pod template: wbe;"),
+            "{}",
+            checked.message
+        );
+        assert!(
+            checked.message.contains("containers are: web"),
+            "{}",
+            checked.message
+        );
+        let fine = with_image_check(&workload_with_images(&[("web", "nginx:2")]), ready);
+        assert!(fine.is_true());
+        let failing = Condition::ready(false, "PlacementFailed", "a: ApplyFailed x");
+        let both = with_image_check(&workload_with_images(&[("db", "pg")]), failing);
+        assert!(
+            both.message
+                .ends_with("placements: PlacementFailed: a: ApplyFailed x")
+        );
+    }
+
+    #[test]
+    fn long_event_notes_are_cut_on_a_character_boundary() {
+        let note = event_note("é".repeat(600));
+        assert!(
+            note.len() <= 1000 && note.ends_with("..."),
+            "{}",
+            note.len()
+        );
+        assert_eq!(event_note("short".into()), "short");
     }
 
     #[test]
