@@ -40,12 +40,12 @@ use crate::condition::{Condition, Conditions};
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("size(self.namespaces) > 0 || has(self.namespaceSelector)").message("a TenantPolicy needs namespaces or a namespaceSelector"))]
+#[x_kube(validation = Rule::new("(has(self.namespaces) && size(self.namespaces) > 0) || has(self.namespaceSelector)").message("a TenantPolicy needs namespaces or a namespaceSelector"))]
 #[serde(rename_all = "camelCase")]
 pub struct TenantPolicySpec {
     /// Management namespaces this policy applies to, by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63)))]
     pub namespaces: Vec<String>,
     /// Management namespaces this policy applies to, by label. An empty selector selects
     /// every namespace.
@@ -60,7 +60,12 @@ pub struct TenantPolicySpec {
     /// `kube-node-lease` and QleetOS's own namespace are only allowed when listed by exact name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
-    #[x_kube(validation = Rule::new("self.all(n, n == '$(namespace)' || n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') || n.matches('^[a-z0-9][-a-z0-9]*[*]$'))").message("targetNamespaces entries are namespace names, prefixes ending in `*` such as `team-a-*`, or `$(namespace)`"))]
+    #[schemars(inner(
+        length(max = 63),
+        regex(
+            pattern = r"^(\$\(namespace\)|[a-z0-9]([-a-z0-9]*[a-z0-9])?|[a-z0-9][-a-z0-9]*[*])$"
+        )
+    ))]
     pub target_namespaces: Vec<String>,
     /// Namespaced kinds the tenant may create; absent: every namespaced kind (the runtime's
     /// RBAC for the tenant identity still applies).

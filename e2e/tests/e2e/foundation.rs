@@ -214,6 +214,7 @@ pub async fn invalid_manifests_report_the_api_server_message(env: &Environment) 
     )
     .await?;
     let mut bad_field = web_manifests(1, "nginx:1.27").remove(0);
+    bad_field["metadata"]["name"] = json!("bad-field");
     bad_field["spec"]["replicaz"] = json!(3);
     apply_workload(
         &client,

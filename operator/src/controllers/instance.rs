@@ -161,7 +161,7 @@ async fn plan(instance: &WorkloadInstance, ctx: &Context) -> Result<Plan, Box<Ho
     }
     if !runtime.is_ready() {
         return Err(Hold::waiting(
-            "WaitingForRuntime",
+            runtime_wait_reason(&runtime),
             runtime_not_ready(&runtime),
         ));
     }
@@ -189,6 +189,19 @@ async fn find_runtime(ctx: &Context, name: &str) -> Option<KubernetesRuntime> {
         .await
         .ok()
         .flatten()
+}
+
+/// The runtime's own failure reason (e.g. `RuntimeUnreachable`, which the Workload reports
+/// as a failed placement); `RuntimeDeleting` or `WaitingForRuntime` for normal waits.
+fn runtime_wait_reason(runtime: &KubernetesRuntime) -> &str {
+    if runtime.metadata.deletion_timestamp.is_some() {
+        return "RuntimeDeleting";
+    }
+    runtime
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(qleetos_crds::READY))
+        .map_or("WaitingForRuntime", |c| c.reason.as_str())
 }
 
 fn runtime_not_ready(runtime: &KubernetesRuntime) -> String {
