@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use qleetos_api_gateway::notify::Notifier;
 use qleetos_api_gateway::{AppState, Settings, app};
-use qleetos_crds::notification::{NatsAuth, Sensitive, redact_url};
+use qleetos_crds::notification::{NatsAuth, redact_url};
 use tracing_subscriber::EnvFilter;
 
 /// QleetOS REST gateway. Reaches the management cluster through KUBECONFIG (or in-cluster
@@ -28,31 +28,8 @@ struct Args {
     /// NATS server for change notifications; without it the operator's watchers notice writes.
     #[arg(long, env = "QLEETOS_NATS_URL")]
     nats_url: Option<String>,
-    /// NATS user name (with --nats-password).
-    #[arg(long, env = "QLEETOS_NATS_USER", requires = "nats_password")]
-    nats_user: Option<String>,
-    /// NATS password of --nats-user.
-    #[arg(
-        long,
-        env = "QLEETOS_NATS_PASSWORD",
-        requires = "nats_user",
-        hide_env_values = true
-    )]
-    nats_password: Option<Sensitive>,
-    /// NATS authentication token.
-    #[arg(
-        long,
-        env = "QLEETOS_NATS_TOKEN",
-        conflicts_with = "nats_user",
-        hide_env_values = true
-    )]
-    nats_token: Option<Sensitive>,
-    /// NATS credentials file (.creds), when the server requires one.
-    #[arg(long, env = "QLEETOS_NATS_CREDS")]
-    nats_creds: Option<PathBuf>,
-    /// CA certificate to verify a TLS NATS server (enables TLS).
-    #[arg(long, env = "QLEETOS_NATS_TLS_CA")]
-    nats_tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    nats: NatsAuth,
     /// Time limit of a request (except `?wait=` and watch streams).
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     request_timeout: u64,
@@ -78,13 +55,7 @@ async fn main() -> anyhow::Result<()> {
     config.connect_timeout = Some(Duration::from_secs(args.connect_timeout));
     config.read_timeout = Some(Duration::from_secs(60));
     let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
-    let auth = NatsAuth {
-        user: args.nats_user.clone(),
-        password: args.nats_password.clone(),
-        token: args.nats_token.clone(),
-        credentials_file: args.nats_creds.clone(),
-        tls_ca: args.nats_tls_ca.clone(),
-    };
+    let auth = args.nats.clone();
     let (nats_url, auth) = match &args.nats_url {
         Some(url) => {
             tracing::info!(nats = %redact_url(url), "notifying the Qleets through NATS");

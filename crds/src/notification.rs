@@ -165,16 +165,46 @@ impl std::str::FromStr for Sensitive {
 }
 
 /// How the operator and the gateway authenticate to NATS (all optional, combinable with TLS).
+/// With the `cli` feature it is also the binaries' `--nats-*` flags (`#[command(flatten)]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct NatsAuth {
-    /// User name and password (`authorization { user, password }` on the server).
+    /// NATS user name (with --nats-password).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long = "nats-user", env = "QLEETOS_NATS_USER", requires = "password")
+    )]
     pub user: Option<String>,
+    /// NATS password of --nats-user.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long = "nats-password",
+            env = "QLEETOS_NATS_PASSWORD",
+            requires = "user",
+            hide_env_values = true
+        )
+    )]
     pub password: Option<Sensitive>,
-    /// Token (`authorization { token }` on the server).
+    /// NATS authentication token.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long = "nats-token",
+            env = "QLEETOS_NATS_TOKEN",
+            conflicts_with = "user",
+            hide_env_values = true
+        )
+    )]
     pub token: Option<Sensitive>,
-    /// NATS credentials file (`.creds`: user JWT and NKey seed).
+    /// NATS credentials file (.creds: user JWT and NKey seed), when the server requires one.
+    #[cfg_attr(feature = "cli", arg(long = "nats-creds", env = "QLEETOS_NATS_CREDS"))]
     pub credentials_file: Option<std::path::PathBuf>,
-    /// CA certificate to verify the server with; enables TLS.
+    /// CA certificate to verify a TLS NATS server (enables TLS).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long = "nats-tls-ca", env = "QLEETOS_NATS_TLS_CA")
+    )]
     pub tls_ca: Option<std::path::PathBuf>,
 }
 

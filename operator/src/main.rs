@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use qleetos_crds::notification::{NatsAuth, QleetKind, Sensitive, redact_url};
+use qleetos_crds::notification::{NatsAuth, QleetKind, redact_url};
 use qleetos_operator::context::{CacheWriters, Context, Settings, TenancyWriters, caches};
 use qleetos_operator::controllers::{instance_qleet, runtime_qleet, workload_qleet};
 use qleetos_operator::kubeconfig::KubeconfigPolicy;
@@ -77,31 +77,8 @@ struct Args {
     /// credentials (the flags below win) and never logged.
     #[arg(long, env = "QLEETOS_NATS_URL")]
     nats_url: String,
-    /// NATS user name (with --nats-password).
-    #[arg(long, env = "QLEETOS_NATS_USER", requires = "nats_password")]
-    nats_user: Option<String>,
-    /// NATS password of --nats-user.
-    #[arg(
-        long,
-        env = "QLEETOS_NATS_PASSWORD",
-        requires = "nats_user",
-        hide_env_values = true
-    )]
-    nats_password: Option<Sensitive>,
-    /// NATS authentication token.
-    #[arg(
-        long,
-        env = "QLEETOS_NATS_TOKEN",
-        conflicts_with = "nats_user",
-        hide_env_values = true
-    )]
-    nats_token: Option<Sensitive>,
-    /// NATS credentials file (.creds), when the server requires one.
-    #[arg(long, env = "QLEETOS_NATS_CREDS")]
-    nats_creds: Option<std::path::PathBuf>,
-    /// CA certificate to verify a TLS NATS server (enables TLS).
-    #[arg(long, env = "QLEETOS_NATS_TLS_CA")]
-    nats_tls_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    nats: NatsAuth,
     /// Accept kubeconfigs with `exec` credential plugins or `auth-provider`s (they run
     /// programs inside the operator).
     #[arg(long, env = "QLEETOS_ALLOW_KUBECONFIG_EXEC")]
@@ -205,14 +182,7 @@ fn settings(args: &Args) -> Settings {
 }
 
 fn broker_options(args: &Args, replica: &str) -> BrokerOptions {
-    let (url, auth) = NatsAuth {
-        user: args.nats_user.clone(),
-        password: args.nats_password.clone(),
-        token: args.nats_token.clone(),
-        credentials_file: args.nats_creds.clone(),
-        tls_ca: args.nats_tls_ca.clone(),
-    }
-    .take_url_credentials(&args.nats_url);
+    let (url, auth) = args.nats.clone().take_url_credentials(&args.nats_url);
     BrokerOptions {
         url,
         auth,

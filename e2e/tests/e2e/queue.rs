@@ -297,18 +297,30 @@ pub async fn two_replicas_share_work_without_overlap(env: &mut Environment) -> R
     Ok(())
 }
 
-pub async fn surviving_replica_finishes_after_sigkill(env: &mut Environment) -> Result<()> {
-    let (ns, client) = ("q-sigkill", env.management_client().await?);
+/// Two fresh replicas, a burst of 200 Workloads, and a quarter of it Ready (but not all: the
+/// disruption that follows, `what`, must hit a burst in progress).
+async fn two_replicas_a_quarter_into_a_burst(
+    env: &mut Environment,
+    client: &Client,
+    ns: &str,
+    what: &str,
+) -> Result<()> {
     restart_replicas(env, 2).await?;
-    apply_burst(&client, ns, 200).await?;
+    apply_burst(client, ns, 200).await?;
     eventually("a quarter of the burst ready", BURST_TIMEOUT, || async {
-        Ok((ready_count(&client, ns).await? >= 50).then_some(()))
+        Ok((ready_count(client, ns).await? >= 50).then_some(()))
     })
     .await?;
     ensure!(
-        ready_count(&client, ns).await? < 200,
-        "burst finished before the kill; nothing was tested"
+        ready_count(client, ns).await? < 200,
+        "burst finished before {what}; nothing was tested"
     );
+    Ok(())
+}
+
+pub async fn surviving_replica_finishes_after_sigkill(env: &mut Environment) -> Result<()> {
+    let (ns, client) = ("q-sigkill", env.management_client().await?);
+    two_replicas_a_quarter_into_a_burst(env, &client, ns, "the kill").await?;
     let killed = Instant::now();
     env.operators_mut()[0].kill();
     let finish = watch_finish(&client, ns, 200, killed).await?;
@@ -367,16 +379,7 @@ pub async fn pull_stream_interruption_cancels_nothing(env: &mut Environment) -> 
 /// releases its locks and exits 0 within the reconcile timeout; the other one finishes.
 pub async fn sigterm_drains_a_replica_mid_burst(env: &mut Environment) -> Result<()> {
     let (ns, client) = ("q-sigterm", env.management_client().await?);
-    restart_replicas(env, 2).await?;
-    apply_burst(&client, ns, 200).await?;
-    eventually("a quarter of the burst ready", BURST_TIMEOUT, || async {
-        Ok((ready_count(&client, ns).await? >= 50).then_some(()))
-    })
-    .await?;
-    ensure!(
-        ready_count(&client, ns).await? < 200,
-        "burst finished before SIGTERM; nothing was tested"
-    );
+    two_replicas_a_quarter_into_a_burst(env, &client, ns, "SIGTERM").await?;
     let terminated = Instant::now();
     let draining = &mut env.operators_mut()[0];
     let status = draining
