@@ -337,11 +337,7 @@ async fn hold_pass(instance: &WorkloadInstance, ctx: &Context, hold: Box<Hold>) 
     }
     let condition = hold.condition.with_generation(instance.metadata.generation);
     let previous = previous_inventory(instance);
-    let health = instance
-        .status
-        .as_ref()
-        .map(|s| s.health.clone())
-        .unwrap_or_default();
+    let health = previous_health(instance);
     write_status(instance, ctx, previous, health, condition).await?;
     Ok(hold.next)
 }
@@ -357,11 +353,7 @@ async fn record_inventory(
         observed_generation: instance.status.as_ref().and_then(|s| s.observed_generation),
         applied_count: count(&inventory),
         applied_objects: inventory,
-        health: instance
-            .status
-            .as_ref()
-            .map(|s| s.health.clone())
-            .unwrap_or_default(),
+        health: previous_health(instance),
     };
     apply_status(&instance_api(instance, ctx)?, &name_of(instance)?, &status).await
 }
@@ -393,11 +385,7 @@ async fn write_condition(
     {
         return Ok(());
     }
-    let health = instance
-        .status
-        .as_ref()
-        .map(|s| s.health.clone())
-        .unwrap_or_default();
+    let health = previous_health(instance);
     let ready = ready.with_generation(instance.metadata.generation);
     write_status(instance, ctx, previous_inventory(instance), health, ready).await
 }
@@ -510,6 +498,14 @@ fn previous_inventory(instance: &WorkloadInstance) -> Vec<AppliedObject> {
         .status
         .as_ref()
         .map(|s| s.applied_objects.clone())
+        .unwrap_or_default()
+}
+
+fn previous_health(instance: &WorkloadInstance) -> Vec<ResourceHealth> {
+    instance
+        .status
+        .as_ref()
+        .map(|s| s.health.clone())
         .unwrap_or_default()
 }
 

@@ -458,19 +458,12 @@ async fn cleanup(workload: &Workload, ctx: &Context) -> Result<bool> {
 /// `<workload>-<runtime>-<hash>`: the hash of the pair keeps `a-b` on `c` and `a` on `b-c`
 /// apart; the prefix is shortened when the name would exceed a DNS subdomain.
 pub fn instance_name(workload: &str, runtime: &str) -> String {
-    const MAX: usize = 253;
-    let suffix = format!(
-        "-{:08x}",
-        fnv1a(format!("{workload}/{runtime}").as_bytes()) as u32
-    );
-    let mut prefix: String = format!("{workload}-{runtime}")
-        .chars()
-        .take(MAX - suffix.len())
-        .collect();
-    while prefix.ends_with(['-', '.']) {
-        prefix.pop();
-    }
-    format!("{prefix}{suffix}")
+    let hash = fnv1a(format!("{workload}/{runtime}").as_bytes()) as u32;
+    cut_with_suffix(
+        &format!("{workload}-{runtime}"),
+        253,
+        &format!("-{hash:08x}"),
+    )
 }
 
 /// `name` as a label value (at most 63 characters): long names are cut and end in a hash
@@ -480,8 +473,13 @@ pub fn label_value(name: &str) -> String {
     if name.len() <= MAX {
         return name.to_owned();
     }
-    let suffix = format!("-{:016x}", fnv1a(name.as_bytes()));
-    let mut prefix: String = name.chars().take(MAX - suffix.len()).collect();
+    cut_with_suffix(name, MAX, &format!("-{:016x}", fnv1a(name.as_bytes())))
+}
+
+/// `name` cut so that it ends in `suffix` within `max` characters, without a separator
+/// left dangling before the suffix.
+fn cut_with_suffix(name: &str, max: usize, suffix: &str) -> String {
+    let mut prefix: String = name.chars().take(max - suffix.len()).collect();
     while prefix.ends_with(['-', '.', '_']) {
         prefix.pop();
     }
