@@ -167,7 +167,9 @@ impl RuntimeClient {
                 .map_err(|e| self.api_error(&resolved.object, "reading", e))?;
             if let Some(live) = live {
                 let ours = owner_uid_of(&live) == Some(ownership.owner_uid);
-                let adoptable = ownership.adopt && wants_adoption(manifest);
+                // Only objects QleetOS did not create: another instance's stay a conflict.
+                let adoptable =
+                    ownership.adopt && wants_adoption(manifest) && owner_uid_of(&live).is_none();
                 if !ours && !adoptable {
                     return Err(self.conflict(&resolved.object, &describe_owner(&live)));
                 }

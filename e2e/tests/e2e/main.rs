@@ -54,6 +54,7 @@ fn main() {
         tenancy::hand_made_instances_and_empty_selectors_stay_inside_the_policy,
         tenancy::two_workloads_rendering_one_object_conflict,
         tenancy::unlabelled_objects_are_adopted_only_when_allowed,
+        tenancy::malformed_tenant_policies_are_rejected_at_admission,
         ownership::api_version_changes_and_autoscaling_keep_the_live_objects,
         ownership::the_longest_workload_name_is_placed_and_deleted,
         ownership::deleting_a_runtime_in_use_moves_its_workloads,

@@ -317,6 +317,31 @@ pub async fn two_workloads_rendering_one_object_conflict(env: &Environment) -> R
             == Some("first"),
         "the second Workload overwrote the first one's object"
     );
+    apply_policy(
+        &client,
+        json!({
+            "apiVersion": "qleetos.io/v1alpha1", "kind": "TenantPolicy",
+            "metadata": {"name": "team-overlap-adopt"},
+            "spec": {"namespaces": [ns], "allowAdoption": true}
+        }),
+    )
+    .await?;
+    let mut adopt = config_map("shared", None, "second");
+    adopt["metadata"]["annotations"] = json!({"qleetos.io/adopt": "true"});
+    apply_workload(&client, ns, &workload("second", vec![adopt], eu())).await?;
+    instance_with_reason(&client, ns, "second", "Conflict").await?;
+    let live = config_maps.get("shared").await?;
+    ensure!(
+        live.data
+            .unwrap_or_default()
+            .get("value")
+            .map(String::as_str)
+            == Some("first"),
+        "adoption took over another instance's object"
+    );
+    Api::<TenantPolicy>::all(client.clone())
+        .delete("team-overlap-adopt", &Default::default())
+        .await?;
     delete_workload(&client, ns, "second").await?;
     eventually("second Workload gone", TIMEOUT, || async {
         Ok(instances_of(&client, ns, "second")
@@ -403,5 +428,31 @@ pub async fn unlabelled_objects_are_adopted_only_when_allowed(env: &Environment)
     Api::<TenantPolicy>::all(client)
         .delete("team-legacy-adopt", &Default::default())
         .await?;
+    Ok(())
+}
+
+pub async fn malformed_tenant_policies_are_rejected_at_admission(env: &Environment) -> Result<()> {
+    let client = env.management_client().await?;
+    let cases = [
+        (
+            json!({"apiVersion": "qleetos.io/v1alpha1", "kind": "TenantPolicy",
+                   "metadata": {"name": "selects-nothing"}, "spec": {"targetNamespaces": ["team-a"]}}),
+            "a TenantPolicy needs namespaces or a namespaceSelector",
+        ),
+        (
+            json!({"apiVersion": "qleetos.io/v1alpha1", "kind": "TenantPolicy",
+                   "metadata": {"name": "bad-target"}, "spec": {"namespaces": ["team-a"], "targetNamespaces": ["Team_A/*"]}}),
+            "targetNamespaces",
+        ),
+    ];
+    for (policy, expected) in cases {
+        match apply_policy(&client, policy.clone()).await {
+            Ok(()) => bail!("{} was accepted", policy["metadata"]["name"]),
+            Err(error) => {
+                let text = format!("{error:#}");
+                ensure!(text.contains(expected), "expected {expected:?} in: {text}");
+            }
+        }
+    }
     Ok(())
 }
