@@ -88,6 +88,7 @@ mod tests {
             ready,
             reason: if ready { "Ready" } else { "Progressing" }.into(),
             message: String::new(),
+            urls: Vec::new(),
         }
     }
 

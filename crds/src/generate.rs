@@ -3,7 +3,10 @@ use std::path::PathBuf;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{KubernetesRuntime, TenantPolicy, Workload, WorkloadInstance};
+use crate::{
+    KubernetesRuntime, SupportService, SupportServiceProfile, TenantPolicy, Workload,
+    WorkloadInstance,
+};
 
 /// Failure to render or write CRD manifests.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +26,8 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         Workload::crd(),
         WorkloadInstance::crd(),
         TenantPolicy::crd(),
+        SupportServiceProfile::crd(),
+        SupportService::crd(),
     ]
 }
 

@@ -5,7 +5,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::{Condition, Conditions};
+use crate::expose::Expose;
 use crate::manifest::Manifest;
+use crate::support::DependencyState;
 
 /// One Workload on one runtime: the objects to apply there and the health read back.
 /// Created and owned by the Workload controller; may also be created directly.
@@ -60,6 +62,31 @@ pub struct WorkloadInstanceSpec {
     /// Container name → image overrides applied to every pod template before applying.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, String>,
+    /// How the workload is reached; QleetOS generates the route, certificate and DNS record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<Expose>,
+    /// Further capabilities needed in the runtime.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(inner(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    ))]
+    pub needs: Vec<String>,
+}
+
+impl WorkloadInstanceSpec {
+    /// Every capability the instance needs in its runtime, without repeats, in order.
+    pub fn capabilities(&self) -> Vec<String> {
+        let exposed = self.expose.iter().flat_map(Expose::capabilities);
+        let mut all: Vec<String> = Vec::new();
+        for capability in exposed.map(str::to_owned).chain(self.needs.iter().cloned()) {
+            if !all.contains(&capability) {
+                all.push(capability);
+            }
+        }
+        all
+    }
 }
 
 /// Reference to the owning Workload (same namespace).
@@ -102,6 +129,30 @@ pub struct WorkloadInstanceStatus {
     /// Rollout health of the workload controllers among the applied objects.
     #[serde(default)]
     pub health: Vec<ResourceHealth>,
+    /// What the instance needs in its runtime before its objects are applied, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<DependencyStatus>,
+    /// Where the workload answers on this runtime.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+}
+
+/// One dependency of an instance and how far it is.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DependencyStatus {
+    /// The capability needed, e.g. `tls`.
+    pub capability: String,
+    /// Kind of the object providing it, e.g. `SupportService`.
+    pub kind: String,
+    /// Name of that object; empty when nothing can provide it.
+    #[serde(default)]
+    pub name: String,
+    /// `Pending`, `Installing`, `Ready`, `Failed` or `Removing`.
+    pub state: DependencyState,
+    /// What the dependency reports, e.g. `1/2 Deployments ready`.
+    #[serde(default)]
+    pub message: String,
 }
 
 impl Conditions for WorkloadInstanceStatus {

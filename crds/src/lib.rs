@@ -7,19 +7,22 @@
 #![allow(clippy::duplicated_attributes)]
 
 mod condition;
+mod expose;
 mod generate;
 mod instance;
 mod manifest;
 pub mod notification;
 mod runtime;
+mod support;
 mod tenancy;
 mod workload;
 
 pub use condition::{Condition, ConditionStatus, Conditions, READY, merged, upsert};
+pub use expose::{Expose, ServicePort};
 pub use generate::{GenerateError, all_crds, render_crd_files};
 pub use instance::{
-    AppliedObject, ResourceHealth, RuntimeRef, WorkloadInstance, WorkloadInstanceSpec,
-    WorkloadInstanceStatus, WorkloadRef,
+    AppliedObject, DependencyStatus, ResourceHealth, RuntimeRef, WorkloadInstance,
+    WorkloadInstanceSpec, WorkloadInstanceStatus, WorkloadRef,
 };
 pub use manifest::{
     CONTAINER_LISTS, MAX_MANIFESTS, Manifest, UNIQUE_OBJECTS_MESSAGE, container_names,
@@ -28,6 +31,11 @@ pub use manifest::{
 pub use runtime::{
     DeletionPolicy, KubernetesRuntime, KubernetesRuntimeSpec, KubernetesRuntimeStatus,
     RuntimeConnection, SecretKeyRef,
+};
+pub use support::{
+    DependencyState, HealthCheck, IssuerRef, NameRef, RemovalPolicy, SupportService,
+    SupportServiceProfile, SupportServiceProfileSpec, SupportServiceProfileStatus,
+    SupportServiceSpec, SupportServiceStatus, WorkloadObjects,
 };
 pub use tenancy::{KindRule, RuntimeRule, TenantPolicy, TenantPolicySpec, TenantPolicyStatus};
 pub use workload::{

@@ -9,19 +9,24 @@ pub const SUBJECT_PREFIX: &str = "qleetos.work";
 /// JetStream key-value bucket holding the per-object reconcile locks.
 pub const LOCK_BUCKET: &str = "qleetos-locks";
 
-/// The QleetOS kinds a Qleet reconciles, each with its own durable work queue.
+/// The QleetOS kinds a Qleet reconciles, each with its own durable work queue. Adding a kind
+/// is a variant here and its token below; streams, consumers and subjects derive from it.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum QleetKind {
     Workload,
     WorkloadInstance,
     KubernetesRuntime,
+    SupportServiceProfile,
+    SupportService,
 }
 
 impl QleetKind {
-    pub const ALL: [QleetKind; 3] = [
+    pub const ALL: [QleetKind; 5] = [
         Self::KubernetesRuntime,
         Self::Workload,
         Self::WorkloadInstance,
+        Self::SupportServiceProfile,
+        Self::SupportService,
     ];
 
     /// Lower-case token used in subjects, consumer names and lock keys.
@@ -30,16 +35,14 @@ impl QleetKind {
             Self::Workload => "workload",
             Self::WorkloadInstance => "workloadinstance",
             Self::KubernetesRuntime => "kubernetesruntime",
+            Self::SupportServiceProfile => "supportserviceprofile",
+            Self::SupportService => "supportservice",
         }
     }
 
-    /// The work-queue stream of this kind.
-    pub fn stream(self) -> &'static str {
-        match self {
-            Self::Workload => "QLEETOS_WORKLOAD",
-            Self::WorkloadInstance => "QLEETOS_WORKLOADINSTANCE",
-            Self::KubernetesRuntime => "QLEETOS_KUBERNETESRUNTIME",
-        }
+    /// The work-queue stream of this kind, e.g. `QLEETOS_WORKLOAD`.
+    pub fn stream(self) -> String {
+        format!("QLEETOS_{}", self.token().to_ascii_uppercase())
     }
 
     /// The durable consumer every replica of the Qleet pulls from.

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::{Condition, Conditions};
+use crate::expose::Expose;
 use crate::manifest::Manifest;
 
 /// What a developer applies: the workload's Kubernetes objects, the images CI updates, and
@@ -56,6 +57,20 @@ pub struct WorkloadSpec {
     pub images: BTreeMap<String, String>,
     /// Which runtimes (workload clusters) the workload runs on.
     pub placement: Placement,
+    /// How the workload is reached: hosts, the Service behind them, TLS, DNS. QleetOS
+    /// installs what the runtime lacks for it (ingress controller, cert-manager, DNS) and
+    /// generates the route, certificate and DNS record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<Expose>,
+    /// Further capabilities the workload needs in its runtime (any a SupportServiceProfile
+    /// provides, e.g. `monitoring`); installed before the manifests are applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(inner(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    ))]
+    pub needs: Vec<String>,
 }
 
 /// Where a workload runs. At least one of `regions` and `runtimeSelector` is required.
@@ -126,4 +141,7 @@ pub struct PlacementStatus {
     /// The instance's Ready message.
     #[serde(default)]
     pub message: String,
+    /// Where the workload answers on this runtime.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
 }

@@ -12,7 +12,9 @@ use kube::Resource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
-use qleetos_crds::{KubernetesRuntime, TenantPolicy, WorkloadInstance};
+use qleetos_crds::{
+    KubernetesRuntime, SupportService, SupportServiceProfile, TenantPolicy, WorkloadInstance,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::kubeconfig::KubeconfigPolicy;
@@ -61,12 +63,16 @@ pub struct Caches {
     pub runtimes: Store<KubernetesRuntime>,
     pub policies: Store<TenantPolicy>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub profiles: Store<SupportServiceProfile>,
+    pub support_services: Store<SupportService>,
 }
 
 /// The writing ends of [`Caches`], handed to the watches that fill them.
 pub struct CacheWriters {
     pub instances: Writer<WorkloadInstance>,
     pub runtimes: Writer<KubernetesRuntime>,
+    pub profiles: Writer<SupportServiceProfile>,
+    pub support_services: Writer<SupportService>,
 }
 
 /// The writing ends of the tenancy caches.
@@ -99,16 +105,22 @@ pub fn caches() -> (Caches, CacheWriters, TenancyWriters) {
     let (runtimes, runtime_writer) = reflector::store();
     let (policies, policy_writer) = reflector::store();
     let (namespaces, namespace_writer) = reflector::store();
+    let (profiles, profile_writer) = reflector::store();
+    let (support_services, support_writer) = reflector::store();
     (
         Caches {
             instances,
             runtimes,
             policies,
             namespaces,
+            profiles,
+            support_services,
         },
         CacheWriters {
             instances: instance_writer,
             runtimes: runtime_writer,
+            profiles: profile_writer,
+            support_services: support_writer,
         },
         TenancyWriters {
             policies: policy_writer,
@@ -125,6 +137,11 @@ impl Caches {
         self.runtimes.wait_until_ready().await.map_err(not_ready)?;
         self.policies.wait_until_ready().await.map_err(not_ready)?;
         self.namespaces
+            .wait_until_ready()
+            .await
+            .map_err(not_ready)?;
+        self.profiles.wait_until_ready().await.map_err(not_ready)?;
+        self.support_services
             .wait_until_ready()
             .await
             .map_err(not_ready)?;

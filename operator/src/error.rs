@@ -89,6 +89,26 @@ pub enum Error {
     #[error("{0} is missing metadata.{1}")]
     MissingMetadata(&'static str, &'static str),
 
+    #[error(
+        "no SupportServiceProfile provides `{capability}`; ask operations for one, or remove the need"
+    )]
+    NoProvider { capability: String },
+
+    #[error(
+        "several SupportServiceProfiles provide `{capability}` ({profiles}) and {why}; operations must mark exactly one `default: true`"
+    )]
+    AmbiguousProvider {
+        capability: String,
+        profiles: String,
+        why: &'static str,
+    },
+
+    #[error("support services need each other in a cycle: {0}")]
+    DependencyCycle(String),
+
+    #[error("spec.expose: {0}")]
+    InvalidExpose(String),
+
     #[error("background task {0} stopped")]
     TaskStopped(&'static str),
 
@@ -121,6 +141,10 @@ impl Error {
             Error::Broker(_) => "BrokerUnavailable",
             Error::Timeout(_) => "ReconcileTimeout",
             Error::MissingMetadata(..) => "MissingMetadata",
+            Error::NoProvider { .. } => "NoSupportServiceProfile",
+            Error::AmbiguousProvider { .. } => "AmbiguousSupportServiceProfile",
+            Error::DependencyCycle(_) => "DependencyCycle",
+            Error::InvalidExpose(_) => "InvalidExpose",
             Error::TaskStopped(_) => "BackgroundTaskStopped",
             Error::DrainTimeout(_) => "DrainTimeout",
         }

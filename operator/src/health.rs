@@ -256,13 +256,69 @@ pub fn describe_unhealthy(health: &[ResourceHealth]) -> String {
         .iter()
         .filter(|h| !h.healthy)
         .map(|h| {
-            format!(
-                "{} {}/{}: {}/{} updated, {}/{} available",
-                h.kind, h.namespace, h.name, h.updated, h.desired, h.available, h.desired
-            )
+            let object = if h.namespace.is_empty() {
+                format!("{} {}", h.kind, h.name)
+            } else {
+                format!("{} {}/{}", h.kind, h.namespace, h.name)
+            };
+            match (&h.reason, &h.message) {
+                (None, Some(waiting)) => format!("{object}: {waiting}"),
+                _ => format!(
+                    "{object}: {}/{} updated, {}/{} available",
+                    h.updated, h.desired, h.available, h.desired
+                ),
+            }
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// How many of the objects judged are healthy, by kind: `2/3 Deployments available`.
+pub fn summarize(health: &[ResourceHealth]) -> String {
+    let mut kinds: Vec<&str> = health.iter().map(|h| h.kind.as_str()).collect();
+    kinds.dedup();
+    kinds.sort_unstable();
+    kinds.dedup();
+    kinds
+        .iter()
+        .map(|kind| {
+            let of_kind: Vec<&ResourceHealth> = health.iter().filter(|h| h.kind == *kind).collect();
+            let ready = of_kind.iter().filter(|h| h.healthy).count();
+            format!("{ready}/{} {kind}s ready", of_kind.len())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The health of an object judged by one of its conditions (e.g. a Certificate's `Ready`).
+pub fn condition_health(live: &Value, check: &qleetos_crds::HealthCheck) -> ResourceHealth {
+    let conditions = live["status"]["conditions"].as_array();
+    let condition = conditions
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"].as_str() == Some(check.type_.as_str()));
+    let healthy = condition.is_some_and(|c| c["status"].as_str() == Some("True"));
+    let message = match condition {
+        _ if healthy => None,
+        Some(c) => Some(format!(
+            "{} is {} ({})",
+            check.type_,
+            c["status"].as_str().unwrap_or("Unknown"),
+            c["message"].as_str().unwrap_or_default()
+        )),
+        None => Some(format!("no {} condition yet", check.type_)),
+    };
+    ResourceHealth {
+        kind: check.kind.clone(),
+        namespace: check.namespace.clone().unwrap_or_default(),
+        name: check.name.clone(),
+        desired: 1,
+        updated: 1,
+        available: i64::from(healthy),
+        healthy,
+        reason: None,
+        message,
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use qleetos_crds::notification::{NatsAuth, QleetKind, redact_url};
 use qleetos_operator::context::{CacheWriters, Context, Settings, TenancyWriters, caches};
-use qleetos_operator::controllers::{instance_qleet, runtime_qleet, workload_qleet};
+use qleetos_operator::controllers::{
+    instance_qleet, profile_qleet, runtime_qleet, support_qleet, workload_qleet,
+};
 use qleetos_operator::kubeconfig::KubeconfigPolicy;
 use qleetos_operator::metrics::{self, Metrics};
 use qleetos_operator::queue::notifier::{self, Publisher};
@@ -26,6 +28,8 @@ enum Qleet {
     Runtime,
     Workload,
     Instance,
+    Support,
+    Profile,
 }
 
 /// QleetOS operator. Reaches the management cluster through the usual kubeconfig lookup
@@ -37,7 +41,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "runtime,workload,instance",
+        default_value = "runtime,workload,instance,support,profile",
         env = "QLEETOS_QLEETS"
     )]
     qleets: Vec<Qleet>,
@@ -262,6 +266,17 @@ fn start_qleets(supervisor: &mut Supervisor, qleets: &[Qleet], worker: Worker) {
                 supervisor
                     .spawn_draining("instance worker", worker.run(instance_qleet(), shutdown));
                 QleetKind::WorkloadInstance
+            }
+            Qleet::Support => {
+                supervisor.spawn_draining(
+                    "support service worker",
+                    worker.run(support_qleet(), shutdown),
+                );
+                QleetKind::SupportService
+            }
+            Qleet::Profile => {
+                supervisor.spawn_draining("profile worker", worker.run(profile_qleet(), shutdown));
+                QleetKind::SupportServiceProfile
             }
         };
         kinds.push(kind);

@@ -159,6 +159,57 @@ impl Applier<'_> {
     }
 }
 
+/// Resolves every rendered manifest against the runtime's discovery. Manifests of kinds the
+/// runtime does not serve yet are returned apart, with the first such error.
+pub async fn resolve(
+    client: &RuntimeClient,
+    rendered: Vec<Manifest>,
+    namespace: &str,
+) -> Result<(Vec<Desired>, Vec<Manifest>, Option<Error>)> {
+    let mut desired = Vec::new();
+    let mut unresolved = Vec::new();
+    let mut failure = None;
+    for manifest in rendered {
+        match client.resolve(&manifest, namespace).await {
+            Ok(resolved) => desired.push(Desired { manifest, resolved }),
+            Err(error @ Error::UnknownKind { .. }) => {
+                unresolved.push(manifest);
+                failure.get_or_insert(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok((desired, unresolved, failure))
+}
+
+/// Health of the objects judged by a condition, read from the runtime; an object not there
+/// yet is unhealthy.
+pub async fn read_checks(
+    client: &RuntimeClient,
+    checks: &[qleetos_crds::HealthCheck],
+) -> Result<Vec<ResourceHealth>> {
+    let mut health = Vec::new();
+    for check in checks {
+        let object = AppliedObject {
+            api_version: check.api_version.clone(),
+            kind: check.kind.clone(),
+            namespace: check.namespace.clone(),
+            name: check.name.clone(),
+            uid: None,
+        };
+        let live = match client.get(&object).await {
+            Ok(live) => live.map(|l| serde_json::to_value(&l).unwrap_or_default()),
+            Err(Error::UnknownKind { .. }) => None,
+            Err(error) => return Err(error),
+        };
+        health.push(crate::health::condition_health(
+            &live.unwrap_or_default(),
+            check,
+        ));
+    }
+    Ok(health)
+}
+
 /// Rollout health of the workload controllers among `applied`, read from the runtime.
 pub async fn read_health(
     client: &RuntimeClient,

@@ -9,13 +9,15 @@ use std::time::Duration;
 use kube::api::Api;
 use kube::runtime::events::EventType;
 use qleetos_crds::{
-    AppliedObject, Condition, Conditions, DeletionPolicy, KubernetesRuntime, Manifest,
-    ResourceHealth, WorkloadInstance, WorkloadInstanceStatus,
+    AppliedObject, Condition, Conditions, DeletionPolicy, DependencyStatus, Expose,
+    KubernetesRuntime, Manifest, ResourceHealth, WorkloadInstance, WorkloadInstanceStatus,
 };
 
 use super::{apply_status, name_of, namespace_of};
 use crate::applier::{self, Applier, Desired, Outcome};
 use crate::context::{Context, Next, key_of};
+use crate::dependencies::generated::{self, Generated};
+use crate::dependencies::{self, Needs};
 use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
 use crate::health::{ROLLOUT_FAILED, describe_failures, describe_unhealthy};
@@ -30,6 +32,9 @@ pub const FINALIZER: &str = "qleetos.io/runtime-objects";
 const SLOT_RETRY: Duration = Duration::from_millis(500);
 /// How often an instance waiting for its runtime looks again.
 const RUNTIME_WAIT: Duration = Duration::from_secs(5);
+/// How often an instance waiting for a support service looks again; the service's status
+/// changes notify it sooner.
+const DEPENDENCY_WAIT: Duration = Duration::from_secs(30);
 
 /// Converges one WorkloadInstance, or removes its objects when it is being deleted.
 pub async fn reconcile(instance: Arc<WorkloadInstance>, ctx: Arc<Context>) -> Result<Next> {
@@ -61,6 +66,8 @@ struct Hold {
     next: Next,
     /// A problem the user must fix (an Event says so), not a normal wait.
     warn: bool,
+    /// Where the dependencies stand, when the pass got that far.
+    dependencies: Vec<DependencyStatus>,
 }
 
 impl Hold {
@@ -69,6 +76,7 @@ impl Hold {
             condition: Condition::ready(false, reason, message),
             next: Next::After(RUNTIME_WAIT),
             warn: false,
+            dependencies: Vec::new(),
         })
     }
 
@@ -77,7 +85,13 @@ impl Hold {
             condition: Condition::ready(false, reason, message),
             next: Next::Done,
             warn: true,
+            dependencies: Vec::new(),
         })
+    }
+
+    fn with_dependencies(mut self: Box<Self>, dependencies: Vec<DependencyStatus>) -> Box<Self> {
+        self.dependencies = dependencies;
+        self
     }
 }
 
@@ -93,12 +107,26 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
         Ok(plan) => plan,
         Err(hold) => return hold_pass(instance, ctx, hold).await,
     };
+    let needs = match dependencies_ready(instance, ctx).await? {
+        Ok(needs) => needs,
+        Err(hold) => return hold_pass(instance, ctx, hold).await,
+    };
+    let generated = match generate_objects(instance, &needs) {
+        Ok(generated) => generated,
+        Err(error) => {
+            let hold = Hold::refused(error.reason(), error.to_string());
+            return hold_pass(instance, ctx, hold.with_dependencies(needs.statuses)).await;
+        }
+    };
+    let manifests: Vec<Manifest> = instance
+        .spec
+        .manifests
+        .iter()
+        .chain(&generated.manifests)
+        .cloned()
+        .collect();
     let namespace = namespace_of(instance)?;
-    let rendered = match render(
-        &instance.spec.manifests,
-        &instance.spec.images,
-        &owner(instance),
-    ) {
+    let rendered = match render(&manifests, &instance.spec.images, &owner(instance)) {
         Ok(rendered) => rendered,
         Err(error) => {
             return hold_pass(
@@ -110,13 +138,14 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
         }
     };
     let (desired, unresolved, resolve_failure) =
-        resolve(&plan.operator, rendered, &namespace).await?;
+        applier::resolve(&plan.operator, rendered, &namespace).await?;
     if let Err(hold) = check_fence(&plan.fence, &desired) {
         return hold_pass(instance, ctx, hold).await;
     }
     let previous = previous_inventory(instance);
     if let Err(error) = prepare_namespaces(&plan, &desired).await {
-        return finish(instance, ctx, previous_outcome(previous, error), Vec::new()).await;
+        let outcome = previous_outcome(previous, error);
+        return finish(instance, ctx, outcome, Vec::new(), needs.statuses).await;
     }
     if let Some(pending) = applier::with_pending(&previous, &desired) {
         record_inventory(instance, ctx, pending).await?;
@@ -132,14 +161,73 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
     if outcome.failure.is_none() {
         outcome.failure = resolve_failure;
     }
-    let health = match applier::read_health(&plan.operator, &outcome.applied).await {
+    let health = match read_all_health(&plan.operator, &outcome.applied, &generated.checks).await {
         Ok(health) => health,
         Err(error) => {
             outcome.failure.get_or_insert(error);
             Vec::new()
         }
     };
-    finish(instance, ctx, outcome, health).await
+    finish(instance, ctx, outcome, health, needs.statuses).await
+}
+
+async fn read_all_health(
+    client: &RuntimeClient,
+    applied: &[AppliedObject],
+    checks: &[qleetos_crds::HealthCheck],
+) -> Result<Vec<ResourceHealth>> {
+    let mut health = applier::read_health(client, applied).await?;
+    health.extend(applier::read_checks(client, checks).await?);
+    Ok(health)
+}
+
+/// The support services the instance needs on its runtime (created on first need), or the
+/// hold: waiting while one is not Ready yet (not a failure), refused when no profile can
+/// provide a need.
+async fn dependencies_ready(
+    instance: &WorkloadInstance,
+    ctx: &Context,
+) -> Result<Result<Needs, Box<Hold>>> {
+    let capabilities = instance.spec.capabilities();
+    if capabilities.is_empty() {
+        return Ok(Ok(Needs::default()));
+    }
+    ctx.caches.ready().await?;
+    let runtime = &instance.spec.runtime_ref.name;
+    let needs = match dependencies::ensure(ctx, &capabilities, runtime).await {
+        Ok(needs) => needs,
+        Err(error @ Error::Management(_)) => return Err(error),
+        Err(error) => return Ok(Err(Hold::refused(error.reason(), error.to_string()))),
+    };
+    match needs.waiting_on(runtime) {
+        None => Ok(Ok(needs)),
+        Some(waiting) => {
+            let mut hold = Hold::waiting("WaitingForSupportService", waiting);
+            hold.next = Next::After(DEPENDENCY_WAIT);
+            Ok(Err(hold.with_dependencies(needs.statuses)))
+        }
+    }
+}
+
+/// The route, certificate and DNS objects of the instance's `expose`, named after its
+/// Workload.
+fn generate_objects(instance: &WorkloadInstance, needs: &Needs) -> Result<Generated> {
+    let Some(expose) = &instance.spec.expose else {
+        return Ok(Generated::default());
+    };
+    let name = instance
+        .spec
+        .workload_ref
+        .as_ref()
+        .map(|w| w.name.clone())
+        .or_else(|| instance.metadata.name.clone())
+        .unwrap_or_default();
+    generated::generate(
+        &name,
+        expose,
+        &instance.spec.manifests,
+        &needs.contributions,
+    )
 }
 
 /// The runtime, the fence and the clients, or why the pass must hold.
@@ -223,29 +311,6 @@ fn owner(instance: &WorkloadInstance) -> Owner<'_> {
     }
 }
 
-/// Resolves every rendered manifest against the runtime's discovery. Manifests of kinds the
-/// runtime does not serve yet are returned apart, with the first such error.
-async fn resolve(
-    client: &RuntimeClient,
-    rendered: Vec<Manifest>,
-    namespace: &str,
-) -> Result<(Vec<Desired>, Vec<Manifest>, Option<Error>)> {
-    let mut desired = Vec::new();
-    let mut unresolved = Vec::new();
-    let mut failure = None;
-    for manifest in rendered {
-        match client.resolve(&manifest, namespace).await {
-            Ok(resolved) => desired.push(Desired { manifest, resolved }),
-            Err(error @ Error::UnknownKind { .. }) => {
-                unresolved.push(manifest);
-                failure.get_or_insert(error);
-            }
-            Err(error) => return Err(error),
-        }
-    }
-    Ok((desired, unresolved, failure))
-}
-
 /// Every desired object must be within the fence; one that is not stops the whole pass, so
 /// a Workload is never half-applied.
 fn check_fence(fence: &Fence, desired: &[Desired]) -> Result<(), Box<Hold>> {
@@ -306,10 +371,16 @@ async fn finish(
     ctx: &Context,
     outcome: Outcome,
     health: Vec<ResourceHealth>,
+    dependencies: Vec<DependencyStatus>,
 ) -> Result<Next> {
     let healthy = health.iter().all(|h| h.healthy);
     let ready = ready_condition(instance, &outcome, &health, healthy);
-    write_status(instance, ctx, outcome.inventory, health, ready).await?;
+    let report = Report {
+        inventory: outcome.inventory,
+        health,
+        dependencies,
+    };
+    write_status(instance, ctx, report, ready).await?;
     if let Some(error) = outcome.failure {
         return Err(error);
     }
@@ -336,9 +407,12 @@ async fn hold_pass(instance: &WorkloadInstance, ctx: &Context, hold: Box<Hold>) 
         .await;
     }
     let condition = hold.condition.with_generation(instance.metadata.generation);
-    let previous = previous_inventory(instance);
-    let health = previous_health(instance);
-    write_status(instance, ctx, previous, health, condition).await?;
+    let report = Report {
+        inventory: previous_inventory(instance),
+        health: previous_health(instance),
+        dependencies: hold.dependencies,
+    };
+    write_status(instance, ctx, report, condition).await?;
     Ok(hold.next)
 }
 
@@ -348,29 +422,42 @@ async fn record_inventory(
     inventory: Vec<AppliedObject>,
 ) -> Result<()> {
     let conditions = current_conditions(instance).to_vec();
+    let previous = instance.status.clone().unwrap_or_default();
     let status = WorkloadInstanceStatus {
         conditions,
-        observed_generation: instance.status.as_ref().and_then(|s| s.observed_generation),
         applied_count: count(&inventory),
         applied_objects: inventory,
-        health: previous_health(instance),
+        ..previous
     };
     apply_status(&instance_api(instance, ctx)?, &name_of(instance)?, &status).await
+}
+
+/// What a pass writes besides its Ready condition.
+struct Report {
+    inventory: Vec<AppliedObject>,
+    health: Vec<ResourceHealth>,
+    dependencies: Vec<DependencyStatus>,
 }
 
 async fn write_status(
     instance: &WorkloadInstance,
     ctx: &Context,
-    inventory: Vec<AppliedObject>,
-    health: Vec<ResourceHealth>,
+    report: Report,
     ready: Condition,
 ) -> Result<()> {
     let status = WorkloadInstanceStatus {
         conditions: qleetos_crds::merged(current_conditions(instance), vec![ready]),
         observed_generation: instance.metadata.generation,
-        applied_count: count(&inventory),
-        applied_objects: inventory,
-        health,
+        applied_count: count(&report.inventory),
+        applied_objects: report.inventory,
+        health: report.health,
+        dependencies: report.dependencies,
+        urls: instance
+            .spec
+            .expose
+            .as_ref()
+            .map(Expose::urls)
+            .unwrap_or_default(),
     };
     apply_status(&instance_api(instance, ctx)?, &name_of(instance)?, &status).await
 }
@@ -385,9 +472,13 @@ async fn write_condition(
     {
         return Ok(());
     }
-    let health = previous_health(instance);
+    let report = Report {
+        inventory: previous_inventory(instance),
+        health: previous_health(instance),
+        dependencies: previous_dependencies(instance),
+    };
     let ready = ready.with_generation(instance.metadata.generation);
-    write_status(instance, ctx, previous_inventory(instance), health, ready).await
+    write_status(instance, ctx, report, ready).await
 }
 
 fn instance_api(instance: &WorkloadInstance, ctx: &Context) -> Result<Api<WorkloadInstance>> {
@@ -498,6 +589,14 @@ fn previous_inventory(instance: &WorkloadInstance) -> Vec<AppliedObject> {
         .status
         .as_ref()
         .map(|s| s.applied_objects.clone())
+        .unwrap_or_default()
+}
+
+fn previous_dependencies(instance: &WorkloadInstance) -> Vec<DependencyStatus> {
+    instance
+        .status
+        .as_ref()
+        .map(|s| s.dependencies.clone())
         .unwrap_or_default()
 }
 

@@ -1,7 +1,9 @@
 //! The Qleets: one module per kind, each with a reconcile, an error policy and its wiring.
 
 pub mod instance;
+pub mod profile;
 pub mod runtime;
+pub mod support;
 pub mod workload;
 
 use kube::api::{Patch, PatchParams};
@@ -53,7 +55,9 @@ pub(crate) fn namespace_of<K: Resource>(object: &K) -> Result<String> {
 
 use kube::Client;
 use qleetos_crds::notification::QleetKind;
-use qleetos_crds::{KubernetesRuntime, Workload, WorkloadInstance};
+use qleetos_crds::{
+    KubernetesRuntime, SupportService, SupportServiceProfile, Workload, WorkloadInstance,
+};
 
 use crate::queue::worker::Qleet;
 
@@ -81,5 +85,23 @@ pub fn runtime_qleet() -> Qleet<KubernetesRuntime> {
         kind: QleetKind::KubernetesRuntime,
         api: |client: Client, _| Api::all(client),
         reconcile: |object, ctx| Box::pin(runtime::reconcile(object, ctx)),
+    }
+}
+
+/// The SupportService Qleet.
+pub fn support_qleet() -> Qleet<SupportService> {
+    Qleet {
+        kind: QleetKind::SupportService,
+        api: |client: Client, _| Api::all(client),
+        reconcile: |object, ctx| Box::pin(support::reconcile(object, ctx)),
+    }
+}
+
+/// The SupportServiceProfile Qleet.
+pub fn profile_qleet() -> Qleet<SupportServiceProfile> {
+    Qleet {
+        kind: QleetKind::SupportServiceProfile,
+        api: |client: Client, _| Api::all(client),
+        reconcile: |object, ctx| Box::pin(profile::reconcile(object, ctx)),
     }
 }

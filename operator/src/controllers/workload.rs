@@ -19,6 +19,7 @@ use super::{apply_status, name_of, namespace_of};
 use crate::context::{Context, Next, key_of};
 use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
+use crate::names::{instance_name, label_value};
 use crate::placement::{Selected, select};
 
 pub const CONTROLLER: &str = "workload";
@@ -165,6 +166,8 @@ async fn apply_instance(
             },
             manifests: workload.spec.manifests.clone(),
             images: workload.spec.images.clone(),
+            expose: workload.spec.expose.clone(),
+            needs: workload.spec.needs.clone(),
         },
     );
     instance.metadata.labels =
@@ -223,6 +226,7 @@ fn leaving_placement(instance: &WorkloadInstance, region: String) -> PlacementSt
         instance: instance.name_any(),
         ready: instance.is_ready_at_current_generation(),
         reason: "RuntimeDeleting".into(),
+        urls: urls_of(instance),
     }
 }
 
@@ -259,7 +263,16 @@ fn placement_status(
         message: ready_condition
             .map(|c| c.message.clone())
             .unwrap_or_default(),
+        urls: urls_of(instance),
     }
+}
+
+fn urls_of(instance: &WorkloadInstance) -> Vec<String> {
+    instance
+        .status
+        .as_ref()
+        .map(|s| s.urls.clone())
+        .unwrap_or_default()
 }
 
 fn ready_condition(placements: &[PlacementStatus], fenced_out: usize) -> Condition {
@@ -283,7 +296,7 @@ fn ready_condition(placements: &[PlacementStatus], fenced_out: usize) -> Conditi
         .iter()
         .filter(|p| !p.ready)
         .map(|p| {
-            format!("{}: {} {}", p.runtime, p.reason, p.message)
+            format!("{}: {}: {}", p.runtime, p.reason, p.message)
                 .trim_end()
                 .to_owned()
         })
@@ -295,8 +308,13 @@ fn ready_condition(placements: &[PlacementStatus], fenced_out: usize) -> Conditi
             format!("ready on {} runtime(s)", placements.len()),
         )
     } else {
+        let waits_on = placements
+            .iter()
+            .find(|p| !p.ready && p.reason.starts_with("WaitingFor"));
         let reason = if placements.iter().any(|p| is_failure(&p.reason)) {
             "PlacementFailed"
+        } else if let Some(placement) = waits_on {
+            placement.reason.as_str()
         } else {
             "Progressing"
         };
@@ -311,6 +329,7 @@ fn is_failure(reason: &str) -> bool {
             | "Pending"
             | "RolledOut"
             | "WaitingForRuntime"
+            | "WaitingForSupportService"
             | "RuntimeDeleting"
             | "Deleting"
     )
@@ -455,43 +474,6 @@ async fn cleanup(workload: &Workload, ctx: &Context) -> Result<bool> {
     Ok(remaining.is_empty())
 }
 
-/// `<workload>-<runtime>-<hash>`: the hash of the pair keeps `a-b` on `c` and `a` on `b-c`
-/// apart; the prefix is shortened when the name would exceed a DNS subdomain.
-pub fn instance_name(workload: &str, runtime: &str) -> String {
-    let hash = fnv1a(format!("{workload}/{runtime}").as_bytes()) as u32;
-    cut_with_suffix(
-        &format!("{workload}-{runtime}"),
-        253,
-        &format!("-{hash:08x}"),
-    )
-}
-
-/// `name` as a label value (at most 63 characters): long names are cut and end in a hash
-/// of the whole name, so the value stays unique and selectable.
-pub fn label_value(name: &str) -> String {
-    const MAX: usize = 63;
-    if name.len() <= MAX {
-        return name.to_owned();
-    }
-    cut_with_suffix(name, MAX, &format!("-{:016x}", fnv1a(name.as_bytes())))
-}
-
-/// `name` cut so that it ends in `suffix` within `max` characters, without a separator
-/// left dangling before the suffix.
-fn cut_with_suffix(name: &str, max: usize, suffix: &str) -> String {
-    let mut prefix: String = name.chars().take(max - suffix.len()).collect();
-    while prefix.ends_with(['-', '.', '_']) {
-        prefix.pop();
-    }
-    format!("{prefix}{suffix}")
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,6 +508,18 @@ mod tests {
         );
         assert!(!partial.is_true());
         assert_eq!(partial.reason, "Progressing");
+    }
+
+    #[test]
+    fn waiting_for_a_support_service_is_not_a_failure_and_names_the_wait() {
+        let mut waiting = placement("eu", false, "WaitingForSupportService");
+        waiting.message = "cert-manager (tls) on eu is Installing (0/1 ClusterIssuers ready)".into();
+        let ready = ready_condition(&[waiting, placement("us", true, "RolledOut")], 0);
+        assert_eq!(ready.reason, "WaitingForSupportService");
+        assert_eq!(
+            ready.message,
+            "eu: WaitingForSupportService: cert-manager (tls) on eu is Installing (0/1 ClusterIssuers ready)"
+        );
     }
 
     #[test]
@@ -621,30 +615,5 @@ mod tests {
     #[test]
     fn no_placement_is_not_ready() {
         assert_eq!(ready_condition(&[], 0).reason, "NoMatchingRuntime");
-    }
-
-    #[test]
-    fn long_instance_names_are_shortened_stably() {
-        let long = "w".repeat(200);
-        let name = instance_name(&long, &"r".repeat(100));
-        assert_eq!(name.len(), 253);
-        assert_eq!(name, instance_name(&long, &"r".repeat(100)));
-        assert_ne!(name, instance_name(&long, &"s".repeat(100)));
-        assert!(instance_name("web", "eu-1").starts_with("web-eu-1-"));
-    }
-
-    #[test]
-    fn instance_names_of_different_pairs_never_collide() {
-        assert_ne!(instance_name("a-b", "c"), instance_name("a", "b-c"));
-    }
-
-    #[test]
-    fn label_values_fit_in_63_characters() {
-        let long = "a".repeat(253);
-        let value = label_value(&long);
-        assert_eq!(value.len(), 63);
-        assert_eq!(value, label_value(&long));
-        assert_ne!(value, label_value(&"a".repeat(252)));
-        assert_eq!(label_value("web"), "web");
     }
 }

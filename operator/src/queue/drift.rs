@@ -229,6 +229,8 @@ mod tests {
                 },
                 manifests: Vec::new(),
                 images: Default::default(),
+                expose: None,
+                needs: Vec::new(),
             },
         );
         instance.metadata.namespace = Some(namespace.into());

@@ -12,6 +12,7 @@
 //! - key-value bucket `qleetos-retries` (`<kind>.<uid>` → the object's [`retry::RetryRecord`]:
 //!   the one message carrying its pending retry and its failures in a row).
 
+pub mod dependents;
 pub mod drift;
 pub mod lock;
 pub mod notifier;

@@ -64,7 +64,7 @@ pub fn notification_for<K: Resource>(kind: QleetKind, object: &K, cause: Cause) 
 
 /// Changes a Qleet acts on: spec, labels, annotations, finalizers, deletion. Status writes
 /// (a Qleet's own output) do not notify the object's own Qleet.
-fn intent<K: Resource>(object: &K) -> Option<u64> {
+pub(super) fn intent<K: Resource>(object: &K) -> Option<u64> {
     let meta = object.meta();
     let mut hasher = DefaultHasher::new();
     meta.generation.hash(&mut hasher);
@@ -75,7 +75,7 @@ fn intent<K: Resource>(object: &K) -> Option<u64> {
     Some(hasher.finish())
 }
 
-fn related_object<K: Resource<DynamicType = ()>>(object: &K) -> String {
+pub(super) fn related_object<K: Resource<DynamicType = ()>>(object: &K) -> String {
     let meta = object.meta();
     format!(
         "{}/{}:{}",
@@ -102,12 +102,13 @@ pub async fn run(publisher: Publisher, ctx: Arc<Context>, writers: CacheWriters)
         runtime_writer,
     );
     tokio::join!(
+        super::dependents::run(&publisher, &ctx, writers.profiles, writers.support_services),
         for_each(workload_changes, |w| notify_own(
             &publisher,
             QleetKind::Workload,
             w
         )),
-        notify_instances(&publisher, instance_changes),
+        notify_instances(&publisher, &ctx, instance_changes),
         notify_runtimes(&publisher, runtime_changes, &workloads),
         notify_secret_owners(&publisher, &ctx, &runtimes),
         resync(&publisher, &ctx, &workloads, &instances, &runtimes),
@@ -115,7 +116,7 @@ pub async fn run(publisher: Publisher, ctx: Arc<Context>, writers: CacheWriters)
     );
 }
 
-fn watched<K>(
+pub(super) fn watched<K>(
     api: Api<K>,
     writer: reflector::store::Writer<K>,
 ) -> impl Stream<Item = Result<K, watcher::Error>>
@@ -134,8 +135,10 @@ where
         .applied_objects()
 }
 
-async fn for_each<K, F, Fut>(stream: impl Stream<Item = Result<K, watcher::Error>>, mut act: F)
-where
+pub(super) async fn for_each<K, F, Fut>(
+    stream: impl Stream<Item = Result<K, watcher::Error>>,
+    mut act: F,
+) where
     F: FnMut(K) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
@@ -148,7 +151,7 @@ where
     }
 }
 
-async fn notify_own<K: Resource>(publisher: &Publisher, kind: QleetKind, object: K) {
+pub(super) async fn notify_own<K: Resource>(publisher: &Publisher, kind: QleetKind, object: K) {
     publisher
         .send(notification_for(kind, &object, Cause::Change))
         .await;
@@ -158,6 +161,7 @@ async fn notify_own<K: Resource>(publisher: &Publisher, kind: QleetKind, object:
 /// notifies its Workload, which sums instance health up.
 async fn notify_instances(
     publisher: &Publisher,
+    ctx: &Context,
     stream: impl Stream<Item = Result<WorkloadInstance, watcher::Error>>,
 ) {
     let mut seen = std::collections::HashMap::new();
@@ -175,6 +179,7 @@ async fn notify_instances(
                 .iter()
                 .find(|o| o.kind == "Workload")
                 .cloned();
+            super::dependents::instance_changed(publisher, ctx, &instance).await;
             if let Some(owner) = owner {
                 publisher
                     .send(Notification {
@@ -333,6 +338,7 @@ async fn resync(
                 ))
                 .await;
         }
+        super::dependents::resync(publisher, ctx, &cause).await;
     }
 }
 

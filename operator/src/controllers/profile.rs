@@ -1,0 +1,138 @@
+//! SupportServiceProfile Qleet: reports where a profile is installed and, when it is
+//! deleted, removes its unused SupportServices and waits, naming the users, while any is
+//! still needed.
+
+use std::sync::Arc;
+
+use kube::api::{Api, DeleteParams};
+use qleetos_crds::{Condition, SupportService, SupportServiceProfile, SupportServiceProfileStatus};
+
+use super::apply_status;
+use super::support::users_of;
+use crate::context::{Context, Next};
+use crate::error::{Error, Result};
+use crate::finalizer::{self, Phase};
+
+pub const CONTROLLER: &str = "supportserviceprofile";
+/// Held until no SupportService of the profile is left.
+pub const FINALIZER: &str = "qleetos.io/support-services";
+
+pub async fn reconcile(profile: Arc<SupportServiceProfile>, ctx: Arc<Context>) -> Result<Next> {
+    let api: Api<SupportServiceProfile> = Api::all(ctx.client.clone());
+    ctx.caches.ready().await?;
+    match finalizer::phase(&api, FINALIZER, profile).await? {
+        Phase::Apply(profile) => {
+            let services = installed(&profile, &ctx);
+            let message = format!(
+                "provides {}; installed in {} runtime(s)",
+                profile.spec.provides.join(", "),
+                services.len()
+            );
+            write(
+                &profile,
+                &ctx,
+                &services,
+                Condition::ready(true, "Valid", message),
+            )
+            .await?;
+            Ok(Next::Done)
+        }
+        Phase::Cleanup(profile) => {
+            let services = installed(&profile, &ctx);
+            if services.is_empty() {
+                finalizer::release(&api, FINALIZER, &*profile).await?;
+                return Ok(Next::Done);
+            }
+            let waiting = retire_unused(&services, &ctx).await?;
+            write(&profile, &ctx, &services, waiting).await?;
+            Ok(Next::After(ctx.settings.progress_poll))
+        }
+        Phase::Gone => Ok(Next::Done),
+    }
+}
+
+fn installed(profile: &SupportServiceProfile, ctx: &Context) -> Vec<Arc<SupportService>> {
+    let name = profile.metadata.name.as_deref().unwrap_or_default();
+    let mut services: Vec<Arc<SupportService>> = ctx
+        .caches
+        .support_services
+        .state()
+        .into_iter()
+        .filter(|s| s.spec.profile_ref.name == name)
+        .collect();
+    services.sort_by(|a, b| a.spec.runtime_ref.name.cmp(&b.spec.runtime_ref.name));
+    services
+}
+
+/// Deletes the services nobody uses; the condition names who uses the others.
+async fn retire_unused(services: &[Arc<SupportService>], ctx: &Context) -> Result<Condition> {
+    let api: Api<SupportService> = Api::all(ctx.client.clone());
+    let mut in_use = Vec::new();
+    for service in services {
+        let users = users_of(service, ctx);
+        let name = service.metadata.name.clone().unwrap_or_default();
+        if users.is_empty() {
+            if service.metadata.deletion_timestamp.is_none() {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(error) => return Err(Error::Management(error)),
+                }
+            }
+        } else {
+            in_use.push(format!(
+                "{} (used by {})",
+                service.spec.runtime_ref.name,
+                users.join(", ")
+            ));
+        }
+    }
+    Ok(if in_use.is_empty() {
+        Condition::ready(
+            false,
+            "Deleting",
+            format!("removing it from {} runtime(s)", services.len()),
+        )
+    } else {
+        Condition::ready(
+            false,
+            "InUse",
+            format!(
+                "deletion waits: still in use on {}; remove those needs first",
+                in_use.join("; ")
+            ),
+        )
+    })
+}
+
+async fn write(
+    profile: &SupportServiceProfile,
+    ctx: &Context,
+    services: &[Arc<SupportService>],
+    ready: Condition,
+) -> Result<()> {
+    let previous = profile.status.clone().unwrap_or_default();
+    let installed_in: Vec<String> = services
+        .iter()
+        .map(|s| s.spec.runtime_ref.name.clone())
+        .collect();
+    let status = SupportServiceProfileStatus {
+        conditions: qleetos_crds::merged(
+            &previous.conditions,
+            vec![ready.with_generation(profile.metadata.generation)],
+        ),
+        observed_generation: profile.metadata.generation,
+        installed_count: i64::try_from(installed_in.len()).unwrap_or(i64::MAX),
+        installed_in,
+    };
+    if status == previous {
+        return Ok(());
+    }
+    let api: Api<SupportServiceProfile> = Api::all(ctx.client.clone());
+    apply_status(
+        &api,
+        profile.metadata.name.as_deref().unwrap_or_default(),
+        &status,
+    )
+    .await
+}

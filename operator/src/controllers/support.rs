@@ -1,0 +1,541 @@
+//! SupportService Qleet: installs one SupportServiceProfile into one runtime with the
+//! operator's own identity, once what the profile requires there is Ready; judges its
+//! health; derives its users from the live objects needing it on every pass; removes it
+//! after the grace period once nobody needs it, and never while anybody does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kube::api::{Api, DeleteParams};
+use kube::runtime::reflector::ObjectRef;
+use qleetos_crds::{
+    AppliedObject, Condition, DependencyState, KubernetesRuntime, Manifest, RemovalPolicy,
+    ResourceHealth, SupportService, SupportServiceProfile, SupportServiceStatus,
+};
+use serde_json::{Value, json};
+
+use super::apply_status;
+use super::instance::FINALIZER as INSTANCE_FINALIZER;
+use crate::applier::{self, Applier};
+use crate::context::{Context, Next, key_of};
+use crate::dependencies::{self, provider_of};
+use crate::error::{Error, Result};
+use crate::finalizer::{self, Phase};
+use crate::health::{describe_failures, describe_unhealthy, summarize};
+use crate::render::{Owner, field_manager, render};
+use crate::runtime_client::describe;
+
+pub const CONTROLLER: &str = "supportservice";
+/// Held until every object the service applied is gone from its runtime.
+pub const FINALIZER: &str = "qleetos.io/support-objects";
+/// How often a service waiting for something (its runtime, what it requires) looks again;
+/// the change it waits for notifies it sooner.
+const WAIT_POLL: Duration = Duration::from_secs(30);
+
+pub async fn reconcile(service: Arc<SupportService>, ctx: Arc<Context>) -> Result<Next> {
+    let api: Api<SupportService> = Api::all(ctx.client.clone());
+    ctx.caches.ready().await?;
+    match finalizer::phase(&api, FINALIZER, service).await? {
+        Phase::Apply(service) => install(&service, &ctx).await,
+        Phase::Cleanup(service) => match remove(&service, &ctx).await? {
+            Some(waiting) => {
+                write(&service, &ctx, waiting).await?;
+                Ok(Next::After(ctx.settings.progress_poll))
+            }
+            None => {
+                finalizer::release(&api, FINALIZER, &*service).await?;
+                Ok(Next::Done)
+            }
+        },
+        Phase::Gone => Ok(Next::Done),
+    }
+}
+
+/// One pass's findings, written as the status.
+struct Report {
+    state: DependencyState,
+    reason: &'static str,
+    message: String,
+    users: Vec<String>,
+    unused_since: Option<String>,
+    inventory: Vec<AppliedObject>,
+    health: Vec<ResourceHealth>,
+    profile_generation: Option<i64>,
+}
+
+impl Report {
+    fn from_previous(service: &SupportService, users: Vec<String>) -> Self {
+        let status = service.status.clone().unwrap_or_default();
+        Self {
+            state: DependencyState::Pending,
+            reason: "Pending",
+            message: String::new(),
+            users,
+            unused_since: status.unused_since,
+            inventory: status.applied_objects,
+            health: status.health,
+            profile_generation: status.profile_generation,
+        }
+    }
+
+    fn waiting(mut self, reason: &'static str, message: String) -> Self {
+        self.state = DependencyState::Pending;
+        self.reason = reason;
+        self.message = message;
+        self
+    }
+
+    fn failed(mut self, error: &Error) -> Self {
+        self.state = DependencyState::Failed;
+        self.reason = error.reason();
+        self.message = error.to_string();
+        self
+    }
+}
+
+async fn install(service: &SupportService, ctx: &Context) -> Result<Next> {
+    let users = users_of(service, ctx);
+    let report = Report::from_previous(service, users);
+    let profile_name = &service.spec.profile_ref.name;
+    let Some(profile) = ctx.caches.profiles.get(&ObjectRef::new(profile_name)) else {
+        let message = format!("SupportServiceProfile {profile_name} does not exist");
+        write(service, ctx, report.waiting("ProfileNotFound", message)).await?;
+        return Ok(Next::After(WAIT_POLL));
+    };
+    let (report, removal) = match track_use(service, &profile, report) {
+        Use::RemoveNow => return retire(service, ctx).await,
+        Use::Kept(report, removal) => (report, removal),
+    };
+    let runtime_name = &service.spec.runtime_ref.name;
+    let runtime = match ctx.caches.runtime(runtime_name) {
+        Some(runtime) if runtime.is_ready() => runtime,
+        _ => {
+            let message = format!("runtime {runtime_name} is not Ready; installing once it is");
+            write(service, ctx, report.waiting("WaitingForRuntime", message)).await?;
+            return Ok(Next::After(WAIT_POLL));
+        }
+    };
+    let report = match requirements_ready(service, &profile, ctx).await {
+        Ok(None) => report,
+        Ok(Some(waiting)) => {
+            write(
+                service,
+                ctx,
+                report.waiting("WaitingForSupportService", waiting),
+            )
+            .await?;
+            return Ok(Next::After(WAIT_POLL));
+        }
+        Err(error) => {
+            write(service, ctx, report.failed(&error)).await?;
+            return Ok(Next::After(WAIT_POLL));
+        }
+    };
+    let report = converge(service, &profile, &runtime, ctx, report).await?;
+    let next = match (report.state, removal) {
+        (DependencyState::Ready, None) => Next::Done,
+        (DependencyState::Ready, Some(left)) => Next::After(left),
+        _ => Next::After(ctx.settings.progress_poll),
+    };
+    write(service, ctx, report).await?;
+    Ok(next)
+}
+
+enum Use {
+    RemoveNow,
+    /// Keep it; with the time left before removal when nobody uses it.
+    Kept(Report, Option<Duration>),
+}
+
+/// Starts, keeps or clears the unused-since mark, and says whether the grace period is over.
+fn track_use(service: &SupportService, profile: &SupportServiceProfile, mut report: Report) -> Use {
+    if !report.users.is_empty() || profile.spec.removal_policy == RemovalPolicy::Retain {
+        report.unused_since = None;
+        return Use::Kept(report, None);
+    }
+    let now = Utc::now();
+    let since = report
+        .unused_since
+        .as_deref()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map_or(now, |t| t.with_timezone(&Utc));
+    let grace = Duration::from_secs(u64::from(profile.spec.grace_period_seconds));
+    let elapsed = (now - since).to_std().unwrap_or_default();
+    if elapsed >= grace {
+        tracing::info!(support_service = %key_of(service), "unused for the grace period: removing");
+        return Use::RemoveNow;
+    }
+    report.unused_since = Some(since.to_rfc3339());
+    Use::Kept(report, Some(grace - elapsed + Duration::from_secs(1)))
+}
+
+/// Deletes the SupportService itself; its finalizer then removes what it installed.
+async fn retire(service: &SupportService, ctx: &Context) -> Result<Next> {
+    let api: Api<SupportService> = Api::all(ctx.client.clone());
+    let name = service.metadata.name.clone().unwrap_or_default();
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => Ok(Next::Done),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Next::Done),
+        Err(error) => Err(Error::Management(error)),
+    }
+}
+
+/// `None` once every service `profile` requires is Ready on the same runtime (creating the
+/// missing ones), else what it waits on.
+async fn requirements_ready(
+    service: &SupportService,
+    profile: &SupportServiceProfile,
+    ctx: &Context,
+) -> Result<Option<String>> {
+    let runtime = &service.spec.runtime_ref.name;
+    let profiles = ctx.caches.profiles.state();
+    for (capability, required) in profile
+        .spec
+        .requires
+        .iter()
+        .zip(dependencies::required_by(profile, &profiles)?)
+    {
+        let needed = dependencies::ensure_support_service(ctx, &required, runtime).await?;
+        let status = dependencies::status_of(capability, &needed);
+        if status.state != DependencyState::Ready {
+            let needs = dependencies::Needs {
+                statuses: vec![status],
+                ..Default::default()
+            };
+            return Ok(needs.waiting_on(runtime));
+        }
+    }
+    Ok(None)
+}
+
+/// Applies the profile's objects with the operator's identity and judges their health.
+async fn converge(
+    service: &SupportService,
+    profile: &SupportServiceProfile,
+    runtime: &KubernetesRuntime,
+    ctx: &Context,
+    mut report: Report,
+) -> Result<Report> {
+    let client = match ctx.pool.client_for(runtime).await {
+        Ok(client) => client,
+        Err(error) => return Ok(report.failed(&error)),
+    };
+    let uid = service.metadata.uid.clone().unwrap_or_default();
+    let name = service.metadata.name.clone().unwrap_or_default();
+    let namespace = &profile.spec.namespace;
+    let owner = Owner {
+        namespace: "SupportService",
+        name: &name,
+        uid: &uid,
+    };
+    let manifests = with_namespace_first(namespace, &for_runtime(&profile.spec.manifests, runtime));
+    let rendered = match render(&manifests, &Default::default(), &owner) {
+        Ok(rendered) => rendered,
+        Err(error) => return Ok(report.failed(&error)),
+    };
+    let (desired, unresolved, waiting_for_kind) =
+        applier::resolve(&client, rendered, namespace).await?;
+    if let Some(pending) = applier::with_pending(&report.inventory, &desired) {
+        report.inventory = pending;
+        write_inventory(service, ctx, &report.inventory).await?;
+    }
+    let applier = Applier {
+        client: &client,
+        owner_uid: &uid,
+        field_manager: field_manager(&uid),
+        adopt: false,
+    };
+    let outcome = applier
+        .converge(&desired, &unresolved, &report.inventory)
+        .await;
+    report.inventory = outcome.inventory;
+    report.profile_generation = profile.metadata.generation;
+    if let Some(error) = outcome.failure {
+        return Ok(report.failed(&error));
+    }
+    let mut health = applier::read_health(&client, &outcome.applied).await?;
+    health.extend(applier::read_checks(&client, &profile.spec.health_checks).await?);
+    report.health = health;
+    Ok(judge(report, waiting_for_kind))
+}
+
+fn judge(mut report: Report, waiting_for_kind: Option<Error>) -> Report {
+    if let Some(failures) = describe_failures(&report.health) {
+        report.state = DependencyState::Failed;
+        report.reason = "InstallFailed";
+        report.message = failures;
+    } else if let Some(waiting) = waiting_for_kind {
+        report.state = DependencyState::Installing;
+        report.reason = "Installing";
+        report.message = format!("waiting for its CRDs to be served: {waiting}");
+    } else if report.health.iter().all(|h| h.healthy) {
+        report.state = DependencyState::Ready;
+        report.reason = "Installed";
+        report.message = format!("installed; {}", summarize(&report.health));
+    } else {
+        report.state = DependencyState::Installing;
+        report.reason = "Installing";
+        report.message = format!(
+            "{}: {}",
+            summarize(&report.health),
+            describe_unhealthy(&report.health)
+        );
+    }
+    report
+}
+
+/// The profile's manifests with `$(runtime.*)` parameters replaced for `runtime`.
+fn for_runtime(manifests: &[Manifest], runtime: &KubernetesRuntime) -> Vec<Manifest> {
+    let mut parameters = vec![
+        (
+            "$(runtime.name)".to_owned(),
+            runtime.metadata.name.clone().unwrap_or_default(),
+        ),
+        ("$(runtime.region)".to_owned(), runtime.spec.region.clone()),
+        (
+            "$(runtime.provider)".to_owned(),
+            runtime.spec.provider.clone(),
+        ),
+    ];
+    for (key, value) in runtime.metadata.labels.iter().flatten() {
+        parameters.push((format!("$(runtime.labels.{key})"), value.clone()));
+    }
+    manifests
+        .iter()
+        .map(|m| {
+            let mut value = Value::Object(m.0.clone());
+            substitute(&mut value, &parameters);
+            match value {
+                Value::Object(map) => Manifest(map),
+                _ => m.clone(),
+            }
+        })
+        .collect()
+}
+
+fn substitute(value: &mut Value, parameters: &[(String, String)]) {
+    match value {
+        Value::String(text) if text.contains("$(runtime.") => {
+            for (key, replacement) in parameters {
+                *text = text.replace(key, replacement);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| substitute(v, parameters)),
+        Value::Object(map) => map.values_mut().for_each(|v| substitute(v, parameters)),
+        _ => {}
+    }
+}
+
+/// The service's namespace as its first object, so it is created first, recorded in the
+/// inventory and removed last.
+fn with_namespace_first(namespace: &str, manifests: &[Manifest]) -> Vec<Manifest> {
+    let declared = manifests
+        .iter()
+        .any(|m| m.kind() == Some("Namespace") && m.name() == Some(namespace));
+    let mut all = Vec::with_capacity(manifests.len() + 1);
+    if !declared
+        && let Value::Object(map) = json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": namespace },
+        })
+    {
+        all.push(Manifest(map));
+    }
+    all.extend(manifests.iter().cloned());
+    all
+}
+
+/// Who needs the service now, from the live objects: WorkloadInstances on its runtime that
+/// need a capability it provides (resolved to its profile, or listed in their status) and
+/// are not fully torn down, and SupportServices there whose profile requires one.
+pub fn users_of(service: &SupportService, ctx: &Context) -> Vec<String> {
+    let name = service.metadata.name.clone().unwrap_or_default();
+    let runtime = &service.spec.runtime_ref.name;
+    let profiles = ctx.caches.profiles.state();
+    let provided_here = |capability: &str| {
+        provider_of(capability, &profiles)
+            .is_ok_and(|p| p.metadata.name.as_deref() == Some(&service.spec.profile_ref.name))
+    };
+    let mut users: Vec<String> = ctx
+        .caches
+        .instances
+        .state()
+        .iter()
+        .filter(|i| &i.spec.runtime_ref.name == runtime)
+        .filter(|i| still_there(&i.metadata, INSTANCE_FINALIZER))
+        .filter(|i| {
+            let listed = i
+                .status
+                .iter()
+                .flat_map(|s| &s.dependencies)
+                .any(|d| d.name == name);
+            listed || i.spec.capabilities().iter().any(|c| provided_here(c))
+        })
+        .map(|i| key_of(&**i))
+        .collect();
+    for other in dependencies::services_on(ctx, runtime) {
+        let other_name = other.metadata.name.clone().unwrap_or_default();
+        if other_name == name || !still_there(&other.metadata, FINALIZER) {
+            continue;
+        }
+        let requires_it = ctx
+            .caches
+            .profiles
+            .get(&ObjectRef::new(&other.spec.profile_ref.name))
+            .is_some_and(|p| p.spec.requires.iter().any(|c| provided_here(c)));
+        if requires_it {
+            users.push(format!("SupportService/{other_name}"));
+        }
+    }
+    users.sort();
+    users
+}
+
+/// Not deleted, or deleted but still tearing down (holding its finalizer).
+fn still_there(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    finalizer: &str,
+) -> bool {
+    meta.deletion_timestamp.is_none() || meta.finalizers.iter().flatten().any(|f| f == finalizer)
+}
+
+/// Removes what the service installed, unless something still needs it. `Some` while
+/// waiting (users remain, or objects are still going).
+async fn remove(service: &SupportService, ctx: &Context) -> Result<Option<Report>> {
+    let users = users_of(service, ctx);
+    let report = Report::from_previous(service, users.clone());
+    if !users.is_empty() {
+        let message = format!(
+            "not removed while in use by {}; remove those needs first",
+            users.join(", ")
+        );
+        return Ok(Some(report.waiting("InUse", message)));
+    }
+    let runtime_name = &service.spec.runtime_ref.name;
+    let Some(runtime) = ctx.caches.runtime(runtime_name) else {
+        return Ok(None);
+    };
+    if runtime.metadata.deletion_timestamp.is_some()
+        && runtime.spec.deletion_policy == qleetos_crds::DeletionPolicy::Abandon
+    {
+        return Ok(None);
+    }
+    let mut report = report;
+    report.state = DependencyState::Removing;
+    report.reason = "Removing";
+    let client = match ctx.pool.client_for(&runtime).await {
+        Ok(client) => client,
+        Err(error) => {
+            report.message = format!("waiting to remove the installed objects: {error}");
+            return Ok(Some(report));
+        }
+    };
+    let uid = service.metadata.uid.clone().unwrap_or_default();
+    let applier = Applier {
+        client: &client,
+        owner_uid: &uid,
+        field_manager: field_manager(&uid),
+        adopt: false,
+    };
+    let remaining = match applier.remove(&report.inventory).await {
+        Ok(remaining) => remaining,
+        Err(error @ Error::RuntimeUnreachable { .. }) => {
+            report.message = format!("waiting to remove the installed objects: {error}");
+            return Ok(Some(report));
+        }
+        Err(error) => return Err(error),
+    };
+    if remaining.is_empty() {
+        tracing::info!(support_service = %key_of(service), "removed every installed object");
+        return Ok(None);
+    }
+    let names: Vec<String> = remaining.iter().map(describe).collect();
+    report.message = format!(
+        "removing {} object(s) in teardown order: {}",
+        names.len(),
+        names.join(", ")
+    );
+    Ok(Some(report))
+}
+
+async fn write_inventory(
+    service: &SupportService,
+    ctx: &Context,
+    inventory: &[AppliedObject],
+) -> Result<()> {
+    let mut status = service.status.clone().unwrap_or_default();
+    status.applied_objects = inventory.to_vec();
+    let api: Api<SupportService> = Api::all(ctx.client.clone());
+    apply_status(
+        &api,
+        &service.metadata.name.clone().unwrap_or_default(),
+        &status,
+    )
+    .await
+}
+
+async fn write(service: &SupportService, ctx: &Context, report: Report) -> Result<()> {
+    let previous = service.status.clone().unwrap_or_default();
+    let ready = Condition::ready(
+        report.state == DependencyState::Ready,
+        report.reason,
+        report.message,
+    )
+    .with_generation(service.metadata.generation);
+    let status = SupportServiceStatus {
+        conditions: qleetos_crds::merged(&previous.conditions, vec![ready]),
+        observed_generation: service.metadata.generation,
+        state: report.state,
+        profile_generation: report.profile_generation,
+        user_count: i64::try_from(report.users.len()).unwrap_or(i64::MAX),
+        users: report.users,
+        unused_since: report.unused_since,
+        applied_objects: report.inventory,
+        health: report.health,
+    };
+    if status == previous {
+        return Ok(());
+    }
+    let api: Api<SupportService> = Api::all(ctx.client.clone());
+    apply_status(
+        &api,
+        &service.metadata.name.clone().unwrap_or_default(),
+        &status,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_parameters_are_replaced_in_every_string() {
+        let runtime: KubernetesRuntime = serde_json::from_value(json!({
+            "apiVersion": "qleetos.io/v1alpha1", "kind": "KubernetesRuntime",
+            "metadata": { "name": "eu-west", "labels": { "tier": "gold" } },
+            "spec": { "provider": "local", "region": "eu-west-1",
+                      "connection": { "kubeconfigSecretRef": { "namespace": "qleetos-system", "name": "k", "key": "kubeconfig" } } },
+        }))
+        .expect("runtime");
+        let Value::Object(map) = json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "id" },
+            "data": { "where": "$(runtime.name) in $(runtime.region) on $(runtime.provider)", "tier": "$(runtime.labels.tier)" },
+        }) else {
+            unreachable!()
+        };
+        let rendered = for_runtime(&[Manifest(map)], &runtime);
+        assert_eq!(
+            rendered[0].0["data"]["where"],
+            "eu-west in eu-west-1 on local"
+        );
+        assert_eq!(rendered[0].0["data"]["tier"], "gold");
+    }
+
+    #[test]
+    fn the_namespace_comes_first_unless_declared() {
+        let all = with_namespace_first("cert-manager", &[]);
+        assert_eq!(all[0].kind(), Some("Namespace"));
+        assert_eq!(with_namespace_first("cert-manager", &all).len(), 1);
+    }
+}

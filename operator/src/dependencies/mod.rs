@@ -1,0 +1,146 @@
+//! The dependency engine: for one placement, what its runtime must provide before the
+//! workload's objects are applied, the SupportServices providing it (created on first
+//! need), how far each is, and what each contributes to the generated objects.
+//!
+//! Order of a placement: runtime Ready → every needed support service (and, through each
+//! service's own `requires`, theirs) Ready → generated route/certificate/DNS objects and the
+//! workload's manifests applied → health, including the generated objects' conditions.
+
+pub mod generated;
+pub mod providers;
+
+use std::sync::Arc;
+
+use kube::api::{Api, PostParams};
+use kube::runtime::reflector::ObjectRef;
+use qleetos_crds::{
+    DependencyState, DependencyStatus, NameRef, SupportService, SupportServiceProfile,
+    SupportServiceSpec,
+};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use generated::Contributions;
+pub use providers::{provider_of, required_by, support_service_name};
+
+/// Where one owner's dependencies stand.
+#[derive(Debug, Default)]
+pub struct Needs {
+    pub statuses: Vec<DependencyStatus>,
+    pub contributions: Contributions,
+}
+
+impl Needs {
+    /// `None` when every dependency is Ready; else the first one not Ready, described.
+    pub fn waiting_on(&self, runtime: &str) -> Option<String> {
+        self.statuses
+            .iter()
+            .find(|s| s.state != DependencyState::Ready)
+            .map(|s| describe_wait(s, runtime))
+    }
+}
+
+fn describe_wait(status: &DependencyStatus, runtime: &str) -> String {
+    let profile = status
+        .name
+        .strip_suffix(&format!(".{runtime}"))
+        .unwrap_or(&status.name);
+    format!(
+        "{profile} ({}) on {runtime} is {} ({})",
+        status.capability, status.state, status.message
+    )
+}
+
+/// Makes sure a SupportService exists on `runtime` for each capability, and reports each.
+/// `Err` for a capability no profile (or no single default profile) provides.
+pub async fn ensure(ctx: &Context, capabilities: &[String], runtime: &str) -> Result<Needs> {
+    let profiles = ctx.caches.profiles.state();
+    let mut needs = Needs::default();
+    for capability in capabilities {
+        let profile = provider_of(capability, &profiles)?;
+        let service = ensure_support_service(ctx, &profile, runtime).await?;
+        needs.statuses.push(status_of(capability, &service));
+        needs
+            .contributions
+            .insert(capability.clone(), profile.spec.workload_objects.clone());
+    }
+    Ok(needs)
+}
+
+/// A dependency's status as read from its SupportService.
+pub fn status_of(capability: &str, service: &SupportService) -> DependencyStatus {
+    let deleting = service.metadata.deletion_timestamp.is_some();
+    DependencyStatus {
+        capability: capability.to_owned(),
+        kind: "SupportService".to_owned(),
+        name: service.metadata.name.clone().unwrap_or_default(),
+        state: if deleting {
+            DependencyState::Removing
+        } else {
+            service.state()
+        },
+        message: if deleting {
+            "being removed; it is installed again once the removal is done".to_owned()
+        } else {
+            service.message()
+        },
+    }
+}
+
+/// The SupportService installing `profile` into `runtime`, created when missing.
+pub async fn ensure_support_service(
+    ctx: &Context,
+    profile: &SupportServiceProfile,
+    runtime: &str,
+) -> Result<SupportService> {
+    let profile_name = profile.metadata.name.clone().unwrap_or_default();
+    let name = support_service_name(&profile_name, runtime);
+    if let Some(found) = ctx.caches.support_services.get(&ObjectRef::new(&name)) {
+        return Ok((*found).clone());
+    }
+    let api: Api<SupportService> = Api::all(ctx.client.clone());
+    let mut wanted = SupportService::new(
+        &name,
+        SupportServiceSpec {
+            profile_ref: NameRef { name: profile_name },
+            runtime_ref: NameRef {
+                name: runtime.to_owned(),
+            },
+        },
+    );
+    wanted.metadata.labels = Some(
+        [
+            (
+                PROFILE_LABEL.to_owned(),
+                crate::names::label_value(&wanted.spec.profile_ref.name),
+            ),
+            (RUNTIME_LABEL.to_owned(), crate::names::label_value(runtime)),
+        ]
+        .into(),
+    );
+    match api.create(&PostParams::default(), &wanted).await {
+        Ok(created) => {
+            tracing::info!(support_service = %name, "created: first need on this runtime");
+            Ok(created)
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            api.get(&name).await.map_err(Error::Management)
+        }
+        Err(error) => Err(Error::Management(error)),
+    }
+}
+
+/// Label on SupportServices naming their profile.
+pub const PROFILE_LABEL: &str = "qleetos.io/profile";
+/// Label on SupportServices naming their runtime.
+pub const RUNTIME_LABEL: &str = "qleetos.io/runtime";
+
+/// Every SupportService of `runtime` in the cache.
+pub fn services_on(ctx: &Context, runtime: &str) -> Vec<Arc<SupportService>> {
+    ctx.caches
+        .support_services
+        .state()
+        .into_iter()
+        .filter(|s| s.spec.runtime_ref.name == runtime)
+        .collect()
+}
