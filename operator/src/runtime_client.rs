@@ -206,9 +206,32 @@ impl RuntimeClient {
     /// Reads an applied object back; `None` when it no longer exists.
     pub async fn get(&self, object: &AppliedObject) -> Result<Option<DynamicObject>> {
         let api = self.api_for(object).await?;
-        api.get_opt(&object.name)
-            .await
-            .map_err(|e| self.api_error(object, "reading", e))
+        self.read(&api, object).await
+    }
+
+    /// `None` also when the object's kind is no longer served (its CRD was removed, taking
+    /// every object of the kind with it); the cached discovery of the kind is dropped then.
+    async fn read(
+        &self,
+        api: &Api<DynamicObject>,
+        object: &AppliedObject,
+    ) -> Result<Option<DynamicObject>> {
+        match api.get_opt(&object.name).await {
+            Ok(found) => Ok(found),
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                self.forget_kind(&object.api_version, &object.kind);
+                Ok(None)
+            }
+            Err(error) => Err(self.api_error(object, "reading", error)),
+        }
+    }
+
+    fn forget_kind(&self, api_version: &str, kind: &str) {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        self.kinds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&GroupVersionKind::gvk(group, version, kind));
     }
 
     /// Deletes an object this instance applied (dependents in the background), only when the
@@ -219,11 +242,7 @@ impl RuntimeClient {
             Err(Error::UnknownKind { .. }) => return Ok(Deletion::Gone),
             Err(other) => return Err(other),
         };
-        let Some(live) = api
-            .get_opt(&object.name)
-            .await
-            .map_err(|e| self.api_error(object, "reading", e))?
-        else {
+        let Some(live) = self.read(&api, object).await? else {
             return Ok(Deletion::Gone);
         };
         let recorded_uid_differs = object

@@ -49,3 +49,50 @@ where
             .map_err(|e| Failed::from(format!("{e:#}")))
     })
 }
+
+/// A scenario that needs an environment to itself (it stops processes, or installs
+/// cluster-wide objects others would see).
+pub type Exclusive = for<'a> fn(
+    &'a mut Environment,
+) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
+/// An environment a group of exclusive scenarios take turns on, one at a time, started by
+/// whichever runs first.
+#[derive(Clone)]
+pub struct TakingTurns {
+    env: Arc<tokio::sync::Mutex<Option<Environment>>>,
+    dir: std::path::PathBuf,
+    runtimes: fn() -> Vec<qleetos_e2e::environment::RuntimeSpec>,
+}
+
+impl TakingTurns {
+    pub fn new(
+        dir: std::path::PathBuf,
+        runtimes: fn() -> Vec<qleetos_e2e::environment::RuntimeSpec>,
+    ) -> Self {
+        Self {
+            env: Arc::default(),
+            dir,
+            runtimes,
+        }
+    }
+
+    pub async fn stop(self) {
+        if let Some(env) = self.env.lock().await.take() {
+            env.stop().await;
+        }
+    }
+
+    pub async fn run(&self, scenario: Exclusive) -> Result<()> {
+        use anyhow::Context as _;
+        let mut guard = self.env.lock().await;
+        if guard.is_none() {
+            let env = Environment::start(&self.dir, (self.runtimes)())
+                .await
+                .with_context(|| format!("starting the environment in {}", self.dir.display()))?;
+            *guard = Some(env);
+        }
+        let env = guard.as_mut().context("environment")?;
+        scenario(env).await
+    }
+}

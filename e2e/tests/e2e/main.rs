@@ -3,6 +3,7 @@
 //! scenarios that can run side by side; disruptive ones start an environment of their own.
 
 mod credentials;
+mod dependencies;
 mod found;
 mod foundation;
 mod gateway;
@@ -68,6 +69,8 @@ fn main() {
     trials.extend(found::trials(&runtime, &shared_env));
     let (queue_trials, queue_env) = queue::trials(&runtime, &shared_env, dir.path());
     trials.extend(queue_trials);
+    let (dependency_trials, dependency_env) = dependencies::trials(&runtime, dir.path());
+    trials.extend(dependency_trials);
     trials.push(harness::own_trial(
         "unreachable_runtime_recovers",
         &runtime,
@@ -76,6 +79,7 @@ fn main() {
 
     let conclusion = libtest_mimic::run(&args, trials);
     runtime.block_on(queue_env.stop());
+    runtime.block_on(dependency_env.stop());
     if let Ok(Ok(env)) = Arc::try_unwrap(shared_env) {
         runtime.block_on(env.stop());
     }

@@ -678,48 +678,12 @@ async fn wait_all_ready_but(
     .await
 }
 
-type Exclusive =
-    for<'a> fn(
-        &'a mut Environment,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
-
-/// The environment the exclusive scenarios take turns on (they stop and start replicas
-/// and NATS), created by whichever runs first.
-#[derive(Clone, Default)]
-pub struct QueueEnv(std::sync::Arc<tokio::sync::Mutex<Option<Environment>>>);
-
-impl QueueEnv {
-    pub async fn stop(self) {
-        if let Some(env) = self.0.lock().await.take() {
-            env.stop().await;
-        }
-    }
-
-    async fn run(&self, dir: std::path::PathBuf, scenario: Exclusive) -> Result<()> {
-        let mut guard = self.0.lock().await;
-        if guard.is_none() {
-            let runtimes = vec![qleetos_e2e::environment::RuntimeSpec::new(
-                "eu-west",
-                "eu-west-1",
-                &[],
-            )];
-            *guard = Some(
-                Environment::start(&dir, runtimes)
-                    .await
-                    .context("starting the queue environment")?,
-            );
-        }
-        let env = guard.as_mut().context("queue environment")?;
-        scenario(env).await
-    }
-}
-
 /// The queue trials: two on the shared environment, eight taking turns on their own.
 pub fn trials(
     runtime: &std::sync::Arc<tokio::runtime::Runtime>,
     shared: &crate::harness::SharedEnv,
     dir: &std::path::Path,
-) -> (Vec<libtest_mimic::Trial>, QueueEnv) {
+) -> (Vec<libtest_mimic::Trial>, crate::harness::TakingTurns) {
     use libtest_mimic::Trial;
     let shared_scenarios: [(&str, crate::harness::Scenario); 2] = [
         ("drift_in_a_runtime_is_corrected", |env| {
@@ -729,7 +693,7 @@ pub fn trials(
             Box::pin(a_poison_workload_does_not_block_others(env))
         }),
     ];
-    let exclusive_scenarios: [(&str, Exclusive); 8] = [
+    let exclusive_scenarios: [(&str, crate::harness::Exclusive); 8] = [
         ("pending_work_waits_for_an_operator", |env| {
             Box::pin(pending_work_waits_for_an_operator(env))
         }),
@@ -759,10 +723,16 @@ pub fn trials(
         .into_iter()
         .map(|(name, scenario)| crate::harness::shared_trial(name, runtime, shared, scenario))
         .collect();
-    let queue_env = QueueEnv::default();
+    let queue_env = crate::harness::TakingTurns::new(dir.join("queue"), || {
+        vec![qleetos_e2e::environment::RuntimeSpec::new(
+            "eu-west",
+            "eu-west-1",
+            &[],
+        )]
+    });
     for (name, scenario) in exclusive_scenarios {
-        let (env, dir) = (queue_env.clone(), dir.join("queue"));
-        let work = async move { env.run(dir, scenario).await };
+        let env = queue_env.clone();
+        let work = async move { env.run(scenario).await };
         trials.push(crate::harness::own_trial(name, runtime, work));
     }
     (trials, queue_env)

@@ -116,6 +116,8 @@ pub async fn run(publisher: Publisher, ctx: Arc<Context>, writers: CacheWriters)
     );
 }
 
+/// The objects of `api` as they change, deletions included (the last finalizer's removal
+/// deletes an object without a final update), reflected into `writer` first.
 pub(super) fn watched<K>(
     api: Api<K>,
     writer: reflector::store::Writer<K>,
@@ -132,7 +134,7 @@ where
     watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(writer)
-        .applied_objects()
+        .touched_objects()
 }
 
 pub(super) async fn for_each<K, F, Fut>(

@@ -1,0 +1,459 @@
+//! The dependency engine against real runtimes: support services installed on first need
+//! with the real cert-manager controller standing in for its pod, reused, rolled out,
+//! removed after the grace period with nothing left behind; bad input reported.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use qleetos_crds::{
+    Conditions, DependencyState, SupportService, SupportServiceProfile, Workload, WorkloadInstance,
+};
+use qleetos_e2e::environment::{Environment, RuntimeSpec};
+use qleetos_e2e::operator::OperatorOptions;
+use qleetos_e2e::standin::{StandIn, StandInSpec};
+use serde_json::{Value, json};
+
+use crate::support::{
+    TIMEOUT, apply_workload, delete_workload, eventually, instances_of, kubectl,
+    wait_workload_ready,
+};
+
+const HOST: &str = "shop.qleetos.test";
+/// Installing cert-manager (CRDs, controller start, CA issuance) takes a while here.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// The runtimes of the dependency environment.
+pub fn runtimes() -> Vec<RuntimeSpec> {
+    vec![
+        RuntimeSpec::new("eu-west", "eu-west-1", &[]),
+        RuntimeSpec::new("us-east", "us-east-1", &[]),
+    ]
+}
+
+/// Applies the default profiles with a short removal grace period.
+async fn apply_default_profiles(env: &Environment, grace_seconds: u32) -> Result<()> {
+    let profiles = examples().join("support-services");
+    kubectl(
+        env.management.kubeconfig_path(),
+        &["apply", "-f", profiles.to_str().context("path")?],
+    )
+    .await?;
+    let client = env.management_client().await?;
+    let api: Api<SupportServiceProfile> = Api::all(client);
+    for name in ["cert-manager", "traefik", "external-dns"] {
+        let patch = json!({"spec": {"gracePeriodSeconds": grace_seconds}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(())
+}
+
+fn web_workload(name: &str, host: &str, region: &str) -> Value {
+    json!({
+        "apiVersion": "qleetos.io/v1alpha1", "kind": "Workload",
+        "metadata": {"name": name},
+        "spec": {
+            "placement": {"regions": [region]},
+            "expose": {"hosts": [host], "service": {"name": name, "port": 80}, "tls": true, "dns": true},
+            "manifests": [
+                {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                 "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                          "template": {"metadata": {"labels": {"app": name}},
+                                       "spec": {"containers": [{"name": name, "image": "nginx:1.27"}]}}}},
+                {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                 "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}}
+            ]
+        }
+    })
+}
+
+async fn cert_manager_on(env: &Environment, runtime: &str) -> Result<StandIn> {
+    let cluster = env.runtime(runtime).context("runtime")?;
+    let log_dir = env.dir().join(format!("cert-manager-{runtime}"));
+    std::fs::create_dir_all(&log_dir)?;
+    Ok(StandIn::start(StandInSpec::cert_manager().await?, cluster.kubeconfig_path(), &log_dir).await?)
+}
+
+async fn support_services(client: &Client) -> Result<Vec<SupportService>> {
+    Ok(Api::<SupportService>::all(client.clone())
+        .list(&Default::default())
+        .await?
+        .items)
+}
+
+/// Every object in `runtime` QleetOS labelled as its own, of any kind the runtime lists.
+async fn managed_objects_left(env: &Environment, runtime: &str) -> Result<Vec<String>> {
+    let kubeconfig = env.runtime(runtime).context("runtime")?.kubeconfig_path();
+    let kinds = kubectl(kubeconfig, &["api-resources", "--verbs=list", "-o", "name"]).await?;
+    let kinds: Vec<&str> = kinds.lines().filter(|k| !k.starts_with("events")).collect();
+    let listed = kubectl(
+        kubeconfig,
+        &["get", &kinds.join(","), "-A", "-l", "app.kubernetes.io/managed-by=qleetos", "-o", "name"],
+    )
+    .await?;
+    Ok(listed.lines().map(str::to_owned).collect())
+}
+
+/// The DNS names and issuer of the certificate in `pem`, checking it is valid now.
+fn certificate_facts(pem: &[u8]) -> Result<(Vec<String>, String)> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).context("tls.crt is not PEM")?;
+    let certificate = pem.parse_x509().context("tls.crt is not an X.509 certificate")?;
+    ensure!(certificate.validity().is_valid(), "the certificate is not valid now");
+    let names = certificate
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .map(|n| n.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((names, certificate.issuer().to_string()))
+}
+
+/// The web example on a runtime with no support services: everything it needs is installed
+/// once, the real cert-manager issues its certificate, a second workload reuses the
+/// services, and once the last one goes they are removed with nothing left in the runtime.
+pub async fn web_workload_gets_its_support_services_and_a_real_certificate(
+    env: &mut Environment,
+) -> Result<()> {
+    let (ns, client) = ("dep-web", env.management_client().await?);
+    apply_default_profiles(env, 5).await?;
+    let cert_manager = cert_manager_on(env, "eu-west").await?;
+    apply_workload(&client, ns, &web_workload("shop", HOST, "eu-west-1")).await?;
+    let shop = wait_ready_within(&client, ns, "shop", INSTALL_TIMEOUT).await?;
+    let placement = &shop.status.as_ref().context("status")?.placements[0];
+    ensure!(placement.urls == [format!("https://{HOST}/")], "urls: {:?}", placement.urls);
+    let installed = support_services(&client).await?;
+    let mut names: Vec<String> = installed.iter().filter_map(|s| s.metadata.name.clone()).collect();
+    names.sort();
+    ensure!(
+        names == ["cert-manager.eu-west", "external-dns.eu-west", "traefik.eu-west"],
+        "support services: {names:?}"
+    );
+    ensure!(installed.iter().all(|s| s.state() == DependencyState::Ready), "not all Ready");
+    let runtime = env.runtime("eu-west").context("eu-west")?.client().await?;
+    check_route_and_certificate(&runtime, ns).await?;
+
+    apply_workload(&client, ns, &web_workload("blog", "blog.qleetos.test", "eu-west-1")).await?;
+    wait_ready_within(&client, ns, "blog", INSTALL_TIMEOUT).await?;
+    let again = support_services(&client).await?;
+    ensure!(same_uids(&installed, &again), "support services were re-created for the second workload");
+
+    delete_workload(&client, ns, "shop").await?;
+    wait_gone(&Api::<Workload>::namespaced(client.clone(), ns), "shop").await?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let kept = support_services(&client).await?;
+    ensure!(same_uids(&installed, &kept), "support services went while blog still needs them");
+
+    delete_workload(&client, ns, "blog").await?;
+    eventually("every support service removed", INSTALL_TIMEOUT, || async {
+        Ok(support_services(&client).await?.is_empty().then_some(()))
+    })
+    .await?;
+    let left = managed_objects_left(env, "eu-west").await?;
+    ensure!(left.is_empty(), "objects left in the runtime: {left:?}");
+    cert_manager.wait_stopped(TIMEOUT).await?;
+    Ok(())
+}
+
+async fn check_route_and_certificate(runtime: &Client, ns: &str) -> Result<()> {
+    let ingress = Api::<Ingress>::namespaced(runtime.clone(), ns).get("shop").await?;
+    let spec = ingress.spec.context("ingress spec")?;
+    ensure!(spec.ingress_class_name.as_deref() == Some("traefik"), "class: {:?}", spec.ingress_class_name);
+    let tls = spec.tls.unwrap_or_default();
+    ensure!(tls.first().and_then(|t| t.secret_name.as_deref()) == Some("shop-tls"), "tls: {tls:?}");
+    let annotations = ingress.metadata.annotations.unwrap_or_default();
+    ensure!(
+        annotations.get("external-dns.alpha.kubernetes.io/hostname").map(String::as_str) == Some(HOST),
+        "annotations: {annotations:?}"
+    );
+    let secret = Api::<Secret>::namespaced(runtime.clone(), ns).get("shop-tls").await?;
+    let data = secret.data.unwrap_or_default();
+    let crt = data.get("tls.crt").context("no tls.crt in Secret shop-tls")?;
+    let (names, issuer) = certificate_facts(&crt.0)?;
+    println!("certificate for {names:?} issued by {issuer}");
+    ensure!(names.iter().any(|n| n.contains(HOST)), "SANs {names:?} lack {HOST}");
+    ensure!(issuer.contains("QleetOS local CA (eu-west)"), "issuer: {issuer}");
+    Ok(())
+}
+
+fn same_uids(before: &[SupportService], after: &[SupportService]) -> bool {
+    let uids = |s: &[SupportService]| {
+        let mut uids: Vec<String> = s.iter().filter_map(|s| s.metadata.uid.clone()).collect();
+        uids.sort();
+        uids
+    };
+    uids(before) == uids(after)
+}
+
+async fn wait_ready_within(client: &Client, ns: &str, name: &str, timeout: Duration) -> Result<Workload> {
+    let api: Api<Workload> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("Workload {ns}/{name} Ready"), timeout, || async {
+        let workload = api.get(name).await?;
+        let status = workload.status.clone().unwrap_or_default();
+        if status.is_ready() && status.observed_generation == workload.metadata.generation {
+            return Ok(Some(workload));
+        }
+        let ready = status.condition("Ready").map(|c| format!("{}: {}", c.reason, c.message));
+        anyhow::bail!("not Ready: {ready:?}")
+    })
+    .await
+}
+
+async fn wait_gone<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(&format!("{name} gone"), INSTALL_TIMEOUT, || async {
+        Ok(api.get_opt(name).await?.is_none().then_some(()))
+    })
+    .await
+}
+
+/// The instance of `workload`'s only placement, once its Ready condition has `reason`.
+async fn wait_instance_reason(
+    client: &Client,
+    ns: &str,
+    workload: &str,
+    reason: &str,
+) -> Result<WorkloadInstance> {
+    eventually(&format!("{ns}/{workload} instance with reason {reason}"), TIMEOUT, || async {
+        let instances = instances_of(client, ns, workload).await?;
+        let found = instances.into_iter().find(|i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.condition("Ready"))
+                .is_some_and(|c| c.reason == reason)
+        });
+        Ok(found)
+    })
+    .await
+}
+
+fn ready_message(instance: &WorkloadInstance) -> String {
+    instance
+        .status
+        .as_ref()
+        .and_then(|s| s.condition("Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+fn profile(name: &str, provides: &str, default: bool, manifests: Value) -> Value {
+    json!({
+        "apiVersion": "qleetos.io/v1alpha1", "kind": "SupportServiceProfile",
+        "metadata": {"name": name},
+        "spec": {"provides": [provides], "default": default, "namespace": name,
+                 "gracePeriodSeconds": 0, "manifests": manifests}
+    })
+}
+
+async fn apply_profile(client: &Client, profile: &Value) -> Result<()> {
+    let api: Api<SupportServiceProfile> = Api::all(client.clone());
+    let name = profile["metadata"]["name"].as_str().context("name")?;
+    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(profile))
+        .await?;
+    Ok(())
+}
+
+fn config_map(name: &str, version: &str) -> Value {
+    json!([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"version": version}}])
+}
+
+fn needing(name: &str, needs: &[&str], region: &str) -> Value {
+    json!({
+        "apiVersion": "qleetos.io/v1alpha1", "kind": "Workload",
+        "metadata": {"name": name},
+        "spec": {
+            "placement": {"regions": [region]},
+            "needs": needs,
+            "manifests": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}}]
+        }
+    })
+}
+
+/// Each kind of bad input gets its own condition, and nothing of the Workload is applied.
+pub async fn bad_dependency_input_is_reported(env: &mut Environment) -> Result<()> {
+    let (ns, client) = ("dep-bad", env.management_client().await?);
+    apply_workload(&client, ns, &needing("lonely", &["monitoring"], "eu-west-1")).await?;
+    let lonely = wait_instance_reason(&client, ns, "lonely", "NoSupportServiceProfile").await?;
+    ensure!(ready_message(&lonely).contains("`monitoring`"), "{}", ready_message(&lonely));
+
+    apply_profile(&client, &profile("cache-a", "cache", false, config_map("a", "1"))).await?;
+    apply_profile(&client, &profile("cache-b", "cache", false, config_map("b", "1"))).await?;
+    apply_workload(&client, ns, &needing("torn", &["cache"], "eu-west-1")).await?;
+    let torn = wait_instance_reason(&client, ns, "torn", "AmbiguousSupportServiceProfile").await?;
+    ensure!(ready_message(&torn).contains("cache-a, cache-b"), "{}", ready_message(&torn));
+
+    let mut bad_host = web_workload("badhost", "Not_A_Host", "eu-west-1");
+    bad_host["metadata"]["namespace"] = json!(ns);
+    let refused = Api::<Workload>::namespaced(client.clone(), ns)
+        .create(&Default::default(), &serde_json::from_value(bad_host)?)
+        .await
+        .err()
+        .context("a host that is not a DNS name was accepted")?;
+    ensure!(refused.to_string().contains("expose.hosts"), "{refused}");
+
+    let mut wrong_port = web_workload("wrongport", "wrong.qleetos.test", "eu-west-1");
+    wrong_port["spec"]["expose"] = json!({"hosts": ["wrong.qleetos.test"], "service": {"name": "wrongport", "port": 8080}});
+    apply_profile(&client, &profile("ingress-test", "ingress", true, json!([]))).await?;
+    apply_workload(&client, ns, &wrong_port).await?;
+    let wrong = wait_instance_reason(&client, ns, "wrongport", "InvalidExpose").await?;
+    ensure!(ready_message(&wrong).contains("no port 8080"), "{}", ready_message(&wrong));
+
+    let broken = json!([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "broken"}, "data": {"k": "v"}, "spec": {"nonsense": true}}]);
+    apply_profile(&client, &profile("broken", "broken", false, broken)).await?;
+    apply_workload(&client, ns, &needing("victim", &["broken"], "eu-west-1")).await?;
+    let victim = wait_instance_reason(&client, ns, "victim", "WaitingForSupportService").await?;
+    let failed = eventually("the broken service Failed with the API server's message", TIMEOUT, || async {
+        let service = Api::<SupportService>::all(client.clone()).get("broken.eu-west").await?;
+        Ok((service.state() == DependencyState::Failed).then(|| service.message()))
+    })
+    .await?;
+    ensure!(failed.contains("unknown field"), "{failed}");
+    println!("victim waits: {}", ready_message(&victim));
+    let runtime = env.runtime("eu-west").context("eu-west")?.client().await?;
+    let applied = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(runtime, ns)
+        .get_opt("victim")
+        .await?;
+    ensure!(applied.is_none(), "the workload was applied although its support service failed");
+
+    for name in ["lonely", "torn", "wrongport", "victim"] {
+        delete_workload(&client, ns, name).await?;
+    }
+    for name in ["cache-a", "cache-b", "ingress-test", "broken"] {
+        delete_profile(&client, name).await?;
+    }
+    Ok(())
+}
+
+async fn delete_profile(client: &Client, name: &str) -> Result<()> {
+    let api: Api<SupportServiceProfile> = Api::all(client.clone());
+    api.delete(name, &DeleteParams::default()).await?;
+    wait_gone(&api, name).await
+}
+
+/// A changed profile reaches every runtime that has it; deleting a profile in use waits and
+/// names its users, and completes once they are gone.
+pub async fn profile_upgrade_rolls_out_and_deleting_a_used_profile_waits(
+    env: &mut Environment,
+) -> Result<()> {
+    let (ns, client) = ("dep-upgrade", env.management_client().await?);
+    apply_profile(&client, &profile("echo", "echo", false, config_map("echo", "1"))).await?;
+    apply_workload(&client, ns, &needing("left", &["echo"], "eu-west-1")).await?;
+    apply_workload(&client, ns, &needing("right", &["echo"], "us-east-1")).await?;
+    wait_workload_ready(&client, ns, "left").await?;
+    wait_workload_ready(&client, ns, "right").await?;
+    apply_profile(&client, &profile("echo", "echo", false, config_map("echo", "2"))).await?;
+    for runtime in ["eu-west", "us-east"] {
+        let cluster = env.runtime(runtime).context("runtime")?.client().await?;
+        let maps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(cluster, "echo");
+        eventually(&format!("echo v2 on {runtime}"), TIMEOUT, || async {
+            let map = maps.get("echo").await?;
+            let version = map.data.unwrap_or_default().get("version").cloned();
+            Ok((version.as_deref() == Some("2")).then_some(()))
+        })
+        .await?;
+    }
+    let api: Api<SupportServiceProfile> = Api::all(client.clone());
+    api.delete("echo", &DeleteParams::default()).await?;
+    let waiting = eventually("the profile deletion waiting on its users", TIMEOUT, || async {
+        let profile = api.get("echo").await?;
+        let ready = profile.status.as_ref().and_then(|s| s.condition("Ready").cloned());
+        Ok(ready.filter(|c| c.reason == "InUse").map(|c| c.message))
+    })
+    .await?;
+    ensure!(waiting.contains(&format!("{ns}/left")) && waiting.contains(&format!("{ns}/right")), "{waiting}");
+    delete_workload(&client, ns, "left").await?;
+    delete_workload(&client, ns, "right").await?;
+    wait_gone(&api, "echo").await?;
+    for runtime in ["eu-west", "us-east"] {
+        let left = managed_objects_left(env, runtime).await?;
+        ensure!(left.is_empty(), "objects left on {runtime}: {left:?}");
+    }
+    Ok(())
+}
+
+/// The operator is killed while a support service installs; the restarted one finishes it
+/// with exactly one SupportService and one of each object.
+pub async fn an_operator_restart_mid_install_converges_without_duplicates(
+    env: &mut Environment,
+) -> Result<()> {
+    let (ns, client) = ("dep-restart", env.management_client().await?);
+    let slow = json!([
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "slow"}, "data": {"k": "v"}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "slow"},
+         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "slow"}},
+                  "template": {"metadata": {"labels": {"app": "slow"}},
+                               "spec": {"containers": [{"name": "slow", "image": "busybox"}]}}}}
+    ]);
+    apply_profile(&client, &profile("slow", "slow", false, slow)).await?;
+    apply_workload(&client, ns, &needing("patient", &["slow"], "eu-west-1")).await?;
+    eventually("the slow service created", TIMEOUT, || async {
+        Ok(Api::<SupportService>::all(client.clone()).get_opt("slow.eu-west").await?.map(|_| ()))
+    })
+    .await?;
+    for operator in env.operators_mut() {
+        operator.kill();
+    }
+    env.stop_operators().await;
+    env.start_operator(OperatorOptions::default()).await?;
+    wait_workload_ready(&client, ns, "patient").await?;
+    let services: Vec<SupportService> = support_services(&client)
+        .await?
+        .into_iter()
+        .filter(|s| s.spec.profile_ref.name == "slow")
+        .collect();
+    ensure!(services.len() == 1, "{} SupportServices for one profile and runtime", services.len());
+    let inventory = &services[0].status.as_ref().context("status")?.applied_objects;
+    ensure!(inventory.len() == 3, "inventory: {inventory:?}");
+    delete_workload(&client, ns, "patient").await?;
+    delete_profile(&client, "slow").await?;
+    let left = managed_objects_left(env, "eu-west").await?;
+    ensure!(left.is_empty(), "objects left: {left:?}");
+    Ok(())
+}
+
+/// The dependency trials: they install cluster-wide objects (CRDs, profiles), so they take
+/// turns on an environment of their own.
+pub fn trials(
+    runtime: &std::sync::Arc<tokio::runtime::Runtime>,
+    dir: &std::path::Path,
+) -> (Vec<libtest_mimic::Trial>, crate::harness::TakingTurns) {
+    let scenarios: [(&str, crate::harness::Exclusive); 4] = [
+        ("web_workload_gets_its_support_services_and_a_real_certificate", |env| {
+            Box::pin(web_workload_gets_its_support_services_and_a_real_certificate(env))
+        }),
+        ("bad_dependency_input_is_reported", |env| {
+            Box::pin(bad_dependency_input_is_reported(env))
+        }),
+        ("profile_upgrade_rolls_out_and_deleting_a_used_profile_waits", |env| {
+            Box::pin(profile_upgrade_rolls_out_and_deleting_a_used_profile_waits(env))
+        }),
+        ("an_operator_restart_mid_install_converges_without_duplicates", |env| {
+            Box::pin(an_operator_restart_mid_install_converges_without_duplicates(env))
+        }),
+    ];
+    let env = crate::harness::TakingTurns::new(dir.join("dependencies"), runtimes);
+    let trials = scenarios
+        .into_iter()
+        .map(|(name, scenario)| {
+            let env = env.clone();
+            crate::harness::own_trial(name, runtime, async move { env.run(scenario).await })
+        })
+        .collect();
+    (trials, env)
+}
