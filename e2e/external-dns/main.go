@@ -5,10 +5,8 @@
 // providers the tests use: rfc2136 (a local BIND) and inmemory. The upstream
 // binary cannot be built from the module proxy alone: its exoscale provider needs
 // github.com/exoscale/egoscale/v3 at a version the proxy refuses, and its
-// provider factory links every cloud SDK. The controller loop below is adapted
-// from upstream's controller/controller.go and controller/execute.go
-// (Apache-2.0, The Kubernetes Authors) without the Prometheus gauges, which live
-// in that package next to the provider factory.
+// controller package links every cloud SDK through its provider factory, so the
+// sync loop is our own, written against external-dns's plan and registry APIs.
 package main
 
 import (
@@ -18,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
@@ -32,7 +29,6 @@ import (
 	"sigs.k8s.io/external-dns/endpoint"
 	"sigs.k8s.io/external-dns/pkg/apis/externaldns"
 	"sigs.k8s.io/external-dns/pkg/apis/externaldns/validation"
-	"sigs.k8s.io/external-dns/pkg/events"
 	"sigs.k8s.io/external-dns/plan"
 	"sigs.k8s.io/external-dns/provider"
 	"sigs.k8s.io/external-dns/provider/inmemory"
@@ -139,41 +135,18 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("unknown policy: %s", cfg.Policy)
 	}
 
-	var emitter events.EventEmitter
-	eventsCfg := events.NewConfig(events.WithEmitEvents(cfg.EmitEvents), events.WithDryRun(cfg.DryRun))
-	if eventsCfg.IsEnabled() {
-		kube, err := sCfg.ClientGenerator().KubeClient()
-		if err != nil {
-			return err
-		}
-		ec, err := events.NewEventController(kube.EventsV1(), eventsCfg)
-		if err != nil {
-			return err
-		}
-		ec.Run(ctx)
-		emitter = ec
-	}
-
-	c := &controller{
-		source:               src,
-		registry:             reg,
-		policy:               policy,
-		interval:             cfg.Interval,
-		domainFilter:         domainFilter,
-		managedRecordTypes:   cfg.ManagedDNSRecordTypes,
-		excludeRecordTypes:   cfg.ExcludeDNSRecordTypes,
-		minEventSyncInterval: cfg.MinEventSyncInterval,
-		txtOwnerOld:          cfg.TXTOwnerOld,
-		events:               emitter,
+	syncer := &recordSync{
+		source:   src,
+		registry: reg,
+		policy:   policy,
+		filter:   domainFilter,
+		managed:  cfg.ManagedDNSRecordTypes,
+		excluded: cfg.ExcludeDNSRecordTypes,
 	}
 	if cfg.Once {
-		return c.runOnce(ctx)
+		return syncer.syncOnce(ctx)
 	}
-	if cfg.UpdateEvents {
-		c.source.AddEventHandler(ctx, func() { c.scheduleRunOnce(time.Now()) })
-	}
-	c.scheduleRunOnce(time.Now())
-	return c.run(ctx)
+	return syncer.every(ctx, cfg.Interval)
 }
 
 func serveMetrics(address string) {
@@ -186,132 +159,62 @@ func serveMetrics(address string) {
 	log.Fatal(http.ListenAndServe(address, mux))
 }
 
-type controller struct {
-	source               source.Source
-	registry             registry.Registry
-	policy               plan.Policy
-	interval             time.Duration
-	domainFilter         endpoint.DomainFilterInterface
-	managedRecordTypes   []string
-	excludeRecordTypes   []string
-	minEventSyncInterval time.Duration
-	txtOwnerOld          string
-	events               events.EventEmitter
-
-	mu        sync.Mutex
-	nextRunAt time.Time
-	lastRunAt time.Time
+// recordSync makes the DNS zone hold what the sources want: on every tick it reads the
+// records the registry owns and the endpoints the sources produce, and applies the plan
+// between them.
+type recordSync struct {
+	source   source.Source
+	registry registry.Registry
+	policy   plan.Policy
+	filter   endpoint.DomainFilterInterface
+	managed  []string
+	excluded []string
 }
 
-// runOnce is one reconciliation: read the registry's records, the sources' desired
-// endpoints, calculate the plan and apply it.
-func (c *controller) runOnce(ctx context.Context) error {
-	c.mu.Lock()
-	c.lastRunAt = time.Now()
-	c.mu.Unlock()
-
-	current, err := c.registry.Records(ctx)
+func (r *recordSync) syncOnce(ctx context.Context) error {
+	owned, err := r.registry.Records(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("reading the zone: %w", err)
 	}
-	ctx = context.WithValue(ctx, provider.RecordsContextKey, current)
-	desired, err := c.source.Endpoints(ctx)
+	wanted, err := r.source.Endpoints(context.WithValue(ctx, provider.RecordsContextKey, owned))
 	if err != nil {
-		return err
+		return fmt.Errorf("reading the sources: %w", err)
 	}
-	desired, err = c.registry.AdjustEndpoints(desired)
-	if err != nil {
+	if wanted, err = r.registry.AdjustEndpoints(wanted); err != nil {
 		return fmt.Errorf("adjusting endpoints: %w", err)
 	}
-	pl := (&plan.Plan{
-		Policies:       []plan.Policy{c.policy},
-		Current:        current,
-		Desired:        desired,
-		DomainFilter:   endpoint.MatchAllDomainFilters{c.domainFilter, c.registry.GetDomainFilter()},
-		ManagedRecords: c.managedRecordTypes,
-		ExcludeRecords: c.excludeRecordTypes,
-		OwnerID:        c.registry.OwnerID(),
-		OldOwnerID:     c.txtOwnerOld,
-	}).Calculate()
-	if !pl.Changes.HasChanges() {
-		log.Info("All records are already up to date")
+	changes := (&plan.Plan{
+		Policies:       []plan.Policy{r.policy},
+		Current:        owned,
+		Desired:        wanted,
+		DomainFilter:   endpoint.MatchAllDomainFilters{r.filter, r.registry.GetDomainFilter()},
+		ManagedRecords: r.managed,
+		ExcludeRecords: r.excluded,
+		OwnerID:        r.registry.OwnerID(),
+	}).Calculate().Changes
+	if !changes.HasChanges() {
 		return nil
 	}
-	if err := c.registry.ApplyChanges(ctx, pl.Changes); err != nil {
-		c.emit(pl.Changes, events.RecordError)
-		return err
-	}
-	c.emit(pl.Changes, events.RecordReady)
-	return nil
+	log.Infof("applying %d creates, %d updates, %d deletes",
+		len(changes.Create), len(changes.UpdateNew), len(changes.Delete))
+	return r.registry.ApplyChanges(ctx, changes)
 }
 
-func (c *controller) emit(ch *plan.Changes, reason events.Reason) {
-	if c.events == nil {
-		return
-	}
-	for _, ep := range ch.Create {
-		c.events.Add(events.NewEventFromEndpoint(ep, events.ActionCreate, reason))
-	}
-	for _, ep := range ch.UpdateNew {
-		c.events.Add(events.NewEventFromEndpoint(ep, events.ActionUpdate, reason))
-	}
-	deleteReason := events.RecordDeleted
-	if reason == events.RecordError {
-		deleteReason = events.RecordError
-	}
-	for _, ep := range ch.Delete {
-		c.events.Add(events.NewEventFromEndpoint(ep, events.ActionDelete, deleteReason))
-	}
-}
-
-// scheduleRunOnce brings the next run forward to at most 5 s from now, but no
-// sooner than minEventSyncInterval after the last run (upstream's rule).
-func (c *controller) scheduleRunOnce(now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	next := now.Add(5 * time.Second)
-	if c.nextRunAt.Before(next) {
-		next = c.nextRunAt
-	}
-	if floor := c.lastRunAt.Add(c.minEventSyncInterval); floor.After(next) {
-		next = floor
-	}
-	c.nextRunAt = next
-}
-
-func (c *controller) shouldRunOnce(now time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if now.Before(c.nextRunAt) {
-		return false
-	}
-	c.nextRunAt = now.Add(c.interval)
-	return true
-}
-
-func (c *controller) run(ctx context.Context) error {
-	ticker := time.NewTicker(time.Second)
+// every syncs at once and then each interval until ctx ends; a soft error (a provider
+// that is briefly unavailable) is logged and retried at the next tick.
+func (r *recordSync) every(ctx context.Context, interval time.Duration) error {
+	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
-	softErrors := 0
 	for {
-		if c.shouldRunOnce(time.Now()) {
-			if err := c.runOnce(ctx); err != nil {
-				if !errors.Is(err, provider.SoftError) {
-					return fmt.Errorf("failed to do run once: %w", err)
-				}
-				softErrors++
-				log.Errorf("Failed to do run once: %v (consecutive soft errors: %d)", err, softErrors)
-			} else {
-				if softErrors > 0 {
-					log.Infof("Reconciliation succeeded after %d consecutive soft errors", softErrors)
-				}
-				softErrors = 0
+		if err := r.syncOnce(ctx); err != nil {
+			if !errors.Is(err, provider.SoftError) {
+				return err
 			}
+			log.Errorf("sync failed, retrying: %v", err)
 		}
 		select {
 		case <-ticker.C:
 		case <-ctx.Done():
-			log.Info("Terminating main controller loop")
 			return nil
 		}
 	}

@@ -17,7 +17,9 @@ GO_TOOLCHAIN="go1.27.3"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 module_dir="$here/external-dns"
 cache_root="${QLEETOS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/qleetos}"
-target="$cache_root/external-dns-$EXTERNAL_DNS_VERSION"
+# Keyed by the version and our main's sources, so a changed main is rebuilt.
+source_hash="$(cat "$module_dir/go.mod" "$module_dir/go.sum" "$module_dir/main.go" | sha256sum | cut -c1-12)"
+target="$cache_root/external-dns-$EXTERNAL_DNS_VERSION-$source_hash"
 crd_name="dnsendpoints.externaldns.k8s.io.yaml"
 
 if [ -x "$target/bin/external-dns" ] && [ -s "$target/crd/$crd_name" ]; then
