@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Installs what QleetOS's environment and tests need from Debian's packages (etcd), once.
+# Installs what QleetOS's environment and tests need from Debian's packages (etcd; bind9 and
+# dig for the DNS trials), once.
 # Rust and Go toolchains are expected on the machine (see README).
 set -euo pipefail
 
 missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v named >/dev/null 2>&1 || [ -x /usr/sbin/named ] || missing+=(bind9)
+command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
+command -v named-checkconf >/dev/null 2>&1 || [ -x /usr/sbin/named-checkconf ] || missing+=(bind9-utils)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}" >&2

@@ -35,6 +35,10 @@ pub enum Error {
     },
 
     /// No free TCP port could be reserved on 127.0.0.1.
+    /// A test component that could not be prepared; the message says what to install.
+    #[error("{0}")]
+    Setup(String),
+
     #[error("could not find a free port on 127.0.0.1: {0}")]
     NoFreePort(#[source] std::io::Error),
 

@@ -3,6 +3,7 @@
 pub mod binaries;
 pub mod certs;
 pub mod cluster;
+pub mod dns;
 pub mod environment;
 pub mod error;
 pub mod gateway;

@@ -177,7 +177,7 @@ async fn check_route_and_certificate(runtime: &Client, ns: &str) -> Result<()> {
     ensure!(tls.first().and_then(|t| t.secret_name.as_deref()) == Some("shop-tls"), "tls: {tls:?}");
     let annotations = ingress.metadata.annotations.unwrap_or_default();
     ensure!(
-        annotations.get("external-dns.alpha.kubernetes.io/hostname").map(String::as_str) == Some(HOST),
+        annotations.get("external-dns.kubernetes.io/hostname").map(String::as_str) == Some(HOST),
         "annotations: {annotations:?}"
     );
     let secret = Api::<Secret>::namespaced(runtime.clone(), ns).get("shop-tls").await?;

@@ -228,7 +228,7 @@ mod tests {
             "dns".into(),
             WorkloadObjects {
                 ingress_annotations: [(
-                    "external-dns.alpha.kubernetes.io/hostname".into(),
+                    "external-dns.kubernetes.io/hostname".into(),
                     "$(hosts)".into(),
                 )]
                 .into(),
@@ -255,7 +255,7 @@ mod tests {
             80
         );
         assert_eq!(
-            ingress["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/hostname"],
+            ingress["metadata"]["annotations"]["external-dns.kubernetes.io/hostname"],
             "web.example.test"
         );
         let certificate = &Value::Object(generated.manifests[1].0.clone());
