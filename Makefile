@@ -16,9 +16,10 @@ deps: ## Install what the environment and tests need: etcd (Debian), schemathesi
 	@bash scripts/install-python-deps.sh
 
 .PHONY: kube-bins
-kube-bins: ## Build the pinned Kubernetes binaries and external-dns, install the pinned nats-server once (cached in ~/.cache/qleetos)
+kube-bins: ## Build the pinned Kubernetes binaries, cert-manager and external-dns controllers, install the pinned nats-server once (cached in ~/.cache/qleetos)
 	@bash e2e/scripts/kube-bins.sh >/dev/null
 	@bash e2e/scripts/nats-server.sh >/dev/null
+	@bash e2e/scripts/cert-manager.sh >/dev/null
 	@bash e2e/scripts/external-dns.sh >/dev/null
 
 .PHONY: build

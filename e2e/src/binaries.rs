@@ -1,4 +1,4 @@
-//! Locating the etcd and Kubernetes binaries the test clusters run.
+//! Locating the etcd, Kubernetes and stand-in binaries the test clusters run.
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
@@ -16,6 +16,10 @@ const KUBE_BINS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kub
 const NATS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/nats-server.sh");
 /// Overrides the nats-server binary (otherwise `e2e/scripts/nats-server.sh` installs one).
 pub const NATS_SERVER_ENV: &str = "QLEETOS_NATS_SERVER";
+const CERT_MANAGER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cert-manager.sh");
+/// Overrides the directory that holds `bin/cert-manager-controller` and `crds/`
+/// (otherwise `e2e/scripts/cert-manager.sh` builds them).
+pub const CERT_MANAGER_DIR_ENV: &str = "QLEETOS_CERT_MANAGER_DIR";
 
 /// Absolute paths of every binary a test cluster needs.
 #[derive(Debug, Clone)]
@@ -52,6 +56,61 @@ impl Binaries {
         };
         tracing::debug!(?binaries, "located test binaries");
         Ok(binaries)
+    }
+}
+
+/// cert-manager's real controller (built from the pinned Go module) and its CRD YAML.
+#[derive(Debug, Clone)]
+pub struct CertManager {
+    pub controller: PathBuf,
+    /// The CRD manifests, one per file, sorted by name.
+    pub crds: Vec<PathBuf>,
+}
+
+static CERT_MANAGER: OnceCell<CertManager> = OnceCell::const_new();
+
+impl CertManager {
+    /// Finds them once per process (building them on first use through
+    /// `e2e/scripts/cert-manager.sh`, which takes minutes the first time).
+    pub async fn get() -> Result<&'static CertManager, Error> {
+        CERT_MANAGER.get_or_try_init(Self::locate).await
+    }
+
+    async fn locate() -> Result<CertManager, Error> {
+        let dir = match std::env::var_os(CERT_MANAGER_DIR_ENV).filter(|d| !d.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                tracing::info!(
+                    script = CERT_MANAGER_SCRIPT,
+                    "locating cert-manager (the first run builds it, which takes several minutes)"
+                );
+                run_install_script(CERT_MANAGER_SCRIPT)
+                    .await
+                    .map(PathBuf::from)
+                    .map_err(|detail| Error::CertManager { detail })?
+            }
+        };
+        Self::in_dir(&dir)
+    }
+
+    fn in_dir(dir: &Path) -> Result<CertManager, Error> {
+        let missing = |what: &str| Error::CertManager {
+            detail: format!("{what} missing in {}", dir.display()),
+        };
+        let controller = dir.join("bin/cert-manager-controller");
+        if !is_executable(&controller) {
+            return Err(missing("bin/cert-manager-controller"));
+        }
+        let mut crds: Vec<PathBuf> = std::fs::read_dir(dir.join("crds"))
+            .map_err(|_| missing("crds/"))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+            .collect();
+        if crds.is_empty() {
+            return Err(missing("crds/*.yaml"));
+        }
+        crds.sort();
+        Ok(CertManager { controller, crds })
     }
 }
 
@@ -153,5 +212,8 @@ mod tests {
     fn missing_binary_names_the_fix() {
         let err = binary_in(Path::new("/nonexistent"), "kwok").unwrap_err();
         assert!(err.to_string().contains("kube-bins.sh"), "{err}");
+        let err = CertManager::in_dir(Path::new("/nonexistent")).unwrap_err();
+        assert!(err.to_string().contains("cert-manager.sh"), "{err}");
+        assert!(err.to_string().contains("make kube-bins"), "{err}");
     }
 }

@@ -98,6 +98,13 @@ pub enum Error {
     )]
     NatsServer { detail: String },
 
+    /// `e2e/scripts/cert-manager.sh` could not provide cert-manager's controller and CRDs.
+    #[error(
+        "cert-manager's controller is not available: run e2e/scripts/cert-manager.sh or \
+         `make kube-bins` (needs Go >= 1.26), or set QLEETOS_CERT_MANAGER_DIR; {detail}"
+    )]
+    CertManager { detail: String },
+
     /// A binary of this workspace has not been built.
     #[error("{binary} not found at {}: build it with `cargo build --workspace --bins`", path.display())]
     WorkspaceBinaryMissing { binary: &'static str, path: PathBuf },

@@ -11,5 +11,6 @@ pub mod http;
 pub mod nats;
 pub mod operator;
 pub mod process;
+pub mod standin;
 
 pub use error::Error;

@@ -10,6 +10,7 @@ mod gateway;
 mod harness;
 mod ownership;
 mod queue;
+mod standins;
 mod support;
 mod tenancy;
 
@@ -60,6 +61,7 @@ fn main() {
         ownership::the_longest_workload_name_is_placed_and_deleted,
         ownership::deleting_a_runtime_in_use_moves_its_workloads,
         ownership::an_abandoned_runtime_lets_its_placements_go,
+        standins::cert_manager_stand_in_issues_a_certificate,
     ]
     .into_iter()
     .map(|(name, scenario)| harness::shared_trial(name, &runtime, &shared_env, scenario))
