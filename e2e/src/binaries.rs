@@ -17,6 +17,7 @@ const NATS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/nats-ser
 /// Overrides the nats-server binary (otherwise `e2e/scripts/nats-server.sh` installs one).
 pub const NATS_SERVER_ENV: &str = "QLEETOS_NATS_SERVER";
 const CERT_MANAGER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cert-manager.sh");
+const EXTERNAL_DNS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/external-dns.sh");
 /// Overrides the directory that holds `bin/cert-manager-controller` and `crds/`
 /// (otherwise `e2e/scripts/cert-manager.sh` builds them).
 pub const CERT_MANAGER_DIR_ENV: &str = "QLEETOS_CERT_MANAGER_DIR";
@@ -112,6 +113,23 @@ impl CertManager {
         crds.sort();
         Ok(CertManager { controller, crds })
     }
+}
+
+/// The external-dns binary (rfc2136 provider), built once by `e2e/scripts/external-dns.sh`.
+pub async fn external_dns() -> Result<PathBuf, Error> {
+    let dir = run_install_script(EXTERNAL_DNS_SCRIPT).await.map_err(|detail| {
+        Error::Setup(format!(
+            "external-dns is missing: run `make kube-bins` (needs Go and the module proxy); {detail}"
+        ))
+    })?;
+    let binary = PathBuf::from(dir).join("bin/external-dns");
+    if !is_executable(&binary) {
+        return Err(Error::Setup(format!(
+            "{} is not executable",
+            binary.display()
+        )));
+    }
+    Ok(binary)
 }
 
 async fn kube_bin_dir() -> Result<PathBuf, Error> {

@@ -92,7 +92,14 @@ impl DnsServer {
     /// The answers for `name` (`dig +short`), one per line; empty when there are none.
     pub async fn query(&self, name: &str, record_type: &str) -> Result<Vec<String>, Error> {
         let output = tokio::process::Command::new("dig")
-            .args(["@127.0.0.1", "-p", &self.port.to_string(), "+short", "+time=1", "+tries=1"])
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "+short",
+                "+time=1",
+                "+tries=1",
+            ])
             .args([name, record_type])
             .output()
             .await

@@ -76,9 +76,49 @@ impl StandInSpec {
                     kubeconfig,
                     "--leader-elect=false".into(),
                     format!("--cluster-resource-namespace={}", target.namespace).into(),
+                    "--enable-certificate-owner-ref=true".into(),
                     format!("--metrics-listen-address=127.0.0.1:{}", target.free_port()?).into(),
                     "--v=2".into(),
                 ])
+            }),
+        })
+    }
+}
+
+impl StandInSpec {
+    /// external-dns for Deployment `external-dns/external-dns`, publishing the hosts of the
+    /// cluster's Ingresses into `dns`'s zone through RFC 2136, owned as `owner`.
+    pub async fn external_dns(dns: &crate::dns::DnsServer, owner: &str) -> Result<Self, Error> {
+        let program = crate::binaries::external_dns().await?;
+        let fixed: Vec<String> = vec![
+            "--source=ingress".into(),
+            "--provider=rfc2136".into(),
+            "--rfc2136-host=127.0.0.1".into(),
+            format!("--rfc2136-port={}", dns.port),
+            format!("--rfc2136-zone={}", crate::dns::ZONE),
+            format!("--rfc2136-tsig-keyname={}", dns.key_name),
+            format!("--rfc2136-tsig-secret={}", dns.key_secret),
+            format!("--rfc2136-tsig-secret-alg={}", dns.key_algorithm),
+            "--rfc2136-axfr".into(),
+            format!("--domain-filter={}", crate::dns::ZONE),
+            "--registry=txt".into(),
+            format!("--txt-owner-id={owner}"),
+            "--policy=sync".into(),
+            "--interval=2s".into(),
+        ];
+        Ok(Self {
+            component: "external-dns".to_owned(),
+            namespace: "external-dns".to_owned(),
+            deployment: "external-dns".to_owned(),
+            program,
+            args: Arc::new(move |target| {
+                let mut args = vec![OsString::from(format!(
+                    "--kubeconfig={}",
+                    target.kubeconfig.display()
+                ))];
+                args.extend(fixed.iter().map(OsString::from));
+                args.push(format!("--metrics-address=127.0.0.1:{}", target.free_port()?).into());
+                Ok(args)
             }),
         })
     }

@@ -52,9 +52,8 @@ where
 
 /// A scenario that needs an environment to itself (it stops processes, or installs
 /// cluster-wide objects others would see).
-pub type Exclusive = for<'a> fn(
-    &'a mut Environment,
-) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+pub type Exclusive =
+    for<'a> fn(&'a mut Environment) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 
 /// An environment a group of exclusive scenarios take turns on, one at a time, started by
 /// whichever runs first.

@@ -107,6 +107,12 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
         Ok(plan) => plan,
         Err(hold) => return hold_pass(instance, ctx, hold).await,
     };
+    if let Some(expose) = &instance.spec.expose
+        && let Err(error) = generated::validate(expose, &instance.spec.manifests)
+    {
+        let hold = Hold::refused(error.reason(), error.to_string());
+        return hold_pass(instance, ctx, hold).await;
+    }
     let needs = match dependencies_ready(instance, ctx).await? {
         Ok(needs) => needs,
         Err(hold) => return hold_pass(instance, ctx, hold).await,
@@ -222,11 +228,13 @@ fn generate_objects(instance: &WorkloadInstance, needs: &Needs) -> Result<Genera
         .map(|w| w.name.clone())
         .or_else(|| instance.metadata.name.clone())
         .unwrap_or_default();
+    let namespace = instance.metadata.namespace.as_deref().unwrap_or_default();
     generated::generate(
         &name,
         expose,
         &instance.spec.manifests,
         &needs.contributions,
+        namespace,
     )
 }
 

@@ -513,7 +513,8 @@ mod tests {
     #[test]
     fn waiting_for_a_support_service_is_not_a_failure_and_names_the_wait() {
         let mut waiting = placement("eu", false, "WaitingForSupportService");
-        waiting.message = "cert-manager (tls) on eu is Installing (0/1 ClusterIssuers ready)".into();
+        waiting.message =
+            "cert-manager (tls) on eu is Installing (0/1 ClusterIssuers ready)".into();
         let ready = ready_condition(&[waiting, placement("us", true, "RolledOut")], 0);
         assert_eq!(ready.reason, "WaitingForSupportService");
         assert_eq!(

@@ -20,12 +20,14 @@ pub struct Generated {
 }
 
 /// Generates the route (and certificate) named `name` for `expose`, checking that its
-/// Service and port are among `manifests`.
+/// Service and port are among `manifests`; they go to the Service's namespace, which is
+/// `default_namespace` when the manifest names none.
 pub fn generate(
     name: &str,
     expose: &Expose,
     manifests: &[Manifest],
     contributions: &Contributions,
+    default_namespace: &str,
 ) -> Result<Generated> {
     let namespace = service_namespace(expose, manifests)?;
     let secret = format!("{name}-tls");
@@ -60,7 +62,7 @@ pub fn generate(
             api_version: "cert-manager.io/v1".to_owned(),
             kind: "Certificate".to_owned(),
             name: secret,
-            namespace: namespace.clone(),
+            namespace: Some(namespace.unwrap_or_else(|| default_namespace.to_owned())),
             type_: "Ready".to_owned(),
         });
     }
@@ -130,6 +132,12 @@ fn with_namespace(mut metadata: Value, namespace: Option<&str>) -> Value {
         metadata["namespace"] = json!(namespace);
     }
     metadata
+}
+
+/// Why `expose` cannot be served by `manifests`, if it cannot: checked before anything is
+/// installed for it.
+pub fn validate(expose: &Expose, manifests: &[Manifest]) -> Result<()> {
+    service_namespace(expose, manifests).map(drop)
 }
 
 /// The namespace of the exposed Service's manifest (`None`: the default one), or why the
@@ -245,6 +253,7 @@ mod tests {
             &expose(true),
             &[service("web", 80)],
             &contributions(),
+            "team",
         )
         .expect("generated");
         let ingress = &Value::Object(generated.manifests[0].0.clone());
@@ -262,6 +271,7 @@ mod tests {
         assert_eq!(certificate["spec"]["dnsNames"][0], "web.example.test");
         assert_eq!(certificate["spec"]["issuerRef"]["name"], "qleetos-ca");
         assert_eq!(generated.checks[0].name, "web-tls");
+        assert_eq!(generated.checks[0].namespace.as_deref(), Some("team"));
     }
 
     #[test]
@@ -271,6 +281,7 @@ mod tests {
             &expose(false),
             &[service("web", 80)],
             &contributions(),
+            "team",
         )
         .expect("generated");
         assert_eq!(generated.manifests.len(), 1);
@@ -284,6 +295,7 @@ mod tests {
             &expose(true),
             &[service("api", 80)],
             &contributions(),
+            "team",
         )
         .expect_err("no Service web");
         assert_eq!(missing.reason(), "InvalidExpose");
@@ -296,6 +308,7 @@ mod tests {
             &expose(true),
             &[service("web", 8080)],
             &contributions(),
+            "team",
         )
         .expect_err("no port 80");
         assert!(
