@@ -16,6 +16,8 @@ use crate::finalizer::{self, Phase};
 pub const CONTROLLER: &str = "supportserviceprofile";
 /// Held until no SupportService of the profile is left.
 pub const FINALIZER: &str = "qleetos.io/support-services";
+/// How often a deletion waiting on users looks again.
+const IN_USE_POLL: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn reconcile(profile: Arc<SupportServiceProfile>, ctx: Arc<Context>) -> Result<Next> {
     let api: Api<SupportServiceProfile> = Api::all(ctx.client.clone());
@@ -44,8 +46,14 @@ pub async fn reconcile(profile: Arc<SupportServiceProfile>, ctx: Arc<Context>) -
                 return Ok(Next::Done);
             }
             let waiting = retire_unused(&services, &ctx).await?;
+            // Its services' changes (and removals) notify it; the poll is a safety net.
+            let poll = if waiting.reason == "InUse" {
+                IN_USE_POLL
+            } else {
+                ctx.settings.progress_poll
+            };
             write(&profile, &ctx, &services, waiting).await?;
-            Ok(Next::After(ctx.settings.progress_poll))
+            Ok(Next::After(poll))
         }
         Phase::Gone => Ok(Next::Done),
     }

@@ -40,8 +40,14 @@ pub async fn reconcile(service: Arc<SupportService>, ctx: Arc<Context>) -> Resul
         Phase::Apply(service) => install(&service, &ctx).await,
         Phase::Cleanup(service) => match remove(&service, &ctx).await? {
             Some(waiting) => {
+                // Users going away notify it; removals in progress are polled.
+                let poll = if waiting.reason == "InUse" {
+                    WAIT_POLL
+                } else {
+                    ctx.settings.progress_poll
+                };
                 write(&service, &ctx, waiting).await?;
-                Ok(Next::After(ctx.settings.progress_poll))
+                Ok(Next::After(poll))
             }
             None => {
                 finalizer::release(&api, FINALIZER, &*service).await?;
