@@ -419,7 +419,8 @@ fn ensure_drained_cleanly(log: &str) -> Result<()> {
         "a reconcile finished during the drain without releasing its lock cleanly"
     );
     let drained = after_signal.matches("work queue drained").count();
-    ensure!(drained == 3, "{drained} of 3 workers drained");
+    let workers = qleetos_crds::notification::QleetKind::ALL.len();
+    ensure!(drained == workers, "{drained} of {workers} workers drained");
     ensure!(
         after_signal.contains("qleetos-operator stopped"),
         "the replica did not stop cleanly"

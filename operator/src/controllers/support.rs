@@ -358,9 +358,20 @@ pub fn users_of(service: &SupportService, ctx: &Context) -> Vec<String> {
     let name = service.metadata.name.clone().unwrap_or_default();
     let runtime = &service.spec.runtime_ref.name;
     let profiles = ctx.caches.profiles.state();
-    let provided_here = |capability: &str| {
-        provider_of(capability, &profiles)
-            .is_ok_and(|p| p.metadata.name.as_deref() == Some(&service.spec.profile_ref.name))
+    let own_profile = ctx
+        .caches
+        .profiles
+        .get(&ObjectRef::new(&service.spec.profile_ref.name));
+    let provides = |capability: &str| {
+        own_profile
+            .as_ref()
+            .is_some_and(|p| p.spec.provides.iter().any(|c| c == capability))
+    };
+    // Resolved to this profile; or this profile provides it and nothing else can (it is
+    // being deleted, or no single default): its users keep it until they stop needing it.
+    let provided_here = |capability: &str| match provider_of(capability, &profiles) {
+        Ok(p) => p.metadata.name.as_deref() == Some(&service.spec.profile_ref.name),
+        Err(_) => provides(capability),
     };
     let mut users: Vec<String> = ctx
         .caches
