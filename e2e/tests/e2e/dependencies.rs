@@ -601,7 +601,12 @@ pub async fn an_operator_restart_mid_install_converges_without_duplicates(
                   "template": {"metadata": {"labels": {"app": "slow"}},
                                "spec": {"containers": [{"name": "slow", "image": "busybox"}]}}}}
     ]);
-    apply_profile(&client, &profile("slow", "slow", false, slow)).await?;
+    // Held Installing until the test opens the gate: a health check on a Deployment the
+    // profile does not create.
+    let mut gated = profile("slow", "slow", false, slow);
+    gated["spec"]["healthChecks"] = json!([{"apiVersion": "apps/v1", "kind": "Deployment",
+        "name": "gate", "namespace": "slow", "type": "Available"}]);
+    apply_profile(&client, &gated).await?;
     apply_workload(&client, ns, &needing("patient", &["slow"], "eu-west-1")).await?;
     eventually("the slow service installing", TIMEOUT, || async {
         let service = Api::<SupportService>::all(client.clone())
@@ -617,7 +622,17 @@ pub async fn an_operator_restart_mid_install_converges_without_duplicates(
     }
     env.stop_operators().await;
     env.start_operator(OperatorOptions::default()).await?;
+    let runtime = env.runtime("eu-west").context("eu-west")?.client().await?;
+    let gates = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(runtime, "slow");
+    let gate = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "gate"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "gate"}},
+                 "template": {"metadata": {"labels": {"app": "gate"}},
+                              "spec": {"containers": [{"name": "gate", "image": "busybox"}]}}}});
+    gates
+        .create(&Default::default(), &serde_json::from_value(gate)?)
+        .await?;
     wait_workload_ready(&client, ns, "patient").await?;
+    gates.delete("gate", &DeleteParams::default()).await?;
     let services: Vec<SupportService> = support_services(&client)
         .await?
         .into_iter()
