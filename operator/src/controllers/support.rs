@@ -246,12 +246,7 @@ async fn converge(
         report.inventory = pending;
         write_inventory(service, ctx, &report.inventory).await?;
     }
-    let applier = Applier {
-        client: &client,
-        owner_uid: &uid,
-        field_manager: field_manager(&uid),
-        adopt: false,
-    };
+    let applier = applier_for(&client, &uid);
     let outcome = applier
         .converge(&desired, &unresolved, &report.inventory)
         .await;
@@ -448,12 +443,7 @@ async fn remove(service: &SupportService, ctx: &Context) -> Result<Option<Report
         }
     };
     let uid = service.metadata.uid.clone().unwrap_or_default();
-    let applier = Applier {
-        client: &client,
-        owner_uid: &uid,
-        field_manager: field_manager(&uid),
-        adopt: false,
-    };
+    let applier = applier_for(&client, &uid);
     let remaining = match applier.remove(&report.inventory).await {
         Ok(remaining) => remaining,
         Err(error @ Error::RuntimeUnreachable { .. }) => {
@@ -482,13 +472,7 @@ async fn write_inventory(
 ) -> Result<()> {
     let mut status = service.status.clone().unwrap_or_default();
     status.applied_objects = inventory.to_vec();
-    let api: Api<SupportService> = Api::all(ctx.client.clone());
-    apply_status(
-        &api,
-        &service.metadata.name.clone().unwrap_or_default(),
-        &status,
-    )
-    .await
+    put_status(service, ctx, &status).await
 }
 
 async fn write(service: &SupportService, ctx: &Context, report: Report) -> Result<()> {
@@ -513,13 +497,27 @@ async fn write(service: &SupportService, ctx: &Context, report: Report) -> Resul
     if status == previous {
         return Ok(());
     }
+    put_status(service, ctx, &status).await
+}
+
+async fn put_status(
+    service: &SupportService,
+    ctx: &Context,
+    status: &SupportServiceStatus,
+) -> Result<()> {
     let api: Api<SupportService> = Api::all(ctx.client.clone());
-    apply_status(
-        &api,
-        &service.metadata.name.clone().unwrap_or_default(),
-        &status,
-    )
-    .await
+    let name = service.metadata.name.clone().unwrap_or_default();
+    apply_status(&api, &name, status).await
+}
+
+/// The applier of one service: the operator's identity, the service's uid as owner.
+fn applier_for<'a>(client: &'a crate::runtime_client::RuntimeClient, uid: &'a str) -> Applier<'a> {
+    Applier {
+        client,
+        owner_uid: uid,
+        field_manager: field_manager(uid),
+        adopt: false,
+    }
 }
 
 #[cfg(test)]

@@ -68,17 +68,10 @@ async fn profiles_changed(
                     .await;
                 }
             }
-            for instance in ctx.caches.instances.state() {
-                if !instance.spec.capabilities().is_empty() {
-                    send(
-                        publisher,
-                        QleetKind::WorkloadInstance,
-                        &*instance,
-                        cause.clone(),
-                    )
-                    .await;
-                }
-            }
+            notify_instances_where(publisher, ctx, &cause, |i| {
+                !i.spec.capabilities().is_empty()
+            })
+            .await;
         }
     })
     .await;
@@ -125,17 +118,10 @@ async fn services_changed(
                     send(publisher, QleetKind::SupportService, &*other, cause.clone()).await;
                 }
             }
-            for instance in ctx.caches.instances.state() {
-                if &instance.spec.runtime_ref.name == runtime && depends(&instance) {
-                    send(
-                        publisher,
-                        QleetKind::WorkloadInstance,
-                        &*instance,
-                        cause.clone(),
-                    )
-                    .await;
-                }
-            }
+            notify_instances_where(publisher, ctx, &cause, |i| {
+                &i.spec.runtime_ref.name == runtime && depends(i)
+            })
+            .await;
         }
     })
     .await;
@@ -178,6 +164,25 @@ pub async fn resync(publisher: &Publisher, ctx: &Context, cause: &Cause) {
             cause.clone(),
         )
         .await;
+    }
+}
+
+async fn notify_instances_where(
+    publisher: &Publisher,
+    ctx: &Context,
+    cause: &Cause,
+    wanted: impl Fn(&WorkloadInstance) -> bool,
+) {
+    for instance in ctx.caches.instances.state() {
+        if wanted(&instance) {
+            send(
+                publisher,
+                QleetKind::WorkloadInstance,
+                &*instance,
+                cause.clone(),
+            )
+            .await;
+        }
     }
 }
 
