@@ -2,7 +2,9 @@
 
 use kube::Resource;
 use qleetos_crds::notification::QleetKind;
-use qleetos_crds::{KubernetesRuntime, Workload, WorkloadInstance};
+use qleetos_crds::{
+    KubernetesRuntime, SupportService, SupportServiceProfile, Workload, WorkloadInstance,
+};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,6 +32,16 @@ impl GatewayKind for WorkloadInstance {
 impl GatewayKind for KubernetesRuntime {
     const QLEET: QleetKind = QleetKind::KubernetesRuntime;
     const COLLECTION: &'static str = "/v1/runtimes";
+}
+
+impl GatewayKind for SupportServiceProfile {
+    const QLEET: QleetKind = QleetKind::SupportServiceProfile;
+    const COLLECTION: &'static str = "/v1/supportserviceprofiles";
+}
+
+impl GatewayKind for SupportService {
+    const QLEET: QleetKind = QleetKind::SupportService;
+    const COLLECTION: &'static str = "/v1/supportservices";
 }
 
 /// `true` for kinds living in a namespace.

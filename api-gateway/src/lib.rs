@@ -20,7 +20,9 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use qleetos_crds::{KubernetesRuntime, Workload, WorkloadInstance};
+use qleetos_crds::{
+    KubernetesRuntime, SupportService, SupportServiceProfile, Workload, WorkloadInstance,
+};
 
 pub use error::{ApiError, ErrorBody};
 pub use state::{AppState, Settings};
@@ -34,6 +36,8 @@ pub fn app(state: AppState) -> Router {
         .merge(resources::routes::<Workload>())
         .merge(resources::routes::<WorkloadInstance>())
         .merge(resources::routes::<KubernetesRuntime>())
+        .merge(resources::routes::<SupportServiceProfile>())
+        .merge(resources::routes::<SupportService>())
         .route_layer(middleware::from_fn_with_state(state.clone(), time_limit));
     // The image hook bounds itself by `?wait=`; a watch lasts until the client leaves.
     let long = Router::new()

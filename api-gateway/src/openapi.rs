@@ -4,7 +4,9 @@
 
 use std::sync::OnceLock;
 
-use qleetos_crds::{KubernetesRuntime, Workload, WorkloadInstance};
+use qleetos_crds::{
+    KubernetesRuntime, SupportService, SupportServiceProfile, Workload, WorkloadInstance,
+};
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
@@ -39,6 +41,8 @@ fn build() -> Value {
     builder.kind::<Workload>("Workload");
     builder.kind::<WorkloadInstance>("WorkloadInstance");
     builder.kind::<KubernetesRuntime>("KubernetesRuntime");
+    builder.kind::<SupportServiceProfile>("SupportServiceProfile");
+    builder.kind::<SupportService>("SupportService");
     builder.workload_extras();
     builder.system();
     let Builder {

@@ -84,6 +84,13 @@ pub struct TenantPolicySpec {
     /// namespace it writes to; defaults to `admin`. Empty: operations manage the bindings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_role: Option<String>,
+    /// Capabilities the selected namespaces' Workloads may need (in `needs`, or through
+    /// `expose`: `ingress`, `tls`, `dns`), which makes QleetOS install the profiles providing
+    /// them into the runtime. Absent: any capability a profile provides; empty: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[schemars(inner(length(min = 1, max = 63)))]
+    pub capabilities: Option<Vec<String>>,
 }
 
 /// Which runtimes a tenant may use. Both fields must match when both are set.

@@ -13,7 +13,8 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use qleetos_crds::{
-    KubernetesRuntime, SupportService, SupportServiceProfile, TenantPolicy, WorkloadInstance,
+    KubernetesRuntime, SupportService, SupportServiceProfile, TenantPolicy, Workload,
+    WorkloadInstance,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -59,6 +60,7 @@ pub enum Next {
 /// reconcile does not list them from the API server (which costs O(objects) per call).
 #[derive(Clone)]
 pub struct Caches {
+    pub workloads: Store<Workload>,
     pub instances: Store<WorkloadInstance>,
     pub runtimes: Store<KubernetesRuntime>,
     pub policies: Store<TenantPolicy>,
@@ -69,22 +71,13 @@ pub struct Caches {
 
 /// The writing ends of [`Caches`], handed to the watches that fill them.
 pub struct CacheWriters {
+    pub workloads: Writer<Workload>,
     pub instances: Writer<WorkloadInstance>,
     pub runtimes: Writer<KubernetesRuntime>,
-    pub profiles: Writer<SupportServiceProfile>,
-    pub support_services: Writer<SupportService>,
-}
-
-/// The writing ends of the tenancy caches.
-pub struct TenancyWriters {
     pub policies: Writer<TenantPolicy>,
     pub namespaces: Writer<PartialObjectMeta<Namespace>>,
-}
-
-impl std::fmt::Debug for TenancyWriters {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TenancyWriters").finish_non_exhaustive()
-    }
+    pub profiles: Writer<SupportServiceProfile>,
+    pub support_services: Writer<SupportService>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -100,7 +93,8 @@ impl std::fmt::Debug for CacheWriters {
 }
 
 /// Empty caches and their writers.
-pub fn caches() -> (Caches, CacheWriters, TenancyWriters) {
+pub fn caches() -> (Caches, CacheWriters) {
+    let (workloads, workload_writer) = reflector::store();
     let (instances, instance_writer) = reflector::store();
     let (runtimes, runtime_writer) = reflector::store();
     let (policies, policy_writer) = reflector::store();
@@ -109,6 +103,7 @@ pub fn caches() -> (Caches, CacheWriters, TenancyWriters) {
     let (support_services, support_writer) = reflector::store();
     (
         Caches {
+            workloads,
             instances,
             runtimes,
             policies,
@@ -117,22 +112,22 @@ pub fn caches() -> (Caches, CacheWriters, TenancyWriters) {
             support_services,
         },
         CacheWriters {
+            workloads: workload_writer,
             instances: instance_writer,
             runtimes: runtime_writer,
-            profiles: profile_writer,
-            support_services: support_writer,
-        },
-        TenancyWriters {
             policies: policy_writer,
             namespaces: namespace_writer,
+            profiles: profile_writer,
+            support_services: support_writer,
         },
     )
 }
 
 impl Caches {
-    /// Waits until both caches hold a complete list.
+    /// Waits until every cache holds a complete list.
     pub async fn ready(&self) -> crate::error::Result<()> {
         let not_ready = |_| crate::error::Error::Cache("the watch cache stopped".into());
+        self.workloads.wait_until_ready().await.map_err(not_ready)?;
         self.instances.wait_until_ready().await.map_err(not_ready)?;
         self.runtimes.wait_until_ready().await.map_err(not_ready)?;
         self.policies.wait_until_ready().await.map_err(not_ready)?;

@@ -5,12 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
-use qleetos_crds::notification::{NatsAuth, QleetKind, redact_url};
-use qleetos_operator::context::{CacheWriters, Context, Settings, TenancyWriters, caches};
-use qleetos_operator::controllers::{
-    instance_qleet, profile_qleet, runtime_qleet, support_qleet, workload_qleet,
-};
+use clap::Parser;
+use qleetos_crds::notification::{NatsAuth, redact_url};
+use qleetos_operator::context::{CacheWriters, Context, Settings, caches};
+use qleetos_operator::controllers::{self, Registered};
 use qleetos_operator::kubeconfig::KubeconfigPolicy;
 use qleetos_operator::metrics::{self, Metrics};
 use qleetos_operator::queue::notifier::{self, Publisher};
@@ -23,15 +21,6 @@ use tracing_subscriber::EnvFilter;
 /// How long a drain may take beyond the reconcile timeout (acks, lock releases, flush).
 const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Qleet {
-    Runtime,
-    Workload,
-    Instance,
-    Support,
-    Profile,
-}
-
 /// QleetOS operator. Reaches the management cluster through the usual kubeconfig lookup
 /// (KUBECONFIG, ~/.kube/config, or the in-cluster service account).
 #[derive(Debug, Parser)]
@@ -42,9 +31,10 @@ struct Args {
         long,
         value_delimiter = ',',
         default_value = "runtime,workload,instance,support,profile",
+        value_parser = qleet_named,
         env = "QLEETOS_QLEETS"
     )]
-    qleets: Vec<Qleet>,
+    qleets: Vec<Registered>,
     /// Address serving /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080", env = "QLEETOS_METRICS_ADDR")]
     metrics_addr: SocketAddr,
@@ -117,6 +107,13 @@ fn humantime_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+fn qleet_named(name: &str) -> Result<Registered, String> {
+    controllers::named(name).ok_or_else(|| {
+        let names: Vec<&str> = controllers::QLEETS.iter().map(|q| q.name).collect();
+        format!("{name:?} is not a Qleet; one of {}", names.join(", "))
+    })
+}
+
 /// A lock TTL: a duration of at least one second (it is refreshed every third of it).
 fn lock_ttl(text: &str) -> Result<Duration, String> {
     let ttl = humantime_duration(text)?;
@@ -138,22 +135,17 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the management cluster")?;
-    let (caches, cache_writers, tenancy_writers) = caches();
+    let (caches, cache_writers) = caches();
     let ctx = Arc::new(Context::new(client, settings(&args), metrics, caches));
     let replica = args.replica_id.clone().unwrap_or_else(default_replica_id);
-    tracing::info!(addr = %args.metrics_addr, qleets = ?args.qleets, %replica, nats = %redact_url(&args.nats_url), "qleetos-operator starting");
+    let qleets: Vec<&str> = args.qleets.iter().map(|q| q.name).collect();
+    tracing::info!(addr = %args.metrics_addr, ?qleets, %replica, nats = %redact_url(&args.nats_url), "qleetos-operator starting");
     let connecting = Broker::connect(broker_options(&args, &replica));
     let broker = tokio::select! {
         broker = connecting => broker.context("connecting to NATS")?,
         () = shutdown.cancelled() => return Ok(()),
     };
-    start_background(
-        &mut supervisor,
-        &broker,
-        &ctx,
-        cache_writers,
-        tenancy_writers,
-    );
+    start_background(&mut supervisor, &broker, &ctx, cache_writers);
     let worker = Worker {
         broker: broker.clone(),
         ctx: ctx.clone(),
@@ -220,21 +212,13 @@ fn start_background(
     broker: &Broker,
     ctx: &Arc<Context>,
     cache_writers: CacheWriters,
-    tenancy_writers: TenancyWriters,
 ) {
     let publisher = Publisher::new(broker.clone());
-    supervisor.spawn_until_shutdown(
-        "tenancy watches",
-        policies::run(
-            publisher.clone(),
-            ctx.clone(),
-            tenancy_writers.policies,
-            tenancy_writers.namespaces,
-        ),
-    );
+    supervisor.spawn_until_shutdown("TenantPolicy statuses", policies::run(ctx.clone()));
+    let triggers = Arc::new(controllers::triggers());
     supervisor.spawn_until_shutdown(
         "notifier",
-        notifier::run(publisher.clone(), ctx.clone(), cache_writers),
+        notifier::run(publisher.clone(), ctx.clone(), triggers, cache_writers),
     );
     supervisor.spawn_until_shutdown("drift watches", drift::run(publisher, ctx.clone()));
     let (broker, metrics) = (broker.clone(), ctx.metrics.clone());
@@ -247,40 +231,12 @@ fn start_background(
 }
 
 /// One worker per Qleet asked for, and the gauges of their queues.
-fn start_qleets(supervisor: &mut Supervisor, qleets: &[Qleet], worker: Worker) {
+fn start_qleets(supervisor: &mut Supervisor, qleets: &[Registered], worker: Worker) {
     let shutdown = supervisor.shutdown();
-    let mut kinds = Vec::new();
     for qleet in qleets {
-        let (worker, shutdown) = (worker.clone(), shutdown.clone());
-        let kind = match qleet {
-            Qleet::Runtime => {
-                supervisor.spawn_draining("runtime worker", worker.run(runtime_qleet(), shutdown));
-                QleetKind::KubernetesRuntime
-            }
-            Qleet::Workload => {
-                supervisor
-                    .spawn_draining("workload worker", worker.run(workload_qleet(), shutdown));
-                QleetKind::Workload
-            }
-            Qleet::Instance => {
-                supervisor
-                    .spawn_draining("instance worker", worker.run(instance_qleet(), shutdown));
-                QleetKind::WorkloadInstance
-            }
-            Qleet::Support => {
-                supervisor.spawn_draining(
-                    "support service worker",
-                    worker.run(support_qleet(), shutdown),
-                );
-                QleetKind::SupportService
-            }
-            Qleet::Profile => {
-                supervisor.spawn_draining("profile worker", worker.run(profile_qleet(), shutdown));
-                QleetKind::SupportServiceProfile
-            }
-        };
-        kinds.push(kind);
+        supervisor.spawn_draining(qleet.name, (qleet.run)(worker.clone(), shutdown.clone()));
     }
+    let kinds = qleets.iter().map(|qleet| qleet.kind).collect();
     supervisor.spawn_until_shutdown(
         "queue depth gauges",
         report_queue_depth(worker.broker, worker.ctx, kinds),
@@ -335,6 +291,22 @@ mod tests {
         assert_eq!(humantime_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(humantime_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(humantime_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn runs_every_qleet_by_default_and_names_them_on_a_typo() {
+        let args = Args::parse_from(["qleetos-operator", "--nats-url=nats://x"]);
+        let kinds: Vec<_> = args.qleets.iter().map(|q| q.kind).collect();
+        assert_eq!(kinds.len(), controllers::QLEETS.len());
+        for qleet in controllers::QLEETS {
+            assert!(
+                kinds.contains(&qleet.kind),
+                "{} is not run by default",
+                qleet.name
+            );
+        }
+        let error = qleet_named("workloads").expect_err("not a Qleet");
+        assert!(error.contains("runtime, workload, instance"), "{error}");
     }
 
     #[test]

@@ -32,7 +32,8 @@ pub struct Target<'a> {
 /// Why an object or a runtime is outside what the namespace may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
-    /// The rule broken: `ClusterScopedKind`, `NamespacedKind`, `TargetNamespace` or `Runtime`.
+    /// The rule broken: `ClusterScopedKind`, `NamespacedKind`, `TargetNamespace`, `Runtime`
+    /// or `Capability`.
     pub rule: &'static str,
     pub message: String,
 }
@@ -119,6 +120,46 @@ impl Fence {
             return Ok(());
         }
         Err(self.violation(target))
+    }
+
+    /// Whether some grant lets the namespace's Workloads need every one of `capabilities`.
+    pub fn check_capabilities(&self, capabilities: &[String]) -> Result<(), Violation> {
+        let refused: Vec<&str> = capabilities
+            .iter()
+            .filter(|capability| {
+                !self
+                    .grants
+                    .iter()
+                    .any(|g| grant_allows_capability(g, capability))
+            })
+            .map(String::as_str)
+            .collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let mut allowed: Vec<&str> = self
+            .grants
+            .iter()
+            .filter_map(|g| g.spec.capabilities.as_deref())
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        allowed.sort_unstable();
+        allowed.dedup();
+        let allowed = if allowed.is_empty() {
+            "none".to_owned()
+        } else {
+            allowed.join(", ")
+        };
+        Err(Violation {
+            rule: "Capability",
+            message: format!(
+                "namespace {} may not need {}; allowed: {allowed} ({})",
+                self.namespace,
+                refused.join(", "),
+                self.policies()
+            ),
+        })
     }
 
     /// Whether a manifest annotated for adoption may take over an object it did not create.
@@ -287,6 +328,7 @@ fn default_grant() -> TenantPolicySpec {
         cluster_kinds: Vec::new(),
         allow_adoption: false,
         tenant_role: None,
+        capabilities: None,
     }
 }
 
@@ -331,6 +373,14 @@ fn grant_allows_runtime(grant: &Grant, runtime: &KubernetesRuntime) -> bool {
     };
     let labels = runtime.metadata.labels.clone().unwrap_or_default();
     Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(&labels))
+}
+
+fn grant_allows_capability(grant: &Grant, capability: &str) -> bool {
+    grant
+        .spec
+        .capabilities
+        .as_ref()
+        .is_none_or(|allowed| allowed.iter().any(|a| a == capability))
 }
 
 fn describe_runtimes(grant: &Grant) -> String {
@@ -450,6 +500,42 @@ mod tests {
                 .contains("ClusterRoleBinding.rbac.authorization.k8s.io escalate"),
             "{cluster}"
         );
+    }
+
+    #[test]
+    fn capabilities_are_open_by_default_and_limited_by_any_policy_listing_them() {
+        let needs = ["tls".to_owned(), "dns".to_owned()];
+        assert!(fence(&[]).check_capabilities(&needs).is_ok());
+        let tls_only = policy(
+            "tls-only",
+            TenantPolicySpec {
+                capabilities: Some(vec!["tls".into(), "ingress".into()]),
+                ..spec_for(&["team-a"])
+            },
+        );
+        let refused = fence(std::slice::from_ref(&tls_only))
+            .check_capabilities(&needs)
+            .expect_err("dns is not listed");
+        assert_eq!(refused.rule, "Capability");
+        assert!(
+            refused
+                .message
+                .contains("may not need dns; allowed: ingress, tls (TenantPolicy tls-only)"),
+            "{refused}"
+        );
+        let open = policy("open", spec_for(&["team-a"]));
+        assert!(fence(&[tls_only, open]).check_capabilities(&needs).is_ok());
+        let none = policy(
+            "none",
+            TenantPolicySpec {
+                capabilities: Some(Vec::new()),
+                ..spec_for(&["team-a"])
+            },
+        );
+        let refused = fence(&[none])
+            .check_capabilities(&needs[..1])
+            .expect_err("none allowed");
+        assert!(refused.message.contains("allowed: none"), "{refused}");
     }
 
     #[test]

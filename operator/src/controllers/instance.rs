@@ -21,9 +21,15 @@ use crate::dependencies::{self, Needs};
 use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
 use crate::health::{ROLLOUT_FAILED, describe_failures, describe_unhealthy};
+use crate::queue::triggers::{self, Triggers};
+use crate::queue::worker::Qleet;
 use crate::render::{Owner, field_manager, render};
 use crate::runtime_client::{RuntimeClient, describe};
 use crate::tenancy::{Fence, Target};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::PartialObjectMeta;
+use qleetos_crds::notification::QleetKind;
+use qleetos_crds::{SupportService, SupportServiceProfile, TenantPolicy};
 
 pub const CONTROLLER: &str = "workloadinstance";
 /// Held until every object the instance applied is gone from its runtime.
@@ -35,6 +41,45 @@ const RUNTIME_WAIT: Duration = Duration::from_secs(5);
 /// How often an instance waiting for a support service looks again; the service's status
 /// changes notify it sooner.
 const DEPENDENCY_WAIT: Duration = Duration::from_secs(30);
+/// The WorkloadInstance Qleet.
+pub fn qleet() -> Qleet<WorkloadInstance> {
+    Qleet {
+        kind: QleetKind::WorkloadInstance,
+        api: |client, namespace| Api::namespaced(client, namespace.unwrap_or_default()),
+        reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
+    }
+}
+
+/// Its own changes (its applied objects' drift comes from [`crate::queue::drift`]); what its
+/// namespace may do (a TenantPolicy, the namespace's labels); a profile that may now provide
+/// what it needs; a support service on its runtime it may depend on.
+pub fn notified_by() -> Triggers {
+    Triggers::of::<WorkloadInstance>(QleetKind::WorkloadInstance)
+        .watches::<TenantPolicy>(|ctx, _| {
+            triggers::Target::all(ctx.caches.instances.state(), |_| true)
+        })
+        .watches::<PartialObjectMeta<Namespace>>(|ctx, change| {
+            if !change.differs(|namespace| namespace.metadata.labels.clone()) {
+                return Vec::new();
+            }
+            let namespace = change.after.metadata.name.clone();
+            triggers::Target::all(ctx.caches.instances.state(), |instance| {
+                instance.metadata.namespace == namespace
+            })
+        })
+        .watches::<SupportServiceProfile>(|ctx, change| {
+            if !change.intent_changed() {
+                return Vec::new();
+            }
+            triggers::Target::all(ctx.caches.instances.state(), dependencies::depends)
+        })
+        .watches::<SupportService>(|ctx, change| {
+            let runtime = &change.after.spec.runtime_ref.name;
+            triggers::Target::all(ctx.caches.instances.state(), |instance| {
+                &instance.spec.runtime_ref.name == runtime && dependencies::depends(instance)
+            })
+        })
+}
 
 /// Converges one WorkloadInstance, or removes its objects when it is being deleted.
 pub async fn reconcile(instance: Arc<WorkloadInstance>, ctx: Arc<Context>) -> Result<Next> {
@@ -113,7 +158,7 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
         let hold = Hold::refused(error.reason(), error.to_string());
         return hold_pass(instance, ctx, hold).await;
     }
-    let needs = match dependencies_ready(instance, ctx).await? {
+    let needs = match dependencies_ready(instance, ctx, &plan.fence).await? {
         Ok(needs) => needs,
         Err(hold) => return hold_pass(instance, ctx, hold).await,
     };
@@ -193,10 +238,15 @@ async fn read_all_health(
 async fn dependencies_ready(
     instance: &WorkloadInstance,
     ctx: &Context,
+    fence: &Fence,
 ) -> Result<Result<Needs, Box<Hold>>> {
     let capabilities = instance.spec.capabilities();
     if capabilities.is_empty() {
         return Ok(Ok(Needs::default()));
+    }
+    if let Err(violation) = fence.check_capabilities(&capabilities) {
+        let message = format!("nothing applied: {violation}");
+        return Ok(Err(Hold::refused("TenancyViolation", message)));
     }
     ctx.caches.ready().await?;
     let runtime = &instance.spec.runtime_ref.name;

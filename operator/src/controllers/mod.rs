@@ -6,13 +6,18 @@ pub mod runtime;
 pub mod support;
 pub mod workload;
 
+use futures::future::BoxFuture;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 use qleetos_crds::FIELD_MANAGER;
+use qleetos_crds::notification::QleetKind;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::queue::triggers::{Registry, Triggers};
+use crate::queue::worker::Worker;
 
 /// Writes `status` with server-side apply on the status subresource, under QleetOS's field manager.
 pub(crate) async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<()>
@@ -53,55 +58,56 @@ pub(crate) fn namespace_of<K: Resource>(object: &K) -> Result<String> {
         ))
 }
 
-use kube::Client;
-use qleetos_crds::notification::QleetKind;
-use qleetos_crds::{
-    KubernetesRuntime, SupportService, SupportServiceProfile, Workload, WorkloadInstance,
-};
-
-use crate::queue::worker::Qleet;
-
-/// The Workload Qleet.
-pub fn workload_qleet() -> Qleet<Workload> {
-    Qleet {
-        kind: QleetKind::Workload,
-        api: |client: Client, namespace| Api::namespaced(client, namespace.unwrap_or_default()),
-        reconcile: |object, ctx| Box::pin(workload::reconcile(object, ctx)),
-    }
+/// One Qleet as the operator runs it: its name in `--qleets`, its kind, its worker and what
+/// notifies it. Adding a Qleet is adding its module and one entry here.
+#[derive(Debug, Clone, Copy)]
+pub struct Registered {
+    pub name: &'static str,
+    pub kind: QleetKind,
+    pub run: fn(Worker, CancellationToken) -> BoxFuture<'static, ()>,
+    pub notified_by: fn() -> Triggers,
 }
 
-/// The WorkloadInstance Qleet.
-pub fn instance_qleet() -> Qleet<WorkloadInstance> {
-    Qleet {
-        kind: QleetKind::WorkloadInstance,
-        api: |client: Client, namespace| Api::namespaced(client, namespace.unwrap_or_default()),
-        reconcile: |object, ctx| Box::pin(instance::reconcile(object, ctx)),
-    }
-}
-
-/// The KubernetesRuntime Qleet.
-pub fn runtime_qleet() -> Qleet<KubernetesRuntime> {
-    Qleet {
+/// Every Qleet.
+pub const QLEETS: [Registered; 5] = [
+    Registered {
+        name: "runtime",
         kind: QleetKind::KubernetesRuntime,
-        api: |client: Client, _| Api::all(client),
-        reconcile: |object, ctx| Box::pin(runtime::reconcile(object, ctx)),
-    }
-}
-
-/// The SupportService Qleet.
-pub fn support_qleet() -> Qleet<SupportService> {
-    Qleet {
+        run: |worker, shutdown| Box::pin(worker.run(runtime::qleet(), shutdown)),
+        notified_by: runtime::notified_by,
+    },
+    Registered {
+        name: "workload",
+        kind: QleetKind::Workload,
+        run: |worker, shutdown| Box::pin(worker.run(workload::qleet(), shutdown)),
+        notified_by: workload::notified_by,
+    },
+    Registered {
+        name: "instance",
+        kind: QleetKind::WorkloadInstance,
+        run: |worker, shutdown| Box::pin(worker.run(instance::qleet(), shutdown)),
+        notified_by: instance::notified_by,
+    },
+    Registered {
+        name: "support",
         kind: QleetKind::SupportService,
-        api: |client: Client, _| Api::all(client),
-        reconcile: |object, ctx| Box::pin(support::reconcile(object, ctx)),
-    }
+        run: |worker, shutdown| Box::pin(worker.run(support::qleet(), shutdown)),
+        notified_by: support::notified_by,
+    },
+    Registered {
+        name: "profile",
+        kind: QleetKind::SupportServiceProfile,
+        run: |worker, shutdown| Box::pin(worker.run(profile::qleet(), shutdown)),
+        notified_by: profile::notified_by,
+    },
+];
+
+/// What notifies every Qleet (every replica publishes for all of them, whichever it runs).
+pub fn triggers() -> Registry {
+    Registry::new(QLEETS.iter().map(|qleet| (qleet.notified_by)()).collect())
 }
 
-/// The SupportServiceProfile Qleet.
-pub fn profile_qleet() -> Qleet<SupportServiceProfile> {
-    Qleet {
-        kind: QleetKind::SupportServiceProfile,
-        api: |client: Client, _| Api::all(client),
-        reconcile: |object, ctx| Box::pin(profile::reconcile(object, ctx)),
-    }
+/// The Qleet named `name` in `--qleets`.
+pub fn named(name: &str) -> Option<Registered> {
+    QLEETS.iter().copied().find(|qleet| qleet.name == name)
 }

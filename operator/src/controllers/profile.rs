@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use kube::api::{Api, DeleteParams};
+use kube::runtime::reflector::ObjectRef;
 use qleetos_crds::{Condition, SupportService, SupportServiceProfile, SupportServiceProfileStatus};
 
 use super::apply_status;
@@ -12,12 +13,36 @@ use super::support::users_of;
 use crate::context::{Context, Next};
 use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
+use crate::queue::triggers::{Target, Triggers};
+use crate::queue::worker::Qleet;
+use qleetos_crds::notification::QleetKind;
 
 pub const CONTROLLER: &str = "supportserviceprofile";
 /// Held until no SupportService of the profile is left.
 pub const FINALIZER: &str = "qleetos.io/support-services";
 /// How often a deletion waiting on users looks again.
 const IN_USE_POLL: std::time::Duration = std::time::Duration::from_secs(30);
+/// The SupportServiceProfile Qleet.
+pub fn qleet() -> Qleet<SupportServiceProfile> {
+    Qleet {
+        kind: QleetKind::SupportServiceProfile,
+        api: |client, _| Api::all(client),
+        reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
+    }
+}
+
+/// Its own changes, and any change of a service installed from it (its status lists them).
+pub fn notified_by() -> Triggers {
+    Triggers::of::<SupportServiceProfile>(QleetKind::SupportServiceProfile)
+        .watches::<SupportService>(|ctx, change| {
+            let profile = ObjectRef::new(&change.after.spec.profile_ref.name);
+            ctx.caches
+                .profiles
+                .get(&profile)
+                .map(|profile| vec![Target::of(&*profile)])
+                .unwrap_or_default()
+        })
+}
 
 pub async fn reconcile(profile: Arc<SupportServiceProfile>, ctx: Arc<Context>) -> Result<Next> {
     let api: Api<SupportServiceProfile> = Api::all(ctx.client.clone());

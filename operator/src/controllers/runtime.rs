@@ -16,10 +16,37 @@ use super::{apply_status, name_of};
 use crate::context::{Context, Next, key_of};
 use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
+use crate::queue::triggers::{Target, Triggers};
+use crate::queue::worker::Qleet;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use qleetos_crds::notification::QleetKind;
 
 pub const CONTROLLER: &str = "kubernetesruntime";
 /// Held while any WorkloadInstance still targets the runtime.
 pub const FINALIZER: &str = "qleetos.io/runtime-in-use";
+/// The KubernetesRuntime Qleet.
+pub fn qleet() -> Qleet<KubernetesRuntime> {
+    Qleet {
+        kind: QleetKind::KubernetesRuntime,
+        api: |client, _| Api::all(client),
+        reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
+    }
+}
+
+/// Its own changes, each probe interval, and a change of the kubeconfig Secret it uses.
+pub fn notified_by() -> Triggers {
+    Triggers::of::<KubernetesRuntime>(QleetKind::KubernetesRuntime)
+        .every(|settings| settings.probe_interval)
+        .watches::<PartialObjectMeta<Secret>>(|ctx, change| {
+            let secret = change.after;
+            Target::all(ctx.caches.runtimes.state(), |runtime| {
+                let reference = &runtime.spec.connection.kubeconfig_secret_ref;
+                Some(&reference.namespace) == secret.metadata.namespace.as_ref()
+                    && Some(&reference.name) == secret.metadata.name.as_ref()
+            })
+        })
+}
 
 /// Probes one runtime, or lets it go once nothing uses it when it is being deleted.
 pub async fn reconcile(runtime: Arc<KubernetesRuntime>, ctx: Arc<Context>) -> Result<Next> {

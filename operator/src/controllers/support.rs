@@ -23,8 +23,12 @@ use crate::dependencies::{self, provider_of};
 use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
 use crate::health::{describe_failures, describe_unhealthy, summarize};
+use crate::queue::triggers::{Target, Triggers};
+use crate::queue::worker::Qleet;
 use crate::render::{Owner, field_manager, render};
 use crate::runtime_client::describe;
+use qleetos_crds::WorkloadInstance;
+use qleetos_crds::notification::QleetKind;
 
 pub const CONTROLLER: &str = "supportservice";
 /// Held until every object the service applied is gone from its runtime.
@@ -32,6 +36,47 @@ pub const FINALIZER: &str = "qleetos.io/support-objects";
 /// How often a service waiting for something (its runtime, what it requires) looks again;
 /// the change it waits for notifies it sooner.
 const WAIT_POLL: Duration = Duration::from_secs(30);
+/// The SupportService Qleet.
+pub fn qleet() -> Qleet<SupportService> {
+    Qleet {
+        kind: QleetKind::SupportService,
+        api: |client, _| Api::all(client),
+        reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
+    }
+}
+
+/// Its own changes; its profile's (a changed profile rolls out to every runtime); another
+/// service on its runtime (it may require it); any change of an instance on its runtime
+/// that needs something (its users are derived from them).
+pub fn notified_by() -> Triggers {
+    Triggers::of::<SupportService>(QleetKind::SupportService)
+        .watches::<SupportServiceProfile>(|ctx, change| {
+            if !change.intent_changed() {
+                return Vec::new();
+            }
+            let profile = change.after.metadata.name.as_deref().unwrap_or_default();
+            Target::all(ctx.caches.support_services.state(), |service| {
+                service.spec.profile_ref.name == profile
+            })
+        })
+        .watches::<SupportService>(|ctx, change| {
+            let (runtime, uid) = (
+                &change.after.spec.runtime_ref.name,
+                &change.after.metadata.uid,
+            );
+            Target::all(dependencies::services_on(ctx, runtime), |other| {
+                &other.metadata.uid != uid
+            })
+        })
+        .watches::<WorkloadInstance>(|ctx, change| {
+            let depended = change.before.is_some_and(dependencies::depends);
+            if !dependencies::depends(change.after) && !depended {
+                return Vec::new();
+            }
+            let runtime = &change.after.spec.runtime_ref.name;
+            Target::all(dependencies::services_on(ctx, runtime), |_| true)
+        })
+}
 
 pub async fn reconcile(service: Arc<SupportService>, ctx: Arc<Context>) -> Result<Next> {
     let api: Api<SupportService> = Api::all(ctx.client.clone());
@@ -349,6 +394,16 @@ fn with_namespace_first(namespace: &str, manifests: &[Manifest]) -> Vec<Manifest
 /// Who needs the service now, from the live objects: WorkloadInstances on its runtime that
 /// need a capability it provides (resolved to its profile, or listed in their status) and
 /// are not fully torn down, and SupportServices there whose profile requires one.
+/// Whether the instance's namespace may need `capabilities` (a refused instance is nobody's
+/// user).
+fn may_need(instance: &WorkloadInstance, capabilities: &[String], ctx: &Context) -> bool {
+    let namespace = instance.metadata.namespace.as_deref().unwrap_or_default();
+    ctx.caches
+        .fence(namespace, &ctx.settings.system_namespace)
+        .check_capabilities(capabilities)
+        .is_ok()
+}
+
 pub fn users_of(service: &SupportService, ctx: &Context) -> Vec<String> {
     let name = service.metadata.name.clone().unwrap_or_default();
     let runtime = &service.spec.runtime_ref.name;
@@ -381,7 +436,11 @@ pub fn users_of(service: &SupportService, ctx: &Context) -> Vec<String> {
                 .iter()
                 .flat_map(|s| &s.dependencies)
                 .any(|d| d.name == name);
-            listed || i.spec.capabilities().iter().any(|c| provided_here(c))
+            listed
+                || i.spec
+                    .capabilities()
+                    .iter()
+                    .any(|c| provided_here(c) && may_need(i, std::slice::from_ref(c), ctx))
         })
         .map(|i| key_of(&**i))
         .collect();

@@ -21,12 +21,50 @@ use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
 use crate::names::{instance_name, label_value};
 use crate::placement::{Selected, select};
+use crate::queue::triggers::{Target, Triggers};
+use crate::queue::worker::Qleet;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::PartialObjectMeta;
+use qleetos_crds::TenantPolicy;
+use qleetos_crds::notification::QleetKind;
 
 pub const CONTROLLER: &str = "workload";
 /// Held until every WorkloadInstance of the Workload is gone.
 pub const FINALIZER: &str = "qleetos.io/instances";
 /// Label on a WorkloadInstance naming its Workload.
 pub const WORKLOAD_LABEL: &str = "qleetos.io/workload";
+/// The Workload Qleet.
+pub fn qleet() -> Qleet<Workload> {
+    Qleet {
+        kind: QleetKind::Workload,
+        api: |client, namespace| Api::namespaced(client, namespace.unwrap_or_default()),
+        reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
+    }
+}
+
+/// Its own changes; any change of its instances (it sums their health up); a runtime change
+/// that can move placements; a TenantPolicy change, or a namespace's labels (which runtimes
+/// a namespace may use).
+pub fn notified_by() -> Triggers {
+    Triggers::of::<Workload>(QleetKind::Workload)
+        .owns::<WorkloadInstance>()
+        .watches::<KubernetesRuntime>(|ctx, change| {
+            if !change.differs(placement_relevant) {
+                return Vec::new();
+            }
+            Target::all(ctx.caches.workloads.state(), |_| true)
+        })
+        .watches::<TenantPolicy>(|ctx, _| Target::all(ctx.caches.workloads.state(), |_| true))
+        .watches::<PartialObjectMeta<Namespace>>(|ctx, change| {
+            if !change.differs(|namespace| namespace.metadata.labels.clone()) {
+                return Vec::new();
+            }
+            let namespace = change.after.metadata.name.clone();
+            Target::all(ctx.caches.workloads.state(), |workload| {
+                workload.metadata.namespace == namespace
+            })
+        })
+}
 
 /// Places one Workload, or removes its instances when it is being deleted.
 pub async fn reconcile(workload: Arc<Workload>, ctx: Arc<Context>) -> Result<Next> {

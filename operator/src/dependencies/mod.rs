@@ -144,3 +144,13 @@ pub fn services_on(ctx: &Context, runtime: &str) -> Vec<Arc<SupportService>> {
         .filter(|s| s.spec.runtime_ref.name == runtime)
         .collect()
 }
+
+/// Whether `instance` needs a support service, or did on its last pass (its users' services
+/// must hear that it stopped).
+pub fn depends(instance: &qleetos_crds::WorkloadInstance) -> bool {
+    !instance.spec.capabilities().is_empty()
+        || instance
+            .status
+            .as_ref()
+            .is_some_and(|status| !status.dependencies.is_empty())
+}

@@ -3,8 +3,8 @@
 //!
 //! Names (created at start-up when absent, and updated in place to the operator's flags
 //! when present, keeping their data):
-//! - streams `QLEETOS_WORKLOAD`, `QLEETOS_WORKLOADINSTANCE`, `QLEETOS_KUBERNETESRUNTIME`
-//!   (work-queue retention, subjects `qleetos.work.<kind>.>`, 2-minute duplicate window);
+//! - one stream per Qleet kind, `QLEETOS_<KIND>` (e.g. `QLEETOS_WORKLOAD`; work-queue
+//!   retention, subjects `qleetos.work.<kind>.>`, 2-minute duplicate window);
 //! - one durable pull consumer per stream, `qleet-<kind>`, shared by every replica (ack wait
 //!   = reconcile timeout + a margin, extended while a reconcile runs);
 //! - key-value bucket `qleetos-locks` (`<kind>.<uid>` → holder, TTL `--lock-ttl`, refreshed
@@ -12,12 +12,12 @@
 //! - key-value bucket `qleetos-retries` (`<kind>.<uid>` → the object's [`retry::RetryRecord`]:
 //!   the one message carrying its pending retry and its failures in a row).
 
-pub mod dependents;
 pub mod drift;
 pub mod lock;
 pub mod notifier;
 pub mod policies;
 pub mod retry;
+pub mod triggers;
 pub mod worker;
 
 use std::time::Duration;

@@ -1,26 +1,31 @@
-//! Publishes a notification for every change to a QleetOS object, whoever made it, and for
-//! the objects that must react to it; plus periodic resyncs and runtime probes. Every
-//! replica runs it: message ids make one change one message.
+//! Watches every kind a Qleet reacts to, fills the caches, and publishes what the Qleets'
+//! [`Triggers`](super::triggers::Triggers) say each change means; plus the periodic resync
+//! of every Qleet's objects and the intervals Qleets ask for. Every replica runs it:
+//! message ids make one change one message.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use qleetos_crds::notification::{Cause, Notification, QleetKind};
-use qleetos_crds::{KubernetesRuntime, Workload, WorkloadInstance};
+use qleetos_crds::{
+    KubernetesRuntime, SupportService, SupportServiceProfile, TenantPolicy, Workload,
+    WorkloadInstance,
+};
+use tokio::sync::watch;
 
 use super::Broker;
+use super::triggers::{Change, OwnQleet, Registry, Target};
+use super::worker::QleetResource;
 use crate::context::{CacheWriters, Context};
-use crate::controllers::workload::placement_relevant;
 
 /// Publishes notifications and remembers when some could not be sent.
 #[derive(Debug, Clone)]
@@ -49,251 +54,177 @@ impl Publisher {
     }
 }
 
-/// The notification pointing at `object` for its own Qleet.
-pub fn notification_for<K: Resource>(kind: QleetKind, object: &K, cause: Cause) -> Notification {
-    let meta = object.meta();
-    Notification {
-        kind,
-        namespace: meta.namespace.clone(),
-        name: meta.name.clone().unwrap_or_default(),
-        uid: meta.uid.clone().unwrap_or_default(),
-        resource_version: meta.resource_version.clone().unwrap_or_default(),
-        cause,
-    }
-}
-
-/// Changes a Qleet acts on: spec, labels, annotations, finalizers, deletion. Status writes
-/// (a Qleet's own output) do not notify the object's own Qleet.
-pub(super) fn intent<K: Resource>(object: &K) -> Option<u64> {
-    let meta = object.meta();
-    let mut hasher = DefaultHasher::new();
-    meta.generation.hash(&mut hasher);
-    meta.labels.hash(&mut hasher);
-    meta.annotations.hash(&mut hasher);
-    meta.finalizers.hash(&mut hasher);
-    meta.deletion_timestamp.is_some().hash(&mut hasher);
-    Some(hasher.finish())
-}
-
-pub(super) fn related_object<K: Resource<DynamicType = ()>>(object: &K) -> String {
-    let meta = object.meta();
-    format!(
-        "{}/{}:{}",
-        K::kind(&()),
-        meta.uid.as_deref().unwrap_or_default(),
-        meta.resource_version.as_deref().unwrap_or_default()
-    )
-}
-
 /// Runs every watch and ticker until the process stops.
-pub async fn run(publisher: Publisher, ctx: Arc<Context>, writers: CacheWriters) {
-    let (workloads, workload_writer) = reflector::store::<Workload>();
-    let (instances, instance_writer) = (ctx.caches.instances.clone(), writers.instances);
-    let (runtimes, runtime_writer) = (ctx.caches.runtimes.clone(), writers.runtimes);
+pub async fn run(
+    publisher: Publisher,
+    ctx: Arc<Context>,
+    registry: Arc<Registry>,
+    writers: CacheWriters,
+) {
+    let (resync_sender, resyncs) = watch::channel(None);
+    let notifier = Notifier {
+        publisher: publisher.clone(),
+        ctx: ctx.clone(),
+        registry,
+        resyncs,
+    };
     let client = ctx.client.clone();
-    let workload_changes = watched(Api::<Workload>::all(client.clone()), workload_writer)
-        .predicate_filter(intent, Default::default());
-    let instance_changes = watched(
-        Api::<WorkloadInstance>::all(client.clone()),
-        instance_writer,
-    );
-    let runtime_changes = watched(
-        Api::<KubernetesRuntime>::all(client.clone()),
-        runtime_writer,
+    let (_, secret_writer) = reflector::store();
+    let system_secrets = Api::<PartialObjectMeta<Secret>>::namespaced(
+        client.clone(),
+        &ctx.settings.system_namespace,
     );
     tokio::join!(
-        super::dependents::run(&publisher, &ctx, writers.profiles, writers.support_services),
-        for_each(workload_changes, |w| notify_own(
-            &publisher,
-            QleetKind::Workload,
-            w
-        )),
-        notify_instances(&publisher, &ctx, instance_changes),
-        notify_runtimes(&publisher, runtime_changes, &workloads),
-        notify_secret_owners(&publisher, &ctx, &runtimes),
-        resync(&publisher, &ctx, &workloads, &instances, &runtimes),
-        probe_ticks(&publisher, &ctx, &runtimes),
+        notifier.watch(
+            Api::<KubernetesRuntime>::all(client.clone()),
+            writers.runtimes
+        ),
+        notifier.watch(Api::<Workload>::all(client.clone()), writers.workloads),
+        notifier.watch(
+            Api::<WorkloadInstance>::all(client.clone()),
+            writers.instances
+        ),
+        notifier.watch(
+            Api::<SupportServiceProfile>::all(client.clone()),
+            writers.profiles
+        ),
+        notifier.watch(
+            Api::<SupportService>::all(client.clone()),
+            writers.support_services
+        ),
+        notifier.watch(Api::<TenantPolicy>::all(client.clone()), writers.policies),
+        notifier.watch(
+            Api::<PartialObjectMeta<Namespace>>::all(client),
+            writers.namespaces
+        ),
+        // Only QleetOS's own namespace: kubeconfig Secrets elsewhere are never read.
+        notifier.watch(system_secrets, secret_writer),
+        resync(&publisher, &ctx, resync_sender),
     );
 }
 
-/// The objects of `api` as they change, deletions included (the last finalizer's removal
-/// deletes an object without a final update), reflected into `writer` first.
-pub(super) fn watched<K>(
-    api: Api<K>,
-    writer: reflector::store::Writer<K>,
-) -> impl Stream<Item = Result<K, watcher::Error>>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects()
+struct Notifier {
+    publisher: Publisher,
+    ctx: Arc<Context>,
+    registry: Arc<Registry>,
+    /// The cause of the latest resync of every Qleet's objects.
+    resyncs: watch::Receiver<Option<Cause>>,
 }
 
-pub(super) async fn for_each<K, F, Fut>(
-    stream: impl Stream<Item = Result<K, watcher::Error>>,
-    mut act: F,
-) where
-    F: FnMut(K) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut stream = std::pin::pin!(stream);
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(object) => act(object).await,
-            Err(error) => tracing::warn!(%error, "watch error; retrying with backoff"),
+impl Notifier {
+    /// Watches `api` into `writer`'s cache and publishes the notifications of each change;
+    /// when `K` is a Qleet's own kind, also every object of it on each resync and interval.
+    async fn watch<K: QleetResource>(&self, api: Api<K>, writer: Writer<K>) {
+        let store = writer.as_reader();
+        let own = self.registry.own_qleet::<K>();
+        let events = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .reflect(writer);
+        let mut events = std::pin::pin!(events);
+        let mut last_seen = HashMap::new();
+        let mut resyncs = self.resyncs.clone();
+        let mut ticks = own.and_then(|own| own.every).map(|every| {
+            let every = every(&self.ctx.settings);
+            tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+        });
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Ok(event)) => self.observe(event, &store, &mut last_seen).await,
+                    Some(Err(error)) => tracing::warn!(kind = %K::kind(&()), %error, "watch error; retrying with backoff"),
+                    None => return,
+                },
+                Ok(()) = resyncs.changed(), if own.is_some() => {
+                    let cause = resyncs.borrow_and_update().clone();
+                    if let (Some(own), Some(cause)) = (own, cause) {
+                        self.notify_every(own, &store, cause).await;
+                    }
+                },
+                period = tick(&mut ticks) => {
+                    if let Some(own) = own {
+                        self.notify_every(own, &store, Cause::Probe { period }).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Turns one watch event into changes. `last_seen` shares the cache's objects.
+    async fn observe<K: QleetResource>(
+        &self,
+        event: watcher::Event<K>,
+        store: &Store<K>,
+        last_seen: &mut HashMap<String, Arc<K>>,
+    ) {
+        match event {
+            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+                let current = store
+                    .get(&ObjectRef::from_obj(&object))
+                    .unwrap_or_else(|| Arc::new(object));
+                let before = last_seen.insert(current.uid().unwrap_or_default(), current.clone());
+                self.dispatch(before.as_deref(), &current, false).await;
+            }
+            watcher::Event::Delete(object) => {
+                let before = last_seen.remove(&object.uid().unwrap_or_default());
+                self.dispatch(before.as_deref(), &object, true).await;
+            }
+            watcher::Event::InitDone => {
+                // Objects deleted while the watch was down went without a Delete event.
+                let gone: Vec<Arc<K>> = last_seen
+                    .values()
+                    .filter(|object| store.get(&ObjectRef::from_obj(&***object)).is_none())
+                    .cloned()
+                    .collect();
+                for object in gone {
+                    last_seen.remove(&object.uid().unwrap_or_default());
+                    self.dispatch(Some(&*object), &object, true).await;
+                }
+            }
+            watcher::Event::Init => {}
+        }
+    }
+
+    async fn dispatch<K: QleetResource>(&self, before: Option<&K>, after: &K, deleted: bool) {
+        let change = Change {
+            before,
+            after,
+            deleted,
+        };
+        for notification in self.registry.notifications(&self.ctx, &change) {
+            self.publisher.send(notification).await;
+        }
+    }
+
+    async fn notify_every<K: QleetResource>(&self, own: OwnQleet, store: &Store<K>, cause: Cause) {
+        for object in store.state() {
+            let notification = Target::of(&*object).notification(own.kind, cause.clone());
+            self.publisher.send(notification).await;
         }
     }
 }
 
-pub(super) async fn notify_own<K: Resource>(publisher: &Publisher, kind: QleetKind, object: K) {
-    publisher
-        .send(notification_for(kind, &object, Cause::Change))
-        .await;
-}
-
-/// An instance's own changes notify the instance Qleet; any change, status included,
-/// notifies its Workload, which sums instance health up.
-async fn notify_instances(
-    publisher: &Publisher,
-    ctx: &Context,
-    stream: impl Stream<Item = Result<WorkloadInstance, watcher::Error>>,
-) {
-    let mut seen = std::collections::HashMap::new();
-    for_each(stream, |instance| {
-        let own_change = intent(&instance)
-            != seen
-                .insert(instance.uid().unwrap_or_default(), intent(&instance))
-                .flatten();
-        async move {
-            if own_change {
-                notify_own(publisher, QleetKind::WorkloadInstance, instance.clone()).await;
-            }
-            let owner = instance
-                .owner_references()
-                .iter()
-                .find(|o| o.kind == "Workload")
-                .cloned();
-            super::dependents::instance_changed(publisher, ctx, &instance).await;
-            if let Some(owner) = owner {
-                publisher
-                    .send(Notification {
-                        kind: QleetKind::Workload,
-                        namespace: instance.namespace(),
-                        name: owner.name,
-                        uid: owner.uid,
-                        resource_version: String::new(),
-                        cause: Cause::Related {
-                            object: related_object(&instance),
-                        },
-                    })
-                    .await;
-            }
+/// The period number of the next tick, or never without ticks.
+async fn tick(ticks: &mut Option<tokio::time::Interval>) -> u64 {
+    match ticks {
+        Some(interval) => {
+            let period = interval.period();
+            interval.tick().await;
+            period_number(period)
         }
-    })
-    .await;
+        None => std::future::pending().await,
+    }
 }
 
-/// A runtime's own changes notify the runtime Qleet; changes that can move placements
-/// notify every Workload.
-async fn notify_runtimes(
-    publisher: &Publisher,
-    stream: impl Stream<Item = Result<KubernetesRuntime, watcher::Error>>,
-    workloads: &Store<Workload>,
-) {
-    let mut seen_intent = std::collections::HashMap::new();
-    let mut seen_placement = std::collections::HashMap::new();
-    for_each(stream, |runtime| {
-        let uid = runtime.uid().unwrap_or_default();
-        let own_change =
-            seen_intent.insert(uid.clone(), intent(&runtime)) != Some(intent(&runtime));
-        let placement = placement_relevant(&runtime);
-        let moves = seen_placement.insert(uid, placement) != Some(placement);
-        async move {
-            if own_change {
-                notify_own(publisher, QleetKind::KubernetesRuntime, runtime.clone()).await;
-            }
-            if moves {
-                let cause = Cause::Related {
-                    object: format!("KubernetesRuntime/{}:{placement:x}", runtime.name_any()),
-                };
-                for workload in workloads.state() {
-                    publisher
-                        .send(notification_for(
-                            QleetKind::Workload,
-                            &*workload,
-                            cause.clone(),
-                        ))
-                        .await;
-                }
-            }
-        }
-    })
-    .await;
-}
-
-/// A changed kubeconfig Secret notifies the runtimes using it. Only QleetOS's own namespace
-/// is watched: kubeconfig Secrets elsewhere are never read.
-async fn notify_secret_owners(
-    publisher: &Publisher,
-    ctx: &Context,
-    runtimes: &Store<KubernetesRuntime>,
-) {
-    let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::namespaced(
-            ctx.client.clone(),
-            &ctx.settings.system_namespace,
-        ),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .applied_objects()
-    .predicate_filter(predicates::resource_version, Default::default());
-    for_each(secrets, |secret| async move {
-        for runtime in runtimes.state() {
-            let reference = &runtime.spec.connection.kubeconfig_secret_ref;
-            if Some(&reference.namespace) == secret.namespace().as_ref()
-                && reference.name == secret.name_any()
-            {
-                let cause = Cause::Related {
-                    object: related_object(&secret),
-                };
-                publisher
-                    .send(notification_for(
-                        QleetKind::KubernetesRuntime,
-                        &*runtime,
-                        cause,
-                    ))
-                    .await;
-            }
-        }
-    })
-    .await;
-}
-
-fn period(interval: Duration) -> u64 {
+fn period_number(interval: Duration) -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     now.as_secs() / interval.as_secs().max(1)
 }
 
-/// Re-notifies every object each resync interval, and at once after publishes were missed
-/// (NATS was down), so nothing that changed meanwhile is left behind.
-async fn resync(
-    publisher: &Publisher,
-    ctx: &Context,
-    workloads: &Store<Workload>,
-    instances: &Store<WorkloadInstance>,
-    runtimes: &Store<KubernetesRuntime>,
-) {
+/// Asks for a resync of every Qleet's objects each resync interval, and at once after
+/// publishes were missed (NATS was down), so nothing that changed meanwhile is left behind.
+async fn resync(publisher: &Publisher, ctx: &Context, resyncs: watch::Sender<Option<Cause>>) {
     let interval = ctx.settings.resync;
     let mut next_resync = tokio::time::Instant::now() + interval;
     loop {
@@ -303,63 +234,17 @@ async fn resync(
             continue;
         }
         next_resync = tokio::time::Instant::now() + interval;
-        let cause = if catch_up {
-            Cause::Resync {
-                period: period(Duration::from_secs(1)),
-            }
+        let period = if catch_up {
+            period_number(Duration::from_secs(1))
         } else {
-            Cause::Resync {
-                period: period(interval),
-            }
+            period_number(interval)
         };
         tracing::info!(catch_up, "resync: notifying every object");
-        for object in runtimes.state() {
-            publisher
-                .send(notification_for(
-                    QleetKind::KubernetesRuntime,
-                    &*object,
-                    cause.clone(),
-                ))
-                .await;
-        }
-        for object in workloads.state() {
-            publisher
-                .send(notification_for(
-                    QleetKind::Workload,
-                    &*object,
-                    cause.clone(),
-                ))
-                .await;
-        }
-        for object in instances.state() {
-            publisher
-                .send(notification_for(
-                    QleetKind::WorkloadInstance,
-                    &*object,
-                    cause.clone(),
-                ))
-                .await;
-        }
-        super::dependents::resync(publisher, ctx, &cause).await;
+        resyncs.send_replace(Some(Cause::Resync { period }));
     }
 }
 
-/// Notifies every runtime each probe interval.
-async fn probe_ticks(publisher: &Publisher, ctx: &Context, runtimes: &Store<KubernetesRuntime>) {
-    let interval = ctx.settings.probe_interval;
-    loop {
-        tokio::time::sleep(interval).await;
-        let cause = Cause::Probe {
-            period: period(interval),
-        };
-        for runtime in runtimes.state() {
-            publisher
-                .send(notification_for(
-                    QleetKind::KubernetesRuntime,
-                    &*runtime,
-                    cause.clone(),
-                ))
-                .await;
-        }
-    }
+/// The notification pointing at `object` for its own Qleet.
+pub fn notification_for<K: Resource>(kind: QleetKind, object: &K, cause: Cause) -> Notification {
+    Target::of(object).notification(kind, cause)
 }
