@@ -16,23 +16,27 @@ deps: ## Install what the environment and tests need: etcd (Debian), schemathesi
 	@bash scripts/install-python-deps.sh
 
 .PHONY: kube-bins
-kube-bins: ## Build the pinned Kubernetes binaries, cert-manager and external-dns controllers, install the pinned nats-server once (cached in ~/.cache/qleetos)
+kube-bins: ## Build the pinned Kubernetes binaries, cert-manager, external-dns and Traefik controllers and helm, install the pinned nats-server once (cached in ~/.cache/qleetos)
 	@bash e2e/scripts/kube-bins.sh >/dev/null
 	@bash e2e/scripts/nats-server.sh >/dev/null
 	@bash e2e/scripts/cert-manager.sh >/dev/null
 	@bash e2e/scripts/external-dns.sh >/dev/null
+	@bash e2e/scripts/helm.sh >/dev/null
+	@bash e2e/scripts/traefik.sh >/dev/null
 
 .PHONY: build
 build: ## Build every binary of the workspace
 	$(CARGO) build --workspace --bins
 
 .PHONY: generate
-generate: ## Regenerate the CRD YAML (crds/yaml and charts/qleetos/crds)
+generate: ## Regenerate the CRD YAML (crds/yaml and charts/qleetos/crds) and copy the default profiles into the chart
 	$(CARGO) run -q -p qleetos-crds --bin crdgen
+	@cp examples/support-services/*.yaml charts/qleetos/files/support-services/
 
 .PHONY: check-generated
-check-generated: ## Fail when the committed CRD YAML differs from the Rust types
+check-generated: ## Fail when the committed CRD YAML differs from the Rust types, or the chart's profiles from examples/
 	$(CARGO) run -q -p qleetos-crds --bin crdgen -- --check
+	@diff -r examples/support-services charts/qleetos/files/support-services || { echo "charts/qleetos/files/support-services differs from examples/support-services: make generate" >&2; exit 1; }
 
 .PHONY: lint
 lint: ## rustfmt and clippy (warnings are errors)
@@ -74,10 +78,13 @@ env-status: ## Show runtimes and workloads of the local environment
 	@$(ENV_BIN) --dir $(ENV_DIR) status
 
 .PHONY: run
-run: env-up ## Start the environment and deploy the sample workload, then show where it landed and its health
+run: env-up ## Start the environment, deploy the samples (hello; web, whose ingress, TLS and DNS QleetOS installs on demand), then show where they landed, their URLs, certificates and health
 	@kubectl=$$(bash e2e/scripts/kube-bins.sh)/kubectl; export KUBECONFIG=$$($(ENV_BIN) --dir $(ENV_DIR) kubeconfig); \
 	$$kubectl apply -f examples/hello-workload.yaml && \
+	$$kubectl apply --server-side -f examples/support-services/ && \
+	$$kubectl apply -f examples/web-workload.yaml && \
 	$$kubectl wait --for=condition=Ready workload/hello -n demo --timeout=180s && \
-	$$kubectl get workloads,workloadinstances -n demo && $$kubectl get kubernetesruntimes
+	$$kubectl wait --for=condition=Ready workload/shop -n web --timeout=300s && \
+	$$kubectl get workloads,workloadinstances -A && $$kubectl get kubernetesruntimes,supportservices
 	@$(ENV_BIN) --dir $(ENV_DIR) status
 	@echo; echo "The environment keeps running: export KUBECONFIG=$$($(ENV_BIN) --dir $(ENV_DIR) kubeconfig); stop it with 'make env-down'."

@@ -18,6 +18,8 @@ const NATS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/nats-ser
 pub const NATS_SERVER_ENV: &str = "QLEETOS_NATS_SERVER";
 const CERT_MANAGER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cert-manager.sh");
 const EXTERNAL_DNS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/external-dns.sh");
+const HELM_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/helm.sh");
+const TRAEFIK_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/traefik.sh");
 /// Overrides the directory that holds `bin/cert-manager-controller` and `crds/`
 /// (otherwise `e2e/scripts/cert-manager.sh` builds them).
 pub const CERT_MANAGER_DIR_ENV: &str = "QLEETOS_CERT_MANAGER_DIR";
@@ -123,6 +125,40 @@ pub async fn external_dns() -> Result<PathBuf, Error> {
         ))
     })?;
     let binary = PathBuf::from(dir).join("bin/external-dns");
+    if !is_executable(&binary) {
+        return Err(Error::Setup(format!(
+            "{} is not executable",
+            binary.display()
+        )));
+    }
+    Ok(binary)
+}
+
+/// The Traefik binary (ingress controller), built once by `e2e/scripts/traefik.sh`.
+pub async fn traefik() -> Result<PathBuf, Error> {
+    let dir = run_install_script(TRAEFIK_SCRIPT).await.map_err(|detail| {
+        Error::Setup(format!(
+            "traefik is missing: run `make kube-bins` (needs Go and the module proxy); {detail}"
+        ))
+    })?;
+    let binary = PathBuf::from(dir).join("bin/traefik");
+    if !is_executable(&binary) {
+        return Err(Error::Setup(format!(
+            "{} is not executable",
+            binary.display()
+        )));
+    }
+    Ok(binary)
+}
+
+/// The pinned Helm CLI, built once by `e2e/scripts/helm.sh`.
+pub async fn helm() -> Result<PathBuf, Error> {
+    let path = run_install_script(HELM_SCRIPT).await.map_err(|detail| {
+        Error::Setup(format!(
+            "helm is missing: run `make kube-bins` (needs Go and the module proxy); {detail}"
+        ))
+    })?;
+    let binary = PathBuf::from(path);
     if !is_executable(&binary) {
         return Err(Error::Setup(format!(
             "{} is not executable",

@@ -91,28 +91,33 @@ impl DnsServer {
 
     /// The answers for `name` (`dig +short`), one per line; empty when there are none.
     pub async fn query(&self, name: &str, record_type: &str) -> Result<Vec<String>, Error> {
-        let output = tokio::process::Command::new("dig")
-            .args([
-                "@127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "+short",
-                "+time=1",
-                "+tries=1",
-            ])
-            .args([name, record_type])
-            .output()
-            .await
-            .map_err(|e| Error::io("cannot run", Path::new("dig"), e))?;
-        if !output.status.success() {
-            return Err(Error::Setup(format!(
-                "dig {name} failed: {}",
-                String::from_utf8_lossy(&output.stdout)
-            )));
-        }
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect())
+        query(self.port, name, record_type).await
     }
+}
+
+/// The answers of the DNS server on 127.0.0.1:`port` for `name` (with `dig +short`).
+pub async fn query(port: u16, name: &str, record_type: &str) -> Result<Vec<String>, Error> {
+    let output = tokio::process::Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "+short",
+            "+time=1",
+            "+tries=1",
+        ])
+        .args([name, record_type])
+        .output()
+        .await
+        .map_err(|e| Error::io("cannot run", Path::new("dig"), e))?;
+    if !output.status.success() {
+        return Err(Error::Setup(format!(
+            "dig {name} failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
 }

@@ -80,6 +80,9 @@ pub enum Error {
     },
 
     /// Certificate or key generation failed.
+    #[error("not a readable certificate: {0}")]
+    UnreadableCertificate(String),
+
     #[error("certificate generation failed: {0}")]
     Certificate(#[from] rcgen::Error),
 

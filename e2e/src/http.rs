@@ -79,3 +79,47 @@ pub async fn wait_ready(
         last_error,
     })
 }
+
+/// A backend process of the test's own: answers every HTTP/1.1 request on 127.0.0.1 with
+/// `200` and a fixed body, until dropped.
+#[derive(Debug)]
+pub struct Responder {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Responder {
+    pub async fn start(body: &str) -> Result<Self, Error> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(Error::NoFreePort)?;
+        let port = listener.local_addr().map_err(Error::NoFreePort)?.port();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let response = response.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0_u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => request.extend_from_slice(&buffer[..read]),
+                        }
+                    }
+                    let _ = stream.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        Ok(Self { port, task })
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

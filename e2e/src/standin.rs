@@ -124,6 +124,59 @@ impl StandInSpec {
     }
 }
 
+/// Where a Traefik stand-in listens and what address it publishes.
+#[derive(Debug, Clone)]
+pub struct IngressPorts {
+    /// Plain HTTP entry point on 127.0.0.1.
+    pub http: u16,
+    /// HTTPS entry point on 127.0.0.1 (every route there is TLS).
+    pub https: u16,
+    /// Written into each served Ingress's `status.loadBalancer` (what external-dns publishes).
+    pub address: String,
+}
+
+impl IngressPorts {
+    /// Two free ports on 127.0.0.1 and the address to publish.
+    pub fn free(address: &str) -> Result<Self, Error> {
+        Ok(Self {
+            http: free_port()?,
+            https: free_port()?,
+            address: address.to_owned(),
+        })
+    }
+}
+
+impl StandInSpec {
+    /// Traefik for Deployment `traefik/traefik`, serving the cluster's Ingresses of class
+    /// `traefik` on `ports`. ExternalName backends are allowed here (a test routes to a
+    /// process of its own through one); the shipped profile does not allow them.
+    pub async fn traefik(ports: &IngressPorts) -> Result<Self, Error> {
+        let program = crate::binaries::traefik().await?;
+        let args: Vec<String> = vec![
+            "--global.checknewversion=false".into(),
+            "--global.sendanonymoususage=false".into(),
+            format!("--entrypoints.web.address=127.0.0.1:{}", ports.http),
+            format!("--entrypoints.websecure.address=127.0.0.1:{}", ports.https),
+            "--entrypoints.websecure.http.tls=true".into(),
+            "--providers.kubernetesingress=true".into(),
+            "--providers.kubernetesingress.ingressclass=traefik".into(),
+            "--providers.kubernetesingress.allowexternalnameservices=true".into(),
+            format!(
+                "--providers.kubernetesingress.ingressendpoint.ip={}",
+                ports.address
+            ),
+            "--log.level=INFO".into(),
+        ];
+        Ok(Self {
+            component: "traefik".to_owned(),
+            namespace: "traefik".to_owned(),
+            deployment: "traefik".to_owned(),
+            program,
+            args: Arc::new(move |_| Ok(args.iter().map(OsString::from).collect())),
+        })
+    }
+}
+
 /// The cluster a stand-in process works on, handed to its [`ArgsBuilder`].
 #[derive(Debug, Clone)]
 pub struct StandInTarget {

@@ -1,7 +1,10 @@
 //! `qleetos-env`: the local QleetOS environment for humans (`make env-up`, `make run`).
 //!
-//! `up` starts a management cluster, workload clusters and the operator, writes the state
-//! directory and stays in the foreground until SIGINT/SIGTERM or `down`.
+//! `up` starts a management cluster, workload clusters, the operator and the gateway, plus a
+//! DNS server (bind9) and the stand-ins for the support services kwok cannot run
+//! (cert-manager, external-dns and Traefik, started in a runtime when QleetOS installs them
+//! there);
+//! writes the state directory and stays in the foreground until SIGINT/SIGTERM or `down`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,10 +15,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
-use qleetos_crds::{Conditions, KubernetesRuntime, Workload};
+use qleetos_crds::{Conditions, KubernetesRuntime, SupportService, Workload};
+use qleetos_e2e::dns::DnsServer;
 use qleetos_e2e::environment::{Environment, default_runtimes};
+use qleetos_e2e::exposure;
 use qleetos_e2e::gateway::GatewayProcess;
 use qleetos_e2e::operator::OperatorOptions;
+use qleetos_e2e::standin::{IngressPorts, StandIn, StandInSpec};
 use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -66,6 +72,9 @@ struct State {
     operator_log: PathBuf,
     #[serde(default)]
     gateway_url: String,
+    /// Port of the DNS server (zone qleetos.test) on 127.0.0.1.
+    #[serde(default)]
+    dns_port: Option<u16>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -73,6 +82,9 @@ struct RuntimeState {
     name: String,
     region: String,
     kubeconfig: PathBuf,
+    /// The HTTPS entry point of the runtime's Traefik stand-in on 127.0.0.1.
+    #[serde(default)]
+    https_port: Option<u16>,
 }
 
 #[tokio::main]
@@ -146,7 +158,17 @@ async fn run_until_signalled(dir: &Path) -> Result<()> {
             "starting the gateway on port {gateway_port} (set QLEETOS_GATEWAY_PORT to change it)"
         )
     })?;
+    let dns = DnsServer::start(&dir.join("dns"))
+        .await
+        .context("starting the DNS server (bind9's named and dig: `make deps` installs them)")?;
+    let ingress_ports: Vec<IngressPorts> = env
+        .runtimes
+        .iter()
+        .map(|_| IngressPorts::free(INGRESS_ADDRESS))
+        .collect::<Result<_, _>>()?;
+    let stand_ins = start_stand_ins(&env, &dns, &ingress_ports, dir).await?;
     let state = State {
+        dns_port: Some(dns.port),
         gateway_url: gateway.base_url(),
         pid: std::process::id(),
         management_kubeconfig: env.management.kubeconfig_path().to_owned(),
@@ -154,10 +176,12 @@ async fn run_until_signalled(dir: &Path) -> Result<()> {
         runtimes: env
             .runtimes
             .iter()
-            .map(|(spec, cluster)| RuntimeState {
+            .zip(&ingress_ports)
+            .map(|((spec, cluster), ports)| RuntimeState {
                 name: spec.name.clone(),
                 region: spec.region.clone(),
                 kubeconfig: cluster.kubeconfig_path().to_owned(),
+                https_port: Some(ports.https),
             })
             .collect(),
     };
@@ -173,9 +197,39 @@ async fn run_until_signalled(dir: &Path) -> Result<()> {
         _ = terminate.recv() => {}
     }
     tracing::info!("stopping the environment");
+    for stand_in in stand_ins {
+        stand_in.stop().await;
+    }
+    drop(dns);
     gateway.stop().await;
     env.stop().await;
     Ok(())
+}
+
+/// The address Traefik publishes in the Ingresses it serves, and external-dns in DNS: the
+/// loopback, where each runtime's Traefik listens (on its own ports).
+const INGRESS_ADDRESS: &str = "127.0.0.1";
+
+/// cert-manager, external-dns and Traefik in every runtime, each started once QleetOS
+/// installs it there (kwok shows their pods Running but runs no container).
+async fn start_stand_ins(
+    env: &Environment,
+    dns: &DnsServer,
+    ingress_ports: &[IngressPorts],
+    dir: &Path,
+) -> Result<Vec<StandIn>> {
+    let mut stand_ins = Vec::new();
+    for ((spec, cluster), ports) in env.runtimes.iter().zip(ingress_ports) {
+        let logs = dir.join("stand-ins").join(&spec.name);
+        for component in [
+            StandInSpec::cert_manager().await?,
+            StandInSpec::external_dns(dns, &spec.name).await?,
+            StandInSpec::traefik(ports).await?,
+        ] {
+            stand_ins.push(StandIn::start(component, cluster.kubeconfig_path(), &logs).await?);
+        }
+    }
+    Ok(stand_ins)
 }
 
 fn print_instructions(state: &State) {
@@ -259,6 +313,18 @@ async fn status(dir: &Path) -> Result<()> {
             status.node_count.unwrap_or_default()
         );
     }
+    println!("SUPPORT SERVICES");
+    for service in Api::<SupportService>::all(management.clone())
+        .list(&ListParams::default())
+        .await?
+    {
+        println!(
+            "  {:<28} {:<10} {}",
+            service.name_any(),
+            format!("{:?}", service.state()),
+            service.message()
+        );
+    }
     println!("WORKLOADS");
     for workload in Api::<Workload>::all(management)
         .list(&ListParams::default())
@@ -290,6 +356,13 @@ async fn print_workload(state: &State, workload: &Workload) -> Result<()> {
         };
         let client = client_from(&runtime.kubeconfig).await?;
         let namespace = workload.namespace().unwrap_or_default();
+        let ports = exposure::LocalPorts {
+            dns: state.dns_port,
+            https: runtime.https_port,
+        };
+        for line in exposure::describe(&client, &namespace, ports).await? {
+            println!("      {line}");
+        }
         for deployment in Api::<Deployment>::namespaced(client, &namespace)
             .list(&ListParams::default())
             .await?

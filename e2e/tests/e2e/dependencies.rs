@@ -11,12 +11,15 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use qleetos_crds::{
-    Conditions, DependencyState, SupportService, SupportServiceProfile, Workload, WorkloadInstance,
+    Conditions, DependencyState, SupportService, SupportServiceProfile, TenantPolicy, Workload,
+    WorkloadInstance,
 };
 use qleetos_e2e::dns::DnsServer;
 use qleetos_e2e::environment::{Environment, RuntimeSpec};
+use qleetos_e2e::http::Responder;
+use qleetos_e2e::issued::IssuedCertificate;
 use qleetos_e2e::operator::OperatorOptions;
-use qleetos_e2e::standin::{StandIn, StandInSpec};
+use qleetos_e2e::standin::{IngressPorts, StandIn, StandInSpec};
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -64,6 +67,17 @@ async fn apply_default_profiles(env: &Environment, grace_seconds: u32) -> Result
             .await?;
     }
     Ok(())
+}
+
+/// The web example whose Service leads out of the cluster to a process of the test on
+/// 127.0.0.1:`port` (kwok's pods answer nothing), so a request through the ingress
+/// controller reaches something real.
+fn web_workload_behind(name: &str, host: &str, region: &str, port: u16) -> Value {
+    let mut workload = web_workload(name, host, region);
+    workload["spec"]["expose"]["service"]["port"] = json!(port);
+    workload["spec"]["manifests"][1]["spec"] =
+        json!({"type": "ExternalName", "externalName": "127.0.0.1", "ports": [{"port": port}]});
+    workload
 }
 
 fn web_workload(name: &str, host: &str, region: &str) -> Value {
@@ -134,31 +148,6 @@ async fn managed_objects_left(env: &Environment, runtime: &str) -> Result<Vec<St
         .collect())
 }
 
-/// The DNS names and issuer of the certificate in `pem`, checking it is valid now.
-fn certificate_facts(pem: &[u8]) -> Result<(Vec<String>, String)> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).context("tls.crt is not PEM")?;
-    let certificate = pem
-        .parse_x509()
-        .context("tls.crt is not an X.509 certificate")?;
-    ensure!(
-        certificate.validity().is_valid(),
-        "the certificate is not valid now"
-    );
-    let names = certificate
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .map(|n| n.to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok((names, certificate.issuer().to_string()))
-}
-
 /// The web example on a runtime with no support services: everything it needs is installed
 /// once, the real cert-manager issues its certificate, a second workload reuses the
 /// services, and once the last one goes they are removed with nothing left in the runtime.
@@ -171,7 +160,12 @@ pub async fn web_workload_gets_its_support_services_and_a_real_certificate(
     let cert_manager = cert_manager_on(env, "eu-west").await?;
     let dns = DnsServer::start(&env.dir().join("dns")).await?;
     let external_dns = external_dns_on(env, "eu-west", &dns).await?;
-    apply_workload(&client, ns, &web_workload("shop", HOST, "eu-west-1")).await?;
+    let ingress = IngressPorts::free(INGRESS_ADDRESS)?;
+    let traefik = traefik_on(env, "eu-west", &ingress).await?;
+    let token = format!("qleetos-shop-{}", std::process::id());
+    let backend = Responder::start(&token).await?;
+    let shop_workload = web_workload_behind("shop", HOST, "eu-west-1", backend.port);
+    apply_workload(&client, ns, &shop_workload).await?;
     let shop = wait_ready_within(&client, ns, "shop", INSTALL_TIMEOUT).await?;
     let placement = &shop.status.as_ref().context("status")?.placements[0];
     ensure!(
@@ -201,8 +195,15 @@ pub async fn web_workload_gets_its_support_services_and_a_real_certificate(
         "not all Ready"
     );
     let runtime = env.runtime("eu-west").context("eu-west")?.client().await?;
-    check_route_and_certificate(&runtime, ns).await?;
-    publish_ingress_address(&runtime, ns, "shop").await?;
+    let ca = check_route_and_certificate(&runtime, ns).await?;
+    let answer = eventually("an HTTPS answer through Traefik", TIMEOUT, || async {
+        Ok(https_get(HOST, ingress.https, &ca).await.ok())
+    })
+    .await?;
+    ensure!(
+        answer == token,
+        "the backend answered {answer:?}, not {token:?}"
+    );
     eventually(
         &format!("{HOST} resolving to {INGRESS_ADDRESS}"),
         TIMEOUT,
@@ -245,22 +246,46 @@ pub async fn web_workload_gets_its_support_services_and_a_real_certificate(
     ensure!(left.is_empty(), "objects left in the runtime: {left:?}");
     cert_manager.wait_stopped(TIMEOUT).await?;
     external_dns.wait_stopped(TIMEOUT).await?;
+    traefik.wait_stopped(TIMEOUT).await?;
     for name in ["cert-manager", "traefik", "external-dns"] {
         delete_profile(&client, name).await?;
     }
     Ok(())
 }
 
-/// What Traefik would publish once it serves the Ingress (it does not run here: see
-/// docs/design.md); external-dns publishes the hosts at this address.
+/// The address the Traefik stand-in publishes in the Ingresses it serves (external-dns
+/// writes it into DNS); requests reach Traefik on 127.0.0.1.
 const INGRESS_ADDRESS: &str = "192.0.2.10";
 
-async fn publish_ingress_address(runtime: &Client, ns: &str, name: &str) -> Result<()> {
-    let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": INGRESS_ADDRESS}]}}});
-    Api::<Ingress>::namespaced(runtime.clone(), ns)
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await?;
-    Ok(())
+async fn traefik_on(env: &Environment, runtime: &str, ports: &IngressPorts) -> Result<StandIn> {
+    let cluster = env.runtime(runtime).context("runtime")?;
+    let log_dir = env.dir().join(format!("traefik-{runtime}"));
+    let spec = StandInSpec::traefik(ports).await?;
+    Ok(StandIn::start(spec, cluster.kubeconfig_path(), &log_dir).await?)
+}
+
+/// `GET https://<host>:<port>/` with the real curl, resolving the host to 127.0.0.1 and
+/// trusting only `ca` (PEM): succeeds only when the certificate served is one `ca` issued
+/// for `host`.
+async fn https_get(host: &str, port: u16, ca: &[u8]) -> Result<String> {
+    let ca_file = tempfile::NamedTempFile::new()?;
+    std::fs::write(ca_file.path(), ca)?;
+    let output = tokio::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--fail", "--max-time", "5"])
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(ca_file.path())
+        .arg(format!("https://{host}:{port}/"))
+        .output()
+        .await
+        .context("running curl (install it with `apt-get install curl`)")?;
+    ensure!(
+        output.status.success(),
+        "curl https://{host}:{port}/: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 async fn external_dns_on(env: &Environment, runtime: &str, dns: &DnsServer) -> Result<StandIn> {
@@ -270,7 +295,8 @@ async fn external_dns_on(env: &Environment, runtime: &str, dns: &DnsServer) -> R
     Ok(StandIn::start(spec, cluster.kubeconfig_path(), &log_dir).await?)
 }
 
-async fn check_route_and_certificate(runtime: &Client, ns: &str) -> Result<()> {
+/// Checks the generated Ingress and the issued certificate; returns the issuing CA (PEM).
+async fn check_route_and_certificate(runtime: &Client, ns: &str) -> Result<Vec<u8>> {
     let ingress = Api::<Ingress>::namespaced(runtime.clone(), ns)
         .get("shop")
         .await?;
@@ -300,17 +326,27 @@ async fn check_route_and_certificate(runtime: &Client, ns: &str) -> Result<()> {
     let crt = data
         .get("tls.crt")
         .context("no tls.crt in Secret shop-tls")?;
-    let (names, issuer) = certificate_facts(&crt.0)?;
-    println!("certificate for {names:?} issued by {issuer}");
-    ensure!(
-        names.iter().any(|n| n.contains(HOST)),
-        "SANs {names:?} lack {HOST}"
+    let issued = IssuedCertificate::from_pem(&crt.0)?;
+    println!(
+        "certificate for {:?} issued by {}",
+        issued.dns_names, issued.issuer
     );
     ensure!(
-        issuer.contains("QleetOS local CA (eu-west)"),
-        "issuer: {issuer}"
+        issued.valid_now,
+        "the certificate is not valid now: {issued:?}"
     );
-    Ok(())
+    ensure!(
+        issued.dns_names.iter().any(|n| n == HOST),
+        "SANs {:?} lack {HOST}",
+        issued.dns_names
+    );
+    ensure!(
+        issued.issuer.contains("QleetOS local CA (eu-west)"),
+        "issuer: {}",
+        issued.issuer
+    );
+    let ca = data.get("ca.crt").context("no ca.crt in Secret shop-tls")?;
+    Ok(ca.0.clone())
 }
 
 fn same_uids(before: &[SupportService], after: &[SupportService]) -> bool {
@@ -512,6 +548,7 @@ pub async fn bad_dependency_input_is_reported(env: &mut Environment) -> Result<(
         "the workload was applied although its support service failed"
     );
 
+    capability_outside_the_policy_is_refused(&client).await?;
     for name in ["lonely", "torn", "wrongport", "victim"] {
         delete_workload(&client, ns, name).await?;
     }
@@ -519,6 +556,40 @@ pub async fn bad_dependency_input_is_reported(env: &mut Environment) -> Result<(
         delete_profile(&client, name).await?;
     }
     Ok(())
+}
+
+/// A namespace whose TenantPolicy lists the capabilities it may need cannot make QleetOS
+/// install anything else: refused, and the profile is not installed for it.
+async fn capability_outside_the_policy_is_refused(client: &Client) -> Result<()> {
+    let (ns, policy) = ("dep-fenced", "dep-fenced-capabilities");
+    crate::tenancy::apply_policy(
+        client,
+        json!({"apiVersion": "qleetos.io/v1alpha1", "kind": "TenantPolicy",
+            "metadata": {"name": policy}, "spec": {"namespaces": [ns], "capabilities": ["cache"]}}),
+    )
+    .await?;
+    apply_profile(
+        client,
+        &profile("audit", "audit", false, config_map("audit", "1")),
+    )
+    .await?;
+    apply_workload(client, ns, &needing("greedy", &["audit"], "eu-west-1")).await?;
+    let greedy = wait_instance_reason(client, ns, "greedy", "TenancyViolation").await?;
+    let message = ready_message(&greedy);
+    ensure!(
+        message.contains("may not need audit; allowed: cache") && message.contains(policy),
+        "{message}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let installed = Api::<SupportService>::all(client.clone())
+        .get_opt("audit.eu-west")
+        .await?;
+    ensure!(installed.is_none(), "a refused need installed its profile");
+    delete_workload(client, ns, "greedy").await?;
+    Api::<TenantPolicy>::all(client.clone())
+        .delete(policy, &DeleteParams::default())
+        .await?;
+    delete_profile(client, "audit").await
 }
 
 async fn delete_profile(client: &Client, name: &str) -> Result<()> {

@@ -648,6 +648,25 @@ async fn gateway_crud_round_trips_match_kubectl(
     )
     .await?;
 
+    let configmap =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gw-crud"}});
+    let profile = json!({"metadata": {"name": "gw-crud-profile", "labels": labels},
+        "spec": {"provides": ["gw-crud"], "namespace": "gw-crud", "manifests": [configmap]}});
+    round_trip(
+        env,
+        gateway,
+        &token,
+        RoundTrip {
+            collection: "/v1/supportserviceprofiles",
+            kubectl_kind: "supportserviceprofile",
+            namespace: None,
+            object: profile,
+            patch: json!({"spec": {"gracePeriodSeconds": 60}}),
+            patched_pointer: "/spec/gracePeriodSeconds",
+        },
+    )
+    .await?;
+
     // Bad input: the API server's schema message passes through as 422; malformed JSON is 400.
     let (status, answer) = call(
         gateway,

@@ -2,6 +2,7 @@
 //! One shared environment (a management cluster and two workload clusters) serves the
 //! scenarios that can run side by side; disruptive ones start an environment of their own.
 
+mod chart;
 mod credentials;
 mod dependencies;
 mod found;
@@ -62,6 +63,7 @@ fn main() {
         ownership::deleting_a_runtime_in_use_moves_its_workloads,
         ownership::an_abandoned_runtime_lets_its_placements_go,
         standins::cert_manager_stand_in_issues_a_certificate,
+        chart::chart_ships_the_default_profiles,
     ]
     .into_iter()
     .map(|(name, scenario)| harness::shared_trial(name, &runtime, &shared_env, scenario))

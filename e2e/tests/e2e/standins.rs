@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -15,10 +15,10 @@ use kube::api::{
 };
 use qleetos_e2e::binaries::CertManager;
 use qleetos_e2e::environment::{Environment, ensure_namespace};
+use qleetos_e2e::issued::IssuedCertificate;
 use qleetos_e2e::standin::{StandIn, StandInSpec};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use x509_parser::extensions::GeneralName;
 
 use crate::support::{TIMEOUT, eventually};
 
@@ -89,7 +89,9 @@ async fn install_issue_uninstall(
     let dns_names = eventually("Secret web-tls to hold a certificate", TIMEOUT, || async {
         let data = secrets.get_opt("web-tls").await?.and_then(|s| s.data);
         match data.as_ref().and_then(|d| d.get("tls.crt")) {
-            Some(pem) if !pem.0.is_empty() => Ok(Some(dns_names(&pem.0)?)),
+            Some(pem) if !pem.0.is_empty() => {
+                Ok(Some(IssuedCertificate::from_pem(&pem.0)?.dns_names))
+            }
             _ => Ok(None),
         }
     })
@@ -212,26 +214,6 @@ fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<()> {
 
 fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
-}
-
-/// The DNS names in the subject alternative names of the first certificate of `pem`.
-fn dns_names(pem: &[u8]) -> Result<Vec<String>> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).context("tls.crt is not PEM")?;
-    let certificate = pem
-        .parse_x509()
-        .context("tls.crt is not an X.509 certificate")?;
-    let Some(san) = certificate.subject_alternative_name()? else {
-        bail!("the certificate has no subject alternative names");
-    };
-    Ok(san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
-            _ => None,
-        })
-        .collect())
 }
 
 /// Whether a process runs (a zombie counts as gone).

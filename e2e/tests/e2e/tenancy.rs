@@ -29,7 +29,7 @@ fn eu() -> Value {
     json!({"runtimeSelector": {"matchLabels": {"qleetos.io/zone": "eu"}}})
 }
 
-async fn apply_policy(client: &Client, policy: Value) -> Result<()> {
+pub async fn apply_policy(client: &Client, policy: Value) -> Result<()> {
     let api: Api<TenantPolicy> = Api::all(client.clone());
     let name = policy["metadata"]["name"]
         .as_str()
