@@ -196,6 +196,7 @@ pub async fn web_workload_gets_its_support_services_and_a_real_certificate(
     );
     let runtime = env.runtime("eu-west").context("eu-west")?.client().await?;
     let ca = check_route_and_certificate(&runtime, ns).await?;
+    workload_applied_after_its_certificate(&runtime, ns, "shop").await?;
     let answer = eventually("an HTTPS answer through Traefik", TIMEOUT, || async {
         Ok(https_get(HOST, ingress.https, &ca).await.ok())
     })
@@ -250,6 +251,44 @@ pub async fn web_workload_gets_its_support_services_and_a_real_certificate(
     for name in ["cert-manager", "traefik", "external-dns"] {
         delete_profile(&client, name).await?;
     }
+    Ok(())
+}
+
+/// The workload's own objects wait for its generated ones: its Deployment was created no
+/// earlier than its certificate became Ready.
+async fn workload_applied_after_its_certificate(
+    runtime: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<()> {
+    let gvk = kube::api::GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, "certificates");
+    let certificate =
+        Api::<kube::api::DynamicObject>::namespaced_with(runtime.clone(), ns, &resource)
+            .get(&format!("{name}-tls"))
+            .await?;
+    let ready_at = certificate.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready" && c["status"] == "True")
+        .map(|c| c["lastTransitionTime"].clone())
+        .context("the certificate has no Ready=True condition")?;
+    let ready_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time =
+        serde_json::from_value(ready_at)?;
+    let deployment = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(runtime.clone(), ns)
+        .get(name)
+        .await?;
+    let created = deployment
+        .metadata
+        .creation_timestamp
+        .context("no creationTimestamp")?
+        .0;
+    ensure!(
+        created.as_second() >= ready_at.0.as_second(),
+        "Deployment {name} created at {created}, before its certificate was Ready at {}",
+        ready_at.0
+    );
     Ok(())
 }
 

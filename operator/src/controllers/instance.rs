@@ -194,6 +194,7 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
         return hold_pass(instance, ctx, hold).await;
     }
     let previous = previous_inventory(instance);
+    let desired = generated_first(&plan.operator, desired, &generated, &previous).await?;
     if let Err(error) = prepare_namespaces(&plan, &desired).await {
         let outcome = previous_outcome(previous, error);
         return finish(instance, ctx, outcome, Vec::new(), needs.statuses).await;
@@ -220,6 +221,37 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
         }
     };
     finish(instance, ctx, outcome, health, needs.statuses).await
+}
+
+/// The generated objects (route, certificate) come before the workload's own: while their
+/// checks do not pass (the certificate is not issued yet), only they and what was applied
+/// before are converged, and the workload's new objects wait for the next pass.
+async fn generated_first(
+    client: &RuntimeClient,
+    desired: Vec<Desired>,
+    generated: &Generated,
+    previous: &[AppliedObject],
+) -> Result<Vec<Desired>> {
+    if generated.checks.is_empty() {
+        return Ok(desired);
+    }
+    let checks = applier::read_checks(client, &generated.checks).await?;
+    if checks.iter().all(|check| check.healthy) {
+        return Ok(desired);
+    }
+    let is_generated = |wanted: &Desired| {
+        generated
+            .manifests
+            .iter()
+            .any(|m| m.kind() == wanted.manifest.kind() && m.name() == wanted.manifest.name())
+    };
+    Ok(desired
+        .into_iter()
+        .filter(|wanted| {
+            is_generated(wanted)
+                || applier::inventory::find(previous, &wanted.resolved.object).is_some()
+        })
+        .collect())
 }
 
 async fn read_all_health(
