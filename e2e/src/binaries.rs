@@ -119,46 +119,31 @@ impl CertManager {
 
 /// The external-dns binary (rfc2136 provider), built once by `e2e/scripts/external-dns.sh`.
 pub async fn external_dns() -> Result<PathBuf, Error> {
-    let dir = run_install_script(EXTERNAL_DNS_SCRIPT).await.map_err(|detail| {
-        Error::Setup(format!(
-            "external-dns is missing: run `make kube-bins` (needs Go and the module proxy); {detail}"
-        ))
-    })?;
-    let binary = PathBuf::from(dir).join("bin/external-dns");
-    if !is_executable(&binary) {
-        return Err(Error::Setup(format!(
-            "{} is not executable",
-            binary.display()
-        )));
-    }
-    Ok(binary)
+    built_by(EXTERNAL_DNS_SCRIPT, "external-dns", "bin/external-dns").await
 }
 
 /// The Traefik binary (ingress controller), built once by `e2e/scripts/traefik.sh`.
 pub async fn traefik() -> Result<PathBuf, Error> {
-    let dir = run_install_script(TRAEFIK_SCRIPT).await.map_err(|detail| {
-        Error::Setup(format!(
-            "traefik is missing: run `make kube-bins` (needs Go and the module proxy); {detail}"
-        ))
-    })?;
-    let binary = PathBuf::from(dir).join("bin/traefik");
-    if !is_executable(&binary) {
-        return Err(Error::Setup(format!(
-            "{} is not executable",
-            binary.display()
-        )));
-    }
-    Ok(binary)
+    built_by(TRAEFIK_SCRIPT, "traefik", "bin/traefik").await
 }
 
-/// The pinned Helm CLI, built once by `e2e/scripts/helm.sh`.
+/// The pinned Helm CLI, built once by `e2e/scripts/helm.sh` (which prints its path).
 pub async fn helm() -> Result<PathBuf, Error> {
-    let path = run_install_script(HELM_SCRIPT).await.map_err(|detail| {
+    built_by(HELM_SCRIPT, "helm", "").await
+}
+
+/// The executable at `relative` under what `script` prints (`""`: what it prints is the
+/// executable), built once and cached, or a message saying how to get `component`.
+async fn built_by(script: &str, component: &str, relative: &str) -> Result<PathBuf, Error> {
+    let printed = run_install_script(script).await.map_err(|detail| {
         Error::Setup(format!(
-            "helm is missing: run `make kube-bins` (needs Go and the module proxy); {detail}"
+            "{component} is missing: run `make kube-bins` (needs Go and the module proxy); {detail}"
         ))
     })?;
-    let binary = PathBuf::from(path);
+    let mut binary = PathBuf::from(printed);
+    if !relative.is_empty() {
+        binary.push(relative);
+    }
     if !is_executable(&binary) {
         return Err(Error::Setup(format!(
             "{} is not executable",
