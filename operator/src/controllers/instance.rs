@@ -6,12 +6,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
+use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
     AppliedObject, Condition, Conditions, DeletionPolicy, DependencyStatus, Expose,
     KubernetesRuntime, Manifest, ResourceHealth, WorkloadInstance, WorkloadInstanceStatus,
 };
+use qleetos_crds::{SupportService, SupportServiceProfile, TenantPolicy};
 
 use super::{apply_status, name_of, namespace_of};
 use crate::applier::{self, Applier, Desired, Outcome};
@@ -26,10 +30,6 @@ use crate::queue::worker::Qleet;
 use crate::render::{Owner, field_manager, render};
 use crate::runtime_client::{RuntimeClient, describe};
 use crate::tenancy::{Fence, Target};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::core::PartialObjectMeta;
-use qleetos_crds::notification::QleetKind;
-use qleetos_crds::{SupportService, SupportServiceProfile, TenantPolicy};
 
 pub const CONTROLLER: &str = "workloadinstance";
 /// Held until every object the instance applied is gone from its runtime.
@@ -41,6 +41,7 @@ const RUNTIME_WAIT: Duration = Duration::from_secs(5);
 /// How often an instance waiting for a support service looks again; the service's status
 /// changes notify it sooner.
 const DEPENDENCY_WAIT: Duration = Duration::from_secs(30);
+
 /// The WorkloadInstance Qleet.
 pub fn qleet() -> Qleet<WorkloadInstance> {
     Qleet {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use kube::api::{Api, DeleteParams};
 use kube::runtime::reflector::ObjectRef;
+use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{Condition, SupportService, SupportServiceProfile, SupportServiceProfileStatus};
 
 use super::apply_status;
@@ -15,13 +16,13 @@ use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
 use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
-use qleetos_crds::notification::QleetKind;
 
 pub const CONTROLLER: &str = "supportserviceprofile";
 /// Held until no SupportService of the profile is left.
 pub const FINALIZER: &str = "qleetos.io/support-services";
 /// How often a deletion waiting on users looks again.
 const IN_USE_POLL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The SupportServiceProfile Qleet.
 pub fn qleet() -> Qleet<SupportServiceProfile> {
     Qleet {

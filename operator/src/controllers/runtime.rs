@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
+use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
     Condition, Conditions, DeletionPolicy, KubernetesRuntime, KubernetesRuntimeStatus,
     WorkloadInstance,
@@ -18,13 +21,11 @@ use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
 use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
-use k8s_openapi::api::core::v1::Secret;
-use kube::core::PartialObjectMeta;
-use qleetos_crds::notification::QleetKind;
 
 pub const CONTROLLER: &str = "kubernetesruntime";
 /// Held while any WorkloadInstance still targets the runtime.
 pub const FINALIZER: &str = "qleetos.io/runtime-in-use";
+
 /// The KubernetesRuntime Qleet.
 pub fn qleet() -> Qleet<KubernetesRuntime> {
     Qleet {

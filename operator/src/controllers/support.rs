@@ -9,6 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kube::api::{Api, DeleteParams};
 use kube::runtime::reflector::ObjectRef;
+use qleetos_crds::WorkloadInstance;
+use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
     AppliedObject, Condition, DependencyState, KubernetesRuntime, Manifest, RemovalPolicy,
     ResourceHealth, SupportService, SupportServiceProfile, SupportServiceStatus,
@@ -27,8 +29,6 @@ use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
 use crate::render::{Owner, field_manager, render};
 use crate::runtime_client::describe;
-use qleetos_crds::WorkloadInstance;
-use qleetos_crds::notification::QleetKind;
 
 pub const CONTROLLER: &str = "supportservice";
 /// Held until every object the service applied is gone from its runtime.
@@ -36,6 +36,7 @@ pub const FINALIZER: &str = "qleetos.io/support-objects";
 /// How often a service waiting for something (its runtime, what it requires) looks again;
 /// the change it waits for notifies it sooner.
 const WAIT_POLL: Duration = Duration::from_secs(30);
+
 /// The SupportService Qleet.
 pub fn qleet() -> Qleet<SupportService> {
     Qleet {

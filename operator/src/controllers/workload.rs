@@ -6,9 +6,13 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
+use qleetos_crds::TenantPolicy;
+use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
     Condition, DeletionPolicy, FIELD_MANAGER, KubernetesRuntime, PlacementStatus, RuntimeRef,
     Workload, WorkloadInstance, WorkloadInstanceSpec, WorkloadRef, WorkloadStatus,
@@ -23,16 +27,13 @@ use crate::names::{instance_name, label_value};
 use crate::placement::{Selected, select};
 use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::core::PartialObjectMeta;
-use qleetos_crds::TenantPolicy;
-use qleetos_crds::notification::QleetKind;
 
 pub const CONTROLLER: &str = "workload";
 /// Held until every WorkloadInstance of the Workload is gone.
 pub const FINALIZER: &str = "qleetos.io/instances";
 /// Label on a WorkloadInstance naming its Workload.
 pub const WORKLOAD_LABEL: &str = "qleetos.io/workload";
+
 /// The Workload Qleet.
 pub fn qleet() -> Qleet<Workload> {
     Qleet {

@@ -77,3 +77,25 @@ fn status_of(
         selected_namespaces: selected,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use qleetos_crds::TenantPolicySpec;
+
+    use super::*;
+
+    #[test]
+    fn an_unchanged_policy_gets_the_status_it_has() {
+        let spec = TenantPolicySpec {
+            namespaces: vec!["team-a".into()],
+            ..serde_json::from_value(serde_json::json!({})).expect("an empty spec")
+        };
+        let mut policy = TenantPolicy::new("team-a", spec);
+        policy.metadata.generation = Some(3);
+        let namespaces = vec![("team-a".to_owned(), BTreeMap::new())];
+        let first = status_of(&policy, &namespaces);
+        assert_eq!(first.selected_namespaces, ["team-a"]);
+        policy.status = Some(first.clone());
+        assert_eq!(status_of(&policy, &namespaces), first, "would be rewritten every second");
+    }
+}
