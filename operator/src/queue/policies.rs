@@ -96,6 +96,10 @@ mod tests {
         let first = status_of(&policy, &namespaces);
         assert_eq!(first.selected_namespaces, ["team-a"]);
         policy.status = Some(first.clone());
-        assert_eq!(status_of(&policy, &namespaces), first, "would be rewritten every second");
+        assert_eq!(
+            status_of(&policy, &namespaces),
+            first,
+            "would be rewritten every second"
+        );
     }
 }
