@@ -1,7 +1,7 @@
 //! What notifies a Qleet, declared by the Qleet next to its reconcile, the way
 //! kube-runtime's `Controller::owns` and `watches` read:
 //!
-//! ```ignore
+//! ```text
 //! Triggers::of::<Workload>(QleetKind::Workload)   // its own objects' intent changes
 //!     .owns::<WorkloadInstance>()                   // any change of an object it owns
 //!     .watches::<KubernetesRuntime>(|ctx, change| ...) // related objects, mapped to its own
