@@ -11,18 +11,20 @@ help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: deps
-deps: ## Install what the environment and tests need: etcd (Debian), schemathesis (PyPI)
+deps: ## Install what the environment and tests need: etcd, bind9, npm (Debian), schemathesis (PyPI)
 	@bash scripts/install-deps.sh
 	@bash scripts/install-python-deps.sh
 
 .PHONY: kube-bins
-kube-bins: ## Build the pinned Kubernetes binaries, cert-manager, external-dns and Traefik controllers and helm, install the pinned nats-server once (cached in ~/.cache/qleetos)
+kube-bins: ## Build the pinned Kubernetes binaries, cert-manager, external-dns and Traefik controllers and helm, install the pinned nats-server and anvil (Ethereum dev chain) once (cached in ~/.cache/qleetos), download the CloudNativePG and Crossplane CRDs the example services are checked against (Go module cache)
 	@bash e2e/scripts/kube-bins.sh >/dev/null
 	@bash e2e/scripts/nats-server.sh >/dev/null
 	@bash e2e/scripts/cert-manager.sh >/dev/null
 	@bash e2e/scripts/external-dns.sh >/dev/null
 	@bash e2e/scripts/helm.sh >/dev/null
 	@bash e2e/scripts/traefik.sh >/dev/null
+	@bash e2e/scripts/anvil.sh >/dev/null
+	@bash e2e/scripts/operator-crds.sh >/dev/null
 
 .PHONY: build
 build: ## Build every binary of the workspace
@@ -78,13 +80,17 @@ env-status: ## Show runtimes and workloads of the local environment
 	@$(ENV_BIN) --dir $(ENV_DIR) status
 
 .PHONY: run
-run: env-up ## Start the environment, deploy the samples (hello; web, whose ingress, TLS and DNS QleetOS installs on demand), then show where they landed, their URLs, certificates and health
+run: env-up ## Start the environment, deploy the samples (hello; web, whose ingress, TLS and DNS QleetOS installs on demand; web3, a dApp with an Ethereum RPC node QleetOS installs as its back-end service), then show where they landed, their URLs, certificates, RPC nodes and health
 	@kubectl=$$(bash e2e/scripts/kube-bins.sh)/kubectl; export KUBECONFIG=$$($(ENV_BIN) --dir $(ENV_DIR) kubeconfig); \
 	$$kubectl apply -f examples/hello-workload.yaml && \
 	$$kubectl apply --server-side -f examples/support-services/ && \
 	$$kubectl apply -f examples/web-workload.yaml && \
+	$$kubectl apply -f examples/services/ethereum-rpc.yaml && \
+	$$kubectl apply -f examples/web3-workload.yaml && \
 	$$kubectl wait --for=condition=Ready workload/hello -n demo --timeout=180s && \
 	$$kubectl wait --for=condition=Ready workload/shop -n web --timeout=300s && \
-	$$kubectl get workloads,workloadinstances -A && $$kubectl get kubernetesruntimes,supportservices
+	$$kubectl wait --for=condition=Ready workload/dapp -n web3 --timeout=300s && \
+	$$kubectl wait --for=condition=Ready workloadservicedependency/rpc -n web3 --timeout=120s && \
+	$$kubectl get workloads,workloadinstances,workloadservicedependencies -A && $$kubectl get kubernetesruntimes,supportservices
 	@$(ENV_BIN) --dir $(ENV_DIR) status
 	@echo; echo "The environment keeps running: export KUBECONFIG=$$($(ENV_BIN) --dir $(ENV_DIR) kubeconfig); stop it with 'make env-down'."

@@ -3,7 +3,8 @@
 use kube::Resource;
 use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
-    KubernetesRuntime, SupportService, SupportServiceProfile, Workload, WorkloadInstance,
+    KubernetesRuntime, ServiceProfile, SupportService, SupportServiceProfile, Workload,
+    WorkloadInstance, WorkloadServiceDependency,
 };
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -42,6 +43,16 @@ impl GatewayKind for SupportServiceProfile {
 impl GatewayKind for SupportService {
     const QLEET: QleetKind = QleetKind::SupportService;
     const COLLECTION: &'static str = "/v1/supportservices";
+}
+
+impl GatewayKind for ServiceProfile {
+    const QLEET: QleetKind = QleetKind::ServiceProfile;
+    const COLLECTION: &'static str = "/v1/serviceprofiles";
+}
+
+impl GatewayKind for WorkloadServiceDependency {
+    const QLEET: QleetKind = QleetKind::WorkloadServiceDependency;
+    const COLLECTION: &'static str = "/v1/namespaces/{namespace}/workloadservicedependencies";
 }
 
 /// `true` for kinds living in a namespace.

@@ -21,7 +21,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use qleetos_crds::{
-    KubernetesRuntime, SupportService, SupportServiceProfile, Workload, WorkloadInstance,
+    KubernetesRuntime, ServiceProfile, SupportService, SupportServiceProfile, Workload,
+    WorkloadInstance, WorkloadServiceDependency,
 };
 
 pub use error::{ApiError, ErrorBody};
@@ -38,6 +39,8 @@ pub fn app(state: AppState) -> Router {
         .merge(resources::routes::<KubernetesRuntime>())
         .merge(resources::routes::<SupportServiceProfile>())
         .merge(resources::routes::<SupportService>())
+        .merge(resources::routes::<ServiceProfile>())
+        .merge(resources::routes::<WorkloadServiceDependency>())
         .route_layer(middleware::from_fn_with_state(state.clone(), time_limit));
     // The image hook bounds itself by `?wait=`; a watch lasts until the client leaves.
     let long = Router::new()

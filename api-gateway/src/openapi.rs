@@ -5,7 +5,8 @@
 use std::sync::OnceLock;
 
 use qleetos_crds::{
-    KubernetesRuntime, SupportService, SupportServiceProfile, Workload, WorkloadInstance,
+    KubernetesRuntime, ServiceProfile, SupportService, SupportServiceProfile, Workload,
+    WorkloadInstance, WorkloadServiceDependency,
 };
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
@@ -43,6 +44,8 @@ fn build() -> Value {
     builder.kind::<KubernetesRuntime>("KubernetesRuntime");
     builder.kind::<SupportServiceProfile>("SupportServiceProfile");
     builder.kind::<SupportService>("SupportService");
+    builder.kind::<ServiceProfile>("ServiceProfile");
+    builder.kind::<WorkloadServiceDependency>("WorkloadServiceDependency");
     builder.workload_extras();
     builder.system();
     let Builder {

@@ -153,6 +153,9 @@ pub struct DependencyStatus {
     /// What the dependency reports, e.g. `1/2 Deployments ready`.
     #[serde(default)]
     pub message: String,
+    /// For a back-end service: the WorkloadServiceDependency asking for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<String>,
 }
 
 impl Conditions for WorkloadInstanceStatus {

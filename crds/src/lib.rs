@@ -6,6 +6,7 @@
 // kube-derive takes one `printcolumn(...)` per column, which clippy mistakes for duplicates.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod admission;
 mod condition;
 mod expose;
 mod generate;
@@ -13,13 +14,15 @@ mod instance;
 mod manifest;
 pub mod notification;
 mod runtime;
+mod service;
 mod support;
+pub mod template;
 mod tenancy;
 mod workload;
 
 pub use condition::{Condition, ConditionStatus, Conditions, READY, merged, upsert};
 pub use expose::{Expose, ServicePort};
-pub use generate::{GenerateError, all_crds, render_crd_files};
+pub use generate::{GenerateError, all_crds, render_admission_file, render_crd_files};
 pub use instance::{
     AppliedObject, DependencyStatus, ResourceHealth, RuntimeRef, WorkloadInstance,
     WorkloadInstanceSpec, WorkloadInstanceStatus, WorkloadRef,
@@ -31,6 +34,12 @@ pub use manifest::{
 pub use runtime::{
     DeletionPolicy, KubernetesRuntime, KubernetesRuntimeSpec, KubernetesRuntimeStatus,
     RuntimeConnection, SecretKeyRef,
+};
+pub use service::{
+    ConnectionSpec, Injection, InjectionMode, ParameterSpec, ParameterType,
+    SERVICE_VARIABLE_PREFIXES, SecretExport, ServiceBinding, ServiceProfile, ServiceProfileSpec,
+    ServiceProfileStatus, ServiceUnit, Sharing, WorkloadServiceDependency,
+    WorkloadServiceDependencySpec, WorkloadServiceDependencyStatus,
 };
 pub use support::{
     DependencyState, HealthCheck, IssuerRef, NameRef, RemovalPolicy, SupportService,

@@ -18,15 +18,19 @@ pub enum QleetKind {
     KubernetesRuntime,
     SupportServiceProfile,
     SupportService,
+    ServiceProfile,
+    WorkloadServiceDependency,
 }
 
 impl QleetKind {
-    pub const ALL: [QleetKind; 5] = [
+    pub const ALL: [QleetKind; 7] = [
         Self::KubernetesRuntime,
         Self::Workload,
         Self::WorkloadInstance,
         Self::SupportServiceProfile,
         Self::SupportService,
+        Self::ServiceProfile,
+        Self::WorkloadServiceDependency,
     ];
 
     /// Lower-case token used in subjects, consumer names and lock keys.
@@ -37,6 +41,8 @@ impl QleetKind {
             Self::KubernetesRuntime => "kubernetesruntime",
             Self::SupportServiceProfile => "supportserviceprofile",
             Self::SupportService => "supportservice",
+            Self::ServiceProfile => "serviceprofile",
+            Self::WorkloadServiceDependency => "workloadservicedependency",
         }
     }
 

@@ -241,6 +241,11 @@ pub struct SupportServiceSpec {
     /// The KubernetesRuntime it is installed in.
     #[x_kube(validation = Rule::new("self == oldSelf").message("runtimeRef is immutable"))]
     pub runtime_ref: NameRef,
+    /// Set when installed from a ServiceProfile (`profileRef` names it) for the workloads of
+    /// one namespace; absent for a support service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("service is immutable"))]
+    pub service: Option<crate::service::ServiceUnit>,
 }
 
 /// A reference by name to a cluster-scoped object.

@@ -91,6 +91,12 @@ pub struct TenantPolicySpec {
     #[schemars(length(max = 64))]
     #[schemars(inner(length(min = 1, max = 63)))]
     pub capabilities: Option<Vec<String>>,
+    /// ServiceProfiles the selected namespaces' WorkloadServiceDependencies may use (their
+    /// services are installed with QleetOS's identity). Absent: any; empty: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[schemars(inner(length(min = 1, max = 253)))]
+    pub service_profiles: Option<Vec<String>>,
 }
 
 /// Which runtimes a tenant may use. Both fields must match when both are set.

@@ -20,6 +20,7 @@ const CERT_MANAGER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/
 const EXTERNAL_DNS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/external-dns.sh");
 const HELM_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/helm.sh");
 const TRAEFIK_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/traefik.sh");
+const ANVIL_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/anvil.sh");
 /// Overrides the directory that holds `bin/cert-manager-controller` and `crds/`
 /// (otherwise `e2e/scripts/cert-manager.sh` builds them).
 pub const CERT_MANAGER_DIR_ENV: &str = "QLEETOS_CERT_MANAGER_DIR";
@@ -132,12 +133,18 @@ pub async fn helm() -> Result<PathBuf, Error> {
     built_by(HELM_SCRIPT, "helm", "").await
 }
 
+/// The pinned anvil (Foundry's Ethereum dev chain), installed once from its npm package by
+/// `e2e/scripts/anvil.sh` (which prints its path).
+pub async fn anvil() -> Result<PathBuf, Error> {
+    built_by(ANVIL_SCRIPT, "anvil", "").await
+}
+
 /// The executable at `relative` under what `script` prints (`""`: what it prints is the
 /// executable), built once and cached, or a message saying how to get `component`.
 async fn built_by(script: &str, component: &str, relative: &str) -> Result<PathBuf, Error> {
     let printed = run_install_script(script).await.map_err(|detail| {
         Error::Setup(format!(
-            "{component} is missing: run `make kube-bins` (needs Go and the module proxy); {detail}"
+            "{component} is missing: run `make kube-bins` (needs Go and the module proxy, and npm for anvil); {detail}"
         ))
     })?;
     let mut binary = PathBuf::from(printed);

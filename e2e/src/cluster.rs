@@ -9,6 +9,7 @@ mod args;
 mod kubeconfig;
 mod ports;
 
+pub use ports::free_loopback_address;
 pub(crate) use ports::free_port;
 mod probes;
 

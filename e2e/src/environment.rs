@@ -215,6 +215,28 @@ pub async fn install_crds(client: &Client) -> Result<(), Error> {
                 last_error: Some(e.to_string()),
             })?;
     }
+    install_admission_policies(client).await
+}
+
+/// Applies QleetOS's ValidatingAdmissionPolicies (a dependency's parameters against its
+/// ServiceProfile), as the chart does.
+pub async fn install_admission_policies(client: &Client) -> Result<(), Error> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let objects = qleetos_crds::admission::admission_objects();
+    let malformed = |e: serde_json::Error| Error::Setup(format!("admission policy: {e}"));
+    let policy: ValidatingAdmissionPolicy =
+        serde_json::from_value(objects[0].clone()).map_err(malformed)?;
+    let binding: ValidatingAdmissionPolicyBinding =
+        serde_json::from_value(objects[1].clone()).map_err(malformed)?;
+    Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .patch(&policy.name_any(), &params, &Patch::Apply(&policy))
+        .await?;
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .patch(&binding.name_any(), &params, &Patch::Apply(&binding))
+        .await?;
     Ok(())
 }
 

@@ -42,6 +42,14 @@ pub enum Error {
     #[error("could not find a free port on 127.0.0.1: {0}")]
     NoFreePort(#[source] std::io::Error),
 
+    /// No address in 127.1.0.0/16 had the wanted port free.
+    #[error("could not find an address in 127.1.0.0/16 where port {port} is free: {source}")]
+    NoFreeLoopbackAddress {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The cluster specification is not valid.
     #[error("invalid cluster spec for {name:?}: {reason}")]
     InvalidSpec { name: String, reason: String },
@@ -118,6 +126,15 @@ pub enum Error {
         address: String,
         #[source]
         source: std::io::Error,
+    },
+
+    /// An Ethereum JSON-RPC call failed or its answer was not understood. `url` has no
+    /// user, password or query (where API keys would be).
+    #[error("JSON-RPC call {method} to {url} failed: {detail}")]
+    JsonRpc {
+        method: &'static str,
+        url: String,
+        detail: String,
     },
 
     /// A Kubernetes API call failed.

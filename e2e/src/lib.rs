@@ -10,6 +10,7 @@ pub mod exposure;
 pub mod gateway;
 pub mod http;
 pub mod issued;
+pub mod jsonrpc;
 pub mod nats;
 pub mod operator;
 pub mod process;

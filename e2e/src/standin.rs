@@ -177,6 +177,44 @@ impl StandInSpec {
     }
 }
 
+/// The chain id of the dev chain the anvil stand-in runs (anvil's default, also what Hardhat
+/// uses for local chains).
+pub const ANVIL_CHAIN_ID: u64 = 31337;
+
+impl StandInSpec {
+    /// anvil (Foundry's Ethereum dev chain) for the pods of Deployment
+    /// `namespace/deployment`, an RPC node: it serves JSON-RPC over HTTP on `address` with
+    /// chain id [`ANVIL_CHAIN_ID`] and mines a block every second. There is no cluster DNS
+    /// or kube-proxy here, so the test maps the Service's name to `address` itself (see
+    /// [`crate::cluster::free_loopback_address`] and [`crate::jsonrpc`]). Each start is a
+    /// fresh chain: its state does not survive a restart.
+    pub async fn anvil(
+        namespace: &str,
+        deployment: &str,
+        address: std::net::SocketAddr,
+    ) -> Result<Self, Error> {
+        let program = crate::binaries::anvil().await?;
+        let args: Vec<String> = vec![
+            "--host".into(),
+            address.ip().to_string(),
+            "--port".into(),
+            address.port().to_string(),
+            "--chain-id".into(),
+            ANVIL_CHAIN_ID.to_string(),
+            "--block-time".into(),
+            "1".into(),
+        ];
+        Ok(Self {
+            // Several RPC nodes may run in one cluster: one log each.
+            component: format!("anvil-{namespace}-{deployment}"),
+            namespace: namespace.to_owned(),
+            deployment: deployment.to_owned(),
+            program,
+            args: Arc::new(move |_| Ok(args.iter().map(OsString::from).collect())),
+        })
+    }
+}
+
 /// The cluster a stand-in process works on, handed to its [`ArgsBuilder`].
 #[derive(Debug, Clone)]
 pub struct StandInTarget {

@@ -13,8 +13,8 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use qleetos_crds::{
-    KubernetesRuntime, SupportService, SupportServiceProfile, TenantPolicy, Workload,
-    WorkloadInstance,
+    KubernetesRuntime, ServiceProfile, SupportService, SupportServiceProfile, TenantPolicy,
+    Workload, WorkloadInstance, WorkloadServiceDependency,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -67,6 +67,8 @@ pub struct Caches {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub profiles: Store<SupportServiceProfile>,
     pub support_services: Store<SupportService>,
+    pub service_profiles: Store<ServiceProfile>,
+    pub service_dependencies: Store<WorkloadServiceDependency>,
 }
 
 /// The writing ends of [`Caches`], handed to the watches that fill them.
@@ -78,6 +80,8 @@ pub struct CacheWriters {
     pub namespaces: Writer<PartialObjectMeta<Namespace>>,
     pub profiles: Writer<SupportServiceProfile>,
     pub support_services: Writer<SupportService>,
+    pub service_profiles: Writer<ServiceProfile>,
+    pub service_dependencies: Writer<WorkloadServiceDependency>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -101,6 +105,8 @@ pub fn caches() -> (Caches, CacheWriters) {
     let (namespaces, namespace_writer) = reflector::store();
     let (profiles, profile_writer) = reflector::store();
     let (support_services, support_writer) = reflector::store();
+    let (service_profiles, service_profile_writer) = reflector::store();
+    let (service_dependencies, service_dependency_writer) = reflector::store();
     (
         Caches {
             workloads,
@@ -110,6 +116,8 @@ pub fn caches() -> (Caches, CacheWriters) {
             namespaces,
             profiles,
             support_services,
+            service_profiles,
+            service_dependencies,
         },
         CacheWriters {
             workloads: workload_writer,
@@ -119,6 +127,8 @@ pub fn caches() -> (Caches, CacheWriters) {
             namespaces: namespace_writer,
             profiles: profile_writer,
             support_services: support_writer,
+            service_profiles: service_profile_writer,
+            service_dependencies: service_dependency_writer,
         },
     )
 }
@@ -137,6 +147,14 @@ impl Caches {
             .map_err(not_ready)?;
         self.profiles.wait_until_ready().await.map_err(not_ready)?;
         self.support_services
+            .wait_until_ready()
+            .await
+            .map_err(not_ready)?;
+        self.service_profiles
+            .wait_until_ready()
+            .await
+            .map_err(not_ready)?;
+        self.service_dependencies
             .wait_until_ready()
             .await
             .map_err(not_ready)?;

@@ -109,6 +109,12 @@ pub enum Error {
     #[error("spec.expose: {0}")]
     InvalidExpose(String),
 
+    #[error("WorkloadServiceDependency {dependency}: {problem}")]
+    InvalidServiceDependency { dependency: String, problem: String },
+
+    #[error("ServiceProfile {profile}: {problem}")]
+    InvalidServiceProfile { profile: String, problem: String },
+
     #[error("background task {0} stopped")]
     TaskStopped(&'static str),
 
@@ -145,6 +151,8 @@ impl Error {
             Error::AmbiguousProvider { .. } => "AmbiguousSupportServiceProfile",
             Error::DependencyCycle(_) => "DependencyCycle",
             Error::InvalidExpose(_) => "InvalidExpose",
+            Error::InvalidServiceDependency { .. } => "InvalidServiceDependency",
+            Error::InvalidServiceProfile { .. } => "InvalidServiceProfile",
             Error::TaskStopped(_) => "BackgroundTaskStopped",
             Error::DrainTimeout(_) => "DrainTimeout",
         }

@@ -30,7 +30,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "runtime,workload,instance,support,profile",
+        default_value = "runtime,workload,instance,support,profile,serviceprofile,servicedependency",
         value_parser = qleet_named,
         env = "QLEETOS_QLEETS"
     )]

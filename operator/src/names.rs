@@ -11,6 +11,11 @@ pub fn instance_name(workload: &str, runtime: &str) -> String {
     )
 }
 
+/// Eight hex digits identifying `text`, for names derived from several parts.
+pub fn short_hash(text: &str) -> String {
+    format!("{:08x}", fnv1a(text.as_bytes()) as u32)
+}
+
 /// `name` as a label value (at most 63 characters): long names are cut and end in a hash
 /// of the whole name, so the value stays unique and selectable.
 pub fn label_value(name: &str) -> String {

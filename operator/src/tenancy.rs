@@ -124,14 +124,39 @@ impl Fence {
 
     /// Whether some grant lets the namespace's Workloads need every one of `capabilities`.
     pub fn check_capabilities(&self, capabilities: &[String]) -> Result<(), Violation> {
-        let refused: Vec<&str> = capabilities
+        self.check_listed(
+            capabilities,
+            |g| g.capabilities.as_deref(),
+            "Capability",
+            "need",
+        )
+    }
+
+    /// Whether some grant lets the namespace's dependencies use ServiceProfile `profile`.
+    pub fn check_service_profile(&self, profile: &str) -> Result<(), Violation> {
+        let wanted = [profile.to_owned()];
+        self.check_listed(
+            &wanted,
+            |g| g.service_profiles.as_deref(),
+            "ServiceProfile",
+            "use ServiceProfile",
+        )
+    }
+
+    /// Every one of `wanted` must be in some grant's list (`listed`; absent allows anything).
+    fn check_listed(
+        &self,
+        wanted: &[String],
+        listed: fn(&TenantPolicySpec) -> Option<&[String]>,
+        rule: &'static str,
+        verb: &str,
+    ) -> Result<(), Violation> {
+        let allows = |grant: &Grant, item: &str| {
+            listed(&grant.spec).is_none_or(|allowed| allowed.iter().any(|a| a == item))
+        };
+        let refused: Vec<&str> = wanted
             .iter()
-            .filter(|capability| {
-                !self
-                    .grants
-                    .iter()
-                    .any(|g| grant_allows_capability(g, capability))
-            })
+            .filter(|item| !self.grants.iter().any(|g| allows(g, item)))
             .map(String::as_str)
             .collect();
         if refused.is_empty() {
@@ -140,7 +165,7 @@ impl Fence {
         let mut allowed: Vec<&str> = self
             .grants
             .iter()
-            .filter_map(|g| g.spec.capabilities.as_deref())
+            .filter_map(|g| listed(&g.spec))
             .flatten()
             .map(String::as_str)
             .collect();
@@ -152,9 +177,9 @@ impl Fence {
             allowed.join(", ")
         };
         Err(Violation {
-            rule: "Capability",
+            rule,
             message: format!(
-                "namespace {} may not need {}; allowed: {allowed} ({})",
+                "namespace {} may not {verb} {}; allowed: {allowed} ({})",
                 self.namespace,
                 refused.join(", "),
                 self.policies()
@@ -329,6 +354,7 @@ fn default_grant() -> TenantPolicySpec {
         allow_adoption: false,
         tenant_role: None,
         capabilities: None,
+        service_profiles: None,
     }
 }
 
@@ -373,14 +399,6 @@ fn grant_allows_runtime(grant: &Grant, runtime: &KubernetesRuntime) -> bool {
     };
     let labels = runtime.metadata.labels.clone().unwrap_or_default();
     Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(&labels))
-}
-
-fn grant_allows_capability(grant: &Grant, capability: &str) -> bool {
-    grant
-        .spec
-        .capabilities
-        .as_ref()
-        .is_none_or(|allowed| allowed.iter().any(|a| a == capability))
 }
 
 fn describe_runtimes(grant: &Grant) -> String {
@@ -499,6 +517,31 @@ mod tests {
                 .message
                 .contains("ClusterRoleBinding.rbac.authorization.k8s.io escalate"),
             "{cluster}"
+        );
+    }
+
+    #[test]
+    fn service_profiles_are_open_by_default_and_limited_by_a_policy_listing_them() {
+        assert!(fence(&[]).check_service_profile("ethereum-rpc").is_ok());
+        let only_postgres = policy(
+            "db-only",
+            TenantPolicySpec {
+                service_profiles: Some(vec!["postgres".into()]),
+                ..spec_for(&["team-a"])
+            },
+        );
+        let fence = fence(&[only_postgres]);
+        assert!(fence.check_service_profile("postgres").is_ok());
+        let refused = fence
+            .check_service_profile("ethereum-rpc")
+            .expect_err("not listed");
+        assert_eq!(refused.rule, "ServiceProfile");
+        assert!(
+            refused
+                .message
+                .contains("may not use ServiceProfile ethereum-rpc; allowed: postgres"),
+            "{}",
+            refused.message
         );
     }
 

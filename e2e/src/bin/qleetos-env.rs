@@ -3,27 +3,38 @@
 //! `up` starts a management cluster, workload clusters, the operator and the gateway, plus a
 //! DNS server (bind9) and the stand-ins for the support services kwok cannot run
 //! (cert-manager, external-dns and Traefik, started in a runtime when QleetOS installs them
-//! there);
+//! there, and anvil for every Ethereum RPC node QleetOS installs as a back-end service);
 //! writes the state directory and stays in the foreground until SIGINT/SIGTERM or `down`.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
-use qleetos_crds::{Conditions, KubernetesRuntime, SupportService, Workload};
+use qleetos_crds::{
+    Conditions, KubernetesRuntime, SupportService, Workload, WorkloadServiceDependency,
+};
+use qleetos_e2e::cluster::free_loopback_address;
 use qleetos_e2e::dns::DnsServer;
 use qleetos_e2e::environment::{Environment, default_runtimes};
 use qleetos_e2e::exposure;
 use qleetos_e2e::gateway::GatewayProcess;
+use qleetos_e2e::jsonrpc;
 use qleetos_e2e::operator::OperatorOptions;
 use qleetos_e2e::standin::{IngressPorts, StandIn, StandInSpec};
 use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 
 #[derive(Debug, Parser)]
 #[command(about = "Run the local QleetOS environment")]
@@ -167,6 +178,7 @@ async fn run_until_signalled(dir: &Path) -> Result<()> {
         .map(|_| IngressPorts::free(INGRESS_ADDRESS))
         .collect::<Result<_, _>>()?;
     let stand_ins = start_stand_ins(&env, &dns, &ingress_ports, dir).await?;
+    let rpc_node_watchers = start_rpc_node_watchers(&env, dir).await?;
     let state = State {
         dns_port: Some(dns.port),
         gateway_url: gateway.base_url(),
@@ -200,6 +212,9 @@ async fn run_until_signalled(dir: &Path) -> Result<()> {
     for stand_in in stand_ins {
         stand_in.stop().await;
     }
+    for watcher in rpc_node_watchers {
+        watcher.stop().await;
+    }
     drop(dns);
     gateway.stop().await;
     env.stop().await;
@@ -230,6 +245,219 @@ async fn start_stand_ins(
         }
     }
     Ok(stand_ins)
+}
+
+/// The file `up` keeps up to date with the RPC node stand-ins: runtime → URL of the node's
+/// Service (`http://<name>.<namespace>.svc:8545`, what its connection Secret says) → the
+/// loopback address its anvil listens on. Per runtime, because a workload placed on two
+/// runtimes gets a node of the same name on each.
+const RPC_NODES_FILE: &str = "rpc-nodes.json";
+/// What marks the Deployment of an RPC node (examples/services/ethereum-rpc.yaml).
+const RPC_NODE_SELECTOR: &str = "app.kubernetes.io/name=ethereum-rpc";
+/// The port of an RPC node's Service, and the one its anvil listens on.
+const RPC_NODE_PORT: u16 = 8545;
+/// How often each runtime is asked for RPC node Deployments.
+const RPC_NODE_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Runtime → Service URL → address, as in [`RPC_NODES_FILE`].
+type RpcNodeMap = BTreeMap<String, BTreeMap<String, SocketAddr>>;
+
+/// [`RPC_NODES_FILE`], shared by the watchers of all runtimes.
+#[derive(Debug, Clone)]
+struct RpcNodesFile {
+    path: PathBuf,
+    nodes: Arc<Mutex<RpcNodeMap>>,
+}
+
+impl RpcNodesFile {
+    /// Replaces the nodes of `runtime` and rewrites the file atomically (readers see the old
+    /// or the new map, never a part).
+    fn set(&self, runtime: &str, nodes: BTreeMap<String, SocketAddr>) -> Result<()> {
+        let mut all = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        all.insert(runtime.to_owned(), nodes);
+        let temporary = self.path.with_extension("json.tmp");
+        std::fs::write(&temporary, serde_json::to_string_pretty(&*all)?)
+            .with_context(|| format!("writing {}", temporary.display()))?;
+        std::fs::rename(&temporary, &self.path).with_context(|| {
+            format!(
+                "renaming {} to {}",
+                temporary.display(),
+                self.path.display()
+            )
+        })
+    }
+}
+
+fn read_rpc_nodes(dir: &Path) -> RpcNodeMap {
+    std::fs::read_to_string(dir.join(RPC_NODES_FILE))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default()
+}
+
+/// One watcher per runtime: an anvil stand-in for every RPC node QleetOS installs there.
+async fn start_rpc_node_watchers(env: &Environment, dir: &Path) -> Result<Vec<RpcNodeWatcher>> {
+    let file = RpcNodesFile {
+        path: dir.join(RPC_NODES_FILE),
+        nodes: Arc::default(),
+    };
+    let mut watchers = Vec::new();
+    for (spec, cluster) in &env.runtimes {
+        file.set(&spec.name, BTreeMap::new())?;
+        let kubeconfig = cluster.kubeconfig_path().to_owned();
+        let nodes = RpcNodes {
+            deployments: Api::all(client_from(&kubeconfig).await?),
+            runtime: spec.name.clone(),
+            kubeconfig,
+            log_dir: dir.join("stand-ins").join(&spec.name),
+            file: file.clone(),
+            running: BTreeMap::new(),
+        };
+        let (shutdown, shutdown_signal) = oneshot::channel();
+        watchers.push(RpcNodeWatcher {
+            shutdown,
+            task: tokio::spawn(nodes.run(shutdown_signal)),
+        });
+    }
+    Ok(watchers)
+}
+
+/// The background task of [`RpcNodes`]; stopping it stops its stand-ins.
+#[derive(Debug)]
+struct RpcNodeWatcher {
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl RpcNodeWatcher {
+    async fn stop(self) {
+        drop(self.shutdown);
+        if let Err(e) = self.task.await {
+            tracing::warn!(error = %e, "the RPC node watcher failed");
+        }
+    }
+}
+
+/// The RPC node Deployments of one runtime and their anvil stand-ins.
+#[derive(Debug)]
+struct RpcNodes {
+    runtime: String,
+    kubeconfig: PathBuf,
+    log_dir: PathBuf,
+    deployments: Api<Deployment>,
+    file: RpcNodesFile,
+    /// (namespace, Deployment) → its stand-in and the address anvil listens on.
+    running: BTreeMap<(String, String), (StandIn, SocketAddr)>,
+}
+
+impl RpcNodes {
+    async fn run(mut self, mut shutdown: oneshot::Receiver<()>) {
+        let mut ticks = tokio::time::interval(RPC_NODE_POLL_INTERVAL);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = ticks.tick() => {}
+            }
+            self.step().await;
+        }
+        for (_, (stand_in, _)) in std::mem::take(&mut self.running) {
+            stand_in.stop().await;
+        }
+        self.publish();
+    }
+
+    async fn step(&mut self) {
+        let listed = match self
+            .deployments
+            .list(&ListParams::default().labels(RPC_NODE_SELECTOR))
+            .await
+        {
+            Ok(listed) => listed,
+            Err(e) => {
+                // Keep the stand-ins as they are while the cluster does not answer.
+                tracing::debug!(runtime = self.runtime, error = %e, "cannot list RPC node Deployments");
+                return;
+            }
+        };
+        let present: BTreeSet<(String, String)> = listed
+            .items
+            .iter()
+            .filter(|d| d.metadata.deletion_timestamp.is_none())
+            .map(|d| (d.namespace().unwrap_or_default(), d.name_any()))
+            .collect();
+        let gone: Vec<_> = self
+            .running
+            .keys()
+            .filter(|key| !present.contains(*key))
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for key in gone {
+            if let Some((stand_in, _)) = self.running.remove(&key) {
+                // It has stopped its anvil already, or does so now.
+                stand_in.stop().await;
+                tracing::info!(
+                    runtime = self.runtime,
+                    deployment = format!("{}/{}", key.0, key.1),
+                    "RPC node removed"
+                );
+                changed = true;
+            }
+        }
+        for key in present {
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            match self.start(&key.0, &key.1).await {
+                Ok(started) => {
+                    tracing::info!(
+                        runtime = self.runtime,
+                        deployment = format!("{}/{}", key.0, key.1),
+                        address = %started.1,
+                        "RPC node stand-in started"
+                    );
+                    self.running.insert(key, started);
+                    changed = true;
+                }
+                // Tried again on the next poll.
+                Err(e) => {
+                    tracing::warn!(
+                        runtime = self.runtime,
+                        deployment = format!("{}/{}", key.0, key.1),
+                        error = format!("{e:#}"),
+                        "cannot start the RPC node stand-in"
+                    );
+                }
+            }
+        }
+        if changed {
+            self.publish();
+        }
+    }
+
+    async fn start(&self, namespace: &str, deployment: &str) -> Result<(StandIn, SocketAddr)> {
+        let address = free_loopback_address(RPC_NODE_PORT)?;
+        let spec = StandInSpec::anvil(namespace, deployment, address).await?;
+        let stand_in = StandIn::start(spec, &self.kubeconfig, &self.log_dir).await?;
+        Ok((stand_in, address))
+    }
+
+    fn publish(&self) {
+        let nodes = self
+            .running
+            .iter()
+            .map(|((namespace, name), (_, address))| (rpc_node_url(namespace, name), *address))
+            .collect();
+        if let Err(e) = self.file.set(&self.runtime, nodes) {
+            tracing::warn!(error = format!("{e:#}"), "cannot write {RPC_NODES_FILE}");
+        }
+    }
+}
+
+/// What an RPC node's connection Secret says in `RPC_URL`: its Service in cluster DNS.
+fn rpc_node_url(namespace: &str, deployment: &str) -> String {
+    format!("http://{deployment}.{namespace}.svc:{RPC_NODE_PORT}")
 }
 
 fn print_instructions(state: &State) {
@@ -325,17 +553,35 @@ async fn status(dir: &Path) -> Result<()> {
             service.message()
         );
     }
+    println!("SERVICE DEPENDENCIES");
+    for dependency in Api::<WorkloadServiceDependency>::all(management.clone())
+        .list(&ListParams::default())
+        .await?
+    {
+        let status = dependency.status.clone().unwrap_or_default();
+        let ready = status.condition(qleetos_crds::READY);
+        println!(
+            "  {}/{} profile={} ready={} ({}: {})",
+            dependency.namespace().unwrap_or_default(),
+            dependency.name_any(),
+            dependency.spec.profile_ref.name,
+            ready.map_or_else(|| "Unknown".to_owned(), |c| format!("{:?}", c.status)),
+            ready.map_or("Pending", |c| c.reason.as_str()),
+            ready.map_or("no status yet", |c| c.message.as_str()),
+        );
+    }
     println!("WORKLOADS");
+    let rpc_nodes = read_rpc_nodes(dir);
     for workload in Api::<Workload>::all(management)
         .list(&ListParams::default())
         .await?
     {
-        print_workload(&state, &workload).await?;
+        print_workload(&state, &rpc_nodes, &workload).await?;
     }
     Ok(())
 }
 
-async fn print_workload(state: &State, workload: &Workload) -> Result<()> {
+async fn print_workload(state: &State, rpc_nodes: &RpcNodeMap, workload: &Workload) -> Result<()> {
     let status = workload.status.clone().unwrap_or_default();
     let ready = status.condition(qleetos_crds::READY);
     println!(
@@ -363,7 +609,7 @@ async fn print_workload(state: &State, workload: &Workload) -> Result<()> {
         for line in exposure::describe(&client, &namespace, ports).await? {
             println!("      {line}");
         }
-        for deployment in Api::<Deployment>::namespaced(client, &namespace)
+        for deployment in Api::<Deployment>::namespaced(client.clone(), &namespace)
             .list(&ListParams::default())
             .await?
         {
@@ -386,8 +632,67 @@ async fn print_workload(state: &State, workload: &Workload) -> Result<()> {
                 image.unwrap_or_default()
             );
         }
+        let nodes = rpc_nodes.get(&placement.runtime);
+        for (secret, url) in rpc_urls(&client, &namespace).await? {
+            println!("      RPC_URL {} (Secret {secret})", shown_url(&url));
+            let Some(&address) = nodes.and_then(|nodes| nodes.get(&url)) else {
+                println!("        (no local RPC node stand-in serves it)");
+                continue;
+            };
+            match ask_rpc_node(&url, address).await {
+                Ok((block, chain_id)) => println!(
+                    "        answers eth_blockNumber: block {block}, chain id {chain_id} via {address}"
+                ),
+                Err(e) => println!("        does not answer via {address}: {e}"),
+            }
+        }
     }
     Ok(())
+}
+
+/// (Secret name, `RPC_URL`) for every Secret of `namespace` with an `RPC_URL` key; no other
+/// value of any Secret leaves this function.
+async fn rpc_urls(client: &Client, namespace: &str) -> Result<Vec<(String, String)>> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await?;
+    Ok(secrets
+        .items
+        .into_iter()
+        .filter_map(|secret| {
+            let url = secret.data.as_ref()?.get("RPC_URL")?;
+            let url = String::from_utf8_lossy(&url.0).into_owned();
+            Some((secret.name_any(), url))
+        })
+        .collect())
+}
+
+/// A real `eth_blockNumber` and `eth_chainId` through `address`, standing in for cluster
+/// DNS and kube-proxy.
+async fn ask_rpc_node(url: &str, address: SocketAddr) -> Result<(u64, u64)> {
+    let block = jsonrpc::block_number(url, Some(address)).await?;
+    let chain_id = jsonrpc::chain_id(url, Some(address)).await?;
+    Ok((block, chain_id))
+}
+
+/// `url` as it may be shown: without user, password and query, where credentials and API
+/// keys go (an RPC node QleetOS installs has none, a hosted one may).
+fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed)
+            if !parsed.username().is_empty()
+                || parsed.password().is_some()
+                || parsed.query().is_some() =>
+        {
+            // Both only fail for URLs that cannot have credentials at all.
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            format!("{parsed} (credentials and query not shown)")
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "<not a URL>".to_owned(),
+    }
 }
 
 async fn client_from(kubeconfig: &Path) -> Result<Client> {

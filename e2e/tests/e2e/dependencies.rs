@@ -29,7 +29,7 @@ use crate::support::{
 
 const HOST: &str = "shop.qleetos.test";
 /// Installing cert-manager (CRDs, controller start, CA issuance) takes a while here.
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(240);
+pub(crate) const INSTALL_TIMEOUT: Duration = Duration::from_secs(240);
 
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -44,7 +44,7 @@ pub fn runtimes() -> Vec<RuntimeSpec> {
 }
 
 /// This environment's scenarios share one operator, started by the first.
-async fn operator_running(env: &mut Environment) -> Result<()> {
+pub(crate) async fn operator_running(env: &mut Environment) -> Result<()> {
     if env.operators().is_empty() {
         env.start_operator(OperatorOptions::default()).await?;
     }
@@ -52,7 +52,7 @@ async fn operator_running(env: &mut Environment) -> Result<()> {
 }
 
 /// Applies the default profiles with a short removal grace period.
-async fn apply_default_profiles(env: &Environment, grace_seconds: u32) -> Result<()> {
+pub(crate) async fn apply_default_profiles(env: &Environment, grace_seconds: u32) -> Result<()> {
     let profiles = examples().join("support-services");
     kubectl(
         env.management.kubeconfig_path(),
@@ -99,7 +99,7 @@ fn web_workload(name: &str, host: &str, region: &str) -> Value {
     })
 }
 
-async fn cert_manager_on(env: &Environment, runtime: &str) -> Result<StandIn> {
+pub(crate) async fn cert_manager_on(env: &Environment, runtime: &str) -> Result<StandIn> {
     let cluster = env.runtime(runtime).context("runtime")?;
     let log_dir = env.dir().join(format!("cert-manager-{runtime}"));
     std::fs::create_dir_all(&log_dir)?;
@@ -397,7 +397,7 @@ fn same_uids(before: &[SupportService], after: &[SupportService]) -> bool {
     uids(before) == uids(after)
 }
 
-async fn wait_ready_within(
+pub(crate) async fn wait_ready_within(
     client: &Client,
     ns: &str,
     name: &str,
@@ -418,7 +418,7 @@ async fn wait_ready_within(
     .await
 }
 
-async fn wait_gone<K>(api: &Api<K>, name: &str) -> Result<()>
+pub(crate) async fn wait_gone<K>(api: &Api<K>, name: &str) -> Result<()>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -772,7 +772,7 @@ pub fn trials(
     runtime: &std::sync::Arc<tokio::runtime::Runtime>,
     dir: &std::path::Path,
 ) -> (Vec<libtest_mimic::Trial>, crate::harness::TakingTurns) {
-    let scenarios: [(&str, crate::harness::Exclusive); 4] = [
+    let own: [(&str, crate::harness::Exclusive); 4] = [
         (
             "web_workload_gets_its_support_services_and_a_real_certificate",
             |env| Box::pin(web_workload_gets_its_support_services_and_a_real_certificate(env)),
@@ -794,8 +794,9 @@ pub fn trials(
         ),
     ];
     let env = crate::harness::TakingTurns::new(dir.join("dependencies"), runtimes);
-    let trials = scenarios
+    let trials = own
         .into_iter()
+        .chain(crate::services::scenarios())
         .map(|(name, scenario)| {
             let env = env.clone();
             crate::harness::own_trial(name, runtime, async move { env.run(scenario).await })

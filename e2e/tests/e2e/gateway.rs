@@ -667,6 +667,24 @@ async fn gateway_crud_round_trips_match_kubectl(
     )
     .await?;
 
+    let dependency = json!({"metadata": {"name": "gw-crud-rpc", "labels": labels},
+        "spec": {"workloads": ["crud-web"], "profileRef": {"name": "gw-no-such-profile"}}});
+    let collection = format!("/v1/namespaces/{ns}/workloadservicedependencies");
+    round_trip(
+        env,
+        gateway,
+        &token,
+        RoundTrip {
+            collection: &collection,
+            kubectl_kind: "workloadservicedependency",
+            namespace: Some(ns),
+            object: dependency,
+            patch: json!({"spec": {"sharing": "Dedicated"}}),
+            patched_pointer: "/spec/sharing",
+        },
+    )
+    .await?;
+
     // Bad input: the API server's schema message passes through as 422; malformed JSON is 400.
     let (status, answer) = call(
         gateway,

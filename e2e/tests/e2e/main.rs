@@ -5,12 +5,14 @@
 mod chart;
 mod credentials;
 mod dependencies;
+mod examples;
 mod found;
 mod foundation;
 mod gateway;
 mod harness;
 mod ownership;
 mod queue;
+mod services;
 mod standins;
 mod support;
 mod tenancy;
@@ -64,6 +66,7 @@ fn main() {
         ownership::an_abandoned_runtime_lets_its_placements_go,
         standins::cert_manager_stand_in_issues_a_certificate,
         chart::chart_ships_the_default_profiles,
+        examples::examples_match_their_operators_crds,
     ]
     .into_iter()
     .map(|(name, scenario)| harness::shared_trial(name, &runtime, &shared_env, scenario))

@@ -13,15 +13,18 @@ use kube::runtime::events::EventType;
 use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
     AppliedObject, Condition, Conditions, DeletionPolicy, DependencyStatus, Expose,
-    KubernetesRuntime, Manifest, ResourceHealth, WorkloadInstance, WorkloadInstanceStatus,
+    KubernetesRuntime, ResourceHealth, WorkloadInstance, WorkloadInstanceStatus,
 };
-use qleetos_crds::{SupportService, SupportServiceProfile, TenantPolicy};
+use qleetos_crds::{
+    ServiceProfile, SupportService, SupportServiceProfile, TenantPolicy, WorkloadServiceDependency,
+};
 
 use super::{apply_status, name_of, namespace_of};
 use crate::applier::{self, Applier, Desired, Outcome};
 use crate::context::{Context, Next, key_of};
+use crate::dependencies::connection::{self, Connection};
 use crate::dependencies::generated::{self, Generated};
-use crate::dependencies::{self, Needs};
+use crate::dependencies::{self, Needs, services};
 use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
 use crate::health::{ROLLOUT_FAILED, describe_failures, describe_unhealthy};
@@ -53,7 +56,8 @@ pub fn qleet() -> Qleet<WorkloadInstance> {
 
 /// Its own changes (its applied objects' drift comes from [`crate::queue::drift`]); what its
 /// namespace may do (a TenantPolicy, the namespace's labels); a profile that may now provide
-/// what it needs; a support service on its runtime it may depend on.
+/// what it needs; a support service on its runtime it may depend on; a service dependency
+/// naming its workload (before or after the change), and that dependency's profile.
 pub fn notified_by() -> Triggers {
     Triggers::of::<WorkloadInstance>(QleetKind::WorkloadInstance)
         .watches::<TenantPolicy>(|ctx, _| {
@@ -78,6 +82,41 @@ pub fn notified_by() -> Triggers {
             let runtime = &change.after.spec.runtime_ref.name;
             triggers::Target::all(ctx.caches.instances.state(), |instance| {
                 &instance.spec.runtime_ref.name == runtime && dependencies::depends(instance)
+            })
+        })
+        .watches::<WorkloadServiceDependency>(|ctx, change| {
+            if !change.deleted && !change.intent_changed() {
+                return Vec::new();
+            }
+            let named = |workload: &str| {
+                change.after.spec.workloads.iter().any(|w| w == workload)
+                    || change
+                        .before
+                        .is_some_and(|b| b.spec.workloads.iter().any(|w| w == workload))
+            };
+            triggers::Target::all(ctx.caches.instances.state(), |instance| {
+                instance.metadata.namespace == change.after.metadata.namespace
+                    && named(&services::workload_of(instance))
+            })
+        })
+        .watches::<ServiceProfile>(|ctx, change| {
+            if !change.intent_changed() {
+                return Vec::new();
+            }
+            let profile = change.after.metadata.name.clone().unwrap_or_default();
+            let users: Vec<_> = ctx
+                .caches
+                .service_dependencies
+                .state()
+                .into_iter()
+                .filter(|d| d.spec.profile_ref.name == profile)
+                .collect();
+            triggers::Target::all(ctx.caches.instances.state(), |instance| {
+                let workload = services::workload_of(instance);
+                users.iter().any(|d| {
+                    d.metadata.namespace == instance.metadata.namespace
+                        && d.spec.workloads.contains(&workload)
+                })
             })
         })
 }
@@ -143,6 +182,7 @@ impl Hold {
 
 /// Everything a pass needs once the runtime is usable and the fence allows the runtime.
 struct Plan {
+    runtime: KubernetesRuntime,
     fence: Fence,
     operator: RuntimeClient,
     tenant: RuntimeClient,
@@ -163,21 +203,26 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
         Ok(needs) => needs,
         Err(hold) => return hold_pass(instance, ctx, hold).await,
     };
+    let (statuses, connections) = match services_ready(instance, ctx, &plan, &needs).await? {
+        Ok(ready) => ready,
+        Err(hold) => return hold_pass(instance, ctx, hold).await,
+    };
     let generated = match generate_objects(instance, &needs) {
         Ok(generated) => generated,
         Err(error) => {
             let hold = Hold::refused(error.reason(), error.to_string());
-            return hold_pass(instance, ctx, hold.with_dependencies(needs.statuses)).await;
+            return hold_pass(instance, ctx, hold.with_dependencies(statuses)).await;
         }
     };
-    let manifests: Vec<Manifest> = instance
-        .spec
-        .manifests
-        .iter()
-        .chain(&generated.manifests)
-        .cloned()
-        .collect();
     let namespace = namespace_of(instance)?;
+    let mut manifests = instance.spec.manifests.clone();
+    connection::inject(&mut manifests, &connections);
+    manifests.extend(generated.manifests.iter().cloned());
+    manifests.extend(
+        connections
+            .iter()
+            .map(|c| connection::secret_manifest(c, &namespace)),
+    );
     let rendered = match render(&manifests, &instance.spec.images, &owner(instance)) {
         Ok(rendered) => rendered,
         Err(error) => {
@@ -198,7 +243,7 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
     let desired = generated_first(&plan.operator, desired, &generated, &previous).await?;
     if let Err(error) = prepare_namespaces(&plan, &desired).await {
         let outcome = previous_outcome(previous, error);
-        return finish(instance, ctx, outcome, Vec::new(), needs.statuses).await;
+        return finish(instance, ctx, outcome, Vec::new(), statuses).await;
     }
     if let Some(pending) = applier::with_pending(&previous, &desired) {
         record_inventory(instance, ctx, pending).await?;
@@ -221,7 +266,7 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
             Vec::new()
         }
     };
-    finish(instance, ctx, outcome, health, needs.statuses).await
+    finish(instance, ctx, outcome, health, statuses).await
 }
 
 /// The generated objects (route, certificate) come before the workload's own: while their
@@ -290,12 +335,97 @@ async fn dependencies_ready(
     };
     match needs.waiting_on(runtime) {
         None => Ok(Ok(needs)),
-        Some(waiting) => {
-            let mut hold = Hold::waiting("WaitingForSupportService", waiting);
+        Some((reason, waiting)) => {
+            let mut hold = Hold::waiting(reason, waiting);
             hold.next = Next::After(DEPENDENCY_WAIT);
             Ok(Err(hold.with_dependencies(needs.statuses)))
         }
     }
+}
+
+/// The back-end services the instance's WorkloadServiceDependencies ask for on its runtime
+/// (created on first need) and their connection details, with every dependency's status;
+/// or the hold while one is not Ready or has not written its connection Secret yet.
+async fn services_ready(
+    instance: &WorkloadInstance,
+    ctx: &Context,
+    plan: &Plan,
+    needs: &Needs,
+) -> Result<Result<(Vec<DependencyStatus>, Vec<Connection>), Box<Hold>>> {
+    let runtime = &instance.spec.runtime_ref.name;
+    let mut statuses = needs.statuses.clone();
+    for dependency in services::dependencies_of(ctx, instance) {
+        if let Err(violation) = plan
+            .fence
+            .check_service_profile(&dependency.spec.profile_ref.name)
+        {
+            let name = dependency.metadata.name.as_deref().unwrap_or_default();
+            let message = format!("nothing applied: WorkloadServiceDependency {name}: {violation}");
+            return Ok(Err(Hold::refused("TenancyViolation", message)));
+        }
+    }
+    let (bound, missing) = match services::ensure(ctx, instance, runtime).await {
+        Ok(found) => found,
+        Err(error @ Error::Management(_)) => return Err(error),
+        Err(error) => {
+            let hold = Hold::refused(error.reason(), error.to_string());
+            return Ok(Err(hold.with_dependencies(moving(instance, statuses))));
+        }
+    };
+    for service in &bound {
+        if let Err(violation) = plan
+            .fence
+            .check_capabilities(&service.profile.spec.requires)
+        {
+            let message = format!("nothing applied: {violation}");
+            return Ok(Err(Hold::refused("TenancyViolation", message)));
+        }
+    }
+    let services = Needs {
+        statuses: bound
+            .iter()
+            .map(|b| b.status.clone())
+            .chain(missing)
+            .collect(),
+        ..Default::default()
+    };
+    statuses.extend(services.statuses.iter().cloned());
+    if let Some((reason, waiting)) = services.waiting_on(runtime) {
+        let mut hold = Hold::waiting(reason, waiting);
+        hold.next = Next::After(DEPENDENCY_WAIT);
+        return Ok(Err(hold.with_dependencies(moving(instance, statuses))));
+    }
+    let mut connections = Vec::with_capacity(bound.len());
+    for service in &bound {
+        match connection::read(&plan.operator, service, &plan.runtime).await? {
+            Ok(details) => connections.push(details),
+            Err(waiting) => {
+                let dependency = service.status.dependency.clone().unwrap_or_default();
+                let message = format!(
+                    "{dependency} ({}) on {runtime} is Ready but {waiting}",
+                    service.status.capability
+                );
+                let mut hold = Hold::waiting("WaitingForService", message);
+                hold.next = Next::After(ctx.settings.progress_poll);
+                return Ok(Err(hold.with_dependencies(moving(instance, statuses))));
+            }
+        }
+    }
+    Ok(Ok((statuses, connections)))
+}
+
+/// `statuses` plus the services the instance listed before and no longer needs: the
+/// workload still uses them until a pass applies it without them, so they stay its users.
+fn moving(
+    instance: &WorkloadInstance,
+    mut statuses: Vec<DependencyStatus>,
+) -> Vec<DependencyStatus> {
+    for previous in previous_dependencies(instance) {
+        if previous.dependency.is_some() && !statuses.iter().any(|s| s.name == previous.name) {
+            statuses.push(previous);
+        }
+    }
+    statuses
 }
 
 /// The route, certificate and DNS objects of the instance's `expose`, named after its
@@ -304,13 +434,7 @@ fn generate_objects(instance: &WorkloadInstance, needs: &Needs) -> Result<Genera
     let Some(expose) = &instance.spec.expose else {
         return Ok(Generated::default());
     };
-    let name = instance
-        .spec
-        .workload_ref
-        .as_ref()
-        .map(|w| w.name.clone())
-        .or_else(|| instance.metadata.name.clone())
-        .unwrap_or_default();
+    let name = services::workload_of(instance);
     let namespace = instance.metadata.namespace.as_deref().unwrap_or_default();
     generated::generate(
         &name,
@@ -353,6 +477,7 @@ async fn plan(instance: &WorkloadInstance, ctx: &Context) -> Result<Plan, Box<Ho
         .as_tenant(&fence.identity())
         .map_err(|e| Hold::waiting(e.reason(), e.to_string()))?;
     Ok(Plan {
+        runtime,
         fence,
         operator,
         tenant,
@@ -498,10 +623,17 @@ async fn hold_pass(instance: &WorkloadInstance, ctx: &Context, hold: Box<Hold>) 
         .await;
     }
     let condition = hold.condition.with_generation(instance.metadata.generation);
+    // During a wait what was applied stays, and so do the dependencies it uses; a refused
+    // instance is nobody's user.
+    let dependencies = if hold.dependencies.is_empty() && !hold.warn {
+        previous_dependencies(instance)
+    } else {
+        hold.dependencies
+    };
     let report = Report {
         inventory: previous_inventory(instance),
         health: previous_health(instance),
-        dependencies: hold.dependencies,
+        dependencies,
     };
     write_status(instance, ctx, report, condition).await?;
     Ok(hold.next)

@@ -3,6 +3,8 @@
 pub mod instance;
 pub mod profile;
 pub mod runtime;
+pub mod servicedependency;
+pub mod serviceprofile;
 pub mod support;
 pub mod workload;
 
@@ -69,7 +71,7 @@ pub struct Registered {
 }
 
 /// Every Qleet.
-pub const QLEETS: [Registered; 5] = [
+pub const QLEETS: [Registered; 7] = [
     Registered {
         name: "runtime",
         kind: QleetKind::KubernetesRuntime,
@@ -99,6 +101,18 @@ pub const QLEETS: [Registered; 5] = [
         kind: QleetKind::SupportServiceProfile,
         run: |worker, shutdown| Box::pin(worker.run(profile::qleet(), shutdown)),
         notified_by: profile::notified_by,
+    },
+    Registered {
+        name: "serviceprofile",
+        kind: QleetKind::ServiceProfile,
+        run: |worker, shutdown| Box::pin(worker.run(serviceprofile::qleet(), shutdown)),
+        notified_by: serviceprofile::notified_by,
+    },
+    Registered {
+        name: "servicedependency",
+        kind: QleetKind::WorkloadServiceDependency,
+        run: |worker, shutdown| Box::pin(worker.run(servicedependency::qleet(), shutdown)),
+        notified_by: servicedependency::notified_by,
     },
 ];
 

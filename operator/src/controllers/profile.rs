@@ -86,20 +86,31 @@ pub async fn reconcile(profile: Arc<SupportServiceProfile>, ctx: Arc<Context>) -
 }
 
 fn installed(profile: &SupportServiceProfile, ctx: &Context) -> Vec<Arc<SupportService>> {
-    let name = profile.metadata.name.as_deref().unwrap_or_default();
+    installed_from(
+        profile.metadata.name.as_deref().unwrap_or_default(),
+        false,
+        ctx,
+    )
+}
+
+/// The SupportServices installed from profile `name` (a ServiceProfile when `service`).
+pub(super) fn installed_from(name: &str, service: bool, ctx: &Context) -> Vec<Arc<SupportService>> {
     let mut services: Vec<Arc<SupportService>> = ctx
         .caches
         .support_services
         .state()
         .into_iter()
-        .filter(|s| s.spec.profile_ref.name == name)
+        .filter(|s| s.spec.profile_ref.name == name && s.spec.service.is_some() == service)
         .collect();
     services.sort_by(|a, b| a.spec.runtime_ref.name.cmp(&b.spec.runtime_ref.name));
     services
 }
 
 /// Deletes the services nobody uses; the condition names who uses the others.
-async fn retire_unused(services: &[Arc<SupportService>], ctx: &Context) -> Result<Condition> {
+pub(super) async fn retire_unused(
+    services: &[Arc<SupportService>],
+    ctx: &Context,
+) -> Result<Condition> {
     let api: Api<SupportService> = Api::all(ctx.client.clone());
     let mut in_use = Vec::new();
     for service in services {

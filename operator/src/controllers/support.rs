@@ -9,19 +9,20 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kube::api::{Api, DeleteParams};
 use kube::runtime::reflector::ObjectRef;
-use qleetos_crds::WorkloadInstance;
 use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
-    AppliedObject, Condition, DependencyState, KubernetesRuntime, Manifest, RemovalPolicy,
-    ResourceHealth, SupportService, SupportServiceProfile, SupportServiceStatus,
+    AppliedObject, Condition, DependencyState, KubernetesRuntime, RemovalPolicy, ResourceHealth,
+    SupportService, SupportServiceProfile, SupportServiceStatus,
 };
-use serde_json::{Value, json};
+use qleetos_crds::{ServiceProfile, WorkloadInstance};
+use serde_json::Value;
 
 use super::apply_status;
 use super::instance::FINALIZER as INSTANCE_FINALIZER;
-use crate::applier::{self, Applier};
+use crate::applier::{self, Applier, Desired};
 use crate::context::{Context, Next, key_of};
-use crate::dependencies::{self, provider_of};
+use crate::dependencies::source::Source;
+use crate::dependencies::{self, provider_of, services};
 use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
 use crate::health::{describe_failures, describe_unhealthy, summarize};
@@ -57,7 +58,16 @@ pub fn notified_by() -> Triggers {
             }
             let profile = change.after.metadata.name.as_deref().unwrap_or_default();
             Target::all(ctx.caches.support_services.state(), |service| {
-                service.spec.profile_ref.name == profile
+                service.spec.service.is_none() && service.spec.profile_ref.name == profile
+            })
+        })
+        .watches::<ServiceProfile>(|ctx, change| {
+            if !change.intent_changed() {
+                return Vec::new();
+            }
+            let profile = change.after.metadata.name.as_deref().unwrap_or_default();
+            Target::all(ctx.caches.support_services.state(), |service| {
+                service.spec.service.is_some() && service.spec.profile_ref.name == profile
             })
         })
         .watches::<SupportService>(|ctx, change| {
@@ -150,12 +160,13 @@ async fn install(service: &SupportService, ctx: &Context) -> Result<Next> {
     let users = users_of(service, ctx);
     let report = Report::from_previous(service, users);
     let profile_name = &service.spec.profile_ref.name;
-    let Some(profile) = ctx.caches.profiles.get(&ObjectRef::new(profile_name)) else {
-        let message = format!("SupportServiceProfile {profile_name} does not exist");
+    let Some(source) = Source::of(service, ctx) else {
+        let kind = Source::profile_kind(service);
+        let message = format!("{kind} {profile_name} does not exist");
         write(service, ctx, report.waiting("ProfileNotFound", message)).await?;
         return Ok(Next::After(WAIT_POLL));
     };
-    let (report, removal) = match track_use(service, &profile, report) {
+    let (report, removal) = match track_use(service, &source, report) {
         Use::RemoveNow => return retire(service, ctx).await,
         Use::Kept(report, removal) => (report, removal),
     };
@@ -168,7 +179,7 @@ async fn install(service: &SupportService, ctx: &Context) -> Result<Next> {
             return Ok(Next::After(WAIT_POLL));
         }
     };
-    let report = match requirements_ready(service, &profile, ctx).await {
+    let report = match requirements_ready(service, &source, ctx).await {
         Ok(None) => report,
         Ok(Some(waiting)) => {
             write(
@@ -184,7 +195,7 @@ async fn install(service: &SupportService, ctx: &Context) -> Result<Next> {
             return Ok(Next::After(WAIT_POLL));
         }
     };
-    let report = converge(service, &profile, &runtime, ctx, report).await?;
+    let report = converge(service, &source, &runtime, ctx, report).await?;
     let next = match (report.state, removal) {
         (DependencyState::Ready, None) => Next::Done,
         (DependencyState::Ready, Some(left)) => Next::After(left),
@@ -201,8 +212,9 @@ enum Use {
 }
 
 /// Starts, keeps or clears the unused-since mark, and says whether the grace period is over.
-fn track_use(service: &SupportService, profile: &SupportServiceProfile, mut report: Report) -> Use {
-    if !report.users.is_empty() || profile.spec.removal_policy == RemovalPolicy::Retain {
+fn track_use(service: &SupportService, source: &Source, mut report: Report) -> Use {
+    let (policy, grace) = source.removal();
+    if !report.users.is_empty() || policy == RemovalPolicy::Retain {
         report.unused_since = None;
         return Use::Kept(report, None);
     }
@@ -212,7 +224,6 @@ fn track_use(service: &SupportService, profile: &SupportServiceProfile, mut repo
         .as_deref()
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
         .map_or(now, |t| t.with_timezone(&Utc));
-    let grace = Duration::from_secs(u64::from(profile.spec.grace_period_seconds));
     let elapsed = (now - since).to_std().unwrap_or_default();
     if elapsed >= grace {
         tracing::info!(support_service = %key_of(service), "unused for the grace period: removing");
@@ -233,21 +244,16 @@ async fn retire(service: &SupportService, ctx: &Context) -> Result<Next> {
     }
 }
 
-/// `None` once every service `profile` requires is Ready on the same runtime (creating the
-/// missing ones), else what it waits on.
+/// `None` once every capability the source requires is Ready on the same runtime (creating the
+/// missing services), else what it waits on.
 async fn requirements_ready(
     service: &SupportService,
-    profile: &SupportServiceProfile,
+    source: &Source,
     ctx: &Context,
 ) -> Result<Option<String>> {
     let runtime = &service.spec.runtime_ref.name;
     let profiles = ctx.caches.profiles.state();
-    for (capability, required) in profile
-        .spec
-        .requires
-        .iter()
-        .zip(dependencies::required_by(profile, &profiles)?)
-    {
+    for (capability, required) in source.requires().iter().zip(source.required(&profiles)?) {
         let needed = dependencies::ensure_support_service(ctx, &required, runtime).await?;
         let status = dependencies::status_of(capability, &needed);
         if status.state != DependencyState::Ready {
@@ -255,7 +261,7 @@ async fn requirements_ready(
                 statuses: vec![status],
                 ..Default::default()
             };
-            return Ok(needs.waiting_on(runtime));
+            return Ok(needs.waiting_on(runtime).map(|(_, message)| message));
         }
     }
     Ok(None)
@@ -264,7 +270,7 @@ async fn requirements_ready(
 /// Applies the profile's objects with the operator's identity and judges their health.
 async fn converge(
     service: &SupportService,
-    profile: &SupportServiceProfile,
+    source: &Source,
     runtime: &KubernetesRuntime,
     ctx: &Context,
     mut report: Report,
@@ -275,19 +281,26 @@ async fn converge(
     };
     let uid = service.metadata.uid.clone().unwrap_or_default();
     let name = service.metadata.name.clone().unwrap_or_default();
-    let namespace = &profile.spec.namespace;
+    let namespace = source.namespace();
     let owner = Owner {
         namespace: "SupportService",
         name: &name,
         uid: &uid,
     };
-    let manifests = with_namespace_first(namespace, &for_runtime(&profile.spec.manifests, runtime));
-    let rendered = match render(&manifests, &Default::default(), &owner) {
+    let rendered = match render(&source.manifests(runtime), &Default::default(), &owner) {
         Ok(rendered) => rendered,
         Err(error) => return Ok(report.failed(&error)),
     };
     let (desired, unresolved, waiting_for_kind) =
         applier::resolve(&client, rendered, namespace).await?;
+    if let Some(allowed) = source.confined_to() {
+        if let Err(error) = confined(service, &desired, allowed) {
+            return Ok(report.failed(&error));
+        }
+        if let Err(error) = client.ensure_namespace(allowed).await {
+            return Ok(report.failed(&error));
+        }
+    }
     if let Some(pending) = applier::with_pending(&report.inventory, &desired) {
         report.inventory = pending;
         write_inventory(service, ctx, &report.inventory).await?;
@@ -297,12 +310,15 @@ async fn converge(
         .converge(&desired, &unresolved, &report.inventory)
         .await;
     report.inventory = outcome.inventory;
-    report.profile_generation = profile.metadata.generation;
+    report.profile_generation = source.generation();
     if let Some(error) = outcome.failure {
         return Ok(report.failed(&error));
     }
     let mut health = applier::read_health(&client, &outcome.applied).await?;
-    health.extend(applier::read_checks(&client, &profile.spec.health_checks).await?);
+    health.extend(applier::read_checks(&client, &source.health_checks(runtime)).await?);
+    if let Some((secret, keys)) = source.exported_secret(runtime) {
+        health.push(exported_secret_health(&client, namespace, &secret, &keys).await?);
+    }
     report.health = health;
     Ok(judge(report, waiting_for_kind))
 }
@@ -332,69 +348,76 @@ fn judge(mut report: Report, waiting_for_kind: Option<Error>) -> Report {
     report
 }
 
-/// The profile's manifests with `$(runtime.*)` parameters replaced for `runtime`.
-fn for_runtime(manifests: &[Manifest], runtime: &KubernetesRuntime) -> Vec<Manifest> {
-    let mut parameters = vec![
-        (
-            "$(runtime.name)".to_owned(),
-            runtime.metadata.name.clone().unwrap_or_default(),
-        ),
-        ("$(runtime.region)".to_owned(), runtime.spec.region.clone()),
-        (
-            "$(runtime.provider)".to_owned(),
-            runtime.spec.provider.clone(),
-        ),
-    ];
-    for (key, value) in runtime.metadata.labels.iter().flatten() {
-        parameters.push((format!("$(runtime.labels.{key})"), value.clone()));
-    }
-    manifests
-        .iter()
-        .map(|m| {
-            let mut value = Value::Object(m.0.clone());
-            substitute(&mut value, &parameters);
-            match value {
-                Value::Object(map) => Manifest(map),
-                _ => m.clone(),
-            }
-        })
-        .collect()
-}
-
-fn substitute(value: &mut Value, parameters: &[(String, String)]) {
-    match value {
-        Value::String(text) if text.contains("$(runtime.") => {
-            for (key, replacement) in parameters {
-                *text = text.replace(key, replacement);
-            }
+/// Every object of a back-end service must be namespaced and in its workloads' namespace:
+/// a tenant's dependency never installs anything elsewhere.
+fn confined(service: &SupportService, desired: &[Desired], allowed: &str) -> Result<()> {
+    for (index, wanted) in desired.iter().enumerate() {
+        let object = &wanted.resolved.object;
+        if object.namespace.as_deref() != Some(allowed) {
+            let place = object.namespace.as_deref().map_or_else(
+                || "cluster-scoped".to_owned(),
+                |n| format!("in namespace {n}"),
+            );
+            return Err(Error::InvalidServiceProfile {
+                profile: service.spec.profile_ref.name.clone(),
+                problem: format!(
+                    "manifest #{index} ({} {}) is {place}; a ServiceProfile installs only into its workloads' namespace ({allowed}); put cluster-wide parts in a SupportServiceProfile it requires",
+                    object.kind, object.name
+                ),
+            });
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| substitute(v, parameters)),
-        Value::Object(map) => map.values_mut().for_each(|v| substitute(v, parameters)),
-        _ => {}
     }
+    Ok(())
 }
 
-/// The service's namespace as its first object, so it is created first, recorded in the
-/// inventory and removed last.
-fn with_namespace_first(namespace: &str, manifests: &[Manifest]) -> Vec<Manifest> {
-    let declared = manifests
-        .iter()
-        .any(|m| m.kind() == Some("Namespace") && m.name() == Some(namespace));
-    let mut all = Vec::with_capacity(manifests.len() + 1);
-    if !declared
-        && let Value::Object(map) = json!({
-            "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": namespace },
-        })
-    {
-        all.push(Manifest(map));
-    }
-    all.extend(manifests.iter().cloned());
-    all
+/// Whether the Secret a back-end service exports exists with its keys, as a health entry.
+async fn exported_secret_health(
+    client: &crate::runtime_client::RuntimeClient,
+    namespace: &str,
+    name: &str,
+    keys: &[String],
+) -> Result<ResourceHealth> {
+    let object = AppliedObject {
+        api_version: "v1".to_owned(),
+        kind: "Secret".to_owned(),
+        namespace: Some(namespace.to_owned()),
+        name: name.to_owned(),
+        uid: None,
+    };
+    let live = client.get(&object).await?;
+    let present: Vec<String> = live
+        .as_ref()
+        .and_then(|secret| secret.data.get("data"))
+        .and_then(Value::as_object)
+        .map(|data| data.keys().cloned().collect())
+        .unwrap_or_default();
+    let missing: Vec<&String> = keys.iter().filter(|k| !present.contains(k)).collect();
+    let healthy = live.is_some() && missing.is_empty();
+    let message = match (&live, missing.is_empty()) {
+        (None, _) => Some(format!("Secret {name} is not written yet")),
+        (Some(_), false) => Some(format!(
+            "Secret {name} lacks {}",
+            missing
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        (Some(_), true) => None,
+    };
+    Ok(ResourceHealth {
+        kind: "Secret".to_owned(),
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        desired: 1,
+        updated: i64::from(live.is_some()),
+        available: i64::from(healthy),
+        healthy,
+        reason: message.as_ref().map(|_| "NotWritten".to_owned()),
+        message,
+    })
 }
 
-/// Who needs the service now, from the live objects: WorkloadInstances on its runtime that
-/// need a capability it provides (resolved to its profile, or listed in their status) and
-/// are not fully torn down, and SupportServices there whose profile requires one.
 /// Whether the instance's namespace may need `capabilities` (a refused instance is nobody's
 /// user).
 fn may_need(instance: &WorkloadInstance, capabilities: &[String], ctx: &Context) -> bool {
@@ -405,7 +428,49 @@ fn may_need(instance: &WorkloadInstance, capabilities: &[String], ctx: &Context)
         .is_ok()
 }
 
+/// Who needs the service now, from the live objects (never from a stored list): the
+/// WorkloadInstances on its runtime that list it or need it and are not fully torn down,
+/// and, for a support service, the services there whose profile requires what it provides.
 pub fn users_of(service: &SupportService, ctx: &Context) -> Vec<String> {
+    let mut users = if service.spec.service.is_some() {
+        instance_users(service, ctx, |instance| {
+            services::needed_by(ctx, instance, service)
+        })
+    } else {
+        support_users(service, ctx)
+    };
+    users.sort();
+    users
+}
+
+/// `namespace/name` of the instances on the service's runtime, still there, that list the
+/// service among their dependencies or for which `needs` holds.
+fn instance_users(
+    service: &SupportService,
+    ctx: &Context,
+    needs: impl Fn(&WorkloadInstance) -> bool,
+) -> Vec<String> {
+    let name = service.metadata.name.clone().unwrap_or_default();
+    let runtime = &service.spec.runtime_ref.name;
+    ctx.caches
+        .instances
+        .state()
+        .iter()
+        .filter(|i| &i.spec.runtime_ref.name == runtime)
+        .filter(|i| still_there(&i.metadata, INSTANCE_FINALIZER))
+        .filter(|i| {
+            let listed = i
+                .status
+                .iter()
+                .flat_map(|s| &s.dependencies)
+                .any(|d| d.name == name);
+            listed || needs(i)
+        })
+        .map(|i| key_of(&**i))
+        .collect()
+}
+
+fn support_users(service: &SupportService, ctx: &Context) -> Vec<String> {
     let name = service.metadata.name.clone().unwrap_or_default();
     let runtime = &service.spec.runtime_ref.name;
     let profiles = ctx.caches.profiles.state();
@@ -424,42 +489,23 @@ pub fn users_of(service: &SupportService, ctx: &Context) -> Vec<String> {
         Ok(p) => p.metadata.name.as_deref() == Some(&service.spec.profile_ref.name),
         Err(_) => provides(capability),
     };
-    let mut users: Vec<String> = ctx
-        .caches
-        .instances
-        .state()
-        .iter()
-        .filter(|i| &i.spec.runtime_ref.name == runtime)
-        .filter(|i| still_there(&i.metadata, INSTANCE_FINALIZER))
-        .filter(|i| {
-            let listed = i
-                .status
-                .iter()
-                .flat_map(|s| &s.dependencies)
-                .any(|d| d.name == name);
-            listed
-                || i.spec
-                    .capabilities()
-                    .iter()
-                    .any(|c| provided_here(c) && may_need(i, std::slice::from_ref(c), ctx))
-        })
-        .map(|i| key_of(&**i))
-        .collect();
+    let mut users = instance_users(service, ctx, |i| {
+        i.spec
+            .capabilities()
+            .iter()
+            .any(|c| provided_here(c) && may_need(i, std::slice::from_ref(c), ctx))
+    });
     for other in dependencies::services_on(ctx, runtime) {
         let other_name = other.metadata.name.clone().unwrap_or_default();
         if other_name == name || !still_there(&other.metadata, FINALIZER) {
             continue;
         }
-        let requires_it = ctx
-            .caches
-            .profiles
-            .get(&ObjectRef::new(&other.spec.profile_ref.name))
-            .is_some_and(|p| p.spec.requires.iter().any(|c| provided_here(c)));
+        let requires_it = Source::of(&other, ctx)
+            .is_some_and(|source| source.requires().iter().any(|c| provided_here(c)));
         if requires_it {
             users.push(format!("SupportService/{other_name}"));
         }
     }
-    users.sort();
     users
 }
 
@@ -577,40 +623,5 @@ fn applier_for<'a>(client: &'a crate::runtime_client::RuntimeClient, uid: &'a st
         owner_uid: uid,
         field_manager: field_manager(uid),
         adopt: false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runtime_parameters_are_replaced_in_every_string() {
-        let runtime: KubernetesRuntime = serde_json::from_value(json!({
-            "apiVersion": "qleetos.io/v1alpha1", "kind": "KubernetesRuntime",
-            "metadata": { "name": "eu-west", "labels": { "tier": "gold" } },
-            "spec": { "provider": "local", "region": "eu-west-1",
-                      "connection": { "kubeconfigSecretRef": { "namespace": "qleetos-system", "name": "k", "key": "kubeconfig" } } },
-        }))
-        .expect("runtime");
-        let Value::Object(map) = json!({
-            "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "id" },
-            "data": { "where": "$(runtime.name) in $(runtime.region) on $(runtime.provider)", "tier": "$(runtime.labels.tier)" },
-        }) else {
-            unreachable!()
-        };
-        let rendered = for_runtime(&[Manifest(map)], &runtime);
-        assert_eq!(
-            rendered[0].0["data"]["where"],
-            "eu-west in eu-west-1 on local"
-        );
-        assert_eq!(rendered[0].0["data"]["tier"], "gold");
-    }
-
-    #[test]
-    fn the_namespace_comes_first_unless_declared() {
-        let all = with_namespace_first("cert-manager", &[]);
-        assert_eq!(all[0].kind(), Some("Namespace"));
-        assert_eq!(with_namespace_first("cert-manager", &all).len(), 1);
     }
 }

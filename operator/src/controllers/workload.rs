@@ -369,6 +369,7 @@ fn is_failure(reason: &str) -> bool {
             | "RolledOut"
             | "WaitingForRuntime"
             | "WaitingForSupportService"
+            | "WaitingForService"
             | "RuntimeDeleting"
             | "Deleting"
     )

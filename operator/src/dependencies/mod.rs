@@ -6,16 +6,20 @@
 //! service's own `requires`, theirs) Ready → generated route/certificate/DNS objects and the
 //! workload's manifests applied → health, including the generated objects' conditions.
 
+pub mod connection;
 pub mod generated;
 pub mod providers;
+pub mod services;
+pub mod source;
 
 use std::sync::Arc;
 
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::ObjectRef;
+use qleetos_crds::template::Variables;
 use qleetos_crds::{
-    DependencyState, DependencyStatus, NameRef, SupportService, SupportServiceProfile,
-    SupportServiceSpec,
+    DependencyState, DependencyStatus, KubernetesRuntime, NameRef, SupportService,
+    SupportServiceProfile, SupportServiceSpec,
 };
 
 use crate::context::Context;
@@ -31,8 +35,9 @@ pub struct Needs {
 }
 
 impl Needs {
-    /// `None` when every dependency is Ready; else the first one not Ready, described.
-    pub fn waiting_on(&self, runtime: &str) -> Option<String> {
+    /// `None` when every dependency is Ready; else the first one not Ready: the reason
+    /// (`WaitingForSupportService` or `WaitingForService`) and what it waits on.
+    pub fn waiting_on(&self, runtime: &str) -> Option<(&'static str, String)> {
         self.statuses
             .iter()
             .find(|s| s.state != DependencyState::Ready)
@@ -40,15 +45,23 @@ impl Needs {
     }
 }
 
-fn describe_wait(status: &DependencyStatus, runtime: &str) -> String {
+fn describe_wait(status: &DependencyStatus, runtime: &str) -> (&'static str, String) {
+    if let Some(dependency) = &status.dependency {
+        let message = format!(
+            "{dependency} ({}) on {runtime} is {} ({})",
+            status.capability, status.state, status.message
+        );
+        return ("WaitingForService", message);
+    }
     let profile = status
         .name
         .strip_suffix(&format!(".{runtime}"))
         .unwrap_or(&status.name);
-    format!(
+    let message = format!(
         "{profile} ({}) on {runtime} is {} ({})",
         status.capability, status.state, status.message
-    )
+    );
+    ("WaitingForSupportService", message)
 }
 
 /// Makes sure a SupportService exists on `runtime` for each capability, and reports each.
@@ -84,6 +97,7 @@ pub fn status_of(capability: &str, service: &SupportService) -> DependencyStatus
         } else {
             service.message()
         },
+        dependency: None,
     }
 }
 
@@ -98,23 +112,35 @@ pub async fn ensure_support_service(
     if let Some(found) = ctx.caches.support_services.get(&ObjectRef::new(&name)) {
         return Ok((*found).clone());
     }
-    let api: Api<SupportService> = Api::all(ctx.client.clone());
-    let mut wanted = SupportService::new(
-        &name,
-        SupportServiceSpec {
-            profile_ref: NameRef { name: profile_name },
-            runtime_ref: NameRef {
-                name: runtime.to_owned(),
-            },
+    let spec = SupportServiceSpec {
+        profile_ref: NameRef { name: profile_name },
+        runtime_ref: NameRef {
+            name: runtime.to_owned(),
         },
-    );
+        service: None,
+    };
+    create_service_object(ctx, &name, spec).await
+}
+
+/// Creates SupportService `name`, labelled with its profile and runtime; the existing one
+/// when another replica created it first.
+async fn create_service_object(
+    ctx: &Context,
+    name: &str,
+    spec: SupportServiceSpec,
+) -> Result<SupportService> {
+    let api: Api<SupportService> = Api::all(ctx.client.clone());
+    let mut wanted = SupportService::new(name, spec);
     wanted.metadata.labels = Some(
         [
             (
                 PROFILE_LABEL.to_owned(),
                 crate::names::label_value(&wanted.spec.profile_ref.name),
             ),
-            (RUNTIME_LABEL.to_owned(), crate::names::label_value(runtime)),
+            (
+                RUNTIME_LABEL.to_owned(),
+                crate::names::label_value(&wanted.spec.runtime_ref.name),
+            ),
         ]
         .into(),
     );
@@ -124,10 +150,25 @@ pub async fn ensure_support_service(
             Ok(created)
         }
         Err(kube::Error::Api(status)) if status.code == 409 => {
-            api.get(&name).await.map_err(Error::Management)
+            api.get(name).await.map_err(Error::Management)
         }
         Err(error) => Err(Error::Management(error)),
     }
+}
+
+/// `$(runtime.name)`, `$(runtime.region)`, `$(runtime.provider)`, `$(runtime.labels.<k>)`.
+pub fn runtime_variables(runtime: &KubernetesRuntime) -> Variables {
+    let mut vars = Variables::default();
+    vars.insert(
+        "runtime.name",
+        runtime.metadata.name.clone().unwrap_or_default(),
+    );
+    vars.insert("runtime.region", runtime.spec.region.clone());
+    vars.insert("runtime.provider", runtime.spec.provider.clone());
+    for (key, value) in runtime.metadata.labels.iter().flatten() {
+        vars.insert(format!("runtime.labels.{key}"), value.clone());
+    }
+    vars
 }
 
 /// Label on SupportServices naming their profile.

@@ -17,8 +17,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use qleetos_crds::notification::{Cause, Notification, QleetKind};
 use qleetos_crds::{
-    KubernetesRuntime, SupportService, SupportServiceProfile, TenantPolicy, Workload,
-    WorkloadInstance,
+    KubernetesRuntime, ServiceProfile, SupportService, SupportServiceProfile, TenantPolicy,
+    Workload, WorkloadInstance, WorkloadServiceDependency,
 };
 use tokio::sync::watch;
 
@@ -91,6 +91,14 @@ pub async fn run(
         notifier.watch(
             Api::<SupportService>::all(client.clone()),
             writers.support_services
+        ),
+        notifier.watch(
+            Api::<ServiceProfile>::all(client.clone()),
+            writers.service_profiles
+        ),
+        notifier.watch(
+            Api::<WorkloadServiceDependency>::all(client.clone()),
+            writers.service_dependencies
         ),
         notifier.watch(Api::<TenantPolicy>::all(client.clone()), writers.policies),
         notifier.watch(

@@ -1,0 +1,213 @@
+//! What one SupportService installs, from either kind of profile: a SupportServiceProfile
+//! (a support service in its own namespace) or a ServiceProfile (a back-end service in the
+//! namespace of the workloads it serves). The SupportService Qleet installs, judges and
+//! removes both the same way; this is where they differ.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::reflector::ObjectRef;
+use qleetos_crds::template::Variables;
+use qleetos_crds::{
+    HealthCheck, KubernetesRuntime, Manifest, RemovalPolicy, ServiceProfile, ServiceUnit,
+    SupportService, SupportServiceProfile,
+};
+use serde_json::{Value, json};
+
+use super::services::variables;
+use crate::context::Context;
+use crate::error::Result;
+
+/// The profile of a SupportService, with the unit it installs for a back-end service.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Support(Arc<SupportServiceProfile>),
+    Service(Arc<ServiceProfile>, ServiceUnit),
+}
+
+impl Source {
+    /// The service's profile from the cache; `None` when it does not exist.
+    pub fn of(service: &SupportService, ctx: &Context) -> Option<Self> {
+        let name = &service.spec.profile_ref.name;
+        match &service.spec.service {
+            None => ctx
+                .caches
+                .profiles
+                .get(&ObjectRef::new(name))
+                .map(Source::Support),
+            Some(unit) => ctx
+                .caches
+                .service_profiles
+                .get(&ObjectRef::new(name))
+                .map(|profile| Source::Service(profile, unit.clone())),
+        }
+    }
+
+    /// `SupportServiceProfile` or `ServiceProfile`.
+    pub fn profile_kind(service: &SupportService) -> &'static str {
+        if service.spec.service.is_some() {
+            "ServiceProfile"
+        } else {
+            "SupportServiceProfile"
+        }
+    }
+
+    pub fn requires(&self) -> &[String] {
+        match self {
+            Source::Support(profile) => &profile.spec.requires,
+            Source::Service(profile, _) => &profile.spec.requires,
+        }
+    }
+
+    /// The profiles of what it requires, in order, checking their chains for cycles and
+    /// missing providers.
+    pub fn required(
+        &self,
+        profiles: &[Arc<SupportServiceProfile>],
+    ) -> Result<Vec<Arc<SupportServiceProfile>>> {
+        match self {
+            Source::Support(profile) => super::required_by(profile, profiles),
+            Source::Service(profile, _) => profile
+                .spec
+                .requires
+                .iter()
+                .map(|capability| {
+                    let provider = super::provider_of(capability, profiles)?;
+                    super::required_by(&provider, profiles)?;
+                    Ok(provider)
+                })
+                .collect(),
+        }
+    }
+
+    /// The removal policy and the grace period of an unused service.
+    pub fn removal(&self) -> (RemovalPolicy, Duration) {
+        match self {
+            Source::Support(p) => (
+                p.spec.removal_policy,
+                Duration::from_secs(u64::from(p.spec.grace_period_seconds)),
+            ),
+            Source::Service(p, _) => (
+                RemovalPolicy::WhenUnused,
+                Duration::from_secs(u64::from(p.spec.grace_period_seconds)),
+            ),
+        }
+    }
+
+    pub fn generation(&self) -> Option<i64> {
+        match self {
+            Source::Support(p) => p.metadata.generation,
+            Source::Service(p, _) => p.metadata.generation,
+        }
+    }
+
+    /// The runtime namespace namespaced objects go to.
+    pub fn namespace(&self) -> &str {
+        match self {
+            Source::Support(p) => &p.spec.namespace,
+            Source::Service(_, unit) => &unit.namespace,
+        }
+    }
+
+    /// For a back-end service, the only namespace its objects may be in (the workloads'
+    /// namespace is theirs, not the service's: it is neither created in the inventory nor
+    /// removed with it).
+    pub fn confined_to(&self) -> Option<&str> {
+        match self {
+            Source::Support(_) => None,
+            Source::Service(_, unit) => Some(&unit.namespace),
+        }
+    }
+
+    /// The profile's variables for `runtime`.
+    pub fn variables(&self, runtime: &KubernetesRuntime) -> Variables {
+        match self {
+            Source::Support(_) => super::runtime_variables(runtime),
+            Source::Service(_, unit) => variables(unit, runtime),
+        }
+    }
+
+    /// The objects to apply, variables replaced; a support service's namespace first, so it
+    /// is created first, recorded in the inventory and removed last.
+    pub fn manifests(&self, runtime: &KubernetesRuntime) -> Vec<Manifest> {
+        let vars = self.variables(runtime);
+        let manifests = match self {
+            Source::Support(p) => with_namespace_first(&p.spec.namespace, &p.spec.manifests),
+            Source::Service(p, _) => p.spec.manifests.clone(),
+        };
+        manifests
+            .into_iter()
+            .map(|manifest| {
+                let mut value = Value::Object(manifest.0);
+                vars.substitute(&mut value);
+                match value {
+                    Value::Object(map) => Manifest(map),
+                    _ => Manifest::default(),
+                }
+            })
+            .collect()
+    }
+
+    /// The health checks, variables replaced; a service's default to its namespace.
+    pub fn health_checks(&self, runtime: &KubernetesRuntime) -> Vec<HealthCheck> {
+        match self {
+            Source::Support(p) => p.spec.health_checks.clone(),
+            Source::Service(p, unit) => {
+                let vars = self.variables(runtime);
+                p.spec
+                    .health_checks
+                    .iter()
+                    .map(|check| HealthCheck {
+                        name: vars.expand_text(&check.name),
+                        namespace: Some(
+                            check
+                                .namespace
+                                .as_deref()
+                                .map_or_else(|| unit.namespace.clone(), |n| vars.expand_text(n)),
+                        ),
+                        ..check.clone()
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The Secret a back-end service must have written before it is Ready, with the keys.
+    pub fn exported_secret(&self, runtime: &KubernetesRuntime) -> Option<(String, Vec<String>)> {
+        let Source::Service(profile, _) = self else {
+            return None;
+        };
+        let export = profile.spec.connection.from_secret.as_ref()?;
+        let name = self.variables(runtime).expand_text(&export.name);
+        Some((name, export.keys.clone()))
+    }
+}
+
+/// `manifests` with Namespace `namespace` first, unless they declare it.
+fn with_namespace_first(namespace: &str, manifests: &[Manifest]) -> Vec<Manifest> {
+    let declared = manifests
+        .iter()
+        .any(|m| m.kind() == Some("Namespace") && m.name() == Some(namespace));
+    let mut all = Vec::with_capacity(manifests.len() + 1);
+    if !declared
+        && let Value::Object(map) = json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": namespace },
+        })
+    {
+        all.push(Manifest(map));
+    }
+    all.extend(manifests.iter().cloned());
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_namespace_comes_first_unless_declared() {
+        let all = with_namespace_first("cert-manager", &[]);
+        assert_eq!(all[0].kind(), Some("Namespace"));
+        assert_eq!(with_namespace_first("cert-manager", &all).len(), 1);
+    }
+}
