@@ -12,17 +12,20 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
 use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
-    AppliedObject, Condition, Conditions, DeletionPolicy, DependencyStatus, Expose,
-    KubernetesRuntime, ResourceHealth, WorkloadInstance, WorkloadInstanceStatus,
+    AppliedObject, Condition, Conditions, DependencyStatus, Expose, KubernetesRuntime,
+    ResourceHealth, WorkloadInstance, WorkloadInstanceStatus,
 };
 use qleetos_crds::{
     ServiceProfile, SupportService, SupportServiceProfile, TenantPolicy, WorkloadServiceDependency,
 };
 
+mod cleanup;
+mod service_dependencies;
+
 use super::{apply_status, name_of, namespace_of};
 use crate::applier::{self, Applier, Desired, Outcome};
 use crate::context::{Context, Next, key_of};
-use crate::dependencies::connection::{self, Connection};
+use crate::dependencies::connection;
 use crate::dependencies::generated::{self, Generated};
 use crate::dependencies::{self, Needs, services};
 use crate::error::{Error, Result};
@@ -31,7 +34,7 @@ use crate::health::{ROLLOUT_FAILED, describe_failures, describe_unhealthy};
 use crate::queue::triggers::{self, Triggers};
 use crate::queue::worker::Qleet;
 use crate::render::{Owner, field_manager, render};
-use crate::runtime_client::{RuntimeClient, describe};
+use crate::runtime_client::RuntimeClient;
 use crate::tenancy::{Fence, Target};
 
 pub const CONTROLLER: &str = "workloadinstance";
@@ -131,7 +134,7 @@ pub async fn reconcile(instance: Arc<WorkloadInstance>, ctx: Arc<Context>) -> Re
     };
     match finalizer::phase(&api, FINALIZER, instance).await? {
         Phase::Apply(instance) => deploy(&instance, &ctx).await,
-        Phase::Cleanup(instance) => match cleanup(&instance, &ctx).await? {
+        Phase::Cleanup(instance) => match cleanup::cleanup(&instance, &ctx).await? {
             Some(waiting) => {
                 write_condition(&instance, &ctx, waiting).await?;
                 Ok(Next::After(ctx.settings.progress_poll))
@@ -203,10 +206,11 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
         Ok(needs) => needs,
         Err(hold) => return hold_pass(instance, ctx, hold).await,
     };
-    let (statuses, connections) = match services_ready(instance, ctx, &plan, &needs).await? {
-        Ok(ready) => ready,
-        Err(hold) => return hold_pass(instance, ctx, hold).await,
-    };
+    let (statuses, connections) =
+        match service_dependencies::services_ready(instance, ctx, &plan, &needs).await? {
+            Ok(ready) => ready,
+            Err(hold) => return hold_pass(instance, ctx, hold).await,
+        };
     let generated = match generate_objects(instance, &needs) {
         Ok(generated) => generated,
         Err(error) => {
@@ -341,91 +345,6 @@ async fn dependencies_ready(
             Ok(Err(hold.with_dependencies(needs.statuses)))
         }
     }
-}
-
-/// The back-end services the instance's WorkloadServiceDependencies ask for on its runtime
-/// (created on first need) and their connection details, with every dependency's status;
-/// or the hold while one is not Ready or has not written its connection Secret yet.
-async fn services_ready(
-    instance: &WorkloadInstance,
-    ctx: &Context,
-    plan: &Plan,
-    needs: &Needs,
-) -> Result<Result<(Vec<DependencyStatus>, Vec<Connection>), Box<Hold>>> {
-    let runtime = &instance.spec.runtime_ref.name;
-    let mut statuses = needs.statuses.clone();
-    for dependency in services::dependencies_of(ctx, instance) {
-        if let Err(violation) = plan
-            .fence
-            .check_service_profile(&dependency.spec.profile_ref.name)
-        {
-            let name = dependency.metadata.name.as_deref().unwrap_or_default();
-            let message = format!("nothing applied: WorkloadServiceDependency {name}: {violation}");
-            return Ok(Err(Hold::refused("TenancyViolation", message)));
-        }
-    }
-    let (bound, missing) = match services::ensure(ctx, instance, runtime).await {
-        Ok(found) => found,
-        Err(error @ Error::Management(_)) => return Err(error),
-        Err(error) => {
-            let hold = Hold::refused(error.reason(), error.to_string());
-            return Ok(Err(hold.with_dependencies(moving(instance, statuses))));
-        }
-    };
-    for service in &bound {
-        if let Err(violation) = plan
-            .fence
-            .check_capabilities(&service.profile.spec.requires)
-        {
-            let message = format!("nothing applied: {violation}");
-            return Ok(Err(Hold::refused("TenancyViolation", message)));
-        }
-    }
-    let services = Needs {
-        statuses: bound
-            .iter()
-            .map(|b| b.status.clone())
-            .chain(missing)
-            .collect(),
-        ..Default::default()
-    };
-    statuses.extend(services.statuses.iter().cloned());
-    if let Some((reason, waiting)) = services.waiting_on(runtime) {
-        let mut hold = Hold::waiting(reason, waiting);
-        hold.next = Next::After(DEPENDENCY_WAIT);
-        return Ok(Err(hold.with_dependencies(moving(instance, statuses))));
-    }
-    let mut connections = Vec::with_capacity(bound.len());
-    for service in &bound {
-        match connection::read(&plan.operator, service, &plan.runtime).await? {
-            Ok(details) => connections.push(details),
-            Err(waiting) => {
-                let dependency = service.status.dependency.clone().unwrap_or_default();
-                let message = format!(
-                    "{dependency} ({}) on {runtime} is Ready but {waiting}",
-                    service.status.capability
-                );
-                let mut hold = Hold::waiting("WaitingForService", message);
-                hold.next = Next::After(ctx.settings.progress_poll);
-                return Ok(Err(hold.with_dependencies(moving(instance, statuses))));
-            }
-        }
-    }
-    Ok(Ok((statuses, connections)))
-}
-
-/// `statuses` plus the services the instance listed before and no longer needs: the
-/// workload still uses them until a pass applies it without them, so they stay its users.
-fn moving(
-    instance: &WorkloadInstance,
-    mut statuses: Vec<DependencyStatus>,
-) -> Vec<DependencyStatus> {
-    for previous in previous_dependencies(instance) {
-        if previous.dependency.is_some() && !statuses.iter().any(|s| s.name == previous.name) {
-            statuses.push(previous);
-        }
-    }
-    statuses
 }
 
 /// The route, certificate and DNS objects of the instance's `expose`, named after its
@@ -738,73 +657,6 @@ fn ready_condition(
         },
     };
     condition.with_generation(instance.metadata.generation)
-}
-
-/// Removes every object the instance applied, in teardown order. `Some(condition)` while
-/// objects remain (a normal wait, not a failure); `None` once all are gone or can no longer
-/// be removed by QleetOS (the runtime was deleted or abandoned).
-async fn cleanup(instance: &WorkloadInstance, ctx: &Context) -> Result<Option<Condition>> {
-    let runtime_name = instance.spec.runtime_ref.name.clone();
-    let Some(runtime) = find_runtime(ctx, &runtime_name).await else {
-        let note = format!(
-            "runtime {runtime_name} no longer exists; its objects cannot be removed by QleetOS"
-        );
-        ctx.event(instance, EventType::Warning, "RuntimeGone", note)
-            .await;
-        return Ok(None);
-    };
-    if runtime.metadata.deletion_timestamp.is_some()
-        && runtime.spec.deletion_policy == DeletionPolicy::Abandon
-    {
-        let note = format!(
-            "runtime {runtime_name} is abandoned (deletionPolicy Abandon); its objects are left in place"
-        );
-        ctx.event(instance, EventType::Warning, "RuntimeAbandoned", note)
-            .await;
-        return Ok(None);
-    }
-    let client = match ctx.pool.client_for(&runtime).await {
-        Ok(client) => client,
-        Err(error) => {
-            return Ok(Some(Condition::ready(
-                false,
-                "Deleting",
-                format!("waiting to remove the applied objects: {error}"),
-            )));
-        }
-    };
-    let uid = instance.metadata.uid.clone().unwrap_or_default();
-    let applier = Applier {
-        client: &client,
-        owner_uid: &uid,
-        field_manager: field_manager(&uid),
-        adopt: false,
-    };
-    let remaining = match applier.remove(&previous_inventory(instance)).await {
-        Ok(remaining) => remaining,
-        Err(error @ Error::RuntimeUnreachable { .. }) => {
-            return Ok(Some(Condition::ready(
-                false,
-                "Deleting",
-                format!("waiting to remove the applied objects: {error}"),
-            )));
-        }
-        Err(error) => return Err(error),
-    };
-    if remaining.is_empty() {
-        tracing::info!(instance = %key_of(instance), "removed every applied object");
-        return Ok(None);
-    }
-    let names: Vec<String> = remaining.iter().map(describe).collect();
-    Ok(Some(Condition::ready(
-        false,
-        "Deleting",
-        format!(
-            "removing {} object(s) in teardown order: {}",
-            names.len(),
-            names.join(", ")
-        ),
-    )))
 }
 
 fn previous_inventory(instance: &WorkloadInstance) -> Vec<AppliedObject> {
