@@ -38,7 +38,7 @@ pub use runtime::{
 pub use service::{
     ConnectionSpec, Injection, InjectionMode, ParameterSpec, ParameterType,
     SERVICE_VARIABLE_PREFIXES, SecretExport, ServiceBinding, ServiceProfile, ServiceProfileSpec,
-    ServiceProfileStatus, ServiceUnit, Sharing, WorkloadServiceDependency,
+    ServiceProfileStatus, ServiceTarget, ServiceUnit, Sharing, WorkloadServiceDependency,
     WorkloadServiceDependencySpec, WorkloadServiceDependencyStatus,
 };
 pub use support::{

@@ -55,6 +55,12 @@ pub struct ServiceProfileSpec {
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     ))]
     pub requires: Vec<String>,
+    /// Where the objects are created: `Runtime` (default), into the workloads' runtime
+    /// namespace; `Management`, into the dependency's namespace of the management cluster,
+    /// for operators that run there (e.g. Crossplane claims). Either way the connection
+    /// Secret is written next to the workload in its runtime.
+    #[serde(default)]
+    pub target: ServiceTarget,
     /// The service's objects, all namespaced: they are installed into the dependency's
     /// runtime namespace (cluster-wide parts belong in a SupportServiceProfile it requires).
     /// String values may use `$(service.name)`, `$(service.namespace)`,
@@ -74,6 +80,14 @@ pub struct ServiceProfileSpec {
     #[serde(default)]
     #[schemars(range(min = 0, max = 604800))]
     pub grace_period_seconds: u32,
+}
+
+/// The cluster a ServiceProfile's objects go to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ServiceTarget {
+    #[default]
+    Runtime,
+    Management,
 }
 
 /// One parameter of a ServiceProfile.

@@ -187,6 +187,8 @@ impl Caches {
 #[derive(Clone)]
 pub struct Context {
     pub client: Client,
+    /// The management cluster as a target of the applier (ServiceProfiles installing there).
+    pub management: crate::runtime_client::RuntimeClient,
     pub pool: RuntimePool,
     pub caches: Caches,
     pub metrics: Arc<Metrics>,
@@ -217,6 +219,7 @@ impl Context {
             ),
             caches,
             recorder: Recorder::new(client.clone(), reporter),
+            management: crate::runtime_client::RuntimeClient::new("management", client.clone()),
             client,
             metrics,
             settings,

@@ -683,6 +683,70 @@ pub async fn a_certificate_from_cert_manager_is_a_service(env: &mut Environment)
     Ok(())
 }
 
+/// A profile with `target: Management` creates its objects in the dependency's namespace of
+/// the management cluster (where operators such as Crossplane run), never in the runtime,
+/// and its connection Secret still reaches the workload there.
+pub async fn a_management_cluster_service_reaches_the_runtime_workload(
+    env: &mut Environment,
+) -> Result<()> {
+    operator_running(env).await?;
+    let (ns, client) = ("svc-mgmt", env.management_client().await?);
+    let profile = json!({
+        "apiVersion": "qleetos.io/v1alpha1", "kind": "ServiceProfile",
+        "metadata": {"name": "managed-credentials"},
+        "spec": {
+            "target": "Management",
+            "parameters": [{"name": "password", "type": "string"}],
+            "manifests": [{
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "$(service.name)-credentials"},
+                "stringData": {"password": "$(parameters.password)"}
+            }],
+            "connection": {
+                "fromSecret": {"name": "$(service.name)-credentials", "keys": ["password"]},
+                "values": {"HOST": "$(service.name).$(runtime.region).example"},
+            },
+        }
+    });
+    apply(&client, &profile).await?;
+    ensure_namespace(&client, ns).await?;
+    let spec = json!({"parameters": {"password": "s3cret-from-management"}});
+    apply(
+        &client,
+        &dependency(ns, "db", "managed-credentials", &["keeper"], spec),
+    )
+    .await?;
+    apply_workload(&client, ns, &app("keeper", "us-east-1")).await?;
+    wait_workload_ready(&client, ns, "keeper").await?;
+    let service = wait_services(&client, ns, 1).await?.remove(0);
+    let source = format!("{}-credentials", unit_name(&service));
+    ensure!(
+        Api::<Secret>::namespaced(client.clone(), ns)
+            .get_opt(&source)
+            .await?
+            .is_some(),
+        "the service's Secret is not in the management cluster"
+    );
+    let runtime = env.runtime("us-east").context("runtime")?.client().await?;
+    ensure!(
+        Api::<Secret>::namespaced(runtime.clone(), ns)
+            .get_opt(&source)
+            .await?
+            .is_none(),
+        "a Management profile created objects in the runtime"
+    );
+    let details = connection(&runtime, ns, "db-keeper").await?;
+    ensure!(details.get("password").map(String::as_str) == Some("s3cret-from-management"));
+    let host = format!("{}.us-east-1.example", unit_name(&service));
+    ensure!(
+        details.get("HOST") == Some(&host),
+        "HOST {:?}",
+        details.get("HOST")
+    );
+    delete_workload(&client, ns, "keeper").await?;
+    wait_services(&client, ns, 0).await?;
+    wait_gone(&Api::<Secret>::namespaced(client.clone(), ns), &source).await
+}
+
 /// This module's scenarios, run in the dependency environment after its own.
 pub fn scenarios() -> Vec<(&'static str, crate::harness::Exclusive)> {
     vec![
@@ -700,6 +764,14 @@ pub fn scenarios() -> Vec<(&'static str, crate::harness::Exclusive)> {
         (
             "bad_parameters_are_refused_and_a_never_ready_service_waits_quietly",
             |env| Box::pin(bad_parameters_are_refused_and_a_never_ready_service_waits_quietly(env)),
+        ),
+        (
+            "a_management_cluster_service_reaches_the_runtime_workload",
+            |env| {
+                Box::pin(a_management_cluster_service_reaches_the_runtime_workload(
+                    env,
+                ))
+            },
         ),
         ("a_certificate_from_cert_manager_is_a_service", |env| {
             Box::pin(a_certificate_from_cert_manager_is_a_service(env))

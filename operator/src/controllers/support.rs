@@ -275,9 +275,13 @@ async fn converge(
     ctx: &Context,
     mut report: Report,
 ) -> Result<Report> {
-    let client = match ctx.pool.client_for(runtime).await {
-        Ok(client) => client,
-        Err(error) => return Ok(report.failed(&error)),
+    let client = if source.in_management() {
+        ctx.management.clone()
+    } else {
+        match ctx.pool.client_for(runtime).await {
+            Ok(client) => client,
+            Err(error) => return Ok(report.failed(&error)),
+        }
     };
     let uid = service.metadata.uid.clone().unwrap_or_default();
     let name = service.metadata.name.clone().unwrap_or_default();
@@ -529,23 +533,28 @@ async fn remove(service: &SupportService, ctx: &Context) -> Result<Option<Report
         );
         return Ok(Some(report.waiting("InUse", message)));
     }
-    let runtime_name = &service.spec.runtime_ref.name;
-    let Some(runtime) = ctx.caches.runtime(runtime_name) else {
-        return Ok(None);
-    };
-    if runtime.metadata.deletion_timestamp.is_some()
-        && runtime.spec.deletion_policy == qleetos_crds::DeletionPolicy::Abandon
-    {
-        return Ok(None);
-    }
     let mut report = report;
     report.state = DependencyState::Removing;
     report.reason = "Removing";
-    let client = match ctx.pool.client_for(&runtime).await {
-        Ok(client) => client,
-        Err(error) => {
-            report.message = format!("waiting to remove the installed objects: {error}");
-            return Ok(Some(report));
+    let in_management = Source::of(service, ctx).is_some_and(|s| s.in_management());
+    let client = if in_management {
+        ctx.management.clone()
+    } else {
+        let runtime_name = &service.spec.runtime_ref.name;
+        let Some(runtime) = ctx.caches.runtime(runtime_name) else {
+            return Ok(None);
+        };
+        if runtime.metadata.deletion_timestamp.is_some()
+            && runtime.spec.deletion_policy == qleetos_crds::DeletionPolicy::Abandon
+        {
+            return Ok(None);
+        }
+        match ctx.pool.client_for(&runtime).await {
+            Ok(client) => client,
+            Err(error) => {
+                report.message = format!("waiting to remove the installed objects: {error}");
+                return Ok(Some(report));
+            }
         }
     };
     let uid = service.metadata.uid.clone().unwrap_or_default();

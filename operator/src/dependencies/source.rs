@@ -9,8 +9,8 @@ use std::time::Duration;
 use kube::runtime::reflector::ObjectRef;
 use qleetos_crds::template::Variables;
 use qleetos_crds::{
-    HealthCheck, KubernetesRuntime, Manifest, RemovalPolicy, ServiceProfile, ServiceUnit,
-    SupportService, SupportServiceProfile,
+    HealthCheck, KubernetesRuntime, Manifest, RemovalPolicy, ServiceProfile, ServiceTarget,
+    ServiceUnit, SupportService, SupportServiceProfile,
 };
 use serde_json::{Value, json};
 
@@ -99,6 +99,12 @@ impl Source {
             Source::Support(p) => p.metadata.generation,
             Source::Service(p, _) => p.metadata.generation,
         }
+    }
+
+    /// Whether its objects go to the management cluster (a ServiceProfile with
+    /// `target: Management`) rather than the runtime.
+    pub fn in_management(&self) -> bool {
+        matches!(self, Source::Service(p, _) if p.spec.target == ServiceTarget::Management)
     }
 
     /// The runtime namespace namespaced objects go to.

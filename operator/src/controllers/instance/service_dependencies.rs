@@ -1,7 +1,7 @@
 //! The service dependencies of one instance: the services its WorkloadServiceDependencies
 //! ask for on its runtime, within what its namespace may use, and their connection details.
 
-use qleetos_crds::{DependencyStatus, WorkloadInstance};
+use qleetos_crds::{DependencyStatus, ServiceTarget, WorkloadInstance};
 
 use super::{DEPENDENCY_WAIT, Hold, Plan, previous_dependencies};
 use crate::context::{Context, Next};
@@ -63,7 +63,12 @@ pub(super) async fn services_ready(
     }
     let mut connections = Vec::with_capacity(bound.len());
     for service in &bound {
-        match connection::read(&plan.operator, service, &plan.runtime).await? {
+        let client = if service.profile.spec.target == ServiceTarget::Management {
+            &ctx.management
+        } else {
+            &plan.operator
+        };
+        match connection::read(client, service, &plan.runtime).await? {
             Ok(details) => connections.push(details),
             Err(waiting) => {
                 let dependency = service.status.dependency.clone().unwrap_or_default();
