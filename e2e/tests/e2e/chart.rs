@@ -153,14 +153,20 @@ async fn cert_manager_accepts(kubeconfig: &Path, issuer: &Value) -> Result<()> {
     let crd = crd.to_string_lossy().into_owned();
     kubectl(kubeconfig, &["apply", "--server-side", "-f", &crd]).await?;
     let crd_name = "clusterissuers.cert-manager.io";
-    let established = kubectl(
-        kubeconfig,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            &format!("crd/{crd_name}"),
-        ],
+    // `kubectl wait` fails at once while the new CRD has no conditions yet: retry it.
+    let crd_ref = format!("crd/{crd_name}");
+    let established = crate::support::eventually(
+        &format!("CRD {crd_name} Established"),
+        std::time::Duration::from_secs(60),
+        || async {
+            let args = [
+                "wait",
+                "--for=condition=Established",
+                "--timeout=10s",
+                &crd_ref,
+            ];
+            kubectl(kubeconfig, &args).await.map(Some)
+        },
     )
     .await;
     let file = tempfile::NamedTempFile::new()?;
