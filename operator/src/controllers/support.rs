@@ -15,12 +15,12 @@ use qleetos_crds::{
     SupportService, SupportServiceProfile, SupportServiceStatus,
 };
 use qleetos_crds::{ServiceProfile, WorkloadInstance};
-use serde_json::Value;
 
 use super::apply_status;
 use super::instance::FINALIZER as INSTANCE_FINALIZER;
 use crate::applier::{self, Applier, Desired};
 use crate::context::{Context, Next, key_of};
+use crate::dependencies::connection;
 use crate::dependencies::source::Source;
 use crate::dependencies::{self, provider_of, services};
 use crate::error::{Error, Result};
@@ -381,21 +381,11 @@ async fn exported_secret_health(
     name: &str,
     keys: &[String],
 ) -> Result<ResourceHealth> {
-    let object = AppliedObject {
-        api_version: "v1".to_owned(),
-        kind: "Secret".to_owned(),
-        namespace: Some(namespace.to_owned()),
-        name: name.to_owned(),
-        uid: None,
-    };
-    let live = client.get(&object).await?;
-    let present: Vec<String> = live
-        .as_ref()
-        .and_then(|secret| secret.data.get("data"))
-        .and_then(Value::as_object)
-        .map(|data| data.keys().cloned().collect())
-        .unwrap_or_default();
-    let missing: Vec<&String> = keys.iter().filter(|k| !present.contains(k)).collect();
+    let live = connection::secret_data(client, namespace, name).await?;
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| !live.as_ref().is_some_and(|data| data.contains_key(*k)))
+        .collect();
     let healthy = live.is_some() && missing.is_empty();
     let message = match (&live, missing.is_empty()) {
         (None, _) => Some(format!("Secret {name} is not written yet")),

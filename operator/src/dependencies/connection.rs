@@ -60,22 +60,9 @@ pub async fn read(
         .collect();
     if let Some(export) = &spec.from_secret {
         let name = vars.expand_text(&export.name);
-        let source = AppliedObject {
-            api_version: "v1".to_owned(),
-            kind: "Secret".to_owned(),
-            namespace: Some(unit.namespace.clone()),
-            name: name.clone(),
-            uid: None,
-        };
-        let Some(secret) = client.get(&source).await? else {
+        let Some(copied) = secret_data(client, &unit.namespace, &name).await? else {
             return Ok(Err(format!("its Secret {name} is not written yet")));
         };
-        let copied: BTreeMap<String, ByteString> = secret
-            .data
-            .get("data")
-            .cloned()
-            .and_then(|d| serde_json::from_value(d).ok())
-            .unwrap_or_default();
         for (key, value) in copied {
             if export.keys.is_empty() || export.keys.contains(&key) {
                 data.insert(key, value);
@@ -98,6 +85,29 @@ pub async fn read(
         dependency,
         data,
         inject: bound.dependency.spec.inject.clone(),
+    }))
+}
+
+/// The data of Secret `namespace/name` (the operator's view), `None` when it does not exist.
+pub async fn secret_data(
+    client: &RuntimeClient,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, ByteString>>> {
+    let object = AppliedObject {
+        api_version: "v1".to_owned(),
+        kind: "Secret".to_owned(),
+        namespace: Some(namespace.to_owned()),
+        name: name.to_owned(),
+        uid: None,
+    };
+    Ok(client.get(&object).await?.map(|secret| {
+        secret
+            .data
+            .get("data")
+            .cloned()
+            .and_then(|data| serde_json::from_value(data).ok())
+            .unwrap_or_default()
     }))
 }
 

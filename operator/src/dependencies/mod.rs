@@ -195,3 +195,28 @@ pub fn depends(instance: &qleetos_crds::WorkloadInstance) -> bool {
             .as_ref()
             .is_some_and(|status| !status.dependencies.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn runtime_parameters_are_replaced_in_every_string() {
+        let runtime: KubernetesRuntime = serde_json::from_value(json!({
+            "apiVersion": "qleetos.io/v1alpha1", "kind": "KubernetesRuntime",
+            "metadata": { "name": "eu-west", "labels": { "tier": "gold" } },
+            "spec": { "provider": "local", "region": "eu-west-1",
+                      "connection": { "kubeconfigSecretRef": { "namespace": "qleetos-system", "name": "k", "key": "kubeconfig" } } },
+        }))
+        .expect("runtime");
+        let mut value = json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "id" },
+            "data": { "where": "$(runtime.name) in $(runtime.region) on $(runtime.provider)", "tier": "$(runtime.labels.tier)" },
+        });
+        runtime_variables(&runtime).substitute(&mut value);
+        assert_eq!(value["data"]["where"], "eu-west in eu-west-1 on local");
+        assert_eq!(value["data"]["tier"], "gold");
+    }
+}
