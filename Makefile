@@ -16,7 +16,7 @@ deps: ## Install what the environment and tests need: etcd, bind9, npm (Debian),
 	@bash scripts/install-python-deps.sh
 
 .PHONY: kube-bins
-kube-bins: ## Build the pinned Kubernetes binaries, cert-manager, external-dns and Traefik controllers and helm, install the pinned nats-server and anvil (Ethereum dev chain) once (cached in ~/.cache/qleetos), download the CloudNativePG and Crossplane CRDs the example services are checked against (Go module cache)
+kube-bins: ## Build the pinned Kubernetes binaries, cert-manager, external-dns and Traefik controllers and helm, install the pinned nats-server and anvil (Ethereum dev chain) once (cached in ~/.cache/qleetos), download the CloudNativePG and Crossplane CRDs the example services are checked against (Go module cache), build the Cluster API v1.14.2 core manager and kwokctl (clusters on demand)
 	@bash e2e/scripts/kube-bins.sh >/dev/null
 	@bash e2e/scripts/nats-server.sh >/dev/null
 	@bash e2e/scripts/cert-manager.sh >/dev/null
@@ -25,6 +25,7 @@ kube-bins: ## Build the pinned Kubernetes binaries, cert-manager, external-dns a
 	@bash e2e/scripts/traefik.sh >/dev/null
 	@bash e2e/scripts/anvil.sh >/dev/null
 	@bash e2e/scripts/operator-crds.sh >/dev/null
+	@bash e2e/scripts/cluster-api.sh >/dev/null
 
 .PHONY: build
 build: ## Build every binary of the workspace
@@ -54,10 +55,11 @@ e2e: deps kube-bins build ## End-to-end tests against real API servers
 	$(CARGO) test -p qleetos-e2e --test e2e
 
 .PHONY: bench
-bench: deps kube-bins build ## Benchmarks (queue throughput vs bare client, gateway vs direct patch) on release binaries; prints tables, asserts nothing
+bench: deps kube-bins build ## Benchmarks (queue throughput vs bare client, gateway vs direct patch, apply-to-Ready on a new cluster vs an existing one) on release binaries; prints tables, asserts nothing
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench -p qleetos-e2e --bench queue
 	$(CARGO) bench -p qleetos-e2e --bench gateway
+	$(CARGO) bench -p qleetos-e2e --bench provisioning
 
 .PHONY: test
 test: deps kube-bins check-generated lint build ## The whole test suite: generated files, lint, unit and end-to-end tests
@@ -80,17 +82,20 @@ env-status: ## Show runtimes and workloads of the local environment
 	@$(ENV_BIN) --dir $(ENV_DIR) status
 
 .PHONY: run
-run: env-up ## Start the environment, deploy the samples (hello; web, whose ingress, TLS and DNS QleetOS installs on demand; web3, a dApp with an Ethereum RPC node QleetOS installs as its back-end service), then show where they landed, their URLs, certificates, RPC nodes and health
+run: env-up ## Start the environment, deploy the samples (hello; hello in region local-1, which has no cluster until QleetOS provisions one; web, whose ingress, TLS and DNS QleetOS installs on demand; web3, a dApp with an Ethereum RPC node QleetOS installs as its back-end service), then show where they landed, their URLs, certificates, RPC nodes and health
 	@kubectl=$$(bash e2e/scripts/kube-bins.sh)/kubectl; export KUBECONFIG=$$($(ENV_BIN) --dir $(ENV_DIR) kubeconfig); \
 	$$kubectl apply -f examples/hello-workload.yaml && \
 	$$kubectl apply --server-side -f examples/support-services/ && \
 	$$kubectl apply -f examples/web-workload.yaml && \
 	$$kubectl apply -f examples/services/ethereum-rpc.yaml && \
 	$$kubectl apply -f examples/web3-workload.yaml && \
+	$$kubectl apply -f examples/runtime-profiles/local.yaml && \
+	$$kubectl apply -f examples/on-demand-workload.yaml && \
 	$$kubectl wait --for=condition=Ready workload/hello -n demo --timeout=180s && \
+	$$kubectl wait --for=condition=Ready workload/hello -n anywhere --timeout=300s && \
 	$$kubectl wait --for=condition=Ready workload/shop -n web --timeout=300s && \
 	$$kubectl wait --for=condition=Ready workload/dapp -n web3 --timeout=300s && \
 	$$kubectl wait --for=condition=Ready workloadservicedependency/rpc -n web3 --timeout=120s && \
-	$$kubectl get workloads,workloadinstances,workloadservicedependencies -A && $$kubectl get kubernetesruntimes,supportservices
+	$$kubectl get workloads,workloadinstances,workloadservicedependencies -A && $$kubectl get kubernetesruntimeprofiles,kubernetesruntimes,supportservices
 	@$(ENV_BIN) --dir $(ENV_DIR) status
 	@echo; echo "The environment keeps running: export KUBECONFIG=$$($(ENV_BIN) --dir $(ENV_DIR) kubeconfig); stop it with 'make env-down'."

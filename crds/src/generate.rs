@@ -4,8 +4,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 use crate::{
-    KubernetesRuntime, ServiceProfile, SupportService, SupportServiceProfile, TenantPolicy,
-    Workload, WorkloadInstance, WorkloadServiceDependency,
+    KubernetesRuntime, KubernetesRuntimeProfile, ServiceProfile, SupportService,
+    SupportServiceProfile, TenantPolicy, Workload, WorkloadInstance, WorkloadServiceDependency,
 };
 
 /// Failure to render or write CRD manifests.
@@ -23,6 +23,7 @@ pub enum GenerateError {
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     vec![
         KubernetesRuntime::crd(),
+        KubernetesRuntimeProfile::crd(),
         Workload::crd(),
         WorkloadInstance::crd(),
         TenantPolicy::crd(),

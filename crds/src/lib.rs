@@ -14,6 +14,7 @@ mod instance;
 mod manifest;
 pub mod notification;
 mod runtime;
+mod runtime_profile;
 mod service;
 mod support;
 pub mod template;
@@ -33,7 +34,13 @@ pub use manifest::{
 };
 pub use runtime::{
     DeletionPolicy, KubernetesRuntime, KubernetesRuntimeSpec, KubernetesRuntimeStatus,
-    RuntimeConnection, SecretKeyRef,
+    ProvisioningPhase, ProvisioningStatus, REACHABLE, RuntimeConnection, RuntimeProvisioning,
+    SecretKeyRef,
+};
+pub use runtime_profile::{
+    Autoscaling, ClusterApiSettings, IdleAction, IdlePolicy, KubernetesRuntimeProfile,
+    KubernetesRuntimeProfileSpec, KubernetesRuntimeProfileStatus, NodePool, ProvisioningProvider,
+    TopologyVariable,
 };
 pub use service::{
     ConnectionSpec, Injection, InjectionMode, ParameterSpec, ParameterType,
@@ -48,7 +55,8 @@ pub use support::{
 };
 pub use tenancy::{KindRule, RuntimeRule, TenantPolicy, TenantPolicySpec, TenantPolicyStatus};
 pub use workload::{
-    Placement, PlacementStatus, PlacementStrategy, Workload, WorkloadSpec, WorkloadStatus,
+    Placement, PlacementStatus, PlacementStrategy, Provisioning, Workload, WorkloadSpec,
+    WorkloadStatus,
 };
 
 /// The API group of every QleetOS kind.

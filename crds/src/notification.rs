@@ -20,10 +20,11 @@ pub enum QleetKind {
     SupportService,
     ServiceProfile,
     WorkloadServiceDependency,
+    KubernetesRuntimeProfile,
 }
 
 impl QleetKind {
-    pub const ALL: [QleetKind; 7] = [
+    pub const ALL: [QleetKind; 8] = [
         Self::KubernetesRuntime,
         Self::Workload,
         Self::WorkloadInstance,
@@ -31,6 +32,7 @@ impl QleetKind {
         Self::SupportService,
         Self::ServiceProfile,
         Self::WorkloadServiceDependency,
+        Self::KubernetesRuntimeProfile,
     ];
 
     /// Lower-case token used in subjects, consumer names and lock keys.
@@ -43,6 +45,7 @@ impl QleetKind {
             Self::SupportService => "supportservice",
             Self::ServiceProfile => "serviceprofile",
             Self::WorkloadServiceDependency => "workloadservicedependency",
+            Self::KubernetesRuntimeProfile => "kubernetesruntimeprofile",
         }
     }
 

@@ -1,11 +1,11 @@
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::{Condition, Conditions};
 
 /// A workload cluster QleetOS deploys to. Its labels, `region` and `provider` drive placement.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "qleetos.io",
     version = "v1alpha1",
@@ -24,6 +24,11 @@ use crate::condition::{Condition, Conditions};
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
     printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
     printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.provisioning.phase"
+    ),
+    printcolumn(
         name = "Version",
         type_ = "string",
         json_path = ".status.serverVersion"
@@ -41,6 +46,7 @@ use crate::condition::{Condition, Conditions};
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new("has(self.provisioning) == has(oldSelf.provisioning) && (!has(self.provisioning) || self.provisioning == oldSelf.provisioning)").message("spec.provisioning cannot be added, changed or removed"))]
 #[serde(rename_all = "camelCase")]
 pub struct KubernetesRuntimeSpec {
     /// Infrastructure provider of the cluster, a free-form label such as `aws`, `gcp` or `local`.
@@ -54,12 +60,67 @@ pub struct KubernetesRuntimeSpec {
     pub location: Option<String>,
     /// How QleetOS reaches the cluster's Kubernetes API.
     pub connection: RuntimeConnection,
+    /// Set when QleetOS provisions the cluster from a KubernetesRuntimeProfile (it then also
+    /// names the Secret the provider writes as `connection`); absent for a registered cluster,
+    /// which QleetOS never creates nor deletes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<RuntimeProvisioning>,
     /// What deleting this runtime does to the workloads on it. `Wait` (default): they are
     /// re-placed onto other matching runtimes first, and the deletion waits while any
     /// remains. `Abandon`: the cluster is gone for good; the runtime is released at once and
     /// its placements let go without removing their objects.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+}
+
+/// Condition type: the cluster's API answers with QleetOS's credentials.
+pub const REACHABLE: &str = "Reachable";
+
+/// Where a provisioned runtime comes from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeProvisioning {
+    /// The KubernetesRuntimeProfile the cluster is made from.
+    pub profile_ref: crate::support::NameRef,
+}
+
+/// How far the provisioning of a cluster is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ProvisioningPhase {
+    #[default]
+    Pending,
+    Provisioning,
+    Provisioned,
+    Failed,
+    Deprovisioning,
+}
+
+impl std::fmt::Display for ProvisioningPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What QleetOS last observed of a provisioned cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvisioningStatus {
+    /// `Pending`, `Provisioning`, `Provisioned`, `Failed` (see `message`; retried with
+    /// backoff) or `Deprovisioning`.
+    pub phase: ProvisioningPhase,
+    /// Progress or the provider's error, e.g. `control plane ready, 0/2 workers`.
+    #[serde(default)]
+    pub message: String,
+    /// The provider's object for the cluster, e.g. `Cluster qleetos-clusters/standard-eu-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// When the last user went away (RFC 3339); the runtime is removed once the profile's
+    /// idle period has passed since then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unused_since: Option<String>,
+    /// Users (WorkloadInstances) at the last pass.
+    #[serde(default)]
+    pub user_count: i64,
 }
 
 /// What deleting a runtime does to the workloads placed on it.
@@ -120,6 +181,13 @@ pub struct KubernetesRuntimeStatus {
     /// Why the last probe failed, empty when it succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Provisioned runtimes only: the provisioning phase and progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<ProvisioningStatus>,
+    /// Provisioned runtimes only: the support services its profile gives every cluster,
+    /// installed before the runtime is Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub support_services: Vec<crate::DependencyStatus>,
 }
 
 impl Conditions for KubernetesRuntimeStatus {
@@ -131,5 +199,41 @@ impl Conditions for KubernetesRuntimeStatus {
 impl KubernetesRuntime {
     pub fn is_ready(&self) -> bool {
         self.status.as_ref().is_some_and(Conditions::is_ready)
+    }
+
+    /// Whether the cluster's API answers QleetOS (condition `Reachable`; runtimes probed
+    /// before it existed only have `Ready`). Support services install once it does; Workloads
+    /// wait for `Ready`, which a provisioned runtime only gets once its profile's support
+    /// services are Ready too.
+    pub fn is_reachable(&self) -> bool {
+        let Some(status) = self.status.as_ref() else {
+            return false;
+        };
+        match status.condition(REACHABLE) {
+            Some(condition) => condition.status == crate::ConditionStatus::True,
+            None => status.is_ready(),
+        }
+    }
+
+    /// The profile a provisioned runtime is made from; `None` for a registered one.
+    pub fn profile(&self) -> Option<&str> {
+        self.spec
+            .provisioning
+            .as_ref()
+            .map(|p| p.profile_ref.name.as_str())
+    }
+
+    /// Whether the provider has not finished creating the cluster yet.
+    pub fn is_provisioning(&self) -> bool {
+        self.status
+            .as_ref()
+            .and_then(|s| s.provisioning.as_ref())
+            .is_none_or(|p| {
+                matches!(
+                    p.phase,
+                    ProvisioningPhase::Pending | ProvisioningPhase::Provisioning
+                )
+            })
+            && self.spec.provisioning.is_some()
     }
 }

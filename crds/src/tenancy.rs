@@ -97,6 +97,12 @@ pub struct TenantPolicySpec {
     #[schemars(length(max = 64))]
     #[schemars(inner(length(min = 1, max = 253)))]
     pub service_profiles: Option<Vec<String>>,
+    /// KubernetesRuntimeProfiles the selected namespaces' Workloads may provision clusters
+    /// from (`placement.provision: IfNeeded`). Absent: any; empty: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[schemars(inner(length(min = 1, max = 253)))]
+    pub runtime_profiles: Option<Vec<String>>,
 }
 
 /// Which runtimes a tenant may use. Both fields must match when both are set.

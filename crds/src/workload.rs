@@ -76,6 +76,7 @@ pub struct WorkloadSpec {
 /// Where a workload runs. At least one of `regions` and `runtimeSelector` is required.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[x_kube(validation = Rule::new("has(self.runtimeSelector) || (has(self.regions) && size(self.regions) > 0)").message("placement needs regions or a runtimeSelector"))]
+#[x_kube(validation = Rule::new("!has(self.provision) || self.provision == 'Never' || (has(self.regions) && size(self.regions) > 0)").message("provision: IfNeeded needs regions (where to provision)"))]
 #[serde(rename_all = "camelCase")]
 pub struct Placement {
     /// Label selector over KubernetesRuntime labels; an empty selector matches every runtime.
@@ -89,6 +90,24 @@ pub struct Placement {
     /// in each region, `AllMatching` places one on every candidate runtime.
     #[serde(default)]
     pub strategy: PlacementStrategy,
+    /// `IfNeeded`: in each of `regions` where no allowed runtime matches, QleetOS provisions
+    /// one from `runtimeProfile` (or the region's default KubernetesRuntimeProfile); every
+    /// Workload needing that region shares it. `Never` (default): only existing runtimes.
+    #[serde(default)]
+    pub provision: Provisioning,
+    /// The KubernetesRuntimeProfile clusters are provisioned from; absent: the default
+    /// profile of each region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub runtime_profile: Option<String>,
+}
+
+/// Whether a placement may cause a cluster to be provisioned.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum Provisioning {
+    #[default]
+    Never,
+    IfNeeded,
 }
 
 /// How many runtimes a placement selects.

@@ -9,7 +9,7 @@ KWOK_VERSION="v0.7.0"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache_root="${QLEETOS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/qleetos}"
 bin_dir="$cache_root/kube-$KUBE_VERSION-kwok-$KWOK_VERSION/bin"
-wanted=(kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+wanted=(kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl)
 
 have_all() {
   for b in "${wanted[@]}"; do [ -x "$bin_dir/$b" ] || return 1; done
@@ -49,13 +49,16 @@ for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   mv "$staging/$b" "$bin_dir/$b"
 done
 
-if [ ! -x "$bin_dir/kwok" ]; then
-  echo "  go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" >&2
-  GOBIN="$staging" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" || {
-    echo "error: building kwok $KWOK_VERSION failed (see above)" >&2
+# kwok simulates nodes and pods; kwokctl runs whole local clusters of these binaries (the
+# Local provisioning provider).
+for b in kwok kwokctl; do
+  [ -x "$bin_dir/$b" ] && continue
+  echo "  go install sigs.k8s.io/kwok/cmd/$b@$KWOK_VERSION" >&2
+  GOBIN="$staging" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/$b@$KWOK_VERSION" || {
+    echo "error: building $b $KWOK_VERSION failed (see above)" >&2
     exit 1
   }
-  mv "$staging/kwok" "$bin_dir/kwok"
-fi
+  mv "$staging/$b" "$bin_dir/$b"
+done
 
 echo "$bin_dir"

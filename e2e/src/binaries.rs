@@ -34,6 +34,8 @@ pub struct Binaries {
     pub kube_scheduler: PathBuf,
     pub kubectl: PathBuf,
     pub kwok: PathBuf,
+    /// Runs whole local clusters of the binaries above (QleetOS's `Local` provider).
+    pub kwokctl: PathBuf,
     pub nats_server: PathBuf,
 }
 
@@ -56,6 +58,7 @@ impl Binaries {
             kube_scheduler: binary_in(&dir, "kube-scheduler")?,
             kubectl: binary_in(&dir, "kubectl")?,
             kwok: binary_in(&dir, "kwok")?,
+            kwokctl: binary_in(&dir, "kwokctl")?,
             nats_server: nats_server().await?,
         };
         tracing::debug!(?binaries, "located test binaries");

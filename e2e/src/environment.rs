@@ -15,6 +15,7 @@ use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
 use qleetos_crds::{KubernetesRuntime, KubernetesRuntimeSpec, RuntimeConnection, SecretKeyRef};
 
+use crate::binaries::Binaries;
 use crate::cluster::{Cluster, ClusterSpec};
 use crate::error::Error;
 use crate::nats::{NatsServer, NatsUser};
@@ -152,6 +153,10 @@ impl Environment {
     ) -> Result<&OperatorProcess, Error> {
         let index = self.operators_started;
         self.operators_started += 1;
+        let mut options = options;
+        options
+            .extra_args
+            .extend(local_clusters_args(&self.dir).await?);
         let operator = OperatorProcess::start_with_env(
             &self.dir,
             index,
@@ -181,17 +186,42 @@ impl Environment {
         self.operators.clear();
     }
 
-    /// Stops the operators, then every cluster.
+    /// Where the operators' `Local` provider keeps the clusters it provisions.
+    pub fn local_clusters_dir(&self) -> PathBuf {
+        local_clusters_dir(&self.dir)
+    }
+
+    /// Stops the operators, then every cluster (those the operators provisioned too).
     pub async fn stop(mut self) {
         for operator in &mut self.operators {
             operator.stop().await;
         }
+        crate::local_clusters::delete_all(&local_clusters_dir(&self.dir)).await;
         for (_, cluster) in self.runtimes {
             cluster.stop().await;
         }
         self.nats.stop().await;
         self.management.stop().await;
     }
+}
+
+fn local_clusters_dir(dir: &Path) -> PathBuf {
+    dir.join("local-clusters")
+}
+
+/// The flags enabling the operator's `Local` provider with the test binaries.
+async fn local_clusters_args(dir: &Path) -> Result<Vec<String>, Error> {
+    let binaries = Binaries::get().await?;
+    let bin_dir = binaries
+        .kwokctl
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    Ok(vec![
+        format!("--local-clusters-bin-dir={}", bin_dir.display()),
+        format!("--local-clusters-etcd={}", binaries.etcd.display()),
+        format!("--local-clusters-dir={}", local_clusters_dir(dir).display()),
+    ])
 }
 
 /// Applies every QleetOS CRD and waits until the API server serves it.
@@ -282,6 +312,7 @@ pub async fn register_runtime(
             region: spec.region.clone(),
             location: None,
             deletion_policy: Default::default(),
+            provisioning: None,
             connection: RuntimeConnection {
                 kubeconfig_secret_ref: SecretKeyRef {
                     namespace: SYSTEM_NAMESPACE.to_owned(),

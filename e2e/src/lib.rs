@@ -3,6 +3,7 @@
 pub mod binaries;
 pub mod certs;
 pub mod cluster;
+pub mod cluster_api;
 pub mod dns;
 pub mod environment;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod gateway;
 pub mod http;
 pub mod issued;
 pub mod jsonrpc;
+pub mod local_clusters;
 pub mod nats;
 pub mod operator;
 pub mod process;

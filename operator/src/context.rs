@@ -13,8 +13,8 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use qleetos_crds::{
-    KubernetesRuntime, ServiceProfile, SupportService, SupportServiceProfile, TenantPolicy,
-    Workload, WorkloadInstance, WorkloadServiceDependency,
+    KubernetesRuntime, KubernetesRuntimeProfile, ServiceProfile, SupportService,
+    SupportServiceProfile, TenantPolicy, Workload, WorkloadInstance, WorkloadServiceDependency,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -45,6 +45,8 @@ pub struct Settings {
     pub per_runtime_concurrency: usize,
     /// Kubeconfig features (exec plugins, file references) operations allow.
     pub kubeconfig: KubeconfigPolicy,
+    /// The `Local` provisioning provider's programs and work directory; `None`: disabled.
+    pub local_clusters: Option<crate::provisioning::local::LocalClusters>,
 }
 
 /// What a reconcile wants next.
@@ -69,6 +71,7 @@ pub struct Caches {
     pub support_services: Store<SupportService>,
     pub service_profiles: Store<ServiceProfile>,
     pub service_dependencies: Store<WorkloadServiceDependency>,
+    pub runtime_profiles: Store<KubernetesRuntimeProfile>,
 }
 
 /// The writing ends of [`Caches`], handed to the watches that fill them.
@@ -82,6 +85,7 @@ pub struct CacheWriters {
     pub support_services: Writer<SupportService>,
     pub service_profiles: Writer<ServiceProfile>,
     pub service_dependencies: Writer<WorkloadServiceDependency>,
+    pub runtime_profiles: Writer<KubernetesRuntimeProfile>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -107,6 +111,7 @@ pub fn caches() -> (Caches, CacheWriters) {
     let (support_services, support_writer) = reflector::store();
     let (service_profiles, service_profile_writer) = reflector::store();
     let (service_dependencies, service_dependency_writer) = reflector::store();
+    let (runtime_profiles, runtime_profile_writer) = reflector::store();
     (
         Caches {
             workloads,
@@ -118,6 +123,7 @@ pub fn caches() -> (Caches, CacheWriters) {
             support_services,
             service_profiles,
             service_dependencies,
+            runtime_profiles,
         },
         CacheWriters {
             workloads: workload_writer,
@@ -129,6 +135,7 @@ pub fn caches() -> (Caches, CacheWriters) {
             support_services: support_writer,
             service_profiles: service_profile_writer,
             service_dependencies: service_dependency_writer,
+            runtime_profiles: runtime_profile_writer,
         },
     )
 }
@@ -155,6 +162,10 @@ impl Caches {
             .await
             .map_err(not_ready)?;
         self.service_dependencies
+            .wait_until_ready()
+            .await
+            .map_err(not_ready)?;
+        self.runtime_profiles
             .wait_until_ready()
             .await
             .map_err(not_ready)?;

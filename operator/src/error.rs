@@ -12,6 +12,14 @@ pub enum Error {
     #[error("KubernetesRuntime {0} does not exist; create it or change the placement")]
     RuntimeNotFound(String),
 
+    /// No KubernetesRuntimeProfile can provision a cluster for a placement.
+    #[error("cannot provision a runtime in region {region}: {detail}")]
+    NoRuntimeProfile { region: String, detail: String },
+
+    /// The provider could not create or remove a cluster; `message` is the provider's own.
+    #[error("provisioning runtime {runtime}: {message}")]
+    Provisioning { runtime: String, message: String },
+
     #[error("kubeconfig Secret {namespace}/{name} of runtime {runtime} not found")]
     SecretNotFound {
         runtime: String,
@@ -128,6 +136,8 @@ impl Error {
         match self {
             Error::Management(_) => "ManagementApiError",
             Error::RuntimeNotFound(_) => "RuntimeNotFound",
+            Error::NoRuntimeProfile { .. } => "NoRuntimeProfile",
+            Error::Provisioning { .. } => "ProvisioningFailed",
             Error::SecretNotFound { .. } => "KubeconfigSecretNotFound",
             Error::InvalidKubeconfig { problem, .. } if problem.is_refusal() => {
                 "ForbiddenKubeconfigFeature"

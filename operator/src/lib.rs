@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod names;
 pub mod placement;
 pub mod pool;
+pub mod provisioning;
 pub mod queue;
 pub mod render;
 pub mod runtime_client;

@@ -11,6 +11,7 @@ use qleetos_operator::context::{CacheWriters, Context, Settings, caches};
 use qleetos_operator::controllers::{self, Registered};
 use qleetos_operator::kubeconfig::KubeconfigPolicy;
 use qleetos_operator::metrics::{self, Metrics};
+use qleetos_operator::provisioning::local::LocalClusters;
 use qleetos_operator::queue::notifier::{self, Publisher};
 use qleetos_operator::queue::worker::{Worker, report_queue_depth};
 use qleetos_operator::queue::{Broker, BrokerOptions, drift, policies};
@@ -30,7 +31,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "runtime,workload,instance,support,profile,serviceprofile,servicedependency",
+        default_value = "runtime,workload,instance,support,profile,serviceprofile,servicedependency,runtimeprofile",
         value_parser = qleet_named,
         env = "QLEETOS_QLEETS"
     )]
@@ -81,6 +82,24 @@ struct Args {
     /// certificate-authority paths), read from the operator's file system.
     #[arg(long, env = "QLEETOS_ALLOW_KUBECONFIG_FILES")]
     allow_kubeconfig_files: bool,
+    /// Enables the `Local` provisioning provider: the directory holding `kwokctl`,
+    /// `kube-apiserver`, `kube-controller-manager`, `kube-scheduler` and `kwok`.
+    #[arg(long, env = "QLEETOS_LOCAL_CLUSTERS_BIN_DIR")]
+    local_clusters_bin_dir: Option<std::path::PathBuf>,
+    /// The etcd binary local clusters run.
+    #[arg(
+        long,
+        default_value = "/usr/bin/etcd",
+        env = "QLEETOS_LOCAL_CLUSTERS_ETCD"
+    )]
+    local_clusters_etcd: std::path::PathBuf,
+    /// Where local clusters keep their data and logs (one folder per cluster).
+    #[arg(
+        long,
+        default_value = "/var/lib/qleetos/local-clusters",
+        env = "QLEETOS_LOCAL_CLUSTERS_DIR"
+    )]
+    local_clusters_dir: std::path::PathBuf,
     /// Name of this replica in locks and logs; defaults to <hostname>-<pid>.
     #[arg(long, env = "QLEETOS_REPLICA_ID")]
     replica_id: Option<String>,
@@ -174,6 +193,14 @@ fn settings(args: &Args) -> Settings {
             allow_exec: args.allow_kubeconfig_exec,
             allow_files: args.allow_kubeconfig_files,
         },
+        local_clusters: args
+            .local_clusters_bin_dir
+            .clone()
+            .map(|bin_dir| LocalClusters {
+                bin_dir,
+                etcd: args.local_clusters_etcd.clone(),
+                work_dir: args.local_clusters_dir.clone(),
+            }),
     }
 }
 

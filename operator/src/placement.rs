@@ -33,6 +33,30 @@ pub fn select(
     Ok(selected)
 }
 
+/// The regions of `placement` where none of `runtimes` is a candidate.
+pub fn unserved_regions<'a>(
+    placement: &'a Placement,
+    runtimes: &[KubernetesRuntime],
+) -> Result<Vec<&'a str>> {
+    let candidates = candidates(placement, runtimes)?;
+    Ok(placement
+        .regions
+        .iter()
+        .map(String::as_str)
+        .filter(|region| !candidates.iter().any(|r| r.spec.region == *region))
+        .collect())
+}
+
+/// Whether `labels` satisfy the placement's runtime selector (absent: any labels do).
+pub fn selector_matches(placement: &Placement, labels: &BTreeMap<String, String>) -> Result<bool> {
+    let Some(selector) = placement.runtime_selector.clone() else {
+        return Ok(true);
+    };
+    let selector =
+        Selector::try_from(selector).map_err(|e| Error::InvalidSelector(e.to_string()))?;
+    Ok(selector.matches(labels))
+}
+
 fn candidates<'a>(
     placement: &Placement,
     runtimes: &'a [KubernetesRuntime],
@@ -113,6 +137,7 @@ mod tests {
             name,
             KubernetesRuntimeSpec {
                 deletion_policy: Default::default(),
+                provisioning: None,
                 provider: "local".into(),
                 region: region.into(),
                 location: None,

@@ -158,6 +158,7 @@ mod tests {
                 region: "eu-west-1".into(),
                 location: None,
                 deletion_policy: Default::default(),
+                provisioning: None,
                 connection: RuntimeConnection {
                     kubeconfig_secret_ref: reference,
                 },

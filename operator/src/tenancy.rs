@@ -143,6 +143,17 @@ impl Fence {
         )
     }
 
+    /// Whether some grant lets the namespace's Workloads provision clusters from `profile`.
+    pub fn check_runtime_profile(&self, profile: &str) -> Result<(), Violation> {
+        let wanted = [profile.to_owned()];
+        self.check_listed(
+            &wanted,
+            |g| g.runtime_profiles.as_deref(),
+            "KubernetesRuntimeProfile",
+            "provision clusters from KubernetesRuntimeProfile",
+        )
+    }
+
     /// Every one of `wanted` must be in some grant's list (`listed`; absent allows anything).
     fn check_listed(
         &self,
@@ -355,6 +366,7 @@ fn default_grant() -> TenantPolicySpec {
         tenant_role: None,
         capabilities: None,
         service_profiles: None,
+        runtime_profiles: None,
     }
 }
 

@@ -532,8 +532,13 @@ async fn status(dir: &Path) -> Result<()> {
         .await?
     {
         let status = runtime.status.clone().unwrap_or_default();
+        let source = match (runtime.profile(), &status.provisioning) {
+            (None, _) => "registered".to_owned(),
+            (Some(profile), Some(p)) => format!("provisioned from {profile} ({})", p.phase),
+            (Some(profile), None) => format!("provisioned from {profile}"),
+        };
         println!(
-            "  {:<10} region={:<10} ready={:<5} version={} nodes={}",
+            "  {:<10} region={:<10} ready={:<5} version={} nodes={} {source}",
             runtime.name_any(),
             runtime.spec.region,
             status.is_ready(),

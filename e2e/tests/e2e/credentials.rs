@@ -74,6 +74,7 @@ async fn put_runtime(client: &Client, name: &str, secret_namespace: &str) -> Res
             region: format!("{name}-region"),
             location: None,
             deletion_policy: Default::default(),
+            provisioning: None,
             connection: RuntimeConnection {
                 kubeconfig_secret_ref: SecretKeyRef {
                     namespace: secret_namespace.to_owned(),

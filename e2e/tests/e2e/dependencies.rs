@@ -797,6 +797,7 @@ pub fn trials(
     let trials = own
         .into_iter()
         .chain(crate::services::scenarios())
+        .chain(crate::provisioning::scenarios())
         .map(|(name, scenario)| {
             let env = env.clone();
             crate::harness::own_trial(name, runtime, async move { env.run(scenario).await })

@@ -3,6 +3,7 @@
 //! scenarios that can run side by side; disruptive ones start an environment of their own.
 
 mod chart;
+mod cluster_api_env;
 mod credentials;
 mod dependencies;
 mod examples;
@@ -11,6 +12,7 @@ mod foundation;
 mod gateway;
 mod harness;
 mod ownership;
+mod provisioning;
 mod queue;
 mod services;
 mod standins;
@@ -78,6 +80,13 @@ fn main() {
     trials.extend(queue_trials);
     let (dependency_trials, dependency_env) = dependencies::trials(&runtime, dir.path());
     trials.extend(dependency_trials);
+    trials.push(harness::own_trial(
+        "cluster_api_provisions_a_real_local_cluster_and_removes_it",
+        &runtime,
+        cluster_api_env::cluster_api_provisions_a_real_local_cluster_and_removes_it(
+            dir.path().join("cluster-api"),
+        ),
+    ));
     trials.push(harness::own_trial(
         "unreachable_runtime_recovers",
         &runtime,

@@ -3,6 +3,7 @@
 pub mod instance;
 pub mod profile;
 pub mod runtime;
+pub mod runtimeprofile;
 pub mod servicedependency;
 pub mod serviceprofile;
 pub mod support;
@@ -71,7 +72,7 @@ pub struct Registered {
 }
 
 /// Every Qleet.
-pub const QLEETS: [Registered; 7] = [
+pub const QLEETS: [Registered; 8] = [
     Registered {
         name: "runtime",
         kind: QleetKind::KubernetesRuntime,
@@ -113,6 +114,12 @@ pub const QLEETS: [Registered; 7] = [
         kind: QleetKind::WorkloadServiceDependency,
         run: |worker, shutdown| Box::pin(worker.run(servicedependency::qleet(), shutdown)),
         notified_by: servicedependency::notified_by,
+    },
+    Registered {
+        name: "runtimeprofile",
+        kind: QleetKind::KubernetesRuntimeProfile,
+        run: |worker, shutdown| Box::pin(worker.run(runtimeprofile::qleet(), shutdown)),
+        notified_by: runtimeprofile::notified_by,
     },
 ];
 

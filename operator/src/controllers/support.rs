@@ -172,9 +172,9 @@ async fn install(service: &SupportService, ctx: &Context) -> Result<Next> {
     };
     let runtime_name = &service.spec.runtime_ref.name;
     let runtime = match ctx.caches.runtime(runtime_name) {
-        Some(runtime) if runtime.is_ready() => runtime,
+        Some(runtime) if runtime.is_reachable() => runtime,
         _ => {
-            let message = format!("runtime {runtime_name} is not Ready; installing once it is");
+            let message = format!("runtime {runtime_name} is not reachable; installing once it is");
             write(service, ctx, report.waiting("WaitingForRuntime", message)).await?;
             return Ok(Next::After(WAIT_POLL));
         }
@@ -500,7 +500,21 @@ fn support_users(service: &SupportService, ctx: &Context) -> Vec<String> {
             users.push(format!("SupportService/{other_name}"));
         }
     }
+    users.extend(runtime_user(service, ctx));
     users
+}
+
+/// `KubernetesRuntime/<name>` when the service is one its runtime's profile gives every
+/// cluster (listed in the runtime's status), until the runtime is deleted.
+fn runtime_user(service: &SupportService, ctx: &Context) -> Option<String> {
+    let runtime = ctx.caches.runtime(&service.spec.runtime_ref.name)?;
+    let name = service.metadata.name.as_deref()?;
+    let lists_it = runtime
+        .status
+        .as_ref()
+        .is_some_and(|s| s.support_services.iter().any(|d| d.name == name));
+    (lists_it && runtime.metadata.deletion_timestamp.is_none())
+        .then(|| format!("KubernetesRuntime/{}", service.spec.runtime_ref.name))
 }
 
 /// Not deleted, or deleted but still tearing down (holding its finalizer).

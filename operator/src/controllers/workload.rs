@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
 use crate::names::{instance_name, label_value};
 use crate::placement::{Selected, select};
+use crate::provisioning::demand;
 use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
 
@@ -115,10 +116,14 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
         .iter()
         .map(|r| (**r).clone())
         .collect();
-    let (allowed, fenced_out): (Vec<KubernetesRuntime>, Vec<KubernetesRuntime>) = all_runtimes
+    let (mut allowed, fenced_out): (Vec<KubernetesRuntime>, Vec<KubernetesRuntime>) = all_runtimes
         .into_iter()
         .partition(|r| fence.allows_runtime(r));
-    let selected = match select(&workload.spec.placement, &allowed, &current) {
+    let provisioned = demand::provision_unserved(ctx, &workload.spec.placement, &fence, &allowed);
+    let selected = match provisioned.await.and_then(|provisioned| {
+        allowed.extend(provisioned);
+        select(&workload.spec.placement, &allowed, &current)
+    }) {
         Ok(selected) => selected,
         Err(error) => {
             write_status(
@@ -371,6 +376,7 @@ fn is_failure(reason: &str) -> bool {
             | "WaitingForSupportService"
             | "WaitingForService"
             | "RuntimeDeleting"
+            | "Provisioning"
             | "Deleting"
     )
 }

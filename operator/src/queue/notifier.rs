@@ -17,8 +17,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use qleetos_crds::notification::{Cause, Notification, QleetKind};
 use qleetos_crds::{
-    KubernetesRuntime, ServiceProfile, SupportService, SupportServiceProfile, TenantPolicy,
-    Workload, WorkloadInstance, WorkloadServiceDependency,
+    KubernetesRuntime, KubernetesRuntimeProfile, ServiceProfile, SupportService,
+    SupportServiceProfile, TenantPolicy, Workload, WorkloadInstance, WorkloadServiceDependency,
 };
 use tokio::sync::watch;
 
@@ -99,6 +99,10 @@ pub async fn run(
         notifier.watch(
             Api::<WorkloadServiceDependency>::all(client.clone()),
             writers.service_dependencies
+        ),
+        notifier.watch(
+            Api::<KubernetesRuntimeProfile>::all(client.clone()),
+            writers.runtime_profiles
         ),
         notifier.watch(Api::<TenantPolicy>::all(client.clone()), writers.policies),
         notifier.watch(

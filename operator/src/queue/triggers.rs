@@ -294,6 +294,7 @@ mod tests {
             system_namespace: "qleetos-system".into(),
             per_runtime_concurrency: 1,
             kubeconfig: KubeconfigPolicy::default(),
+            local_clusters: None,
         };
         let (caches, mut writers) = caches();
         for workload in workloads {

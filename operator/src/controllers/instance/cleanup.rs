@@ -37,6 +37,11 @@ pub(super) async fn cleanup(
             .await;
         return Ok(None);
     }
+    let inventory = previous_inventory(instance);
+    if inventory.is_empty() {
+        // Nothing was applied (e.g. its runtime never became Ready): nothing to remove.
+        return Ok(None);
+    }
     let client = match ctx.pool.client_for(&runtime).await {
         Ok(client) => client,
         Err(error) => {
@@ -54,7 +59,7 @@ pub(super) async fn cleanup(
         field_manager: field_manager(&uid),
         adopt: false,
     };
-    let remaining = match applier.remove(&previous_inventory(instance)).await {
+    let remaining = match applier.remove(&inventory).await {
         Ok(remaining) => remaining,
         Err(error @ Error::RuntimeUnreachable { .. }) => {
             return Ok(Some(Condition::ready(

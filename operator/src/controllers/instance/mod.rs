@@ -420,19 +420,36 @@ fn runtime_wait_reason(runtime: &KubernetesRuntime) -> &str {
     if runtime.metadata.deletion_timestamp.is_some() {
         return "RuntimeDeleting";
     }
-    runtime
+    match runtime
         .status
         .as_ref()
         .and_then(|s| s.condition(qleetos_crds::READY))
-        .map_or("WaitingForRuntime", |c| c.reason.as_str())
+    {
+        None => "WaitingForRuntime",
+        Some(c) if c.reason == "Provisioning" => "WaitingForRuntime",
+        Some(c) => c.reason.as_str(),
+    }
 }
 
+/// Why the runtime is not Ready; a runtime being provisioned says how far it is
+/// (`provisioning eu-1 from profile standard (control plane ready, 0/2 workers)`).
 fn runtime_not_ready(runtime: &KubernetesRuntime) -> String {
     let name = runtime.metadata.name.as_deref().unwrap_or_default();
-    let why = runtime
+    let ready = runtime
         .status
         .as_ref()
-        .and_then(|s| s.condition(qleetos_crds::READY))
+        .and_then(|s| s.condition(qleetos_crds::READY));
+    if let Some(condition) = ready.filter(|c| c.reason == "Provisioning") {
+        return format!("runtime {name}: {}", condition.message);
+    }
+    if runtime.status.is_none() && runtime.profile().is_some() {
+        return format!(
+            "runtime {name}: provisioning {} from profile {}",
+            runtime.spec.region,
+            runtime.profile().unwrap_or_default()
+        );
+    }
+    let why = ready
         .map(|c| format!("{}: {}", c.reason, c.message))
         .unwrap_or_else(|| "not probed yet".to_owned());
     format!("runtime {name} is not Ready ({why}); nothing is applied until it is")

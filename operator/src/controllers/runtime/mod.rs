@@ -1,5 +1,6 @@
 //! KubernetesRuntime Qleet: connects to each workload cluster, reports whether it is
 //! reachable, its version and node count, and protects runtimes still in use from deletion.
+//! Provisioned runtimes are created, completed and removed by `provisioned`.
 
 use std::sync::Arc;
 
@@ -11,8 +12,8 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
 use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
-    Condition, Conditions, DeletionPolicy, KubernetesRuntime, KubernetesRuntimeStatus,
-    WorkloadInstance,
+    Condition, ConditionStatus, Conditions, DeletionPolicy, KubernetesRuntime,
+    KubernetesRuntimeStatus, REACHABLE, WorkloadInstance,
 };
 
 use super::{apply_status, name_of};
@@ -21,6 +22,8 @@ use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
 use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
+
+mod provisioned;
 
 pub const CONTROLLER: &str = "kubernetesruntime";
 /// Held while any WorkloadInstance still targets the runtime.
@@ -53,9 +56,15 @@ pub fn notified_by() -> Triggers {
 pub async fn reconcile(runtime: Arc<KubernetesRuntime>, ctx: Arc<Context>) -> Result<Next> {
     let api: Api<KubernetesRuntime> = Api::all(ctx.client.clone());
     match finalizer::phase(&api, FINALIZER, runtime).await? {
+        Phase::Apply(runtime) if runtime.profile().is_some() => {
+            provisioned::converge(&runtime, &ctx).await
+        }
         Phase::Apply(runtime) => probe(&runtime, &ctx).await,
         Phase::Cleanup(runtime) => {
             if !release(&runtime, &ctx).await? {
+                return Ok(Next::After(ctx.settings.progress_poll));
+            }
+            if runtime.profile().is_some() && !provisioned::teardown(&runtime, &ctx).await? {
                 return Ok(Next::After(ctx.settings.progress_poll));
             }
             finalizer::release(&api, FINALIZER, &*runtime).await?;
@@ -65,9 +74,9 @@ pub async fn reconcile(runtime: Arc<KubernetesRuntime>, ctx: Arc<Context>) -> Re
     }
 }
 
-struct Observation {
-    server_version: String,
-    node_count: i64,
+pub(crate) struct Observation {
+    pub server_version: String,
+    pub node_count: i64,
 }
 
 async fn probe(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Next> {
@@ -76,30 +85,12 @@ async fn probe(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Next> {
     let was_ready = runtime.is_ready();
     let had_status = runtime.status.is_some();
     let previous = runtime.status.clone().unwrap_or_default();
-    let status = match &observed {
-        Ok(o) => KubernetesRuntimeStatus {
-            server_version: Some(o.server_version.clone()),
-            node_count: Some(o.node_count),
-            message: None,
-            ..status_base(
-                runtime,
-                &previous,
-                Condition::ready(
-                    true,
-                    "Reachable",
-                    format!("API server {} answers", o.server_version),
-                ),
-            )
-        },
-        Err(error) => KubernetesRuntimeStatus {
-            message: Some(error.to_string()),
-            ..status_base(
-                runtime,
-                &previous,
-                Condition::ready(false, error.reason(), error.to_string()),
-            )
-        },
+    let reachable = reachable_condition(&observed);
+    let ready = Condition {
+        type_: qleetos_crds::READY.to_owned(),
+        ..reachable.clone()
     };
+    let status = observed_status(runtime, &previous, &observed, vec![reachable, ready]);
     apply_status(
         &Api::<KubernetesRuntime>::all(ctx.client.clone()),
         &name,
@@ -127,15 +118,59 @@ async fn probe(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Next> {
     Ok(Next::Done)
 }
 
-fn status_base(
+/// `Reachable`: whether the API answered the probe, and why not.
+pub(crate) fn reachable_condition(observed: &Result<Observation>) -> Condition {
+    match observed {
+        Ok(o) => Condition::new(
+            REACHABLE,
+            ConditionStatus::True,
+            "Reachable",
+            format!("API server {} answers", o.server_version),
+        ),
+        Err(error) => Condition::new(
+            REACHABLE,
+            ConditionStatus::False,
+            error.reason(),
+            error.to_string(),
+        ),
+    }
+}
+
+/// The status after a probe: what it observed, and `conditions`.
+pub(crate) fn observed_status(
     runtime: &KubernetesRuntime,
     previous: &KubernetesRuntimeStatus,
-    ready: Condition,
+    observed: &Result<Observation>,
+    conditions: Vec<Condition>,
 ) -> KubernetesRuntimeStatus {
+    let base = status_base(runtime, previous, conditions);
+    match observed {
+        Ok(o) => KubernetesRuntimeStatus {
+            server_version: Some(o.server_version.clone()),
+            node_count: Some(o.node_count),
+            message: None,
+            ..base
+        },
+        Err(error) => KubernetesRuntimeStatus {
+            message: Some(error.to_string()),
+            ..base
+        },
+    }
+}
+
+pub(crate) fn status_base(
+    runtime: &KubernetesRuntime,
+    previous: &KubernetesRuntimeStatus,
+    conditions: Vec<Condition>,
+) -> KubernetesRuntimeStatus {
+    let generation = runtime.metadata.generation;
     KubernetesRuntimeStatus {
         conditions: qleetos_crds::merged(
             &previous.conditions,
-            vec![ready.with_generation(runtime.metadata.generation)],
+            conditions
+                .into_iter()
+                .map(|c| c.with_generation(generation))
+                .collect(),
         ),
         observed_generation: runtime.metadata.generation,
         last_probe_time: Some(
@@ -144,10 +179,12 @@ fn status_base(
         server_version: previous.server_version.clone(),
         node_count: previous.node_count,
         message: None,
+        provisioning: previous.provisioning.clone(),
+        support_services: previous.support_services.clone(),
     }
 }
 
-async fn observe(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Observation> {
+pub(crate) async fn observe(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Observation> {
     let client = ctx.pool.client_for(runtime).await?;
     let runtime_name = runtime.name_any();
     let unreachable = |source| Error::RuntimeUnreachable {
@@ -216,7 +253,7 @@ async fn release(runtime: &KubernetesRuntime, ctx: &Context) -> Result<bool> {
         let status = status_base(
             runtime,
             &previous,
-            Condition::ready(false, "WaitingForWorkloads", message),
+            vec![Condition::ready(false, "WaitingForWorkloads", message)],
         );
         apply_status(
             &Api::<KubernetesRuntime>::all(ctx.client.clone()),

@@ -1,0 +1,697 @@
+//! Issue 10: clusters on demand with the `Local` provider (real kwokctl clusters of the
+//! pinned Kubernetes binaries): a Workload in a region with no runtime gets one, shared by
+//! every Workload needing that region, and it goes (its processes too) when unused.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use qleetos_crds::{
+    Conditions, KubernetesRuntime, KubernetesRuntimeProfile, ProvisioningPhase, SupportService,
+    SupportServiceProfile, TenantPolicy, Workload,
+};
+use qleetos_e2e::cluster_api::{CLUSTER_CLASS, ClusterApi, DEFAULT_NAMESPACE};
+use qleetos_e2e::environment::Environment;
+use qleetos_e2e::local_clusters;
+use qleetos_e2e::operator::OperatorOptions;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// Provisioning a cluster takes kwokctl ~10 s; under a full test run, several times that.
+const PROVISION_TIMEOUT: Duration = Duration::from_secs(240);
+const AUTOSCALER_MIN: &str = "cluster.x-k8s.io/cluster-api-autoscaler-node-group-min-size";
+const AUTOSCALER_MAX: &str = "cluster.x-k8s.io/cluster-api-autoscaler-node-group-max-size";
+
+pub fn local_profile(name: &str, region: &str, workers: i64) -> Value {
+    json!({
+        "apiVersion": "qleetos.io/v1alpha1", "kind": "KubernetesRuntimeProfile",
+        "metadata": {"name": name},
+        "spec": {"provider": "Local", "regions": [region], "default": true,
+                 "kubernetesVersion": "v1.36.2",
+                 "nodePools": [{"name": "workers", "count": workers}],
+                 "idle": {"afterSeconds": 0}}
+    })
+}
+
+pub async fn apply_runtime_profile(client: &Client, profile: &Value) -> Result<()> {
+    let api: Api<KubernetesRuntimeProfile> = Api::all(client.clone());
+    let name = profile["metadata"]["name"].as_str().context("name")?;
+    api.patch(
+        name,
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(profile),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn delete_runtime_profile(client: &Client, name: &str) -> Result<()> {
+    let api: Api<KubernetesRuntimeProfile> = Api::all(client.clone());
+    api.delete(name, &DeleteParams::default()).await?;
+    eventually(&format!("profile {name} gone"), TIMEOUT, || async {
+        Ok(api.get_opt(name).await?.is_none().then_some(()))
+    })
+    .await
+}
+
+fn provisioned(name: &str, region: &str, manifests: Vec<Value>) -> Value {
+    workload(
+        name,
+        manifests,
+        json!({"regions": [region], "provision": "IfNeeded"}),
+    )
+}
+
+fn config_map(name: &str) -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}}),
+    ]
+}
+
+/// A client for a provisioned runtime, from the kubeconfig Secret QleetOS wrote for it.
+pub async fn provisioned_client(management: &Client, runtime: &str) -> Result<Client> {
+    let secrets: Api<Secret> = Api::namespaced(management.clone(), "qleetos-system");
+    let secret = secrets.get(&format!("{runtime}-kubeconfig")).await?;
+    let bytes = secret
+        .data
+        .and_then(|d| d.get("kubeconfig").cloned())
+        .context("kubeconfig key")?;
+    let kubeconfig = Kubeconfig::from_yaml(std::str::from_utf8(&bytes.0)?)?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// Waits until runtime `name` and its cluster are gone: no object, no kubeconfig Secret, no
+/// SupportService, no kwokctl folder and no process of it.
+pub async fn wait_cluster_gone(env: &Environment, name: &str) -> Result<()> {
+    let client = env.management_client().await?;
+    let runtimes: Api<KubernetesRuntime> = Api::all(client.clone());
+    eventually(
+        &format!("runtime {name} gone"),
+        PROVISION_TIMEOUT,
+        || async {
+            match runtimes.get_opt(name).await? {
+                None => Ok(Some(())),
+                Some(r) => bail!("still there: {:?}", r.status.map(|s| s.conditions)),
+            }
+        },
+    )
+    .await?;
+    let dir = env.local_clusters_dir();
+    eventually(&format!("processes of {name} gone"), TIMEOUT, || async {
+        let left = local_clusters::processes_of(&dir, name);
+        if left.is_empty() {
+            return Ok(Some(()));
+        }
+        bail!("processes left: {left:?}")
+    })
+    .await?;
+    ensure!(
+        !local_clusters::clusters(&dir).contains(&name.to_owned()),
+        "the kwokctl cluster {name} is still on disk"
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "qleetos-system");
+    let secret = format!("{name}-kubeconfig");
+    ensure!(secrets.get_opt(&secret).await?.is_none(), "{secret} left");
+    let services = Api::<SupportService>::all(client)
+        .list(&ListParams::default())
+        .await?;
+    let left: Vec<_> = services
+        .items
+        .iter()
+        .filter(|s| s.spec.runtime_ref.name == name)
+        .filter_map(|s| s.metadata.name.clone())
+        .collect();
+    ensure!(left.is_empty(), "SupportServices left on {name}: {left:?}");
+    Ok(())
+}
+
+/// Polls the Workload until Ready, returning every Ready message it showed on the way.
+async fn ready_with_history(client: &Client, ns: &str, name: &str) -> Result<Vec<String>> {
+    let api: Api<Workload> = Api::namespaced(client.clone(), ns);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let result = eventually(
+        &format!("Workload {ns}/{name} Ready"),
+        PROVISION_TIMEOUT,
+        || {
+            let (api, seen) = (api.clone(), seen.clone());
+            async move {
+                let workload = api.get(name).await?;
+                let status = workload.status.clone().unwrap_or_default();
+                if let Some(c) = status.condition(qleetos_crds::READY) {
+                    let line = format!("{}: {}", c.reason, c.message);
+                    let mut seen = seen.lock().expect("history");
+                    if seen.last() != Some(&line) {
+                        seen.push(line);
+                    }
+                }
+                let current = status.observed_generation == workload.metadata.generation;
+                Ok((current && status.is_ready()).then_some(()))
+            }
+        },
+    )
+    .await;
+    let seen = seen.lock().expect("history").clone();
+    result.with_context(|| format!("messages so far: {seen:#?}"))?;
+    Ok(seen)
+}
+
+/// The seeds' story with a local cluster: an empty region, a Workload, a new real cluster
+/// with the profile's support service first, then the Workload; deleting it removes all.
+pub async fn a_workload_in_an_empty_region_gets_a_cluster_that_goes_with_it(
+    env: &mut Environment,
+) -> Result<()> {
+    crate::dependencies::operator_running(env).await?;
+    let (ns, client) = ("prov-app", env.management_client().await?);
+    let mut profile = local_profile("on-demand", "nowhere-1", 2);
+    profile["spec"]["supportServices"] = json!(["baseline"]);
+    apply_runtime_profile(&client, &profile).await?;
+    let baseline = json!({
+        "apiVersion": "qleetos.io/v1alpha1", "kind": "SupportServiceProfile",
+        "metadata": {"name": "baseline"},
+        "spec": {"provides": ["baseline"], "default": true, "namespace": "baseline",
+                 "gracePeriodSeconds": 0,
+                 "manifests": [{"apiVersion": "v1", "kind": "ConfigMap",
+                                "metadata": {"name": "marker"}, "data": {"region": "$(runtime.region)"}}]}
+    });
+    Api::<SupportServiceProfile>::all(client.clone())
+        .patch(
+            "baseline",
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&baseline),
+        )
+        .await?;
+    apply_workload(
+        &client,
+        ns,
+        &provisioned("app", "nowhere-1", web_manifests(1, "nginx:1.27")),
+    )
+    .await?;
+    let history = ready_with_history(&client, ns, "app").await?;
+    let waited = history.iter().any(|m| {
+        m.starts_with("WaitingForRuntime")
+            && m.contains("provisioning nowhere-1 from profile on-demand")
+    });
+    ensure!(waited, "never said it waited for the runtime: {history:#?}");
+
+    let name = "on-demand-nowhere-1";
+    let runtime = Api::<KubernetesRuntime>::all(client.clone())
+        .get(name)
+        .await?;
+    let status = runtime.status.clone().context("runtime status")?;
+    let phase = status.provisioning.as_ref().map(|p| p.phase);
+    ensure!(
+        phase == Some(ProvisioningPhase::Provisioned),
+        "phase {phase:?}"
+    );
+    ensure!(
+        status.node_count == Some(2),
+        "nodes {:?}",
+        status.node_count
+    );
+    ensure!(
+        runtime.spec.provider == "local",
+        "provider {}",
+        runtime.spec.provider
+    );
+    let cluster = provisioned_client(&client, name).await?;
+    let marker = Api::<ConfigMap>::namespaced(cluster.clone(), "baseline")
+        .get("marker")
+        .await?;
+    ensure!(
+        marker
+            .data
+            .as_ref()
+            .and_then(|d| d.get("region"))
+            .map(String::as_str)
+            == Some("nowhere-1"),
+        "marker: {:?}",
+        marker.data
+    );
+    let web = Api::<Deployment>::namespaced(cluster.clone(), ns)
+        .get("web")
+        .await?;
+    ensure!(
+        marker.metadata.creation_timestamp <= web.metadata.creation_timestamp,
+        "the workload was applied before the profile's support service"
+    );
+    let version = cluster.apiserver_version().await?.git_version;
+    ensure!(version == "v1.36.2", "new cluster serves {version}");
+    let processes = local_clusters::processes_of(&env.local_clusters_dir(), name);
+    ensure!(!processes.is_empty(), "no process runs the new cluster");
+
+    delete_workload(&client, ns, "app").await?;
+    wait_cluster_gone(env, name).await?;
+    delete_runtime_profile(&client, "on-demand").await?;
+    Api::<SupportServiceProfile>::all(client)
+        .delete("baseline", &DeleteParams::default())
+        .await?;
+    Ok(())
+}
+
+/// Twenty Workloads created at once for one empty region get one cluster.
+pub async fn twenty_workloads_needing_one_new_region_share_one_cluster(
+    env: &mut Environment,
+) -> Result<()> {
+    crate::dependencies::operator_running(env).await?;
+    let (ns, client) = ("prov-crowd", env.management_client().await?);
+    apply_runtime_profile(&client, &local_profile("crowd", "crowd-1", 1)).await?;
+    qleetos_e2e::environment::ensure_namespace(&client, ns).await?;
+    let names: Vec<String> = (0..20).map(|i| format!("crowd-{i:02}")).collect();
+    let creates =
+        names.iter().map(|name| {
+            let client = client.clone();
+            async move {
+                apply_workload(&client, ns, &provisioned(name, "crowd-1", config_map(name))).await
+            }
+        });
+    for created in futures::future::join_all(creates).await {
+        created?;
+    }
+    for name in &names {
+        ready_with_history(&client, ns, name).await?;
+    }
+    let selector = "qleetos.io/runtime-profile=crowd";
+    let runtimes = Api::<KubernetesRuntime>::all(client.clone())
+        .list(&ListParams::default().labels(selector))
+        .await?;
+    ensure!(
+        runtimes.items.len() == 1,
+        "{} runtimes for one region",
+        runtimes.items.len()
+    );
+    let clusters: Vec<String> = local_clusters::clusters(&env.local_clusters_dir())
+        .into_iter()
+        .filter(|c| c.starts_with("crowd"))
+        .collect();
+    ensure!(
+        clusters == ["crowd-crowd-1"],
+        "local clusters: {clusters:?}"
+    );
+    let cluster = provisioned_client(&client, "crowd-crowd-1").await?;
+    let count = crowd_config_maps(cluster, ns).await?;
+    ensure!(
+        count == 20,
+        "{count} of 20 ConfigMaps in the shared cluster"
+    );
+    for name in &names {
+        delete_workload(&client, ns, name).await?;
+    }
+    wait_cluster_gone(env, "crowd-crowd-1").await?;
+    delete_runtime_profile(&client, "crowd").await
+}
+
+async fn crowd_config_maps(cluster: Client, ns: &str) -> Result<usize> {
+    let maps = Api::<ConfigMap>::namespaced(cluster, ns)
+        .list(&ListParams::default())
+        .await?;
+    let named = |m: &&ConfigMap| {
+        m.metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("crowd-"))
+    };
+    Ok(maps.items.iter().filter(named).count())
+}
+
+/// A provider error (a version the Local provider does not have) reaches the Workload; a
+/// profile that does not serve the region and a tenant without the right are refused with
+/// nothing created.
+pub async fn provisioning_failures_and_refusals_are_reported(env: &mut Environment) -> Result<()> {
+    crate::dependencies::operator_running(env).await?;
+    let (ns, client) = ("prov-bad", env.management_client().await?);
+    let mut stale = local_profile("old-k8s", "stale-1", 1);
+    stale["spec"]["kubernetesVersion"] = json!("v1.30.0");
+    apply_runtime_profile(&client, &stale).await?;
+    apply_workload(
+        &client,
+        ns,
+        &provisioned("stale", "stale-1", config_map("stale")),
+    )
+    .await?;
+    let message = wait_workload_not_ready(&client, ns, "stale", "PlacementFailed").await?;
+    ensure!(
+        message.contains("ProvisioningFailed")
+            && message.contains("the Local provider runs Kubernetes v1.36.2")
+            && message.contains("asks for v1.30.0"),
+        "{message}"
+    );
+    let runtime = Api::<KubernetesRuntime>::all(client.clone())
+        .get("old-k8s-stale-1")
+        .await?;
+    let phase = runtime.status.and_then(|s| s.provisioning).map(|p| p.phase);
+    ensure!(phase == Some(ProvisioningPhase::Failed), "phase {phase:?}");
+    ensure!(
+        !local_clusters::clusters(&env.local_clusters_dir())
+            .contains(&"old-k8s-stale-1".to_owned()),
+        "a cluster was created for a refused version"
+    );
+
+    let mut elsewhere = provisioned("elsewhere", "elsewhere-1", config_map("elsewhere"));
+    elsewhere["spec"]["placement"]["runtimeProfile"] = json!("old-k8s");
+    apply_workload(&client, ns, &elsewhere).await?;
+    let message = wait_workload_not_ready(&client, ns, "elsewhere", "NoRuntimeProfile").await?;
+    ensure!(
+        message.contains("serves regions stale-1, not elsewhere-1"),
+        "{message}"
+    );
+
+    apply_runtime_profile(&client, &local_profile("fenced-prof", "fenced-1", 1)).await?;
+    let policy = json!({
+        "apiVersion": "qleetos.io/v1alpha1", "kind": "TenantPolicy",
+        "metadata": {"name": "no-provisioning"},
+        "spec": {"namespaces": ["prov-fenced"], "runtimeProfiles": []}
+    });
+    Api::<TenantPolicy>::all(client.clone())
+        .patch(
+            "no-provisioning",
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&policy),
+        )
+        .await?;
+    apply_workload(
+        &client,
+        "prov-fenced",
+        &provisioned("wants", "fenced-1", config_map("wants")),
+    )
+    .await?;
+    let message =
+        wait_workload_not_ready(&client, "prov-fenced", "wants", "TenancyViolation").await?;
+    ensure!(
+        message.contains("may not provision clusters from KubernetesRuntimeProfile fenced-prof"),
+        "{message}"
+    );
+    let fenced = Api::<KubernetesRuntime>::all(client.clone())
+        .get_opt("fenced-prof-fenced-1")
+        .await?;
+    ensure!(
+        fenced.is_none(),
+        "a runtime was provisioned for a fenced tenant"
+    );
+
+    for (namespace, name) in [(ns, "stale"), (ns, "elsewhere"), ("prov-fenced", "wants")] {
+        delete_workload(&client, namespace, name).await?;
+    }
+    wait_cluster_gone(env, "old-k8s-stale-1").await?;
+    Api::<TenantPolicy>::all(client.clone())
+        .delete("no-provisioning", &DeleteParams::default())
+        .await?;
+    delete_runtime_profile(&client, "old-k8s").await?;
+    delete_runtime_profile(&client, "fenced-prof").await
+}
+
+/// The operator is SIGKILLed while the cluster is being created; the restarted operator
+/// ends with one cluster and the Workload Ready.
+pub async fn an_operator_killed_while_provisioning_converges_to_one_cluster(
+    env: &mut Environment,
+) -> Result<()> {
+    crate::dependencies::operator_running(env).await?;
+    let (ns, client) = ("prov-kill", env.management_client().await?);
+    apply_runtime_profile(&client, &local_profile("sturdy", "sturdy-1", 2)).await?;
+    apply_workload(
+        &client,
+        ns,
+        &provisioned("sturdy", "sturdy-1", config_map("sturdy")),
+    )
+    .await?;
+    let dir = env.local_clusters_dir();
+    eventually("the cluster being created", PROVISION_TIMEOUT, || async {
+        Ok(local_clusters::clusters(&dir)
+            .contains(&"sturdy-sturdy-1".to_owned())
+            .then_some(()))
+    })
+    .await?;
+    for operator in env.operators_mut() {
+        operator.kill();
+    }
+    env.stop_operators().await;
+    env.start_operator(OperatorOptions::default()).await?;
+    ready_with_history(&client, ns, "sturdy").await?;
+    let clusters: Vec<String> = local_clusters::clusters(&dir)
+        .into_iter()
+        .filter(|c| c.starts_with("sturdy"))
+        .collect();
+    ensure!(
+        clusters == ["sturdy-sturdy-1"],
+        "local clusters: {clusters:?}"
+    );
+    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(
+        provisioned_client(&client, "sturdy-sturdy-1").await?,
+    )
+    .list(&ListParams::default())
+    .await?;
+    ensure!(nodes.items.len() == 2, "{} nodes", nodes.items.len());
+    delete_workload(&client, ns, "sturdy").await?;
+    wait_cluster_gone(env, "sturdy-sturdy-1").await?;
+    delete_runtime_profile(&client, "sturdy").await
+}
+
+pub fn scenarios() -> Vec<(&'static str, crate::harness::Exclusive)> {
+    vec![
+        (
+            "a_workload_in_an_empty_region_gets_a_cluster_that_goes_with_it",
+            |env| Box::pin(a_workload_in_an_empty_region_gets_a_cluster_that_goes_with_it(env)),
+        ),
+        (
+            "twenty_workloads_needing_one_new_region_share_one_cluster",
+            |env| {
+                Box::pin(twenty_workloads_needing_one_new_region_share_one_cluster(
+                    env,
+                ))
+            },
+        ),
+        ("provisioning_failures_and_refusals_are_reported", |env| {
+            Box::pin(provisioning_failures_and_refusals_are_reported(env))
+        }),
+        (
+            "cluster_api_provisions_a_runtime_through_real_cluster_api",
+            |env| {
+                Box::pin(cluster_api_provisions_a_runtime_through_real_cluster_api(
+                    env,
+                ))
+            },
+        ),
+        (
+            "an_operator_killed_while_provisioning_converges_to_one_cluster",
+            |env| Box::pin(an_operator_killed_while_provisioning_converges_to_one_cluster(env)),
+        ),
+    ]
+}
+
+fn capi_cluster_resource() -> kube::core::ApiResource {
+    kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+        "cluster.x-k8s.io",
+        "v1beta2",
+        "Cluster",
+    ))
+}
+
+fn capi_profile(name: &str, region: &str, class: &str) -> Value {
+    json!({
+        "apiVersion": "qleetos.io/v1alpha1", "kind": "KubernetesRuntimeProfile",
+        "metadata": {"name": name},
+        "spec": {"provider": "ClusterAPI", "regions": [region], "default": true,
+                 "kubernetesVersion": "v1.36.2",
+                 "nodePools": [{"name": "workers", "count": 2},
+                               {"name": "burst", "count": 0, "autoscaling": {"min": 0, "max": 3}}],
+                 "idle": {"afterSeconds": 0},
+                 "clusterAPI": {"clusterClass": class, "namespace": DEFAULT_NAMESPACE}}
+    })
+}
+
+/// QleetOS's ClusterAPI provider against the real Cluster API core controller (and the
+/// environment's own local infrastructure provider): a Workload in an empty region gets a
+/// topology Cluster, its kubeconfig, its objects; a missing ClusterClass shows as the
+/// provider's message; deleting the Workloads removes every Cluster and local cluster.
+pub async fn cluster_api_provisions_a_runtime_through_real_cluster_api(
+    env: &mut Environment,
+) -> Result<()> {
+    crate::dependencies::operator_running(env).await?;
+    let mut capi = ClusterApi::start(
+        &env.dir().join("cluster-api"),
+        &env.management,
+        DEFAULT_NAMESPACE,
+    )
+    .await
+    .context("starting Cluster API")?;
+    let result = through_cluster_api(env, &capi).await;
+    if result.is_err() {
+        eprintln!(
+            "Cluster API logs: {} and {}",
+            capi.manager_log().display(),
+            capi.provider_log().display()
+        );
+    }
+    capi.check_running()?;
+    capi.stop().await;
+    result
+}
+
+async fn through_cluster_api(env: &Environment, capi: &ClusterApi) -> Result<()> {
+    let (ns, client) = ("prov-capi", env.management_client().await?);
+    apply_runtime_profile(
+        &client,
+        &capi_profile("capi-standard", "capi-1", CLUSTER_CLASS),
+    )
+    .await?;
+    apply_workload(
+        &client,
+        ns,
+        &provisioned("app", "capi-1", web_manifests(1, "nginx:1.27")),
+    )
+    .await?;
+    let history = ready_with_history(&client, ns, "app").await?;
+    let waited = history
+        .iter()
+        .any(|m| m.contains("provisioning capi-1 from profile capi-standard ("));
+    ensure!(waited, "never said it waited for the runtime: {history:#?}");
+    let name = "capi-standard-capi-1";
+    let clusters: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), DEFAULT_NAMESPACE, &capi_cluster_resource());
+    let cluster = clusters.get(name).await?;
+    ensure!(
+        cluster.data["spec"]["topology"]["classRef"]["name"] == CLUSTER_CLASS,
+        "topology: {}",
+        cluster.data["spec"]["topology"]
+    );
+    let deployments: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        DEFAULT_NAMESPACE,
+        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "cluster.x-k8s.io",
+            "v1beta2",
+            "MachineDeployment",
+        )),
+    );
+    let selector = format!(
+        "cluster.x-k8s.io/cluster-name={name},topology.cluster.x-k8s.io/deployment-name=burst"
+    );
+    let burst = deployments
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    let annotations = burst
+        .items
+        .first()
+        .and_then(|d| d.metadata.annotations.clone())
+        .context("the burst MachineDeployment")?;
+    ensure!(
+        annotations.get(AUTOSCALER_MIN).map(String::as_str) == Some("0")
+            && annotations.get(AUTOSCALER_MAX).map(String::as_str) == Some("3"),
+        "autoscaler bounds: {annotations:?}"
+    );
+    let runtime = Api::<KubernetesRuntime>::all(client.clone())
+        .get(name)
+        .await?;
+    ensure!(
+        runtime.spec.provider == "cluster-api",
+        "provider {}",
+        runtime.spec.provider
+    );
+    let workload_cluster = provisioned_client(&client, name).await?;
+    Api::<Deployment>::namespaced(workload_cluster.clone(), ns)
+        .get("web")
+        .await?;
+    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(workload_cluster)
+        .list(&ListParams::default())
+        .await?;
+    ensure!(nodes.items.len() >= 2, "{} nodes", nodes.items.len());
+    ensure!(
+        capi.running_local_clusters() == 1,
+        "{} local clusters",
+        capi.running_local_clusters()
+    );
+
+    apply_runtime_profile(
+        &client,
+        &capi_profile("capi-broken", "capi-2", "no-such-class"),
+    )
+    .await?;
+    apply_workload(
+        &client,
+        ns,
+        &provisioned("stuck", "capi-2", config_map("stuck")),
+    )
+    .await?;
+    let message = wait_workload_not_ready(&client, ns, "stuck", "PlacementFailed").await?;
+    ensure!(
+        message.contains("ProvisioningFailed") && message.contains("no-such-class"),
+        "{message}"
+    );
+
+    delete_workload(&client, ns, "app").await?;
+    delete_workload(&client, ns, "stuck").await?;
+    // Cluster API cannot delete a Cluster whose ClusterClass is missing: the runtime waits
+    // and says why, until the class exists.
+    let broken: Api<KubernetesRuntime> = Api::all(client.clone());
+    eventually(
+        "the broken runtime waiting for Cluster API",
+        PROVISION_TIMEOUT,
+        || async {
+            let runtime = broken.get("capi-broken-capi-2").await?;
+            let message = runtime
+                .status
+                .and_then(|s| s.provisioning)
+                .filter(|p| p.phase == ProvisioningPhase::Deprovisioning)
+                .map(|p| p.message)
+                .unwrap_or_default();
+            Ok(message
+                .contains("being deleted by Cluster API")
+                .then_some(()))
+        },
+    )
+    .await?;
+    copy_cluster_class(&client, CLUSTER_CLASS, "no-such-class").await?;
+    for runtime in [name, "capi-broken-capi-2"] {
+        eventually(
+            &format!("runtime {runtime} and its Cluster gone"),
+            PROVISION_TIMEOUT,
+            || async {
+                let left_runtime = Api::<KubernetesRuntime>::all(client.clone())
+                    .get_opt(runtime)
+                    .await?;
+                let left_cluster = clusters.get_opt(runtime).await?;
+                Ok((left_runtime.is_none() && left_cluster.is_none()).then_some(()))
+            },
+        )
+        .await?;
+    }
+    eventually("no local cluster left", TIMEOUT, || async {
+        Ok((capi.running_local_clusters() == 0).then_some(()))
+    })
+    .await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "qleetos-system");
+    ensure!(
+        secrets
+            .get_opt(&format!("{name}-kubeconfig"))
+            .await?
+            .is_none(),
+        "kubeconfig Secret left"
+    );
+    delete_runtime_profile(&client, "capi-standard").await?;
+    delete_runtime_profile(&client, "capi-broken").await
+}
+
+async fn copy_cluster_class(client: &Client, from: &str, to: &str) -> Result<()> {
+    let resource = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+        "cluster.x-k8s.io",
+        "v1beta2",
+        "ClusterClass",
+    ));
+    let classes: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), DEFAULT_NAMESPACE, &resource);
+    let original = classes.get(from).await?;
+    let copy = json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "ClusterClass",
+        "metadata": {"name": to, "namespace": DEFAULT_NAMESPACE},
+        "spec": original.data["spec"],
+    });
+    classes
+        .create(&Default::default(), &serde_json::from_value(copy)?)
+        .await?;
+    Ok(())
+}

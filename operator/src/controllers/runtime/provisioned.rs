@@ -1,0 +1,416 @@
+//! Runtimes made from a KubernetesRuntimeProfile: the provider creates the cluster, then it
+//! gets its profile's support services, and only then is it Ready for Workloads. Once no
+//! WorkloadInstance has used it for the profile's idle period it deletes itself; its
+//! deletion removes what QleetOS installed on it, then the cluster.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kube::api::{Api, DeleteParams};
+use kube::runtime::events::EventType;
+use qleetos_crds::{
+    Condition, ConditionStatus, Conditions, DependencyStatus, IdleAction, KubernetesRuntime,
+    KubernetesRuntimeProfile, KubernetesRuntimeStatus, ProvisioningPhase, ProvisioningStatus,
+    REACHABLE, SupportService,
+};
+
+use super::{Observation, observe, observed_status, reachable_condition, status_base};
+use crate::context::{Context, Next, key_of};
+use crate::controllers::{apply_status, name_of};
+use crate::dependencies;
+use crate::error::{Error, Result};
+use crate::provisioning::{self, Progress};
+
+/// One pass's verdict on a provisioned runtime.
+struct Verdict {
+    phase: ProvisioningPhase,
+    ready: Condition,
+    reachable: Option<Condition>,
+    cluster: Option<String>,
+    support_services: Vec<DependencyStatus>,
+}
+
+/// Provisions (or keeps) the cluster, installs the profile's support services, and retires
+/// the runtime once it has been idle long enough.
+pub async fn converge(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Next> {
+    let previous = runtime.status.clone().unwrap_or_default();
+    let users = users_of(runtime, ctx);
+    let unused_since = unused_since(&previous, &users);
+    let profile_name = runtime.profile().unwrap_or_default().to_owned();
+    let profile = Api::<KubernetesRuntimeProfile>::all(ctx.client.clone())
+        .get_opt(&profile_name)
+        .await
+        .map_err(Error::Management)?;
+    let Some(profile) = profile else {
+        let message = format!(
+            "KubernetesRuntimeProfile {profile_name} does not exist; create it again, or delete this runtime"
+        );
+        let verdict = Verdict::failed("ProfileNotFound", message, None);
+        write(runtime, ctx, verdict, &users, unused_since, None).await?;
+        return Ok(Next::After(ctx.settings.probe_interval));
+    };
+    let idle_left = idle_left(&profile, unused_since.as_deref());
+    if idle_left == Some(Duration::ZERO) {
+        return retire(runtime, ctx, &profile).await;
+    }
+    let progress = match provisioning::ensure(ctx, runtime, &profile).await {
+        Ok(progress) => progress,
+        Err(error @ Error::Provisioning { .. }) => {
+            let verdict = Verdict::failed(error.reason(), error.to_string(), None);
+            write(runtime, ctx, verdict, &users, unused_since, None).await?;
+            return Err(error);
+        }
+        Err(error) => return Err(error),
+    };
+    let (verdict, observed) = if progress.phase == ProvisioningPhase::Provisioned {
+        let observed = observe(runtime, ctx).await;
+        let verdict = judge(runtime, ctx, &profile, progress, &observed).await?;
+        (verdict, Some(observed))
+    } else {
+        let waiting = waiting(runtime, &profile, &progress.message);
+        (Verdict::provisioning(waiting, progress.cluster), None)
+    };
+    let ready = verdict.ready.is_true();
+    write(
+        runtime,
+        ctx,
+        verdict,
+        &users,
+        unused_since,
+        observed.as_ref(),
+    )
+    .await?;
+    let next = if ready {
+        ctx.settings.probe_interval
+    } else {
+        ctx.settings.progress_poll
+    };
+    Ok(Next::After(idle_left.map_or(next, |left| left.min(next))))
+}
+
+impl Verdict {
+    fn failed(reason: &str, message: String, cluster: Option<String>) -> Self {
+        Self {
+            phase: ProvisioningPhase::Failed,
+            ready: Condition::ready(false, reason, message),
+            reachable: None,
+            cluster,
+            support_services: Vec::new(),
+        }
+    }
+
+    fn provisioning(message: String, cluster: Option<String>) -> Self {
+        Self {
+            phase: ProvisioningPhase::Provisioning,
+            ready: Condition::ready(false, "Provisioning", message),
+            reachable: None,
+            cluster,
+            support_services: Vec::new(),
+        }
+    }
+}
+
+/// `provisioning <region> from profile <profile> (<detail>)`: what Workloads waiting on the
+/// runtime show.
+fn waiting(
+    runtime: &KubernetesRuntime,
+    profile: &KubernetesRuntimeProfile,
+    detail: &str,
+) -> String {
+    format!(
+        "provisioning {} from profile {} ({detail})",
+        runtime.spec.region,
+        profile.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// A created cluster is Ready once its API answers, its workers are registered and its
+/// profile's support services are Ready.
+async fn judge(
+    runtime: &KubernetesRuntime,
+    ctx: &Context,
+    profile: &KubernetesRuntimeProfile,
+    progress: Progress,
+    observed: &Result<Observation>,
+) -> Result<Verdict> {
+    let mut verdict = Verdict::provisioning(String::new(), progress.cluster);
+    verdict.phase = ProvisioningPhase::Provisioned;
+    verdict.reachable = Some(reachable_condition(observed));
+    let observation = match observed {
+        Ok(observation) => observation,
+        Err(error) => {
+            let detail = format!("cluster created, its API does not answer yet: {error}");
+            verdict.ready.message = waiting(runtime, profile, &detail);
+            return Ok(verdict);
+        }
+    };
+    let desired = profile.desired_workers();
+    if observation.node_count < desired {
+        let detail = format!(
+            "control plane ready, {}/{desired} workers",
+            observation.node_count
+        );
+        verdict.ready.message = waiting(runtime, profile, &detail);
+        return Ok(verdict);
+    }
+    let name = name_of(runtime)?;
+    let needs = match dependencies::ensure(ctx, &profile.spec.support_services, &name).await {
+        Ok(needs) => needs,
+        Err(error @ Error::Management(_)) => return Err(error),
+        Err(error) => {
+            verdict.ready = Condition::ready(false, error.reason(), error.to_string());
+            return Ok(verdict);
+        }
+    };
+    verdict.support_services = needs.statuses.clone();
+    if let Some((_, message)) = needs.waiting_on(&name) {
+        let detail = format!("installing support services: {message}");
+        verdict.ready.message = waiting(runtime, profile, &detail);
+        return Ok(verdict);
+    }
+    verdict.ready = Condition::ready(
+        true,
+        "Provisioned",
+        format!(
+            "cluster from profile {} answers (API server {}, {} nodes)",
+            profile.metadata.name.as_deref().unwrap_or_default(),
+            observation.server_version,
+            observation.node_count
+        ),
+    );
+    Ok(verdict)
+}
+
+async fn write(
+    runtime: &KubernetesRuntime,
+    ctx: &Context,
+    verdict: Verdict,
+    users: &[String],
+    unused_since: Option<String>,
+    observed: Option<&Result<Observation>>,
+) -> Result<()> {
+    let name = name_of(runtime)?;
+    let previous = runtime.status.clone().unwrap_or_default();
+    let was = previous.provisioning.clone().unwrap_or_default();
+    let message = verdict.ready.message.clone();
+    let provisioning = ProvisioningStatus {
+        phase: verdict.phase,
+        message: message.clone(),
+        cluster: verdict.cluster.or(was.cluster.clone()),
+        unused_since,
+        user_count: i64::try_from(users.len()).unwrap_or(i64::MAX),
+    };
+    let mut conditions = vec![verdict.ready.clone()];
+    conditions.extend(verdict.reachable);
+    let mut status = match observed {
+        Some(observed) => observed_status(runtime, &previous, observed, conditions),
+        None => status_base(runtime, &previous, conditions),
+    };
+    status.provisioning = Some(provisioning);
+    status.support_services = verdict.support_services;
+    announce(runtime, ctx, &previous, &status).await;
+    apply_status(
+        &Api::<KubernetesRuntime>::all(ctx.client.clone()),
+        &name,
+        &status,
+    )
+    .await
+}
+
+/// Events for the transitions operators care about: a provider failure (each new message),
+/// and the cluster becoming Ready the first time.
+async fn announce(
+    runtime: &KubernetesRuntime,
+    ctx: &Context,
+    previous: &KubernetesRuntimeStatus,
+    next: &KubernetesRuntimeStatus,
+) {
+    let was = previous.provisioning.clone().unwrap_or_default();
+    let now = next.provisioning.clone().unwrap_or_default();
+    if now.phase == ProvisioningPhase::Failed
+        && (was.phase != ProvisioningPhase::Failed || was.message != now.message)
+    {
+        tracing::warn!(runtime = ?runtime.metadata.name, message = %now.message, "provisioning failed");
+        ctx.event(
+            runtime,
+            EventType::Warning,
+            "ProvisioningFailed",
+            now.message,
+        )
+        .await;
+        return;
+    }
+    if next.is_ready() && !previous.is_ready() {
+        let note = next
+            .condition(qleetos_crds::READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        ctx.event(runtime, EventType::Normal, "Provisioned", note)
+            .await;
+    }
+}
+
+/// Its users, from the caches: the WorkloadInstances on it, and the Workloads that may
+/// provision in its region from its profile (they count before their instance exists, so a
+/// new runtime is not retired in the moment between its creation and its first instance).
+fn users_of(runtime: &KubernetesRuntime, ctx: &Context) -> Vec<String> {
+    let name = runtime.metadata.name.as_deref().unwrap_or_default();
+    let mut users: Vec<String> = ctx
+        .caches
+        .instances
+        .state()
+        .iter()
+        .filter(|i| i.spec.runtime_ref.name == name)
+        .map(|i| format!("WorkloadInstance/{}", key_of(&**i)))
+        .collect();
+    let wants_it = |workload: &qleetos_crds::Workload| {
+        let placement = &workload.spec.placement;
+        workload.metadata.deletion_timestamp.is_none()
+            && placement.provision == qleetos_crds::Provisioning::IfNeeded
+            && placement.regions.contains(&runtime.spec.region)
+            && placement
+                .runtime_profile
+                .as_deref()
+                .is_none_or(|p| Some(p) == runtime.profile())
+    };
+    users.extend(
+        ctx.caches
+            .workloads
+            .state()
+            .iter()
+            .filter(|w| wants_it(w))
+            .map(|w| format!("Workload/{}", key_of(&**w))),
+    );
+    users.sort();
+    users
+}
+
+/// Since when nothing has used the runtime: kept from the last pass, started now when the
+/// last user just went, cleared while anything uses it.
+fn unused_since(previous: &KubernetesRuntimeStatus, users: &[String]) -> Option<String> {
+    if !users.is_empty() {
+        return None;
+    }
+    let kept = previous
+        .provisioning
+        .as_ref()
+        .and_then(|p| p.unused_since.clone());
+    Some(kept.unwrap_or_else(|| Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+}
+
+/// How long until an unused runtime is retired (`Some(ZERO)`: now); `None` while it is used
+/// or its profile keeps idle clusters.
+fn idle_left(profile: &KubernetesRuntimeProfile, unused_since: Option<&str>) -> Option<Duration> {
+    if profile.spec.idle.policy == IdleAction::Keep {
+        return None;
+    }
+    let since = DateTime::parse_from_rfc3339(unused_since?).ok()?;
+    let idle = (Utc::now() - since.with_timezone(&Utc))
+        .num_seconds()
+        .max(0);
+    let left = profile.spec.idle.after_seconds.saturating_sub(idle).max(0);
+    Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
+}
+
+/// Deletes the runtime: its finalizer then removes its support services and its cluster.
+async fn retire(
+    runtime: &KubernetesRuntime,
+    ctx: &Context,
+    profile: &KubernetesRuntimeProfile,
+) -> Result<Next> {
+    let name = name_of(runtime)?;
+    let note = format!(
+        "runtime {name} has been unused for {}s (idle policy of profile {}); removing it and its cluster",
+        profile.spec.idle.after_seconds,
+        profile.metadata.name.as_deref().unwrap_or_default()
+    );
+    tracing::info!(runtime = %name, "idle: deprovisioning");
+    ctx.event(runtime, EventType::Normal, "Idle", note).await;
+    match Api::<KubernetesRuntime>::all(ctx.client.clone())
+        .delete(&name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(Next::Done),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Next::Done),
+        Err(error) => Err(Error::Management(error)),
+    }
+}
+
+/// Removes what QleetOS installed on the cluster, then the cluster: `true` once both are gone.
+pub async fn teardown(runtime: &KubernetesRuntime, ctx: &Context) -> Result<bool> {
+    let name = name_of(runtime)?;
+    let services = dependencies::services_on(ctx, &name);
+    if !services.is_empty() {
+        let api: Api<SupportService> = Api::all(ctx.client.clone());
+        let mut names = Vec::new();
+        for service in &services {
+            let service_name = service.metadata.name.clone().unwrap_or_default();
+            if service.metadata.deletion_timestamp.is_none() {
+                match api.delete(&service_name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(error) => return Err(Error::Management(error)),
+                }
+            }
+            names.push(service_name);
+        }
+        let message = format!(
+            "removing support services {} before the cluster",
+            names.join(", ")
+        );
+        write_deprovisioning(runtime, ctx, message).await?;
+        return Ok(false);
+    }
+    let profile = Api::<KubernetesRuntimeProfile>::all(ctx.client.clone())
+        .get_opt(runtime.profile().unwrap_or_default())
+        .await
+        .map_err(Error::Management)?;
+    match provisioning::remove(ctx, runtime, profile.as_ref()).await? {
+        Some(waiting) => {
+            write_deprovisioning(runtime, ctx, waiting).await?;
+            Ok(false)
+        }
+        None => {
+            let note = format!("runtime {name}: its cluster is removed");
+            ctx.event(runtime, EventType::Normal, "Deprovisioned", note)
+                .await;
+            ctx.pool.forget(&name);
+            Ok(true)
+        }
+    }
+}
+
+async fn write_deprovisioning(
+    runtime: &KubernetesRuntime,
+    ctx: &Context,
+    message: String,
+) -> Result<()> {
+    let previous = runtime.status.clone().unwrap_or_default();
+    let unchanged = previous
+        .provisioning
+        .as_ref()
+        .is_some_and(|p| p.phase == ProvisioningPhase::Deprovisioning && p.message == message);
+    if unchanged {
+        return Ok(());
+    }
+    let mut status = status_base(
+        runtime,
+        &previous,
+        vec![
+            Condition::ready(false, "Deprovisioning", message.clone()),
+            Condition::new(REACHABLE, ConditionStatus::Unknown, "Deprovisioning", ""),
+        ],
+    );
+    status.provisioning = Some(ProvisioningStatus {
+        phase: ProvisioningPhase::Deprovisioning,
+        message,
+        ..previous.provisioning.clone().unwrap_or_default()
+    });
+    let name = name_of(runtime)?;
+    apply_status(
+        &Api::<KubernetesRuntime>::all(ctx.client.clone()),
+        &name,
+        &status,
+    )
+    .await
+}
