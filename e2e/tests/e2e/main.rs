@@ -13,6 +13,7 @@ mod gateway;
 mod harness;
 mod ownership;
 mod provisioning;
+mod provisioning_capi;
 mod queue;
 mod services;
 mod standins;

@@ -14,7 +14,6 @@ use qleetos_crds::{
     Conditions, KubernetesRuntime, KubernetesRuntimeProfile, ProvisioningPhase, SupportService,
     SupportServiceProfile, TenantPolicy, Workload,
 };
-use qleetos_e2e::cluster_api::{CLUSTER_CLASS, ClusterApi, DEFAULT_NAMESPACE};
 use qleetos_e2e::environment::Environment;
 use qleetos_e2e::local_clusters;
 use qleetos_e2e::operator::OperatorOptions;
@@ -23,9 +22,7 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 /// Provisioning a cluster takes kwokctl ~10 s; under a full test run, several times that.
-const PROVISION_TIMEOUT: Duration = Duration::from_secs(240);
-const AUTOSCALER_MIN: &str = "cluster.x-k8s.io/cluster-api-autoscaler-node-group-min-size";
-const AUTOSCALER_MAX: &str = "cluster.x-k8s.io/cluster-api-autoscaler-node-group-max-size";
+pub const PROVISION_TIMEOUT: Duration = Duration::from_secs(240);
 
 pub fn local_profile(name: &str, region: &str, workers: i64) -> Value {
     json!({
@@ -50,7 +47,7 @@ pub async fn apply_runtime_profile(client: &Client, profile: &Value) -> Result<(
     Ok(())
 }
 
-async fn delete_runtime_profile(client: &Client, name: &str) -> Result<()> {
+pub async fn delete_runtime_profile(client: &Client, name: &str) -> Result<()> {
     let api: Api<KubernetesRuntimeProfile> = Api::all(client.clone());
     api.delete(name, &DeleteParams::default()).await?;
     eventually(&format!("profile {name} gone"), TIMEOUT, || async {
@@ -59,7 +56,7 @@ async fn delete_runtime_profile(client: &Client, name: &str) -> Result<()> {
     .await
 }
 
-fn provisioned(name: &str, region: &str, manifests: Vec<Value>) -> Value {
+pub fn provisioned(name: &str, region: &str, manifests: Vec<Value>) -> Value {
     workload(
         name,
         manifests,
@@ -67,7 +64,7 @@ fn provisioned(name: &str, region: &str, manifests: Vec<Value>) -> Value {
     )
 }
 
-fn config_map(name: &str) -> Vec<Value> {
+pub fn config_map(name: &str) -> Vec<Value> {
     vec![
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}}),
     ]
@@ -132,7 +129,7 @@ pub async fn wait_cluster_gone(env: &Environment, name: &str) -> Result<()> {
 }
 
 /// Polls the Workload until Ready, returning every Ready message it showed on the way.
-async fn ready_with_history(client: &Client, ns: &str, name: &str) -> Result<Vec<String>> {
+pub async fn ready_with_history(client: &Client, ns: &str, name: &str) -> Result<Vec<String>> {
     let api: Api<Workload> = Api::namespaced(client.clone(), ns);
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let result = eventually(
@@ -458,6 +455,12 @@ pub fn scenarios() -> Vec<(&'static str, crate::harness::Exclusive)> {
             |env| Box::pin(a_workload_in_an_empty_region_gets_a_cluster_that_goes_with_it(env)),
         ),
         (
+            "the_web3_example_in_an_empty_region_gets_a_cluster_and_goes_with_it",
+            |env| {
+                Box::pin(the_web3_example_in_an_empty_region_gets_a_cluster_and_goes_with_it(env))
+            },
+        ),
+        (
             "twenty_workloads_needing_one_new_region_share_one_cluster",
             |env| {
                 Box::pin(twenty_workloads_needing_one_new_region_share_one_cluster(
@@ -471,7 +474,7 @@ pub fn scenarios() -> Vec<(&'static str, crate::harness::Exclusive)> {
         (
             "cluster_api_provisions_a_runtime_through_real_cluster_api",
             |env| {
-                Box::pin(cluster_api_provisions_a_runtime_through_real_cluster_api(
+                Box::pin(crate::provisioning_capi::cluster_api_provisions_a_runtime_through_real_cluster_api(
                     env,
                 ))
             },
@@ -483,215 +486,88 @@ pub fn scenarios() -> Vec<(&'static str, crate::harness::Exclusive)> {
     ]
 }
 
-fn capi_cluster_resource() -> kube::core::ApiResource {
-    kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-        "cluster.x-k8s.io",
-        "v1beta2",
-        "Cluster",
-    ))
-}
-
-fn capi_profile(name: &str, region: &str, class: &str) -> Value {
-    json!({
-        "apiVersion": "qleetos.io/v1alpha1", "kind": "KubernetesRuntimeProfile",
-        "metadata": {"name": name},
-        "spec": {"provider": "ClusterAPI", "regions": [region], "default": true,
-                 "kubernetesVersion": "v1.36.2",
-                 "nodePools": [{"name": "workers", "count": 2},
-                               {"name": "burst", "count": 0, "autoscaling": {"min": 0, "max": 3}}],
-                 "idle": {"afterSeconds": 0},
-                 "clusterAPI": {"clusterClass": class, "namespace": DEFAULT_NAMESPACE}}
-    })
-}
-
-/// QleetOS's ClusterAPI provider against the real Cluster API core controller (and the
-/// environment's own local infrastructure provider): a Workload in an empty region gets a
-/// topology Cluster, its kubeconfig, its objects; a missing ClusterClass shows as the
-/// provider's message; deleting the Workloads removes every Cluster and local cluster.
-pub async fn cluster_api_provisions_a_runtime_through_real_cluster_api(
+/// The seeds' whole story on an empty region: the Web3 example (ingress, TLS, an Ethereum
+/// RPC node, the dApp) gets a new cluster first; its RPC_URL answers; deleting it leaves
+/// nothing. The time from apply to Ready is printed (and measured by `make bench`).
+pub async fn the_web3_example_in_an_empty_region_gets_a_cluster_and_goes_with_it(
     env: &mut Environment,
 ) -> Result<()> {
+    use crate::services::{apply, apply_rpc_profile, connection, wait_services, yaml_documents};
     crate::dependencies::operator_running(env).await?;
-    let mut capi = ClusterApi::start(
-        &env.dir().join("cluster-api"),
-        &env.management,
-        DEFAULT_NAMESPACE,
-    )
-    .await
-    .context("starting Cluster API")?;
-    let result = through_cluster_api(env, &capi).await;
-    if result.is_err() {
-        eprintln!(
-            "Cluster API logs: {} and {}",
-            capi.manager_log().display(),
-            capi.provider_log().display()
-        );
-    }
-    capi.check_running()?;
-    capi.stop().await;
-    result
-}
+    let (ns, client) = ("web3", env.management_client().await?);
+    crate::dependencies::apply_default_profiles(env, 5).await?;
+    apply_runtime_profile(&client, &local_profile("web3-local", "web3-empty-1", 1)).await?;
+    apply_rpc_profile(&client, "ethereum-rpc").await?;
+    qleetos_e2e::environment::ensure_namespace(&client, ns).await?;
+    let documents = yaml_documents("web3-workload.yaml")?;
+    let mut dapp = documents[2].clone();
+    dapp["spec"]["placement"] = json!({"regions": ["web3-empty-1"], "provision": "IfNeeded"});
+    let started = std::time::Instant::now();
+    apply(&client, &documents[1]).await?;
+    apply_workload(&client, ns, &dapp).await?;
 
-async fn through_cluster_api(env: &Environment, capi: &ClusterApi) -> Result<()> {
-    let (ns, client) = ("prov-capi", env.management_client().await?);
-    apply_runtime_profile(
-        &client,
-        &capi_profile("capi-standard", "capi-1", CLUSTER_CLASS),
-    )
-    .await?;
-    apply_workload(
-        &client,
-        ns,
-        &provisioned("app", "capi-1", web_manifests(1, "nginx:1.27")),
-    )
-    .await?;
-    let history = ready_with_history(&client, ns, "app").await?;
-    let waited = history
-        .iter()
-        .any(|m| m.contains("provisioning capi-1 from profile capi-standard ("));
-    ensure!(waited, "never said it waited for the runtime: {history:#?}");
-    let name = "capi-standard-capi-1";
-    let clusters: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(client.clone(), DEFAULT_NAMESPACE, &capi_cluster_resource());
-    let cluster = clusters.get(name).await?;
-    ensure!(
-        cluster.data["spec"]["topology"]["classRef"]["name"] == CLUSTER_CLASS,
-        "topology: {}",
-        cluster.data["spec"]["topology"]
-    );
-    let deployments: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        DEFAULT_NAMESPACE,
-        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-            "cluster.x-k8s.io",
-            "v1beta2",
-            "MachineDeployment",
-        )),
-    );
-    let selector = format!(
-        "cluster.x-k8s.io/cluster-name={name},topology.cluster.x-k8s.io/deployment-name=burst"
-    );
-    let burst = deployments
-        .list(&ListParams::default().labels(&selector))
-        .await?;
-    let annotations = burst
-        .items
-        .first()
-        .and_then(|d| d.metadata.annotations.clone())
-        .context("the burst MachineDeployment")?;
-    ensure!(
-        annotations.get(AUTOSCALER_MIN).map(String::as_str) == Some("0")
-            && annotations.get(AUTOSCALER_MAX).map(String::as_str) == Some("3"),
-        "autoscaler bounds: {annotations:?}"
-    );
-    let runtime = Api::<KubernetesRuntime>::all(client.clone())
-        .get(name)
-        .await?;
-    ensure!(
-        runtime.spec.provider == "cluster-api",
-        "provider {}",
-        runtime.spec.provider
-    );
-    let workload_cluster = provisioned_client(&client, name).await?;
-    Api::<Deployment>::namespaced(workload_cluster.clone(), ns)
-        .get("web")
-        .await?;
-    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(workload_cluster)
-        .list(&ListParams::default())
-        .await?;
-    ensure!(nodes.items.len() >= 2, "{} nodes", nodes.items.len());
-    ensure!(
-        capi.running_local_clusters() == 1,
-        "{} local clusters",
-        capi.running_local_clusters()
-    );
-
-    apply_runtime_profile(
-        &client,
-        &capi_profile("capi-broken", "capi-2", "no-such-class"),
-    )
-    .await?;
-    apply_workload(
-        &client,
-        ns,
-        &provisioned("stuck", "capi-2", config_map("stuck")),
-    )
-    .await?;
-    let message = wait_workload_not_ready(&client, ns, "stuck", "PlacementFailed").await?;
-    ensure!(
-        message.contains("ProvisioningFailed") && message.contains("no-such-class"),
-        "{message}"
-    );
-
-    delete_workload(&client, ns, "app").await?;
-    delete_workload(&client, ns, "stuck").await?;
-    // Cluster API cannot delete a Cluster whose ClusterClass is missing: the runtime waits
-    // and says why, until the class exists.
-    let broken: Api<KubernetesRuntime> = Api::all(client.clone());
-    eventually(
-        "the broken runtime waiting for Cluster API",
+    let name = "web3-local-web3-empty-1";
+    let kubeconfig = eventually(
+        "the new cluster's kubeconfig",
         PROVISION_TIMEOUT,
         || async {
-            let runtime = broken.get("capi-broken-capi-2").await?;
-            let message = runtime
-                .status
-                .and_then(|s| s.provisioning)
-                .filter(|p| p.phase == ProvisioningPhase::Deprovisioning)
-                .map(|p| p.message)
-                .unwrap_or_default();
-            Ok(message
-                .contains("being deleted by Cluster API")
-                .then_some(()))
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), "qleetos-system");
+            Ok(secrets
+                .get_opt(&format!("{name}-kubeconfig"))
+                .await?
+                .and_then(|s| s.data)
+                .and_then(|d| d.get("kubeconfig").cloned()))
         },
     )
     .await?;
-    copy_cluster_class(&client, CLUSTER_CLASS, "no-such-class").await?;
-    for runtime in [name, "capi-broken-capi-2"] {
-        eventually(
-            &format!("runtime {runtime} and its Cluster gone"),
-            PROVISION_TIMEOUT,
-            || async {
-                let left_runtime = Api::<KubernetesRuntime>::all(client.clone())
-                    .get_opt(runtime)
-                    .await?;
-                let left_cluster = clusters.get_opt(runtime).await?;
-                Ok((left_runtime.is_none() && left_cluster.is_none()).then_some(()))
-            },
-        )
-        .await?;
-    }
-    eventually("no local cluster left", TIMEOUT, || async {
-        Ok((capi.running_local_clusters() == 0).then_some(()))
+    let kubeconfig_path = env.dir().join(format!("{name}.kubeconfig"));
+    std::fs::write(&kubeconfig_path, &kubeconfig.0)?;
+    let log_dir = env.dir().join(format!("stand-ins-{name}"));
+    let _cert_manager = qleetos_e2e::standin::StandIn::start(
+        qleetos_e2e::standin::StandInSpec::cert_manager().await?,
+        &kubeconfig_path,
+        &log_dir,
+    )
+    .await?;
+    let service = wait_services(&client, ns, 1).await?.remove(0);
+    let address = qleetos_e2e::cluster::free_loopback_address(crate::services::RPC_PORT)?;
+    let unit = crate::services::unit_name(&service);
+    let anvil = qleetos_e2e::standin::StandInSpec::anvil(ns, &unit, address).await?;
+    let _anvil = qleetos_e2e::standin::StandIn::start(anvil, &kubeconfig_path, &log_dir).await?;
+    ready_with_history(&client, ns, "dapp").await?;
+    eprintln!(
+        "the Web3 example on a new cluster: apply to Ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    ensure!(
+        service.spec.runtime_ref.name == name,
+        "the RPC node went to {}",
+        service.spec.runtime_ref.name
+    );
+    let cluster = provisioned_client(&client, name).await?;
+    let url = connection(&cluster, ns, "rpc-dapp")
+        .await?
+        .remove("RPC_URL")
+        .context("RPC_URL")?;
+    qleetos_e2e::jsonrpc::wait_block_number(&url, Some(address), TIMEOUT).await?;
+    let certificate = eventually("the dApp's TLS Secret", TIMEOUT, || async {
+        let secrets: Api<Secret> = Api::namespaced(cluster.clone(), ns);
+        let found = secrets.list(&ListParams::default()).await?;
+        Ok(found
+            .items
+            .into_iter()
+            .find(|s| s.type_.as_deref() == Some("kubernetes.io/tls")))
     })
     .await?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "qleetos-system");
     ensure!(
-        secrets
-            .get_opt(&format!("{name}-kubeconfig"))
-            .await?
-            .is_none(),
-        "kubeconfig Secret left"
+        certificate.data.is_some_and(|d| d.contains_key("tls.crt")),
+        "no issued certificate"
     );
-    delete_runtime_profile(&client, "capi-standard").await?;
-    delete_runtime_profile(&client, "capi-broken").await
-}
 
-async fn copy_cluster_class(client: &Client, from: &str, to: &str) -> Result<()> {
-    let resource = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-        "cluster.x-k8s.io",
-        "v1beta2",
-        "ClusterClass",
-    ));
-    let classes: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(client.clone(), DEFAULT_NAMESPACE, &resource);
-    let original = classes.get(from).await?;
-    let copy = json!({
-        "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "ClusterClass",
-        "metadata": {"name": to, "namespace": DEFAULT_NAMESPACE},
-        "spec": original.data["spec"],
-    });
-    classes
-        .create(&Default::default(), &serde_json::from_value(copy)?)
+    Api::<qleetos_crds::WorkloadServiceDependency>::namespaced(client.clone(), ns)
+        .delete("rpc", &DeleteParams::default())
         .await?;
-    Ok(())
+    delete_workload(&client, ns, "dapp").await?;
+    wait_cluster_gone(env, name).await?;
+    delete_runtime_profile(&client, "web3-local").await
 }

@@ -23,13 +23,13 @@ use serde_json::{Value, json};
 use crate::dependencies::{apply_default_profiles, cert_manager_on, operator_running, wait_gone};
 use crate::support::{TIMEOUT, apply_workload, delete_workload, eventually, wait_workload_ready};
 
-const RPC_PORT: u16 = 8545;
+pub(crate) const RPC_PORT: u16 = 8545;
 
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
-fn yaml_documents(path: &str) -> Result<Vec<Value>> {
+pub(crate) fn yaml_documents(path: &str) -> Result<Vec<Value>> {
     let text = std::fs::read_to_string(examples().join(path))?;
     let mut documents = Vec::new();
     for document in serde_norway::Deserializer::from_str(&text) {
@@ -42,13 +42,13 @@ fn yaml_documents(path: &str) -> Result<Vec<Value>> {
 }
 
 /// The shipped Ethereum RPC profile, renamed when `name` differs.
-async fn apply_rpc_profile(client: &Client, name: &str) -> Result<()> {
+pub(crate) async fn apply_rpc_profile(client: &Client, name: &str) -> Result<()> {
     let mut profile = yaml_documents("services/ethereum-rpc.yaml")?.remove(0);
     profile["metadata"]["name"] = json!(name);
     apply(client, &profile).await
 }
 
-async fn apply(client: &Client, object: &Value) -> Result<()> {
+pub(crate) async fn apply(client: &Client, object: &Value) -> Result<()> {
     let kind = object["kind"].as_str().context("kind")?;
     let name = object["metadata"]["name"].as_str().context("name")?;
     let params = PatchParams::apply("e2e").force();
@@ -114,7 +114,11 @@ async fn services_in(client: &Client, ns: &str) -> Result<Vec<SupportService>> {
         .collect())
 }
 
-async fn wait_services(client: &Client, ns: &str, count: usize) -> Result<Vec<SupportService>> {
+pub(crate) async fn wait_services(
+    client: &Client,
+    ns: &str,
+    count: usize,
+) -> Result<Vec<SupportService>> {
     eventually(&format!("{count} service(s) in {ns}"), TIMEOUT, || async {
         let services = services_in(client, ns).await?;
         let live = services
@@ -126,7 +130,7 @@ async fn wait_services(client: &Client, ns: &str, count: usize) -> Result<Vec<Su
     .await
 }
 
-fn unit_name(service: &SupportService) -> String {
+pub(crate) fn unit_name(service: &SupportService) -> String {
     service
         .spec
         .service
@@ -154,7 +158,7 @@ async fn rpc_node_for(
 }
 
 /// The connection Secret's values, decoded.
-async fn connection(
+pub(crate) async fn connection(
     runtime: &Client,
     ns: &str,
     name: &str,
