@@ -11,7 +11,7 @@ mod ports;
 
 pub use ports::free_loopback_address;
 pub(crate) use ports::free_port;
-mod probes;
+pub(crate) mod probes;
 
 use std::ffi::OsString;
 use std::future::Future;

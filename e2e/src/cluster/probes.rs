@@ -89,7 +89,8 @@ pub(crate) async fn create_fake_nodes(client: &Client, names: &[String]) -> Resu
     Ok(())
 }
 
-fn fake_node(name: &str) -> Node {
+/// An untainted Node that kwok makes Ready and keeps Ready.
+pub(crate) fn fake_node(name: &str) -> Node {
     let labels = [
         ("type", "kwok"),
         ("kubernetes.io/os", "linux"),

@@ -1,13 +1,11 @@
 //! `LocalCluster` and `LocalMachine`: the infrastructure-cluster and infrastructure-machine
 //! contracts of Cluster API v1beta2.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, NodeSystemInfo, Secret};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeSystemInfo, Secret};
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
@@ -22,8 +20,6 @@ use crate::error::Error;
 /// How often a settled machine is looked at again (to recreate a Node deleted behind
 /// Cluster API's back).
 const RESYNC: Duration = Duration::from_secs(30);
-/// Marks the nodes the cluster's kwok manages (see [`crate::cluster`]).
-const KWOK_NODE_ANNOTATION: (&str, &str) = ("kwok.x-k8s.io/node", "fake");
 
 /// A LocalCluster has nothing to build. It reports itself provisioned, with the control
 /// plane's endpoint, once the local cluster runs and its kubeconfig Secret exists: Cluster
@@ -176,48 +172,22 @@ async fn ensure_node(
     Ok(())
 }
 
-/// An untainted Node that the cluster's kwok makes Ready and keeps Ready, reporting
-/// kubelet `version` (kwok keeps a version it finds).
+/// The environment's fake Node with the Machine's providerID, reporting kubelet `version`
+/// (kwok keeps a version it finds).
 fn fake_node(name: &str, provider_id: &str, version: &str) -> Node {
-    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    };
-    let labels = [
-        ("type", "kwok"),
-        ("kubernetes.io/os", "linux"),
-        ("kubernetes.io/arch", "amd64"),
-        ("kubernetes.io/hostname", name),
-    ];
-    let resources: BTreeMap<String, Quantity> =
-        [("cpu", "32"), ("memory", "256Gi"), ("pods", "110")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), Quantity(v.to_owned())))
-            .collect();
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            labels: Some(map(&labels)),
-            annotations: Some(map(&[KWOK_NODE_ANNOTATION])),
-            ..ObjectMeta::default()
-        },
-        spec: Some(NodeSpec {
-            provider_id: Some(provider_id.to_owned()),
-            ..NodeSpec::default()
-        }),
-        status: Some(NodeStatus {
-            capacity: Some(resources.clone()),
-            allocatable: Some(resources),
-            node_info: Some(NodeSystemInfo {
-                architecture: "amd64".to_owned(),
-                operating_system: "linux".to_owned(),
-                kubelet_version: version.to_owned(),
-                kube_proxy_version: version.to_owned(),
-                ..NodeSystemInfo::default()
-            }),
-            ..NodeStatus::default()
-        }),
+    let mut node = crate::cluster::probes::fake_node(name);
+    node.spec = Some(NodeSpec {
+        provider_id: Some(provider_id.to_owned()),
+        ..NodeSpec::default()
+    });
+    if let Some(status) = node.status.as_mut() {
+        status.node_info = Some(NodeSystemInfo {
+            architecture: "amd64".to_owned(),
+            operating_system: "linux".to_owned(),
+            kubelet_version: version.to_owned(),
+            kube_proxy_version: version.to_owned(),
+            ..NodeSystemInfo::default()
+        });
     }
+    node
 }
