@@ -3,8 +3,8 @@
 use kube::Resource;
 use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
-    KubernetesRuntime, ServiceProfile, SupportService, SupportServiceProfile, Workload,
-    WorkloadInstance, WorkloadServiceDependency,
+    KubernetesRuntime, KubernetesRuntimeProfile, ServiceProfile, SupportService,
+    SupportServiceProfile, Workload, WorkloadInstance, WorkloadServiceDependency,
 };
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -53,6 +53,11 @@ impl GatewayKind for ServiceProfile {
 impl GatewayKind for WorkloadServiceDependency {
     const QLEET: QleetKind = QleetKind::WorkloadServiceDependency;
     const COLLECTION: &'static str = "/v1/namespaces/{namespace}/workloadservicedependencies";
+}
+
+impl GatewayKind for KubernetesRuntimeProfile {
+    const QLEET: QleetKind = QleetKind::KubernetesRuntimeProfile;
+    const COLLECTION: &'static str = "/v1/runtimeprofiles";
 }
 
 /// `true` for kinds living in a namespace.

@@ -21,8 +21,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use qleetos_crds::{
-    KubernetesRuntime, ServiceProfile, SupportService, SupportServiceProfile, Workload,
-    WorkloadInstance, WorkloadServiceDependency,
+    KubernetesRuntime, KubernetesRuntimeProfile, ServiceProfile, SupportService,
+    SupportServiceProfile, Workload, WorkloadInstance, WorkloadServiceDependency,
 };
 
 pub use error::{ApiError, ErrorBody};
@@ -41,6 +41,7 @@ pub fn app(state: AppState) -> Router {
         .merge(resources::routes::<SupportService>())
         .merge(resources::routes::<ServiceProfile>())
         .merge(resources::routes::<WorkloadServiceDependency>())
+        .merge(resources::routes::<KubernetesRuntimeProfile>())
         .route_layer(middleware::from_fn_with_state(state.clone(), time_limit));
     // The image hook bounds itself by `?wait=`; a watch lasts until the client leaves.
     let long = Router::new()

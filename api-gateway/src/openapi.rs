@@ -5,8 +5,8 @@
 use std::sync::OnceLock;
 
 use qleetos_crds::{
-    KubernetesRuntime, ServiceProfile, SupportService, SupportServiceProfile, Workload,
-    WorkloadInstance, WorkloadServiceDependency,
+    KubernetesRuntime, KubernetesRuntimeProfile, ServiceProfile, SupportService,
+    SupportServiceProfile, Workload, WorkloadInstance, WorkloadServiceDependency,
 };
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
@@ -46,6 +46,7 @@ fn build() -> Value {
     builder.kind::<SupportService>("SupportService");
     builder.kind::<ServiceProfile>("ServiceProfile");
     builder.kind::<WorkloadServiceDependency>("WorkloadServiceDependency");
+    builder.kind::<KubernetesRuntimeProfile>("KubernetesRuntimeProfile");
     builder.workload_extras();
     builder.system();
     let Builder {

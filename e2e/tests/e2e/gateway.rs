@@ -685,6 +685,23 @@ async fn gateway_crud_round_trips_match_kubectl(
     )
     .await?;
 
+    let runtime_profile = json!({"metadata": {"name": "gw-crud-runtimes", "labels": labels},
+        "spec": {"provider": "Local", "regions": ["gw-crud-1"], "kubernetesVersion": "v1.36.2"}});
+    round_trip(
+        env,
+        gateway,
+        &token,
+        RoundTrip {
+            collection: "/v1/runtimeprofiles",
+            kubectl_kind: "kubernetesruntimeprofile",
+            namespace: None,
+            object: runtime_profile,
+            patch: json!({"spec": {"idle": {"afterSeconds": 60}}}),
+            patched_pointer: "/spec/idle/afterSeconds",
+        },
+    )
+    .await?;
+
     // Bad input: the API server's schema message passes through as 422; malformed JSON is 400.
     let (status, answer) = call(
         gateway,
