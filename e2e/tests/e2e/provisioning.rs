@@ -448,6 +448,42 @@ pub async fn an_operator_killed_while_provisioning_converges_to_one_cluster(
     delete_runtime_profile(&client, "sturdy").await
 }
 
+/// Deleting the only Workload while its cluster is still being created cancels cleanly: the
+/// runtime goes, and no folder or process of the cluster is left.
+pub async fn deleting_a_workload_while_its_cluster_provisions_cancels_cleanly(
+    env: &mut Environment,
+) -> Result<()> {
+    crate::dependencies::operator_running(env).await?;
+    let (ns, client) = ("prov-hasty", env.management_client().await?);
+    apply_runtime_profile(&client, &local_profile("hasty", "hasty-1", 2)).await?;
+    apply_workload(
+        &client,
+        ns,
+        &provisioned("hasty", "hasty-1", config_map("hasty")),
+    )
+    .await?;
+    let dir = env.local_clusters_dir();
+    eventually("the cluster being created", PROVISION_TIMEOUT, || async {
+        Ok(local_clusters::clusters(&dir)
+            .contains(&"hasty-hasty-1".to_owned())
+            .then_some(()))
+    })
+    .await?;
+    let workload: Api<Workload> = Api::namespaced(client.clone(), ns);
+    let ready = workload
+        .get("hasty")
+        .await?
+        .status
+        .is_some_and(|s| s.is_ready());
+    ensure!(
+        !ready,
+        "the Workload was Ready before its cluster had been created"
+    );
+    delete_workload(&client, ns, "hasty").await?;
+    wait_cluster_gone(env, "hasty-hasty-1").await?;
+    delete_runtime_profile(&client, "hasty").await
+}
+
 pub fn scenarios() -> Vec<(&'static str, crate::harness::Exclusive)> {
     vec![
         (
@@ -478,6 +514,10 @@ pub fn scenarios() -> Vec<(&'static str, crate::harness::Exclusive)> {
                     env,
                 ))
             },
+        ),
+        (
+            "deleting_a_workload_while_its_cluster_provisions_cancels_cleanly",
+            |env| Box::pin(deleting_a_workload_while_its_cluster_provisions_cancels_cleanly(env)),
         ),
         (
             "an_operator_killed_while_provisioning_converges_to_one_cluster",
