@@ -9,7 +9,9 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
 };
 use qleetos_crds::template::Variables;
-use qleetos_crds::{FIELD_MANAGER, KubernetesRuntime, KubernetesRuntimeProfile, NodePool};
+use qleetos_crds::{
+    ClusterApiSettings, FIELD_MANAGER, KubernetesRuntime, KubernetesRuntimeProfile, NodePool,
+};
 use serde_json::{Value, json};
 
 use super::{Progress, RUNTIME_LABEL, failed, write_kubeconfig};
@@ -42,7 +44,7 @@ pub async fn ensure(
     let name = runtime.metadata.name.clone().unwrap_or_default();
     let clusters: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &settings.namespace, &cluster_resource());
-    let wanted = desired_cluster(runtime, profile);
+    let wanted = desired_cluster(runtime, profile, settings);
     let applied = clusters
         .patch(
             &name,
@@ -141,11 +143,11 @@ async fn labelled_cluster_namespace(ctx: &Context, runtime: &str) -> Result<Opti
 
 /// The `Cluster` for `runtime`: the profile's ClusterClass, version, control plane replicas,
 /// one machine deployment per node pool, and its variables.
-pub fn desired_cluster(runtime: &KubernetesRuntime, profile: &KubernetesRuntimeProfile) -> Value {
-    let settings =
-        profile.spec.cluster_api.clone().unwrap_or_else(|| {
-            unreachable!("CEL requires spec.clusterAPI for provider ClusterAPI")
-        });
+pub fn desired_cluster(
+    runtime: &KubernetesRuntime,
+    profile: &KubernetesRuntimeProfile,
+    settings: &ClusterApiSettings,
+) -> Value {
     let name = runtime.metadata.name.clone().unwrap_or_default();
     let mut vars = Variables::default();
     vars.insert("runtime.region", runtime.spec.region.clone());
@@ -278,7 +280,9 @@ mod tests {
 
     #[test]
     fn the_cluster_carries_the_profiles_topology_and_autoscaler_bounds() {
-        let cluster = desired_cluster(&runtime(), &profile());
+        let profile = profile();
+        let settings = profile.spec.cluster_api.clone().expect("clusterAPI");
+        let cluster = desired_cluster(&runtime(), &profile, &settings);
         let topology = &cluster["spec"]["topology"];
         assert_eq!(cluster["metadata"]["namespace"], "qleetos-clusters");
         assert_eq!(topology["classRef"]["name"], "aws-standard");
