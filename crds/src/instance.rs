@@ -191,6 +191,25 @@ pub struct AppliedObject {
     /// uid of the live object QleetOS created or updated; absent while an apply is pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+    /// What QleetOS last applied and the live object it got back: a pass that finds the
+    /// object still so (no one changed it) and the manifest unchanged writes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<AppliedRevision>,
+}
+
+/// The revision of an object right after QleetOS applied it.
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedRevision {
+    /// Digest (SHA-256) of the manifest as applied.
+    pub digest: String,
+    /// resourceVersion of the object the apply returned.
+    pub resource_version: String,
+    /// metadata.generation of the object the apply returned, for kinds that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
 }
 
 impl AppliedObject {

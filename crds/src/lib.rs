@@ -25,7 +25,7 @@ pub use condition::{Condition, ConditionStatus, Conditions, READY, merged, upser
 pub use expose::{Expose, ServicePort};
 pub use generate::{GenerateError, all_crds, render_admission_file, render_crd_files};
 pub use instance::{
-    AppliedObject, DependencyStatus, ResourceHealth, RuntimeRef, WorkloadInstance,
+    AppliedObject, AppliedRevision, DependencyStatus, ResourceHealth, RuntimeRef, WorkloadInstance,
     WorkloadInstanceSpec, WorkloadInstanceStatus, WorkloadRef,
 };
 pub use manifest::{

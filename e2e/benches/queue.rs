@@ -1,103 +1,367 @@
-//! QleetOS convergence throughput against the physical limit of the API servers.
+//! QleetOS convergence throughput against the physical limit of the API servers (issues 3
+//! and 13).
 //!
-//! For each size N (`BENCH_SIZES`, default `100,1000`): the baseline applies N ConfigMaps
-//! straight to the two workload clusters with a bare kube client (server-side apply,
-//! `IN_FLIGHT` calls at once); then, with 1 and 2 operator replicas, N ConfigMap-only
-//! Workloads (alternating regions eu-west-1 / us-east-1) are applied to the management
-//! cluster the same way and the bench measures the time until all N report Ready at their
-//! generation, each object's latency from its apply call to its first sighting in the
-//! runtime (kube watchers), and the operators' peak RSS (`VmHWM`). Nothing is asserted: a run
-//! that does not finish within `BENCH_TIMEOUT_SECS` (default 900) is reported as a timeout.
+//! For each size N (`BENCH_SIZES`, default `100,1000`) the bench makes these runs, each
+//! `IN_FLIGHT` Workloads (or objects) at once:
+//! - `baseline`: N ConfigMaps applied (server-side apply) straight to the two workload
+//!   clusters with a bare kube client, alternating like the Workloads: one write per object.
+//! - `minimum`: with the operators stopped, a bare kube client makes exactly the writes
+//!   QleetOS cannot avoid for one Workload, in sequence: (a) apply the Workload to the
+//!   management cluster, (b) apply its WorkloadInstance (owned by the Workload), (c) apply the
+//!   ConfigMap in the runtime of the Workload's region, (d) write the instance's status
+//!   (Ready, `RolledOut`, the applied ConfigMap) and (e) the Workload's status (Ready, one
+//!   placement). It is what a perfect operator would cost: no reads, no retries, no waiting
+//!   in a queue. By construction it makes 4 management writes and 1 runtime write per
+//!   Workload. Its Workloads and instances are deleted afterwards.
+//! - `qleetos xR` for each R in `BENCH_REPLICAS` (default `1,2`): R fresh operator processes
+//!   (`--resync=10m`, otherwise production defaults: `--concurrency=16`), N ConfigMap-only
+//!   Workloads (regions alternating eu-west-1 / us-east-1) applied to the management cluster;
+//!   the run ends when all N report Ready at their generation (seen by a watch). Every
+//!   Workload is deleted, with the operators running, before the next run.
 //!
+//! Columns:
+//! - *time s*: first call to last call (baseline, minimum) or to all-Ready (qleetos);
+//!   `timeout ready/N` when the run did not finish within `BENCH_TIMEOUT_SECS` (default 900 s
+//!   per 1000 objects, at least 900 s); `error: ...` when it failed after retries.
+//! - *obj/s*: N / time. *vs base*, *vs min*: obj/s over that of the baseline, of the minimum.
+//! - *p50 ms*, *p99 ms*: per object, from the start of its first call to its ConfigMap being
+//!   in the runtime: the end of the apply call (baseline, minimum) or the first watch event
+//!   for it in the runtime (qleetos).
+//! - *mgmt w/wl*, *mgmt r/wl*, *rt w/wl*: API requests per Workload, from the
+//!   `apiserver_request_total` counters of the management API server and of the runtimes'
+//!   (summed), scraped right before the first call and right after the end of the run
+//!   (cleanup excluded). Reads are GET, LIST and WATCH (a WATCH counts when it ends); writes
+//!   are POST, PUT, PATCH, APPLY, DELETE and DELETECOLLECTION. Lease renewals (leader
+//!   election of the clusters' own controllers, kwok's node heartbeats) are left out: they
+//!   tick whatever the load. The bench's own calls are included (its one Workload apply per
+//!   Workload, its watches, its list calls).
+//! - *retries*: transient API errors the bench retried during the run, its setup and cleanup
+//!   (a dropped pooled connection, 429, 5xx, 409 on a forced apply), up to 10 tries each.
+//! - *peak RSS MiB*: `VmHWM` of each operator process at the end of the run (operators are
+//!   restarted for every run).
+//!
+//! Nothing is asserted, and a run that fails is reported as such while the others go on.
 //! Run with `make bench` (which builds the release binaries first) or
 //! `cargo build --release --workspace --bins && cargo bench -p qleetos-e2e --bench queue`.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use futures::{StreamExt as _, TryStreamExt as _};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource, ResourceExt as _};
-use qleetos_crds::{Conditions as _, KubernetesRuntime, Workload};
-use qleetos_e2e::environment::{Environment, default_runtimes, ensure_namespace};
+use qleetos_crds::{
+    AppliedObject, Condition, Conditions as _, KubernetesRuntime, PlacementStatus, RuntimeRef,
+    Workload, WorkloadInstance, WorkloadInstanceSpec, WorkloadInstanceStatus, WorkloadRef,
+    WorkloadStatus,
+};
+use qleetos_e2e::environment::{Environment, default_runtimes};
 use qleetos_e2e::operator::OperatorOptions;
+use qleetos_e2e::requests::{self, RequestCounts};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 const DEFAULT_SIZES: [usize; 2] = [100, 1000];
-const REPLICAS: [usize; 2] = [1, 2];
+const DEFAULT_REPLICAS: [usize; 2] = [1, 2];
 const REGIONS: [&str; 2] = ["eu-west-1", "us-east-1"];
-/// Apply calls in flight, for the baseline and for the Workloads alike.
+/// Workloads (or baseline objects) in flight at once, in every run.
 const IN_FLIGHT: usize = 16;
-const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// A run may take this long per object, and at least `MIN_RUN_TIMEOUT`.
+const RUN_TIMEOUT_PER_OBJECT: Duration = Duration::from_millis(900);
+const MIN_RUN_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Deleting a run's objects may take this long per object, and at least `MIN_CLEANUP_TIMEOUT`.
+const CLEANUP_TIMEOUT_PER_OBJECT: Duration = Duration::from_millis(600);
+const MIN_CLEANUP_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the runtime watchers may lag behind the Ready statuses.
 const SIGHTING_GRACE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
+const CLEANUP_POLL: Duration = Duration::from_secs(1);
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+const MAX_TRIES: usize = 10;
+/// The field manager of what a user applies (the Workloads, the baseline's ConfigMaps).
 const FIELD_MANAGER: &str = "qleetos-bench";
+/// The label the operator puts on the instances of a Workload.
+const WORKLOAD_LABEL: &str = "qleetos.io/workload";
+/// Longest error message shown in the table.
+const MAX_ERROR_CHARS: usize = 100;
 
 #[derive(Debug)]
 struct Settings {
     sizes: Vec<usize>,
-    run_timeout: Duration,
+    replicas: Vec<usize>,
+    /// `BENCH_TIMEOUT_SECS`, replacing the timeout scaled with N.
+    run_timeout: Option<Duration>,
 }
 
-fn settings() -> Result<Settings> {
-    let sizes = match std::env::var("BENCH_SIZES") {
-        Ok(list) => list
-            .split(',')
-            .map(|n| {
-                n.trim()
-                    .parse()
-                    .with_context(|| format!("BENCH_SIZES: {n}"))
-            })
-            .collect::<Result<_>>()?,
-        Err(_) => DEFAULT_SIZES.to_vec(),
-    };
-    let run_timeout = match std::env::var("BENCH_TIMEOUT_SECS") {
-        Ok(secs) => Duration::from_secs(secs.parse().context("BENCH_TIMEOUT_SECS")?),
-        Err(_) => DEFAULT_RUN_TIMEOUT,
-    };
-    Ok(Settings { sizes, run_timeout })
-}
+impl Settings {
+    fn from_env() -> Result<Self> {
+        let run_timeout = match std::env::var("BENCH_TIMEOUT_SECS") {
+            Ok(secs) => Some(Duration::from_secs(
+                secs.trim().parse().context("BENCH_TIMEOUT_SECS")?,
+            )),
+            Err(_) => None,
+        };
+        Ok(Self {
+            sizes: positive_list("BENCH_SIZES", &DEFAULT_SIZES)?,
+            replicas: positive_list("BENCH_REPLICAS", &DEFAULT_REPLICAS)?,
+            run_timeout,
+        })
+    }
 
-/// Production defaults, except more reconciles at once and no resync during a run.
-fn operator_options() -> OperatorOptions {
-    OperatorOptions {
-        extra_args: vec!["--concurrency=8".into(), "--resync=10m".into()],
+    fn run_timeout(&self, n: usize) -> Duration {
+        self.run_timeout
+            .unwrap_or_else(|| scaled(RUN_TIMEOUT_PER_OBJECT, n, MIN_RUN_TIMEOUT))
     }
 }
 
-/// One measured run: the baseline (`replicas == None`) or QleetOS with some replicas.
+/// `per_object` times `objects`, and at least `minimum`.
+fn scaled(per_object: Duration, objects: usize, minimum: Duration) -> Duration {
+    per_object.mul_f64(objects as f64).max(minimum)
+}
+
+/// The comma-separated positive numbers in environment variable `name`, or `default`.
+fn positive_list(name: &str, default: &[usize]) -> Result<Vec<usize>> {
+    let Ok(list) = std::env::var(name) else {
+        return Ok(default.to_vec());
+    };
+    list.split(',')
+        .map(|item| match item.trim().parse() {
+            Ok(0) | Err(_) => bail!("{name}: {item:?} is not a positive number"),
+            Ok(number) => Ok(number),
+        })
+        .collect()
+}
+
+/// Production defaults, except no resync during a run.
+fn operator_options() -> OperatorOptions {
+    OperatorOptions {
+        extra_args: vec!["--resync=10m".into()],
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Retries
+
+/// Transient errors retried during one run, counted across all its concurrent calls.
+#[derive(Debug, Default)]
+struct Retries(AtomicUsize);
+
+impl Retries {
+    fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Calls `call` until it succeeds, fails for good, or has been tried `MAX_TRIES` times,
+/// waiting `FIRST_RETRY_DELAY`, doubling up to `MAX_RETRY_DELAY`, between tries.
+async fn with_retries<T, F, Fut>(retries: &Retries, mut call: F) -> kube::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = kube::Result<T>>,
+{
+    let mut delay = FIRST_RETRY_DELAY;
+    let mut tries = 1;
+    loop {
+        match call().await {
+            Err(error) if tries < MAX_TRIES && is_transient(&error) => {
+                retries.0.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+                tries += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Errors another try may not get: the connection went away (hyper reused a pooled
+/// connection the API server had closed), the server was overloaded (429) or failed (5xx),
+/// or a write lost an optimistic-concurrency race (409: every write here is a forced
+/// server-side apply, so a 409 is never a field-ownership conflict).
+fn is_transient(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => matches!(status.code, 409 | 429 | 500..=599),
+        kube::Error::Service(_) | kube::Error::HyperError(_) | kube::Error::ReadEvents(_) => true,
+        _ => false,
+    }
+}
+
+/// Server-side apply, taking over every field (so a 409 is a race, never a conflict).
+fn forced_apply(field_manager: &str) -> PatchParams {
+    PatchParams::apply(field_manager).force()
+}
+
+async fn create_namespace(client: &Client, name: &str, retries: &Retries) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let patch = Patch::Apply(json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+    }));
+    let params = forced_apply(FIELD_MANAGER);
+    with_retries(retries, || namespaces.patch(name, &params, &patch))
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// API request counters
+
+/// Requests of the management API server and of the runtimes' together.
+#[derive(Debug, Clone, Copy, Default)]
+struct RequestTotals {
+    management: RequestCounts,
+    runtimes: RequestCounts,
+}
+
+/// Admin clients of every API server, to read their request counters.
+struct ApiServers {
+    management: Client,
+    runtimes: Vec<Client>,
+}
+
+impl ApiServers {
+    async fn of(env: &Environment) -> Result<Self> {
+        Ok(Self {
+            management: env.management_client().await?,
+            runtimes: runtime_clients(env).await?,
+        })
+    }
+
+    async fn scrape(&self, retries: &Retries) -> Result<RequestTotals> {
+        let mut runtimes = RequestCounts::default();
+        for client in &self.runtimes {
+            runtimes = runtimes.plus(request_counts(client, retries).await?);
+        }
+        Ok(RequestTotals {
+            management: request_counts(&self.management, retries).await?,
+            runtimes,
+        })
+    }
+
+    /// The requests served since `before`; `None` (and a note) when they cannot be read, so
+    /// the run's timing is kept.
+    async fn requests_since(
+        &self,
+        before: RequestTotals,
+        retries: &Retries,
+    ) -> Option<RequestTotals> {
+        match self.scrape(retries).await {
+            Ok(after) => Some(RequestTotals {
+                management: after.management.minus(before.management),
+                runtimes: after.runtimes.minus(before.runtimes),
+            }),
+            Err(error) => {
+                eprintln!("reading the API servers' request counters: {error:#}");
+                None
+            }
+        }
+    }
+}
+
+async fn request_counts(client: &Client, retries: &Retries) -> Result<RequestCounts> {
+    let metrics = with_retries(retries, || requests::scrape(client))
+        .await
+        .context("reading /metrics")?;
+    // Lease renewals are the clusters' own controllers and kwok, whatever the load.
+    Ok(requests::request_counts(&metrics, |resource| {
+        resource != "leases"
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// Rows
+
+/// Which kind of run a row measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    Baseline,
+    Minimum,
+    Qleetos { replicas: usize },
+}
+
+impl Run {
+    fn label(self) -> String {
+        match self {
+            Run::Baseline => "baseline".into(),
+            Run::Minimum => "minimum".into(),
+            Run::Qleetos { replicas } => format!("qleetos x{replicas}"),
+        }
+    }
+}
+
+/// What a run that did not fail measured.
 #[derive(Debug)]
-struct Row {
-    n: usize,
-    replicas: Option<usize>,
+struct Measurement {
     elapsed: Duration,
-    /// Objects that finished (applied, or Ready); below `n` only after a timeout.
+    /// Objects that finished (applied, or Ready); below N only after a timeout.
     completed: usize,
     timed_out: bool,
     latencies: Vec<Duration>,
     peak_rss_kib: Vec<u64>,
+    requests: Option<RequestTotals>,
 }
 
-impl Row {
+impl Measurement {
+    /// Every object done in `elapsed`.
+    fn finished(n: usize, elapsed: Duration, latencies: Vec<Duration>) -> Self {
+        Self {
+            elapsed,
+            completed: n,
+            timed_out: false,
+            latencies,
+            peak_rss_kib: Vec::new(),
+            requests: None,
+        }
+    }
+
     fn throughput(&self) -> f64 {
         self.completed as f64 / self.elapsed.as_secs_f64()
     }
 }
 
+#[derive(Debug)]
+struct Row {
+    n: usize,
+    run: Run,
+    retries: usize,
+    /// The measurement, or why the run failed.
+    result: Result<Measurement, String>,
+}
+
+impl Row {
+    fn throughput(&self) -> Option<f64> {
+        self.result.as_ref().ok().map(Measurement::throughput)
+    }
+}
+
+/// The first line of an error chain, short enough for a table cell.
+fn short_message(error: &anyhow::Error) -> String {
+    let message = format!("{error:#}");
+    let first_line = message.lines().next().unwrap_or_default();
+    first_line.chars().take(MAX_ERROR_CHARS).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Objects
+
+fn config_map_name(i: usize) -> String {
+    format!("settings-w-{i}")
+}
+
 fn config_map(i: usize) -> Value {
     json!({
         "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": format!("settings-w-{i}")},
+        "metadata": {"name": config_map_name(i)},
         "data": {"owner": format!("w-{i}")}
     })
 }
@@ -113,26 +377,42 @@ fn workload(i: usize) -> Value {
     })
 }
 
-/// Calls `apply(i)` for every `i < n`, `IN_FLIGHT` at once; returns each call's start.
-async fn apply_all<F, Fut>(n: usize, apply: F) -> Result<Vec<(Instant, Duration)>>
+/// One call of `apply_all`: when it started, how long it took and what it returned.
+#[derive(Debug)]
+struct Timed<T> {
+    start: Instant,
+    elapsed: Duration,
+    output: T,
+}
+
+/// Calls `apply(i)` for every `i < n`, `IN_FLIGHT` at once; returns the calls in order of `i`.
+async fn apply_all<T, F, Fut>(n: usize, apply: F) -> Result<Vec<Timed<T>>>
 where
     F: Fn(usize) -> Fut,
-    Fut: Future<Output = Result<()>>,
+    Fut: Future<Output = Result<T>>,
 {
-    let mut calls: Vec<(usize, Instant, Duration)> = futures::stream::iter(0..n)
+    let mut calls: Vec<(usize, Timed<T>)> = futures::stream::iter(0..n)
         .map(|i| {
             let call = apply(i);
             async move {
                 let start = Instant::now();
-                call.await?;
-                Ok::<_, anyhow::Error>((i, start, start.elapsed()))
+                let output = call.await?;
+                let elapsed = start.elapsed();
+                Ok::<_, anyhow::Error>((
+                    i,
+                    Timed {
+                        start,
+                        elapsed,
+                        output,
+                    },
+                ))
             }
         })
         .buffer_unordered(IN_FLIGHT)
         .try_collect()
         .await?;
-    calls.sort_by_key(|(i, _, _)| *i);
-    Ok(calls.into_iter().map(|(_, s, d)| (s, d)).collect())
+    calls.sort_by_key(|(i, _)| *i);
+    Ok(calls.into_iter().map(|(_, call)| call).collect())
 }
 
 async fn runtime_clients(env: &Environment) -> Result<Vec<Client>> {
@@ -143,38 +423,364 @@ async fn runtime_clients(env: &Environment) -> Result<Vec<Client>> {
     Ok(clients)
 }
 
+// ---------------------------------------------------------------------------------------
+// Baseline
+
 /// N ConfigMaps applied straight to the workload clusters, alternating like the Workloads.
-async fn baseline(env: &Environment, n: usize, timeout: Duration) -> Result<Row> {
+async fn baseline(
+    env: &Environment,
+    n: usize,
+    timeout: Duration,
+    retries: &Retries,
+) -> Result<Measurement> {
     let namespace = format!("baseline-{n}");
-    let clients = runtime_clients(env).await?;
     let mut apis = Vec::new();
-    for client in &clients {
-        ensure_namespace(client, &namespace).await?;
-        apis.push(Api::<ConfigMap>::namespaced(client.clone(), &namespace));
+    for client in runtime_clients(env).await? {
+        create_namespace(&client, &namespace, retries).await?;
+        apis.push(Api::<ConfigMap>::namespaced(client, &namespace));
     }
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let params = forced_apply(FIELD_MANAGER);
     let apply = |i: usize| {
-        let (api, params) = (apis[i % apis.len()].clone(), params.clone());
+        let (api, params) = (&apis[i % apis.len()], &params);
         async move {
-            let name = format!("settings-w-{i}");
-            api.patch(&name, &params, &Patch::Apply(config_map(i)))
-                .await?;
+            let (name, patch) = (config_map_name(i), Patch::Apply(config_map(i)));
+            with_retries(retries, || api.patch(&name, params, &patch))
+                .await
+                .with_context(|| format!("applying ConfigMap {name}"))?;
             Ok(())
         }
     };
+    let servers = ApiServers::of(env).await?;
+    let before = servers.scrape(retries).await?;
     let start = Instant::now();
     let calls = tokio::time::timeout(timeout, apply_all(n, apply))
         .await
         .context("baseline applies timed out")??;
-    Ok(Row {
-        n,
-        replicas: None,
-        elapsed: start.elapsed(),
-        completed: n,
-        timed_out: false,
-        latencies: calls.into_iter().map(|(_, d)| d).collect(),
-        peak_rss_kib: Vec::new(),
+    let elapsed = start.elapsed();
+    let latencies = calls.iter().map(|call| call.elapsed).collect();
+    Ok(Measurement {
+        requests: servers.requests_since(before, retries).await,
+        ..Measurement::finished(n, elapsed, latencies)
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Minimum
+
+/// The runtime a Workload of the minimum run goes to, and its ConfigMaps there.
+#[derive(Debug)]
+struct Target {
+    runtime: String,
+    region: String,
+    config_maps: Api<ConfigMap>,
+}
+
+/// The management APIs of the minimum run and the runtime of each region, in `REGIONS` order.
+#[derive(Debug)]
+struct MinimumApis {
+    workloads: Api<Workload>,
+    instances: Api<WorkloadInstance>,
+    targets: Vec<Target>,
+}
+
+impl MinimumApis {
+    async fn new(
+        env: &Environment,
+        client: &Client,
+        namespace: &str,
+        retries: &Retries,
+    ) -> Result<Self> {
+        let mut targets = Vec::new();
+        for region in REGIONS {
+            let (spec, cluster) = env
+                .runtimes
+                .iter()
+                .find(|(spec, _)| spec.region == region)
+                .with_context(|| format!("no runtime in region {region}"))?;
+            let runtime_client = cluster.client().await?;
+            // QleetOS applies into the runtime namespace named like the Workload's.
+            create_namespace(&runtime_client, namespace, retries).await?;
+            targets.push(Target {
+                runtime: spec.name.clone(),
+                region: spec.region.clone(),
+                config_maps: Api::namespaced(runtime_client, namespace),
+            });
+        }
+        Ok(Self {
+            workloads: Api::namespaced(client.clone(), namespace),
+            instances: Api::namespaced(client.clone(), namespace),
+            targets,
+        })
+    }
+}
+
+/// What the operator's Workload controller applies for `workload` on `runtime` (its
+/// `apply_instance`), named `<workload>-<runtime>`.
+fn instance_for(workload: &Workload, runtime: &str) -> Result<WorkloadInstance> {
+    let name = workload.name_any();
+    let mut instance = WorkloadInstance::new(
+        &format!("{name}-{runtime}"),
+        WorkloadInstanceSpec {
+            workload_ref: Some(WorkloadRef {
+                name: name.clone(),
+                generation: workload.metadata.generation,
+            }),
+            runtime_ref: RuntimeRef {
+                name: runtime.to_owned(),
+            },
+            manifests: workload.spec.manifests.clone(),
+            images: workload.spec.images.clone(),
+            expose: workload.spec.expose.clone(),
+            needs: workload.spec.needs.clone(),
+        },
+    );
+    instance.metadata.labels = Some([(WORKLOAD_LABEL.to_owned(), name)].into());
+    let owner = workload
+        .controller_owner_ref(&())
+        .context("applied Workload has no uid")?;
+    instance.metadata.owner_references = Some(vec![owner]);
+    Ok(instance)
+}
+
+/// The status of an instance whose one ConfigMap was applied and is ready.
+fn rolled_out_status(
+    instance: &WorkloadInstance,
+    runtime: &str,
+    config_map: &ConfigMap,
+) -> Result<WorkloadInstanceStatus> {
+    let generation = instance.metadata.generation;
+    let message = format!("1 objects applied to runtime {runtime}; every workload is available");
+    // From JSON, so optional fields added to the inventory entry need no change here.
+    let applied: AppliedObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "namespace": config_map.namespace(), "name": config_map.name_any(),
+        "uid": config_map.uid(),
+    }))?;
+    Ok(WorkloadInstanceStatus {
+        conditions: vec![Condition::ready(true, "RolledOut", message).with_generation(generation)],
+        observed_generation: generation,
+        applied_objects: vec![applied],
+        applied_count: 1,
+        ..WorkloadInstanceStatus::default()
+    })
+}
+
+/// The status of a Workload whose one placement is Ready.
+fn ready_status(workload: &Workload, instance: &str, target: &Target) -> WorkloadStatus {
+    let generation = workload.metadata.generation;
+    let ready = Condition::ready(true, "AllPlacementsReady", "ready on 1 runtime(s)");
+    WorkloadStatus {
+        conditions: vec![ready.with_generation(generation)],
+        observed_generation: generation,
+        placements: vec![PlacementStatus {
+            runtime: target.runtime.clone(),
+            region: target.region.clone(),
+            instance: instance.to_owned(),
+            ready: true,
+            reason: "RolledOut".into(),
+            ..PlacementStatus::default()
+        }],
+        ready_placements: Some("1/1".into()),
+    }
+}
+
+/// A server-side apply of `status` on the status subresource of a `K`.
+fn status_patch<K: Resource<DynamicType = ()>>(status: &impl Serialize) -> Patch<Value> {
+    Patch::Apply(json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    }))
+}
+
+/// The five writes of Workload `i`, in sequence; returns when its ConfigMap was applied.
+async fn write_minimum(apis: &MinimumApis, i: usize, retries: &Retries) -> Result<Instant> {
+    let target = &apis.targets[i % apis.targets.len()];
+    let user = forced_apply(FIELD_MANAGER);
+    let qleetos = forced_apply(qleetos_crds::FIELD_MANAGER);
+    let name = format!("w-{i}");
+
+    let patch = Patch::Apply(workload(i));
+    let workload = with_retries(retries, || apis.workloads.patch(&name, &user, &patch))
+        .await
+        .with_context(|| format!("applying Workload {name}"))?;
+
+    let instance = instance_for(&workload, &target.runtime)?;
+    let instance_name = instance.name_any();
+    let patch = Patch::Apply(&instance);
+    let instance = with_retries(retries, || {
+        apis.instances.patch(&instance_name, &qleetos, &patch)
+    })
+    .await
+    .with_context(|| format!("applying WorkloadInstance {instance_name}"))?;
+
+    let (config_map_name, patch) = (config_map_name(i), Patch::Apply(config_map(i)));
+    let config_map = with_retries(retries, || {
+        target.config_maps.patch(&config_map_name, &qleetos, &patch)
+    })
+    .await
+    .with_context(|| format!("applying ConfigMap {config_map_name} to {}", target.runtime))?;
+    let applied_at = Instant::now();
+
+    let status = rolled_out_status(&instance, &target.runtime, &config_map)?;
+    let patch = status_patch::<WorkloadInstance>(&status);
+    with_retries(retries, || {
+        apis.instances
+            .patch_status(&instance_name, &qleetos, &patch)
+    })
+    .await
+    .with_context(|| format!("writing the status of WorkloadInstance {instance_name}"))?;
+
+    let patch = status_patch::<Workload>(&ready_status(&workload, &instance_name, target));
+    with_retries(retries, || {
+        apis.workloads.patch_status(&name, &qleetos, &patch)
+    })
+    .await
+    .with_context(|| format!("writing the status of Workload {name}"))?;
+    Ok(applied_at)
+}
+
+/// The writes QleetOS cannot avoid, made by a bare client with the operators stopped.
+async fn minimum(
+    env: &mut Environment,
+    n: usize,
+    timeout: Duration,
+    retries: &Retries,
+) -> Result<Measurement> {
+    let client = env.management_client().await?;
+    // The previous run's Workloads have finalizers: delete them while operators still run.
+    delete_all_workloads(&client, retries).await?;
+    env.stop_operators().await;
+    let namespace = format!("minimum-{n}");
+    create_namespace(&client, &namespace, retries).await?;
+    let apis = MinimumApis::new(env, &client, &namespace, retries).await?;
+    let servers = ApiServers::of(env).await?;
+    let measured = measure_minimum(&apis, &servers, n, timeout, retries).await;
+    if let Err(error) = delete_minimum_objects(&apis, n, retries).await {
+        eprintln!("cleanup of {namespace}: {error:#}");
+    }
+    measured
+}
+
+async fn measure_minimum(
+    apis: &MinimumApis,
+    servers: &ApiServers,
+    n: usize,
+    timeout: Duration,
+    retries: &Retries,
+) -> Result<Measurement> {
+    let before = servers.scrape(retries).await?;
+    let start = Instant::now();
+    let writes = apply_all(n, |i| write_minimum(apis, i, retries));
+    let calls = tokio::time::timeout(timeout, writes)
+        .await
+        .context("minimum writes timed out")??;
+    let elapsed = start.elapsed();
+    let latencies = calls
+        .iter()
+        .map(|call| call.output.saturating_duration_since(call.start))
+        .collect();
+    Ok(Measurement {
+        requests: servers.requests_since(before, retries).await,
+        ..Measurement::finished(n, elapsed, latencies)
+    })
+}
+
+/// Deletes the minimum run's Workloads and instances (no finalizers, as no operator runs;
+/// the instances explicitly, as the management cluster may not collect garbage).
+async fn delete_minimum_objects(apis: &MinimumApis, n: usize, retries: &Retries) -> Result<()> {
+    let deadline = Instant::now() + scaled(CLEANUP_TIMEOUT_PER_OBJECT, n, MIN_CLEANUP_TIMEOUT);
+    delete_collection(&apis.workloads, retries).await?;
+    delete_collection(&apis.instances, retries).await?;
+    let gone = wait_until_empty(&apis.workloads, deadline, retries).await?
+        && wait_until_empty(&apis.instances, deadline, retries).await?;
+    if !gone {
+        bail!("objects still there after the cleanup timeout");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Cleanup
+
+async fn delete_collection<K>(api: &Api<K>, retries: &Retries) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let (params, all) = (DeleteParams::default(), ListParams::default());
+    with_retries(retries, || api.delete_collection(&params, &all))
+        .await
+        .with_context(|| format!("deleting every {}", std::any::type_name::<K>()))?;
+    Ok(())
+}
+
+/// Polls until `api` lists nothing; false if `deadline` passes first.
+async fn wait_until_empty<K>(api: &Api<K>, deadline: Instant, retries: &Retries) -> Result<bool>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let one = ListParams::default().limit(1);
+    loop {
+        let left = with_retries(retries, || api.list_metadata(&one)).await?;
+        if left.items.is_empty() {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(CLEANUP_POLL).await;
+    }
+}
+
+/// Deletes every Workload (with the operators still running, so finalizers complete) and
+/// waits until all are gone, so the next run starts from an empty management cluster.
+async fn delete_all_workloads(client: &Client, retries: &Retries) -> Result<()> {
+    let all: Api<Workload> = Api::all(client.clone());
+    let every = ListParams::default();
+    let existing = with_retries(retries, || all.list_metadata(&every))
+        .await
+        .context("listing Workloads")?
+        .items;
+    let namespaces: HashSet<String> = existing.iter().filter_map(|w| w.namespace()).collect();
+    if namespaces.is_empty() {
+        return Ok(());
+    }
+    let start = Instant::now();
+    for namespace in &namespaces {
+        delete_collection(
+            &Api::<Workload>::namespaced(client.clone(), namespace),
+            retries,
+        )
+        .await?;
+    }
+    let timeout = scaled(
+        CLEANUP_TIMEOUT_PER_OBJECT,
+        existing.len(),
+        MIN_CLEANUP_TIMEOUT,
+    );
+    if wait_until_empty(&all, start + timeout, retries).await? {
+        eprintln!(
+            "cleanup: deleted the previous {} Workloads in {:.1?}",
+            existing.len(),
+            start.elapsed()
+        );
+    } else {
+        eprintln!("cleanup: Workloads still deleting after {timeout:?}; going on");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// QleetOS
+
+/// Background watch tasks, stopped when dropped (also when a run fails half-way).
+#[derive(Debug, Default)]
+struct Watches(Vec<JoinHandle<()>>);
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        self.0.iter().for_each(JoinHandle::abort);
+    }
 }
 
 /// Watches `api` in the background, calling `on_object` with each object and the time it
@@ -202,10 +808,11 @@ where
             }
         }
     });
-    tokio::time::timeout(SETUP_TIMEOUT, synced_rx)
-        .await
-        .context("watch did not sync")?
-        .context("watch ended before syncing")?;
+    let synced = tokio::time::timeout(SETUP_TIMEOUT, synced_rx).await;
+    if !matches!(synced, Ok(Ok(()))) {
+        task.abort();
+        bail!("watch did not sync within {SETUP_TIMEOUT:?}");
+    }
     Ok(task)
 }
 
@@ -261,53 +868,18 @@ async fn poll_until<T>(deadline: Instant, mut check: impl FnMut() -> Option<T>) 
     }
 }
 
-async fn wait_runtimes_ready(client: &Client) -> Result<()> {
+async fn wait_runtimes_ready(client: &Client, retries: &Retries) -> Result<()> {
     let api: Api<KubernetesRuntime> = Api::all(client.clone());
+    let all = ListParams::default();
     let deadline = Instant::now() + SETUP_TIMEOUT;
     while Instant::now() < deadline {
-        let runtimes = api.list(&ListParams::default()).await?.items;
+        let runtimes = with_retries(retries, || api.list(&all)).await?.items;
         if !runtimes.is_empty() && runtimes.iter().all(KubernetesRuntime::is_ready) {
             return Ok(());
         }
         tokio::time::sleep(POLL).await;
     }
     bail!("KubernetesRuntimes not Ready within {SETUP_TIMEOUT:?}")
-}
-
-/// Deletes every Workload (with the operators still running, so finalizers complete) and
-/// waits until all are gone, so the next run starts from an empty management cluster.
-async fn delete_all_workloads(client: &Client) -> Result<()> {
-    let all: Api<Workload> = Api::all(client.clone());
-    let namespaces: HashSet<String> = all
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .filter_map(|w| w.namespace())
-        .collect();
-    if namespaces.is_empty() {
-        return Ok(());
-    }
-    let start = Instant::now();
-    for namespace in &namespaces {
-        Api::<Workload>::namespaced(client.clone(), namespace)
-            .delete_collection(&DeleteParams::default(), &ListParams::default())
-            .await?;
-    }
-    let deadline = start + CLEANUP_TIMEOUT;
-    while Instant::now() < deadline {
-        let left = all.list(&ListParams::default()).await?.items.len();
-        if left == 0 {
-            eprintln!(
-                "cleanup: deleted the previous Workloads in {:.1?}",
-                start.elapsed()
-            );
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    eprintln!("cleanup: Workloads still deleting after {CLEANUP_TIMEOUT:?}; going on");
-    Ok(())
 }
 
 async fn restart_operators(env: &mut Environment, replicas: usize) -> Result<()> {
@@ -329,31 +901,38 @@ fn peak_rss_kib(pid: u32) -> Result<u64> {
         .with_context(|| format!("no VmHWM in /proc/{pid}/status"))
 }
 
+/// Peak RSS of every operator; one that cannot be read is left out (and said so).
+fn operators_peak_rss_kib(env: &Environment) -> Vec<u64> {
+    env.operators()
+        .iter()
+        .filter_map(|operator| {
+            peak_rss_kib(operator.pid())
+                .inspect_err(|error| eprintln!("peak RSS: {error:#}"))
+                .ok()
+        })
+        .collect()
+}
+
 /// Watchers on the ConfigMaps of `namespace` in every runtime.
-async fn watch_runtimes(
-    env: &Environment,
-    namespace: &str,
-    seen: &Sightings,
-) -> Result<Vec<JoinHandle<()>>> {
-    let mut tasks = Vec::new();
+async fn watch_runtimes(env: &Environment, namespace: &str, seen: &Sightings) -> Result<Watches> {
+    let mut watches = Watches::default();
     for client in runtime_clients(env).await? {
         let api = Api::<ConfigMap>::namespaced(client, namespace);
-        tasks.push(spawn_watch(api, record_sightings(seen.clone())).await?);
+        watches
+            .0
+            .push(spawn_watch(api, record_sightings(seen.clone())).await?);
     }
-    Ok(tasks)
+    Ok(watches)
 }
 
 /// Apply-call start to first sighting in the runtime, for every Workload seen there.
-fn apply_to_runtime(
-    calls: &[(Instant, Duration)],
-    seen: &HashMap<String, Instant>,
-) -> Vec<Duration> {
+fn apply_to_runtime(calls: &[Timed<()>], seen: &HashMap<String, Instant>) -> Vec<Duration> {
     calls
         .iter()
         .enumerate()
-        .filter_map(|(i, (start, _))| {
-            seen.get(&format!("settings-w-{i}"))
-                .map(|at| at.saturating_duration_since(*start))
+        .filter_map(|(i, call)| {
+            seen.get(&config_map_name(i))
+                .map(|at| at.saturating_duration_since(call.start))
         })
         .collect()
 }
@@ -364,51 +943,102 @@ async fn qleetos(
     n: usize,
     replicas: usize,
     timeout: Duration,
-) -> Result<Row> {
+    retries: &Retries,
+) -> Result<Measurement> {
     let client = env.management_client().await?;
-    delete_all_workloads(&client).await?;
+    delete_all_workloads(&client, retries).await?;
     restart_operators(env, replicas).await?;
-    wait_runtimes_ready(&client).await?;
+    wait_runtimes_ready(&client, retries).await?;
     let namespace = format!("bench-{n}-x{replicas}");
-    ensure_namespace(&client, &namespace).await?;
+    create_namespace(&client, &namespace, retries).await?;
     let seen = Sightings::default();
-    let mut tasks = watch_runtimes(env, &namespace, &seen).await?;
+    let mut watches = watch_runtimes(env, &namespace, &seen).await?;
     let readiness = Arc::new(Mutex::new(Readiness::default()));
     let workloads = Api::<Workload>::namespaced(client.clone(), &namespace);
-    tasks.push(spawn_watch(workloads.clone(), record_readiness(readiness.clone(), n)).await?);
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let readiness_watch = spawn_watch(workloads.clone(), record_readiness(readiness.clone(), n));
+    watches.0.push(readiness_watch.await?);
+    let params = forced_apply(FIELD_MANAGER);
     let apply = |i: usize| {
-        let (api, params) = (workloads.clone(), params.clone());
+        let (api, params) = (&workloads, &params);
         async move {
-            api.patch(&format!("w-{i}"), &params, &Patch::Apply(workload(i)))
-                .await?;
+            let (name, patch) = (format!("w-{i}"), Patch::Apply(workload(i)));
+            with_retries(retries, || api.patch(&name, params, &patch))
+                .await
+                .with_context(|| format!("applying Workload {name}"))?;
             Ok(())
         }
     };
+    let servers = ApiServers::of(env).await?;
+    let before = servers.scrape(retries).await?;
     let start = Instant::now();
     let deadline = start + timeout;
     let calls = tokio::time::timeout(timeout, apply_all(n, apply))
         .await
         .context("Workload applies timed out")??;
     let all_ready_at = poll_until(deadline, || lock(&readiness).all_ready_at).await;
+    let requests = servers.requests_since(before, retries).await;
     let grace = deadline.min(Instant::now() + SIGHTING_GRACE);
     poll_until(grace, || (lock(&seen).len() >= n).then_some(())).await;
-    let peak_rss_kib = env
-        .operators()
-        .iter()
-        .map(|o| peak_rss_kib(o.pid()))
-        .collect::<Result<_>>()?;
-    tasks.iter().for_each(JoinHandle::abort);
+    let peak_rss_kib = operators_peak_rss_kib(env);
+    drop(watches);
     let latencies = apply_to_runtime(&calls, &lock(&seen));
-    Ok(Row {
-        n,
-        replicas: Some(replicas),
+    Ok(Measurement {
         elapsed: all_ready_at.map_or(timeout, |at| at - start),
         completed: all_ready_at.map_or_else(|| lock(&readiness).ready.len(), |_| n),
         timed_out: all_ready_at.is_none(),
         latencies,
         peak_rss_kib,
+        requests,
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Table
+
+#[derive(Debug, Clone, Copy)]
+enum Align {
+    Left,
+    Right,
+}
+
+const COLUMNS: [(&str, usize, Align); 13] = [
+    ("N", 5, Align::Right),
+    ("run", 11, Align::Left),
+    ("time s", 12, Align::Right),
+    ("obj/s", 8, Align::Right),
+    ("vs base", 8, Align::Right),
+    ("vs min", 8, Align::Right),
+    ("p50 ms", 9, Align::Right),
+    ("p99 ms", 9, Align::Right),
+    ("mgmt w/wl", 9, Align::Right),
+    ("mgmt r/wl", 9, Align::Right),
+    ("rt w/wl", 7, Align::Right),
+    ("retries", 7, Align::Right),
+    ("peak RSS MiB", 14, Align::Right),
+];
+
+fn table_line(cells: &[String]) -> String {
+    let cells: Vec<String> = cells
+        .iter()
+        .zip(COLUMNS)
+        .map(|(cell, (_, width, align))| match align {
+            Align::Left => format!("{cell:<width$}"),
+            Align::Right => format!("{cell:>width$}"),
+        })
+        .collect();
+    format!("| {} |", cells.join(" | "))
+}
+
+fn table_header() -> String {
+    let names: Vec<String> = COLUMNS.iter().map(|(name, _, _)| (*name).into()).collect();
+    let rules: Vec<String> = COLUMNS
+        .iter()
+        .map(|(_, width, align)| match align {
+            Align::Left => format!(":{}", "-".repeat(width + 1)),
+            Align::Right => format!("{}:", "-".repeat(width + 1)),
+        })
+        .collect();
+    format!("{}\n|{}|", table_line(&names), rules.join("|"))
 }
 
 /// Nearest-rank percentile of unsorted durations.
@@ -439,75 +1069,124 @@ fn rss_column(kib: &[u64]) -> String {
     }
 }
 
-fn format_row(row: &Row, baseline: Option<&Row>) -> String {
-    let who = row
-        .replicas
-        .map_or_else(|| "baseline".into(), |r| format!("qleetos x{r}"));
-    let ratio = baseline.map_or_else(
-        || "-".into(),
-        |b| format!("{:.3}", row.throughput() / b.throughput()),
-    );
-    let time = if row.timed_out {
-        format!("timeout {}/{}", row.completed, row.n)
-    } else {
-        format!("{:.2}", row.elapsed.as_secs_f64())
+/// `row`'s throughput over that of the `reference` run of the same N, when both have one.
+fn ratio(row: &Row, rows: &[Row], reference: Run) -> String {
+    let reference = rows
+        .iter()
+        .find(|r| r.n == row.n && r.run == reference)
+        .and_then(Row::throughput);
+    match (row.throughput(), reference) {
+        (Some(ours), Some(theirs)) if row.run != Run::Baseline => {
+            let ratio = ours / theirs;
+            if ratio < 0.01 {
+                format!("{ratio:.4}")
+            } else {
+                format!("{ratio:.3}")
+            }
+        }
+        _ => "-".into(),
+    }
+}
+
+/// Requests per Workload, one decimal; `-` when they could not be read.
+fn per_workload(
+    row: &Row,
+    requests: Option<&RequestTotals>,
+    pick: fn(&RequestTotals) -> f64,
+) -> String {
+    requests.map_or_else(|| "-".into(), |r| format!("{:.1}", pick(r) / row.n as f64))
+}
+
+fn format_row(row: &Row, rows: &[Row]) -> String {
+    let measurement = row.result.as_ref().ok();
+    let time = match &row.result {
+        Err(message) => format!("error: {message}"),
+        Ok(m) if m.timed_out => format!("timeout {}/{}", m.completed, row.n),
+        Ok(m) => format!("{:.2}", m.elapsed.as_secs_f64()),
     };
-    format!(
-        "| {:>5} | {who:<11} | {time:>12} | {:>8.1} | {ratio:>8} | {:>9} | {:>9} | {:>14} |",
-        row.n,
-        row.throughput(),
-        millis(percentile(&row.latencies, 0.50)),
-        millis(percentile(&row.latencies, 0.99)),
-        rss_column(&row.peak_rss_kib),
-    )
+    let latencies = measurement.map_or(&[][..], |m| &m.latencies);
+    let requests = measurement.and_then(|m| m.requests.as_ref());
+    let vs_min = match row.run {
+        Run::Qleetos { .. } => ratio(row, rows, Run::Minimum),
+        Run::Baseline | Run::Minimum => "-".into(),
+    };
+    table_line(&[
+        row.n.to_string(),
+        row.run.label(),
+        time,
+        row.throughput()
+            .map_or_else(|| "-".into(), |t| format!("{t:.1}")),
+        ratio(row, rows, Run::Baseline),
+        vs_min,
+        millis(percentile(latencies, 0.50)),
+        millis(percentile(latencies, 0.99)),
+        per_workload(row, requests, |r| r.management.writes),
+        per_workload(row, requests, |r| r.management.reads),
+        per_workload(row, requests, |r| r.runtimes.writes),
+        row.retries.to_string(),
+        rss_column(measurement.map_or(&[][..], |m| &m.peak_rss_kib)),
+    ])
 }
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\nConfigMap-only Workloads, {IN_FLIGHT} applies in flight; latency = apply call to object in runtime"
+        "\nConfigMap-only Workloads, {IN_FLIGHT} in flight; latency = first call to ConfigMap in runtime; \
+         w/wl, r/wl = API writes, reads per Workload (leases left out)"
     );
-    println!(
-        "| {:>5} | {:<11} | {:>12} | {:>8} | {:>8} | {:>9} | {:>9} | {:>14} |",
-        "N", "run", "time s", "obj/s", "vs base", "p50 ms", "p99 ms", "peak RSS MiB"
-    );
-    println!(
-        "|------:|:------------|-------------:|---------:|---------:|----------:|----------:|---------------:|"
-    );
+    println!("{}", table_header());
     for row in rows {
-        let baseline = rows
-            .iter()
-            .find(|b| b.n == row.n && b.replicas.is_none() && row.replicas.is_some());
-        println!("{}", format_row(row, baseline));
+        println!("{}", format_row(row, rows));
     }
 }
 
-async fn bench(env: &mut Environment, settings: &Settings) -> Result<Vec<Row>> {
+// ---------------------------------------------------------------------------------------
+// Main
+
+/// Every run of every size, in table order; a failed run becomes a failed row.
+async fn bench(env: &mut Environment, settings: &Settings) -> Vec<Row> {
     let mut rows = Vec::new();
     for &n in &settings.sizes {
-        let base = baseline(env, n, settings.run_timeout).await?;
-        eprintln!("{}", format_row(&base, None));
-        for replicas in REPLICAS {
-            let row = qleetos(env, n, replicas, settings.run_timeout).await?;
-            eprintln!("{}", format_row(&row, Some(&base)));
-            rows.push(row);
+        let timeout = settings.run_timeout(n);
+        let qleetos_runs = settings
+            .replicas
+            .iter()
+            .map(|&replicas| Run::Qleetos { replicas });
+        for run in [Run::Baseline, Run::Minimum]
+            .into_iter()
+            .chain(qleetos_runs)
+        {
+            let retries = Retries::default();
+            let result = match run {
+                Run::Baseline => baseline(env, n, timeout, &retries).await,
+                Run::Minimum => minimum(env, n, timeout, &retries).await,
+                Run::Qleetos { replicas } => qleetos(env, n, replicas, timeout, &retries).await,
+            };
+            rows.push(Row {
+                n,
+                run,
+                retries: retries.count(),
+                result: result.map_err(|error| short_message(&error)),
+            });
+            if let Some(row) = rows.last() {
+                eprintln!("{}", format_row(row, &rows));
+            }
         }
-        rows.insert(rows.len() - REPLICAS.len(), base);
     }
-    Ok(rows)
+    rows
 }
 
 fn main() -> Result<()> {
     // `cargo bench` passes `--bench`; nothing else to parse.
-    let settings = settings()?;
+    let settings = Settings::from_env()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let dir = tempfile::Builder::new()
             .prefix("qleetos-bench-")
             .tempdir()?;
         let mut env = Environment::start(dir.path(), default_runtimes()).await?;
-        let result = bench(&mut env, &settings).await;
+        let rows = bench(&mut env, &settings).await;
         env.stop().await;
-        print_table(&result?);
+        print_table(&rows);
         Ok(())
     })
 }

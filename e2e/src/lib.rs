@@ -16,6 +16,7 @@ pub mod local_clusters;
 pub mod nats;
 pub mod operator;
 pub mod process;
+pub mod requests;
 pub mod standin;
 
 pub use error::Error;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;
 use kube::Resource;
 use kube::core::PartialObjectMeta;
@@ -72,6 +72,9 @@ pub struct Caches {
     pub service_profiles: Store<ServiceProfile>,
     pub service_dependencies: Store<WorkloadServiceDependency>,
     pub runtime_profiles: Store<KubernetesRuntimeProfile>,
+    /// Metadata of the Secrets in QleetOS's own namespace (kubeconfigs): their versions tell
+    /// whether a runtime's cached client is current.
+    pub system_secrets: Store<PartialObjectMeta<Secret>>,
 }
 
 /// The writing ends of [`Caches`], handed to the watches that fill them.
@@ -86,6 +89,7 @@ pub struct CacheWriters {
     pub service_profiles: Writer<ServiceProfile>,
     pub service_dependencies: Writer<WorkloadServiceDependency>,
     pub runtime_profiles: Writer<KubernetesRuntimeProfile>,
+    pub system_secrets: Writer<PartialObjectMeta<Secret>>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -112,6 +116,7 @@ pub fn caches() -> (Caches, CacheWriters) {
     let (service_profiles, service_profile_writer) = reflector::store();
     let (service_dependencies, service_dependency_writer) = reflector::store();
     let (runtime_profiles, runtime_profile_writer) = reflector::store();
+    let (system_secrets, system_secret_writer) = reflector::store();
     (
         Caches {
             workloads,
@@ -124,6 +129,7 @@ pub fn caches() -> (Caches, CacheWriters) {
             service_profiles,
             service_dependencies,
             runtime_profiles,
+            system_secrets,
         },
         CacheWriters {
             workloads: workload_writer,
@@ -136,6 +142,7 @@ pub fn caches() -> (Caches, CacheWriters) {
             service_profiles: service_profile_writer,
             service_dependencies: service_dependency_writer,
             runtime_profiles: runtime_profile_writer,
+            system_secrets: system_secret_writer,
         },
     )
 }
@@ -202,6 +209,10 @@ pub struct Context {
     pub management: crate::runtime_client::RuntimeClient,
     pub pool: RuntimePool,
     pub caches: Caches,
+    /// How far each watch cache has caught up, so reconciles can read from it.
+    pub fences: crate::fence::Fences,
+    /// What the drift watches last saw of the objects applied in each runtime.
+    pub live: crate::applier::live::LiveRegistry,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     recorder: Recorder,
@@ -227,8 +238,11 @@ impl Context {
                 client.clone(),
                 settings.system_namespace.clone(),
                 settings.kubeconfig,
-            ),
+            )
+            .with_secret_versions(caches.system_secrets.clone()),
             caches,
+            fences: crate::fence::Fences::default(),
+            live: crate::applier::live::LiveRegistry::default(),
             recorder: Recorder::new(client.clone(), reporter),
             management: crate::runtime_client::RuntimeClient::new("management", client.clone()),
             client,

@@ -20,8 +20,41 @@ pub enum Phase<K> {
     Gone,
 }
 
-/// Works out the phase, adding `finalizer` first when the object is live and lacks it.
+/// Works out the phase, adding `finalizer` first when the object is live and lacks it. The
+/// object may come from a watch cache: when the finalizer patch finds it stale (409), the
+/// phase is worked out again from the object read from the API server.
 pub async fn phase<K>(api: &Api<K>, finalizer: &str, object: Arc<K>) -> Result<Phase<K>>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match phase_of(api, finalizer, object.clone()).await {
+        Err(error) if is_stale(&error) => match fresh_copy(api, &*object).await? {
+            Some(fresh) => phase_of(api, finalizer, Arc::new(fresh)).await,
+            None => Ok(Phase::Gone),
+        },
+        other => other,
+    }
+}
+
+/// Whether a write failed because the object it started from was not the latest.
+fn is_stale(error: &Error) -> bool {
+    matches!(error, Error::Management(kube::Error::Api(status)) if status.code == 409)
+}
+
+/// `object` as the API server has it now; `None` when it is gone (or another object took its
+/// name).
+async fn fresh_copy<K>(api: &Api<K>, object: &K) -> Result<Option<K>>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let fresh = api
+        .get_opt(&object.name_any())
+        .await
+        .map_err(Error::Management)?;
+    Ok(fresh.filter(|fresh| fresh.uid() == object.uid()))
+}
+
+async fn phase_of<K>(api: &Api<K>, finalizer: &str, object: Arc<K>) -> Result<Phase<K>>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
@@ -39,11 +72,28 @@ where
     }
 }
 
-/// Removes `finalizer`, letting the API server delete the object.
+/// Removes `finalizer`, letting the API server delete the object; when `object` was stale
+/// (409), once more from the object read from the API server.
 pub async fn release<K>(api: &Api<K>, finalizer: &str, object: &K) -> Result<()>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
+    match release_from(api, finalizer, object).await {
+        Err(error) if is_stale(&error) => match fresh_copy(api, object).await? {
+            Some(fresh) => release_from(api, finalizer, &fresh).await,
+            None => Ok(()),
+        },
+        other => other,
+    }
+}
+
+async fn release_from<K>(api: &Api<K>, finalizer: &str, object: &K) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    if !object.finalizers().iter().any(|f| f == finalizer) {
+        return Ok(());
+    }
     let finalizers = object
         .finalizers()
         .iter()

@@ -51,6 +51,8 @@ pub struct Metrics {
     aborted: Family<FailureLabels, Counter>,
     queue_interruptions: Family<ControllerLabels, Counter>,
     drift_rejected: Counter,
+    object_reads: Family<OutcomeLabels, Counter>,
+    writes_skipped: Family<OutcomeLabels, Counter>,
     ready: AtomicBool,
     /// The first background task that stopped on its own; `/healthz` fails once set.
     stopped_task: OnceLock<&'static str>,
@@ -127,6 +129,18 @@ impl Default for Metrics {
         registry.register(help[5].0, help[5].1, aborted.clone());
         registry.register(help[6].0, help[6].1, queue_interruptions.clone());
         registry.register(help[7].0, help[7].1, drift_rejected.clone());
+        let object_reads = Family::<OutcomeLabels, Counter>::default();
+        let writes_skipped = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "object_reads",
+            "Objects a reconcile started from, by Qleet and source (cache: the watch cache had caught up with the notification; api: read from the API server)",
+            object_reads.clone(),
+        );
+        registry.register(
+            "writes_skipped",
+            "Writes not sent because the object already was as wanted, by Qleet and write (status, instance, apply)",
+            writes_skipped.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -140,6 +154,8 @@ impl Default for Metrics {
             aborted,
             queue_interruptions,
             drift_rejected,
+            object_reads,
+            writes_skipped,
             ready: AtomicBool::new(false),
             stopped_task: OnceLock::new(),
         }
@@ -177,6 +193,24 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// Counts where a reconcile read its object: `cache` or `api`.
+    pub fn object_read(&self, controller: &'static str, source: &'static str) {
+        let labels = OutcomeLabels {
+            controller,
+            outcome: source,
+        };
+        self.object_reads.get_or_create(&labels).inc();
+    }
+
+    /// Counts a write left out because nothing changed: `status`, `instance` or `apply`.
+    pub fn write_skipped(&self, controller: &'static str, write: &'static str) {
+        let labels = OutcomeLabels {
+            controller,
+            outcome: write,
+        };
+        self.writes_skipped.get_or_create(&labels).inc();
     }
 
     pub fn lock_contended(&self, controller: &'static str) {

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use qleetos_crds::KubernetesRuntime;
 
@@ -24,6 +26,8 @@ pub struct RuntimePool {
     secrets_namespace: String,
     policy: KubeconfigPolicy,
     cache: Arc<Mutex<HashMap<String, Cached>>>,
+    /// The watched versions of the kubeconfig Secrets, when the operator watches them.
+    secret_versions: Option<Store<PartialObjectMeta<Secret>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,7 +49,33 @@ impl RuntimePool {
             secrets_namespace,
             policy,
             cache: Arc::default(),
+            secret_versions: None,
         }
+    }
+
+    /// Reuses a runtime's client without reading its Secret while `secrets` (a watch cache
+    /// of the Secrets' metadata) shows the Secret at the version the client was built from.
+    #[must_use]
+    pub fn with_secret_versions(mut self, secrets: Store<PartialObjectMeta<Secret>>) -> Self {
+        self.secret_versions = Some(secrets);
+        self
+    }
+
+    /// The cached client of `runtime` when the watched Secret is still the one it was built
+    /// from.
+    fn current_client(&self, name: &str, runtime: &KubernetesRuntime) -> Option<RuntimeClient> {
+        let reference = &runtime.spec.connection.kubeconfig_secret_ref;
+        if reference.namespace != self.secrets_namespace {
+            return None;
+        }
+        let watched = self
+            .secret_versions
+            .as_ref()?
+            .get(&ObjectRef::new(&reference.name).within(&reference.namespace))?;
+        let version = watched.metadata.resource_version.as_deref()?;
+        self.cached(name)
+            .filter(|cached| cached.secret_version == version)
+            .map(|cached| cached.client)
     }
 
     /// The client of `runtime`, reusing the cached one while its Secret is unchanged.
@@ -55,6 +85,9 @@ impl RuntimePool {
             .name
             .clone()
             .ok_or(Error::MissingMetadata("KubernetesRuntime", "name"))?;
+        if let Some(client) = self.current_client(&name, runtime) {
+            return Ok(client);
+        }
         let secret = self.kubeconfig_secret(&name, runtime).await?;
         let version = secret.metadata.resource_version.clone().unwrap_or_default();
         if let Some(cached) = self.cached(&name).filter(|c| c.secret_version == version) {

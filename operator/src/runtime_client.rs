@@ -1,7 +1,7 @@
 //! Dynamic access to one runtime: discovery of kinds, ownership-checked server-side apply,
 //! get and owned delete, as the operator or impersonating a tenant.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -12,8 +12,9 @@ use kube::api::{
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Scope, pinned_kind};
 use kube::{Api, Client, Config, ResourceExt};
-use qleetos_crds::{AppliedObject, FIELD_MANAGER, Manifest};
-use serde_json::Value;
+use qleetos_crds::{AppliedObject, AppliedRevision, FIELD_MANAGER, Manifest};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::render::{
@@ -31,6 +32,9 @@ pub struct RuntimeClient {
     config: Option<Config>,
     kinds: Arc<Mutex<KindCache>>,
     tenants: Arc<Mutex<HashMap<String, Client>>>,
+    /// Namespaces and tenant bindings known to be in place, so a pass does not ask again;
+    /// forgotten when an apply is refused for a missing namespace or permission.
+    ensured: Arc<Mutex<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for RuntimeClient {
@@ -78,6 +82,7 @@ impl RuntimeClient {
             config: None,
             kinds: Arc::default(),
             tenants: Arc::default(),
+            ensured: Arc::default(),
         }
     }
 
@@ -145,6 +150,7 @@ impl RuntimeClient {
             namespace,
             name: manifest.name().unwrap_or_default().to_owned(),
             uid: None,
+            applied: None,
         };
         Ok(Resolved { object, resource })
     }
@@ -161,10 +167,10 @@ impl RuntimeClient {
         let api = self.api_with(&resolved.resource, resolved.object.namespace.as_deref());
         let mut force = ownership.known;
         if !force {
-            let live = api
-                .get_opt(&resolved.object.name)
-                .await
-                .map_err(|e| self.api_error(&resolved.object, "reading", e))?;
+            let live = api.get_opt(&resolved.object.name).await.map_err(|e| {
+                self.forget_ensured_on(&e);
+                self.api_error(&resolved.object, "reading", e)
+            })?;
             if let Some(live) = live {
                 let ours = owner_uid_of(&live) == Some(ownership.owner_uid);
                 // Only objects QleetOS did not create: another instance's stay a conflict.
@@ -176,12 +182,8 @@ impl RuntimeClient {
                 force = true;
             }
         }
-        let mut object = manifest.0.clone();
-        if let (Some(namespace), Some(Value::Object(metadata))) =
-            (&resolved.object.namespace, object.get_mut("metadata"))
-        {
-            metadata.insert("namespace".into(), Value::String(namespace.clone()));
-        }
+        let object = applied_form(manifest, resolved.object.namespace.as_deref());
+        let digest = digest_of(&object);
         let mut params = PatchParams::apply(ownership.field_manager).validation_strict();
         params.force = force;
         let applied = api
@@ -195,10 +197,18 @@ impl RuntimeClient {
                 kube::Error::Api(status) if status.code == 409 => {
                     self.conflict(&resolved.object, &status.message)
                 }
-                other => self.api_error(&resolved.object, "applying", other),
+                other => {
+                    self.forget_ensured_on(&other);
+                    self.api_error(&resolved.object, "applying", other)
+                }
             })?;
         Ok(AppliedObject {
             uid: applied.uid(),
+            applied: Some(AppliedRevision {
+                digest,
+                resource_version: applied.resource_version().unwrap_or_default(),
+                generation: applied.metadata.generation,
+            }),
             ..resolved.object.clone()
         })
     }
@@ -275,13 +285,18 @@ impl RuntimeClient {
     }
 
     /// Binds ClusterRole `role` to tenant `user` in runtime namespace `namespace`
-    /// (RoleBinding `qleetos-tenant`), as the operator.
+    /// (RoleBinding `qleetos-tenant`), as the operator; writes only when the binding is
+    /// missing or different.
     pub async fn ensure_tenant_binding(
         &self,
         namespace: &str,
         role: &str,
         user: &str,
     ) -> Result<()> {
+        let key = format!("binding/{namespace}/{role}/{user}");
+        if self.is_ensured(&key) {
+            return Ok(());
+        }
         let binding: RoleBinding = serde_json::from_value(serde_json::json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
             "metadata": {"name": TENANT_BINDING, "namespace": namespace,
@@ -290,39 +305,77 @@ impl RuntimeClient {
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
         }))
         .map_err(|e| Error::ApplyFailed(format!("tenant RoleBinding: {e}")))?;
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        Api::<RoleBinding>::namespaced(self.client.clone(), namespace)
-            .patch(TENANT_BINDING, &params, &Patch::Apply(&binding))
+        let bindings = Api::<RoleBinding>::namespaced(self.client.clone(), namespace);
+        let live = bindings
+            .get_opt(TENANT_BINDING)
             .await
-            .map_err(|e| match e {
-                kube::Error::Api(status) => Error::ApplyFailed(format!(
-                    "binding ClusterRole {role} to the tenant in namespace {namespace} on runtime {}: {}",
-                    self.name, status.message
-                )),
-                other => self.unreachable(other),
-            })?;
+            .map_err(|e| self.unreachable(e))?;
+        if live.is_none_or(|live| !binds_the_same(&live, &binding)) {
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            bindings
+                .patch(TENANT_BINDING, &params, &Patch::Apply(&binding))
+                .await
+                .map_err(|e| match e {
+                    kube::Error::Api(status) => Error::ApplyFailed(format!(
+                        "binding ClusterRole {role} to the tenant in namespace {namespace} on runtime {}: {}",
+                        self.name, status.message
+                    )),
+                    other => self.unreachable(other),
+                })?;
+        }
+        self.remember_ensured(key);
         Ok(())
     }
 
     /// Creates namespace `name` (labelled as QleetOS's) unless it exists.
     pub async fn ensure_namespace(&self, name: &str) -> Result<()> {
+        let key = format!("namespace/{name}");
+        if self.is_ensured(&key) {
+            return Ok(());
+        }
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        if namespaces
+        let exists = namespaces
             .get_opt(name)
             .await
             .map_err(|e| self.unreachable(e))?
-            .is_some()
-        {
-            return Ok(());
+            .is_some();
+        if !exists {
+            let mut namespace = Namespace::default();
+            namespace.metadata.name = Some(name.to_owned());
+            namespace.metadata.labels =
+                Some([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned())].into());
+            match namespaces.create(&PostParams::default(), &namespace).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(e) => return Err(self.unreachable(e)),
+            }
         }
-        let mut namespace = Namespace::default();
-        namespace.metadata.name = Some(name.to_owned());
-        namespace.metadata.labels =
-            Some([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned())].into());
-        match namespaces.create(&PostParams::default(), &namespace).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-            Err(e) => Err(self.unreachable(e)),
+        self.remember_ensured(key);
+        Ok(())
+    }
+
+    fn is_ensured(&self, key: &str) -> bool {
+        self.ensured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key)
+    }
+
+    fn remember_ensured(&self, key: String) {
+        self.ensured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
+    }
+
+    /// A missing namespace (404) or permission (403) may mean a namespace or tenant binding
+    /// was removed behind QleetOS's back: the next pass checks them all again.
+    fn forget_ensured_on(&self, error: &kube::Error) {
+        if matches!(error, kube::Error::Api(status) if status.code == 404 || status.code == 403) {
+            self.ensured
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
         }
     }
 
@@ -407,6 +460,35 @@ impl RuntimeClient {
             other => self.unreachable(other),
         }
     }
+}
+
+/// `manifest` as it is applied: with the namespace it was resolved into.
+pub fn applied_form(manifest: &Manifest, namespace: Option<&str>) -> Map<String, Value> {
+    let mut object = manifest.0.clone();
+    if let (Some(namespace), Some(Value::Object(metadata))) =
+        (namespace, object.get_mut("metadata"))
+    {
+        metadata.insert("namespace".into(), Value::String(namespace.to_owned()));
+    }
+    object
+}
+
+/// SHA-256 of an applied form, hex-encoded: tells whether a manifest changed since it was
+/// applied.
+pub fn digest_of(object: &Map<String, Value>) -> String {
+    let bytes = serde_json::to_vec(object).unwrap_or_default();
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Whether a live tenant binding grants what `wanted` does, to the same subjects, with
+/// QleetOS's label.
+fn binds_the_same(live: &RoleBinding, wanted: &RoleBinding) -> bool {
+    live.role_ref == wanted.role_ref
+        && live.subjects == wanted.subjects
+        && live.labels().get(MANAGED_BY_LABEL) == wanted.labels().get(MANAGED_BY_LABEL)
 }
 
 /// The instance uid in an object's ownership label.

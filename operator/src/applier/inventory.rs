@@ -71,6 +71,7 @@ mod tests {
             namespace: Some("team-a".into()),
             name: name.into(),
             uid: uid.map(str::to_owned),
+            applied: None,
         }
     }
 

@@ -3,12 +3,16 @@
 //! object, pruning and removal of owned objects only (in teardown order), and rollout health.
 
 pub mod inventory;
+pub mod live;
 
 use qleetos_crds::{AppliedObject, Manifest, ResourceHealth};
 
 use crate::error::{Error, Result};
 use crate::health::{WATCHED_KINDS, add_pod_failure, health_of};
-use crate::runtime_client::{Deletion, Ownership, Resolved, RuntimeClient, describe};
+use crate::runtime_client::{
+    Deletion, Ownership, Resolved, RuntimeClient, applied_form, describe, digest_of,
+};
+use live::LiveObjects;
 
 /// One object an owner wants in the runtime.
 #[derive(Debug, Clone)]
@@ -27,6 +31,9 @@ pub struct Applier<'a> {
     pub field_manager: String,
     /// Whether manifests annotated for adoption may take over objects QleetOS did not create.
     pub adopt: bool,
+    /// The runtime's live-object caches: an object they show unchanged since its last apply,
+    /// with its manifest unchanged too, is not applied again.
+    pub live: Option<&'a LiveObjects>,
 }
 
 /// What one pass produced, whether or not it fully succeeded.
@@ -66,6 +73,10 @@ impl Applier<'_> {
         let mut failure = None;
         for wanted in desired {
             let object = &wanted.resolved.object;
+            if let Some(unchanged) = self.unchanged(wanted, previous) {
+                applied.push(unchanged.clone());
+                continue;
+            }
             let ownership = Ownership {
                 owner_uid: self.owner_uid,
                 field_manager: &self.field_manager,
@@ -113,6 +124,23 @@ impl Applier<'_> {
             applied,
             failure: failure.or(prune_failure),
         }
+    }
+
+    /// The inventory entry of `wanted` when the live object is still as this owner last applied
+    /// it from the same manifest: nothing to write.
+    fn unchanged<'p>(
+        &self,
+        wanted: &Desired,
+        previous: &'p [AppliedObject],
+    ) -> Option<&'p AppliedObject> {
+        let recorded = inventory::find(previous, &wanted.resolved.object)?;
+        let live = self.live?.meta(recorded)?;
+        let form = applied_form(
+            &wanted.manifest,
+            wanted.resolved.object.namespace.as_deref(),
+        );
+        live::unchanged_since_applied(recorded, &live, &wanted.manifest, &digest_of(&form))
+            .then_some(recorded)
     }
 
     /// Deletes owned objects no longer wanted, in teardown order; returns what must stay in
@@ -196,6 +224,7 @@ pub async fn read_checks(
             namespace: check.namespace.clone(),
             name: check.name.clone(),
             uid: None,
+            applied: None,
         };
         let live = match client.get(&object).await {
             Ok(live) => live.map(|l| serde_json::to_value(&l).unwrap_or_default()),

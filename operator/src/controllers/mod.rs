@@ -40,6 +40,36 @@ where
     Ok(())
 }
 
+/// Writes `status` like [`apply_status`] unless the object's `current` status already is
+/// exactly that: a write that changes nothing still costs the API server a request, and
+/// every watcher an event.
+pub(crate) async fn apply_status_if_changed<K, S>(
+    api: &Api<K>,
+    name: &str,
+    current: Option<&S>,
+    status: &S,
+    metrics: (&crate::metrics::Metrics, &'static str),
+) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    if current.is_some_and(|current| same_json(current, status)) {
+        let (metrics, controller) = metrics;
+        metrics.write_skipped(controller, "status");
+        return Ok(());
+    }
+    apply_status(api, name, status).await
+}
+
+/// Whether two values serialize to the same JSON.
+pub(crate) fn same_json<A: Serialize, B: Serialize>(a: &A, b: &B) -> bool {
+    match (serde_json::to_value(a), serde_json::to_value(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// The name of a resource, or the error saying it has none.
 pub(crate) fn name_of<K: Resource>(object: &K) -> Result<String> {
     object

@@ -29,6 +29,7 @@ pub fn qleet() -> Qleet<SupportServiceProfile> {
         kind: QleetKind::SupportServiceProfile,
         api: |client, _| Api::all(client),
         reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
+        cache: |caches| &caches.profiles,
     }
 }
 

@@ -27,6 +27,7 @@ pub fn qleet() -> Qleet<KubernetesRuntimeProfile> {
         kind: QleetKind::KubernetesRuntimeProfile,
         api: |client, _| Api::all(client),
         reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
+        cache: |caches| &caches.runtime_profiles,
     }
 }
 

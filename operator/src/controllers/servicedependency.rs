@@ -27,6 +27,7 @@ pub fn qleet() -> Qleet<WorkloadServiceDependency> {
         kind: QleetKind::WorkloadServiceDependency,
         api: |client, namespace| Api::namespaced(client, namespace.unwrap_or_default()),
         reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
+        cache: |caches| &caches.service_dependencies,
     }
 }
 

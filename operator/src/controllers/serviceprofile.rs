@@ -30,6 +30,7 @@ pub fn qleet() -> Qleet<ServiceProfile> {
         kind: QleetKind::ServiceProfile,
         api: |client, _| Api::all(client),
         reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
+        cache: |caches| &caches.service_profiles,
     }
 }
 

@@ -44,6 +44,7 @@ pub fn qleet() -> Qleet<SupportService> {
         kind: QleetKind::SupportService,
         api: |client, _| Api::all(client),
         reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
+        cache: |caches| &caches.support_services,
     }
 }
 
@@ -636,5 +637,6 @@ fn applier_for<'a>(client: &'a crate::runtime_client::RuntimeClient, uid: &'a st
         owner_uid: uid,
         field_manager: field_manager(uid),
         adopt: false,
+        live: None,
     }
 }

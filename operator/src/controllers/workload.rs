@@ -19,7 +19,8 @@ use qleetos_crds::{
     describe_unmatched_image_keys, unmatched_image_keys,
 };
 
-use super::{apply_status, name_of, namespace_of};
+use super::instance::FINALIZER as INSTANCE_FINALIZER;
+use super::{apply_status_if_changed, name_of, namespace_of, same_json};
 use crate::context::{Context, Next, key_of};
 use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
@@ -41,15 +42,17 @@ pub fn qleet() -> Qleet<Workload> {
         kind: QleetKind::Workload,
         api: |client, namespace| Api::namespaced(client, namespace.unwrap_or_default()),
         reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
+        cache: |caches| &caches.workloads,
     }
 }
 
-/// Its own changes; any change of its instances (it sums their health up); a runtime change
+/// Its own changes; a change of what it reads of its instances (it sums their health up); a
+/// runtime change
 /// that can move placements; a TenantPolicy change, or a namespace's labels (which runtimes
 /// a namespace may use).
 pub fn notified_by() -> Triggers {
     Triggers::of::<Workload>(QleetKind::Workload)
-        .owns::<WorkloadInstance>()
+        .owns_changes_of::<WorkloadInstance, _>(placement_view)
         .watches::<KubernetesRuntime>(|ctx, change| {
             if !change.differs(placement_relevant) {
                 return Vec::new();
@@ -82,6 +85,34 @@ pub async fn reconcile(workload: Arc<Workload>, ctx: Arc<Context>) -> Result<Nex
         }
         Phase::Gone => Ok(Next::Done),
     }
+}
+
+/// What the Workload reads of an instance: a change of anything else (its inventory, health
+/// details, dependencies) does not notify it.
+fn placement_view(instance: &WorkloadInstance) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    instance.spec.runtime_ref.name.hash(&mut hasher);
+    instance.metadata.generation.hash(&mut hasher);
+    instance
+        .spec
+        .workload_ref
+        .as_ref()
+        .map(|r| r.generation)
+        .hash(&mut hasher);
+    instance
+        .metadata
+        .deletion_timestamp
+        .is_some()
+        .hash(&mut hasher);
+    let status = instance.status.as_ref();
+    status.and_then(|s| s.observed_generation).hash(&mut hasher);
+    status
+        .map(|s| s.urls.clone())
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    let ready = ready_of(instance).map(|c| serde_json::to_string(c).unwrap_or_default());
+    ready.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Runtime changes that can move placements: spec, labels, readiness and deletion, not the
@@ -137,22 +168,46 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
         }
     };
     let mut placements = Vec::new();
+    let mut none_reported = !selected.is_empty();
     for placement in &selected {
-        let name = existing
+        let current = existing
             .iter()
-            .find(|i| i.spec.runtime_ref.name == placement.runtime)
-            .map_or_else(
-                || instance_name(&workload.name_any(), &placement.runtime),
-                |i| i.name_any(),
-            );
-        let instance = apply_instance(&instances, workload, placement, &name).await?;
+            .find(|i| i.spec.runtime_ref.name == placement.runtime);
+        let name = current.map_or_else(
+            || instance_name(&workload.name_any(), &placement.runtime),
+            ResourceExt::name_any,
+        );
+        let wanted = desired_instance(workload, placement, &name);
+        let instance = match current {
+            // Nothing to write; a terminating instance takes no new spec (or finalizer).
+            Some(current)
+                if current.metadata.deletion_timestamp.is_some()
+                    || is_up_to_date(current, &wanted) =>
+            {
+                ctx.metrics.write_skipped(CONTROLLER, "instance");
+                current.clone()
+            }
+            _ => apply_instance(&instances, &wanted).await?,
+        };
+        none_reported &= ready_of(&instance).is_none();
         placements.push(placement_status(workload, placement, &instance));
     }
     let leaving = remove_unselected(ctx, &instances, existing, &selected, &placements).await?;
+    // A new Workload whose placements have not reported yet would only say `Pending`: its
+    // first status waits for them (their first `Ready` condition notifies it), one write less.
+    if workload.status.is_none() && none_reported && leaving.is_empty() {
+        ctx.metrics.write_skipped(CONTROLLER, "status");
+        return Ok(Next::Done);
+    }
     placements.extend(leaving);
     let ready = ready_condition(&placements, fenced_out.len());
     write_status(workload, ctx, placements, ready).await?;
     Ok(Next::Done)
+}
+
+fn ready_of(instance: &WorkloadInstance) -> Option<&Condition> {
+    let status = instance.status.as_ref()?;
+    qleetos_crds::Conditions::condition(status, qleetos_crds::READY)
 }
 
 /// The Workload's instances, from the watch cache (the hot path: no API list per reconcile).
@@ -191,13 +246,9 @@ async fn owned_instances(
         .collect())
 }
 
-/// Creates or updates the instance carrying `workload` to one runtime.
-async fn apply_instance(
-    instances: &Api<WorkloadInstance>,
-    workload: &Workload,
-    placement: &Selected,
-    name: &str,
-) -> Result<WorkloadInstance> {
+/// The instance carrying `workload` to one runtime, created with the instance Qleet's
+/// finalizer so that Qleet need not add it in a write of its own.
+fn desired_instance(workload: &Workload, placement: &Selected, name: &str) -> WorkloadInstance {
     let mut instance = WorkloadInstance::new(
         name,
         WorkloadInstanceSpec {
@@ -217,9 +268,34 @@ async fn apply_instance(
     instance.metadata.labels =
         Some([(WORKLOAD_LABEL.to_owned(), label_value(&workload.name_any()))].into());
     instance.metadata.owner_references = workload.controller_owner_ref(&()).map(|o| vec![o]);
+    instance.metadata.finalizers = Some(vec![INSTANCE_FINALIZER.to_owned()]);
+    instance
+}
+
+/// Whether `current` already has everything `wanted` sets: its spec, label, owner and
+/// finalizer.
+fn is_up_to_date(current: &WorkloadInstance, wanted: &WorkloadInstance) -> bool {
+    let contains = |have: &[String], want: &Option<Vec<String>>| {
+        want.iter().flatten().all(|w| have.contains(w))
+    };
+    let labels = current.labels();
+    let owners = current.owner_references();
+    same_json(&current.spec, &wanted.spec)
+        && wanted
+            .labels()
+            .iter()
+            .all(|(key, value)| labels.get(key) == Some(value))
+        && wanted.owner_references().iter().all(|o| owners.contains(o))
+        && contains(current.finalizers(), &wanted.metadata.finalizers)
+}
+
+async fn apply_instance(
+    instances: &Api<WorkloadInstance>,
+    wanted: &WorkloadInstance,
+) -> Result<WorkloadInstance> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     instances
-        .patch(name, &params, &Patch::Apply(&instance))
+        .patch(&wanted.name_any(), &params, &Patch::Apply(wanted))
         .await
         .map_err(Error::Management)
 }
@@ -505,16 +581,29 @@ async fn write_status(
         placements,
     };
     let api: Api<Workload> = Api::namespaced(ctx.client.clone(), &namespace_of(workload)?);
-    apply_status(&api, &name_of(workload)?, &status).await
+    let current = workload.status.as_ref();
+    let metrics = (&*ctx.metrics, CONTROLLER);
+    apply_status_if_changed(&api, &name_of(workload)?, current, &status, metrics).await
 }
 
 /// Deletes every instance; true once they are gone (their own finalizers remove the objects
-/// from the runtimes first). Waiting for them is normal, not a failure.
+/// from the runtimes first). Waiting for them is normal, not a failure. While the watch cache
+/// still shows instances they are deleted from it; only the last look, before the Workload is
+/// let go, lists them from the API (deletion must not act on a stale cache), so deleting N
+/// Workloads costs N lists, not one per pass.
 async fn cleanup(workload: &Workload, ctx: &Context) -> Result<bool> {
     let instances: Api<WorkloadInstance> =
         Api::namespaced(ctx.client.clone(), &namespace_of(workload)?);
-    let remaining = owned_instances(&instances, workload).await?;
-    for instance in &remaining {
+    let cached = cached_instances(ctx, workload);
+    let remaining = if cached.is_empty() {
+        owned_instances(&instances, workload).await?
+    } else {
+        cached
+    };
+    for instance in remaining
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+    {
         delete_instance(&instances, &instance.name_any()).await?;
     }
     Ok(remaining.is_empty())

@@ -100,6 +100,7 @@ pub async fn secret_data(
         namespace: Some(namespace.to_owned()),
         name: name.to_owned(),
         uid: None,
+        applied: None,
     };
     Ok(client.get(&object).await?.map(|secret| {
         secret

@@ -9,16 +9,18 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use qleetos_crds::notification::{Cause, Notification, QleetKind};
-use qleetos_crds::{KubernetesRuntime, WorkloadInstance};
+use qleetos_crds::{AppliedObject, KubernetesRuntime, WorkloadInstance};
 use tokio::task::JoinHandle;
 
 use super::notifier::Publisher;
+use crate::applier::live::{self, LiveObjects};
 use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::render::{INSTANCE_ANNOTATION, INSTANCE_UID_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
@@ -65,6 +67,7 @@ async fn supervise(
 ) {
     let names: Vec<String> = runtimes.iter().map(ResourceExt::name_any).collect();
     watching.retain(|name, _| names.contains(name));
+    ctx.live.retain(|name| names.iter().any(|n| n == name));
     for runtime in runtimes.iter().filter(|r| r.is_ready()) {
         let Ok(client) = ctx.pool.client_for(runtime).await else {
             continue;
@@ -77,7 +80,8 @@ async fn supervise(
             continue;
         }
         tracing::info!(runtime = %name, "watching managed objects for drift");
-        let tasks = watch_runtime(&DriftSink::new(publisher, ctx, &name), client.client());
+        let (tasks, live) = watch_runtime(&DriftSink::new(publisher, ctx, &name), client.client());
+        ctx.live.insert(&name, live);
         watching.insert(name, Watching { client, tasks });
     }
 }
@@ -101,14 +105,41 @@ impl DriftSink {
         }
     }
 
-    async fn send(&self, notification: Notification) {
-        if names_an_instance_on(&self.instances, &notification, &self.runtime) {
-            self.publisher.send(notification).await;
-        } else {
+    /// Publishes `notification` for a change of `seen` (at resourceVersion `version`; `None`
+    /// for a deletion), unless it names no instance on this runtime or shows the object
+    /// exactly as that instance recorded it after applying it (its own write coming back).
+    async fn send(&self, notification: Notification, seen: Option<(AppliedObject, &str)>) {
+        let Some(instance) = instance_on(&self.instances, &notification, &self.runtime) else {
             self.metrics.drift_rejected();
             tracing::debug!(runtime = %self.runtime, instance = %notification.subject(), "ignoring drift that names no instance placed on this runtime");
+            return;
+        };
+        let inventory = instance
+            .status
+            .as_ref()
+            .map(|s| s.applied_objects.as_slice())
+            .unwrap_or_default();
+        let own_write =
+            seen.is_some_and(|(object, version)| live::is_recorded(inventory, &object, version));
+        if !own_write {
+            self.publisher.send(notification).await;
         }
     }
+}
+
+/// The instance `notification` names when it really is placed on `runtime`: see
+/// [`names_an_instance_on`].
+fn instance_on(
+    instances: &Store<WorkloadInstance>,
+    notification: &Notification,
+    runtime: &str,
+) -> Option<Arc<WorkloadInstance>> {
+    let namespace = notification.namespace.as_deref()?;
+    let reference = ObjectRef::new(&notification.name).within(namespace);
+    instances.get(&reference).filter(|instance| {
+        instance.metadata.uid.as_deref() == Some(notification.uid.as_str())
+            && instance.spec.runtime_ref.name == runtime
+    })
 }
 
 /// Whether `notification`, read from labels and annotations anyone who may write to the
@@ -120,27 +151,37 @@ pub fn names_an_instance_on(
     notification: &Notification,
     runtime: &str,
 ) -> bool {
-    let Some(namespace) = notification.namespace.as_deref() else {
-        return false;
+    instance_on(instances, notification, runtime).is_some()
+}
+
+/// The drift watches of one runtime, and the caches they fill.
+fn watch_runtime(sink: &DriftSink, client: &Client) -> (Vec<JoinHandle<()>>, LiveObjects) {
+    let (deployments_task, deployments) = spawn_watch::<Deployment>(sink, client);
+    let (stateful_sets_task, stateful_sets) = spawn_watch::<StatefulSet>(sink, client);
+    let (daemon_sets_task, daemon_sets) = spawn_watch::<DaemonSet>(sink, client);
+    let (services_task, services) = spawn_watch::<Service>(sink, client);
+    let (config_maps_task, config_maps) = spawn_watch::<ConfigMap>(sink, client);
+    let tasks = vec![
+        deployments_task,
+        stateful_sets_task,
+        daemon_sets_task,
+        services_task,
+        config_maps_task,
+    ];
+    let live = LiveObjects {
+        deployments,
+        stateful_sets,
+        daemon_sets,
+        services,
+        config_maps,
     };
-    let reference = ObjectRef::new(&notification.name).within(namespace);
-    instances.get(&reference).is_some_and(|instance| {
-        instance.metadata.uid.as_deref() == Some(notification.uid.as_str())
-            && instance.spec.runtime_ref.name == runtime
-    })
+    (tasks, live)
 }
 
-fn watch_runtime(sink: &DriftSink, client: &Client) -> Vec<JoinHandle<()>> {
-    vec![
-        spawn_watch::<Deployment>(sink, client),
-        spawn_watch::<StatefulSet>(sink, client),
-        spawn_watch::<DaemonSet>(sink, client),
-        spawn_watch::<Service>(sink, client),
-        spawn_watch::<ConfigMap>(sink, client),
-    ]
-}
-
-fn spawn_watch<K>(sink: &DriftSink, client: &Client) -> JoinHandle<()>
+fn spawn_watch<K>(
+    sink: &DriftSink,
+    client: &Client,
+) -> (JoinHandle<()>, Store<PartialObjectMeta<K>>)
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -153,9 +194,11 @@ where
     let sink = sink.clone();
     let config =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-    let events =
-        watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config).default_backoff();
-    tokio::spawn(async move {
+    let (store, writer) = reflector::store();
+    let events = watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config)
+        .default_backoff()
+        .reflect(writer);
+    let task = tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
             let objects = match event {
@@ -171,11 +214,27 @@ where
             };
             for (object, deleted) in objects {
                 if let Some(notification) = drift_notification(&sink.runtime, &object, deleted) {
-                    sink.send(notification).await;
+                    let version = object.metadata.resource_version.clone().unwrap_or_default();
+                    let seen = (!deleted)
+                        .then(|| (seen_as_applied::<K>(&object.metadata), version.as_str()));
+                    sink.send(notification, seen).await;
                 }
             }
         }
-    })
+    });
+    (task, store)
+}
+
+/// The inventory identity of a watched object.
+fn seen_as_applied<K: Resource<DynamicType = ()>>(meta: &ObjectMeta) -> AppliedObject {
+    AppliedObject {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone(),
+        applied: None,
+    }
 }
 
 /// The notification for the instance that applied `object`, read from its label and

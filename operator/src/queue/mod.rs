@@ -4,7 +4,9 @@
 //! Names (created at start-up when absent, and updated in place to the operator's flags
 //! when present, keeping their data):
 //! - one stream per Qleet kind, `QLEETOS_<KIND>` (e.g. `QLEETOS_WORKLOAD`; work-queue
-//!   retention, subjects `qleetos.work.<kind>.>`, 2-minute duplicate window);
+//!   retention, subjects `qleetos.work.<kind>.<namespace>.<name>`, at most one message per
+//!   subject, so per object (two objects of one name never live at once): the newest;
+//!   2-minute duplicate window);
 //! - one durable pull consumer per stream, `qleet-<kind>`, shared by every replica (ack wait
 //!   = reconcile timeout + a margin, extended while a reconcile runs);
 //! - key-value bucket `qleetos-locks` (`<kind>.<uid>` → holder, TTL `--lock-ttl`, refreshed
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
-use async_nats::jetstream::context::Context as JetStream;
+use async_nats::jetstream::context::{Context as JetStream, PublishAckFuture};
 use async_nats::jetstream::stream::{RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, kv, stream};
 use qleetos_crds::notification::{LOCK_BUCKET, NatsAuth, Notification, QleetKind, redact_url};
@@ -138,16 +140,23 @@ impl Broker {
     /// Publishes a notification; JetStream drops it when the same message id was seen
     /// within the duplicate window.
     pub async fn publish(&self, notification: &Notification) -> Result<()> {
+        self.send(notification)
+            .await?
+            .await
+            .map_err(Error::broker)?;
+        Ok(())
+    }
+
+    /// Sends a notification without waiting for JetStream's acknowledgement: the returned
+    /// future resolves to it, so many publishes can be in flight at once.
+    pub async fn send(&self, notification: &Notification) -> Result<PublishAckFuture> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", notification.message_id().as_str());
         let payload = serde_json::to_vec(notification).map_err(Error::broker)?;
-        let ack = self
-            .jetstream
+        self.jetstream
             .publish_with_headers(notification.subject(), headers, payload.into())
             .await
-            .map_err(Error::broker)?;
-        ack.await.map_err(Error::broker)?;
-        Ok(())
+            .map_err(Error::broker)
     }
 
     pub(crate) async fn consumer(&self, kind: QleetKind) -> Result<PullConsumer> {
@@ -217,6 +226,9 @@ fn work_stream(kind: QleetKind) -> stream::Config {
         retention: RetentionPolicy::WorkQueue,
         storage: StorageType::File,
         duplicate_window: DUPLICATE_WINDOW,
+        // One pending message per object (its subject): a burst of changes is one reconcile,
+        // and a new change replaces a message waiting out a retry delay.
+        max_messages_per_subject: 1,
         ..Default::default()
     }
 }

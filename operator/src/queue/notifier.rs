@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_nats::jetstream::context::PublishAckFuture;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use qleetos_crds::notification::{Cause, Notification, QleetKind};
@@ -20,37 +21,69 @@ use qleetos_crds::{
     KubernetesRuntime, KubernetesRuntimeProfile, ServiceProfile, SupportService,
     SupportServiceProfile, TenantPolicy, Workload, WorkloadInstance, WorkloadServiceDependency,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::Broker;
 use super::triggers::{Change, OwnQleet, Registry, Target};
 use super::worker::QleetResource;
 use crate::context::{CacheWriters, Context};
 
-/// Publishes notifications and remembers when some could not be sent.
+/// How many publishes may wait for JetStream's acknowledgement at once.
+const PUBLISHES_IN_FLIGHT: usize = 1024;
+
+/// Publishes notifications, many in flight at once, and remembers when some could not be
+/// sent (NATS down or refusing), so a resync catches up.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     broker: Broker,
     missed: Arc<AtomicBool>,
+    acks: mpsc::Sender<(PublishAckFuture, String)>,
 }
 
 impl Publisher {
+    /// A publisher, with the task that collects its acknowledgements.
     pub fn new(broker: Broker) -> Self {
+        let missed = Arc::new(AtomicBool::new(false));
+        let (acks, pending) = mpsc::channel(PUBLISHES_IN_FLIGHT);
+        tokio::spawn(collect_acks(pending, missed.clone()));
         Self {
             broker,
-            missed: Arc::default(),
+            missed,
+            acks,
         }
     }
 
+    /// Sends `notification`; its acknowledgement is awaited in the background, so a watch
+    /// loop does not wait one round trip per notification.
     pub async fn send(&self, notification: Notification) {
-        if let Err(error) = self.broker.publish(&notification).await {
-            tracing::warn!(subject = %notification.subject(), %error, "could not publish; will resync once NATS is back");
-            self.missed.store(true, Ordering::Relaxed);
+        match self.broker.send(&notification).await {
+            Ok(ack) => {
+                if self.acks.send((ack, notification.subject())).await.is_err() {
+                    self.missed.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(subject = %notification.subject(), %error, "could not publish; will resync once NATS is back");
+                self.missed.store(true, Ordering::Relaxed);
+            }
         }
     }
 
     fn take_missed(&self) -> bool {
         self.missed.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// Awaits publish acknowledgements in order; a missing one marks a miss.
+async fn collect_acks(
+    mut pending: mpsc::Receiver<(PublishAckFuture, String)>,
+    missed: Arc<AtomicBool>,
+) {
+    while let Some((ack, subject)) = pending.recv().await {
+        if let Err(error) = ack.await {
+            tracing::warn!(%subject, %error, "a publish was not acknowledged; will resync once NATS is back");
+            missed.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -69,7 +102,6 @@ pub async fn run(
         resyncs,
     };
     let client = ctx.client.clone();
-    let (_, secret_writer) = reflector::store();
     let system_secrets = Api::<PartialObjectMeta<Secret>>::namespaced(
         client.clone(),
         &ctx.settings.system_namespace,
@@ -110,7 +142,7 @@ pub async fn run(
             writers.namespaces
         ),
         // Only QleetOS's own namespace: kubeconfig Secrets elsewhere are never read.
-        notifier.watch(system_secrets, secret_writer),
+        notifier.watch(system_secrets, writers.system_secrets),
         resync(&publisher, &ctx, resync_sender),
     );
 }
@@ -168,8 +200,12 @@ impl Notifier {
         store: &Store<K>,
         last_seen: &mut HashMap<String, Arc<K>>,
     ) {
+        let initial = matches!(event, watcher::Event::InitApply(_));
         match event {
             watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+                if !initial {
+                    self.advance_fence(&object);
+                }
                 let current = store
                     .get(&ObjectRef::from_obj(&object))
                     .unwrap_or_else(|| Arc::new(object));
@@ -177,10 +213,15 @@ impl Notifier {
                 self.dispatch(before.as_deref(), &current, false).await;
             }
             watcher::Event::Delete(object) => {
+                self.advance_fence(&object);
                 let before = last_seen.remove(&object.uid().unwrap_or_default());
                 self.dispatch(before.as_deref(), &object, true).await;
             }
             watcher::Event::InitDone => {
+                // The cache holds the listed objects only now.
+                for object in store.state() {
+                    self.advance_fence(&*object);
+                }
                 // Objects deleted while the watch was down went without a Delete event.
                 let gone: Vec<Arc<K>> = last_seen
                     .values()
@@ -194,6 +235,12 @@ impl Notifier {
             }
             watcher::Event::Init => {}
         }
+    }
+
+    /// Tells reconciles waiting on this kind's cache that it reached `object`'s version.
+    fn advance_fence<K: QleetResource>(&self, object: &K) {
+        let version = object.meta().resource_version.as_deref();
+        self.ctx.fences.observed(&K::kind(&()), version);
     }
 
     async fn dispatch<K: QleetResource>(&self, before: Option<&K>, after: &K, deleted: bool) {

@@ -78,8 +78,9 @@ pub struct Backoff {
 
 /// Decides how to settle the message `sequence` (when known) after `outcome`, given the
 /// object's current record. A success resets the failure count; a failure adds one and
-/// backs off by the new count. Another message already carrying the retry keeps carrying
-/// it, and this one is acked.
+/// backs off by the new count. A newer message already carrying the retry keeps carrying
+/// it, and this one is acked; an older carrier is gone (the stream keeps one message per
+/// object), so this one takes over.
 pub fn plan(
     record: RetryRecord,
     sequence: Option<u64>,
@@ -102,8 +103,10 @@ pub fn plan(
             )
         }
     };
+    // A stream keeps one message per object: a newer carrier replaced this message, and an
+    // older one was replaced by it.
     let carried_elsewhere =
-        matches!((record.carrier, sequence), (Some(carrier), Some(mine)) if carrier != mine);
+        matches!((record.carrier, sequence), (Some(carrier), Some(mine)) if carrier > mine);
     let carrier = if carried_elsewhere {
         record.carrier
     } else {
@@ -177,17 +180,34 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_counts_even_when_another_message_carries_the_retry() {
+    fn a_failure_counts_even_when_a_newer_message_carries_the_retry() {
+        let record = RetryRecord {
+            carrier: Some(9),
+            failures: 2,
+        };
+        let plan = plan(record, Some(3), Outcome::Failed, BACKOFF);
+        assert_eq!(plan.settle, Settle::Ack);
+        assert_eq!(
+            plan.record,
+            Some(RetryRecord {
+                carrier: Some(9),
+                failures: 3
+            })
+        );
+    }
+
+    #[test]
+    fn a_message_that_replaced_the_carrier_carries_the_retry() {
         let record = RetryRecord {
             carrier: Some(3),
             failures: 2,
         };
         let plan = plan(record, Some(9), Outcome::Failed, BACKOFF);
-        assert_eq!(plan.settle, Settle::Ack);
+        assert_eq!(plan.settle, Settle::Requeue(Duration::from_secs(4)));
         assert_eq!(
             plan.record,
             Some(RetryRecord {
-                carrier: Some(3),
+                carrier: Some(9),
                 failures: 3
             })
         );

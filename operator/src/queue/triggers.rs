@@ -37,8 +37,10 @@ impl<K: Resource> Change<'_, K> {
         self.before.map(&view) != Some(view(self.after))
     }
 
-    /// Whether what a Qleet acts on changed: spec, labels, annotations, finalizers or
-    /// deletion. Status writes (a Qleet's own output) are not intent.
+    /// Whether what a Qleet acts on changed: spec, labels, annotations or deletion, and
+    /// finalizers while the object is being deleted. Status writes (a Qleet's own output) are
+    /// not intent, and neither is a Qleet adding its finalizer to a live object (it goes on
+    /// with the object it patched).
     pub fn intent_changed(&self) -> bool {
         self.differs(intent)
     }
@@ -50,9 +52,28 @@ fn intent<K: Resource>(object: &K) -> u64 {
     meta.generation.hash(&mut hasher);
     meta.labels.hash(&mut hasher);
     meta.annotations.hash(&mut hasher);
-    meta.finalizers.hash(&mut hasher);
-    meta.deletion_timestamp.is_some().hash(&mut hasher);
+    let deleting = meta.deletion_timestamp.is_some();
+    deleting.hash(&mut hasher);
+    if deleting {
+        meta.finalizers.hash(&mut hasher);
+    }
     hasher.finish()
+}
+
+/// The objects of kind `owner_kind` that `object` names in its owner references.
+fn owners<C: Resource>(owner_kind: &str, object: &C) -> Vec<Target> {
+    let namespace = object.namespace();
+    object
+        .owner_references()
+        .iter()
+        .filter(|owner| owner.kind == owner_kind)
+        .map(|owner| Target {
+            namespace: namespace.clone(),
+            name: owner.name.clone(),
+            uid: owner.uid.clone(),
+            resource_version: String::new(),
+        })
+        .collect()
 }
 
 /// An object of the Qleet's own kind to notify.
@@ -150,20 +171,21 @@ impl Triggers {
     /// Qleet's kind named in its owner references.
     pub fn owns<C: QleetResource>(self) -> Self {
         let owner_kind = self.own_kind.clone();
+        self.rule::<C>(false, move |_, change| owners(&owner_kind, change.after))
+    }
+
+    /// Like [`owns`](Self::owns), but only a change of what `view` shows of the owned object
+    /// (or its deletion) notifies: the owner hears only what it reads.
+    pub fn owns_changes_of<C: QleetResource, T: PartialEq + 'static>(
+        self,
+        view: fn(&C) -> T,
+    ) -> Self {
+        let owner_kind = self.own_kind.clone();
         self.rule::<C>(false, move |_, change| {
-            let namespace = change.after.namespace();
-            change
-                .after
-                .owner_references()
-                .iter()
-                .filter(|owner| owner.kind == owner_kind)
-                .map(|owner| Target {
-                    namespace: namespace.clone(),
-                    name: owner.name.clone(),
-                    uid: owner.uid.clone(),
-                    resource_version: String::new(),
-                })
-                .collect()
+            if !change.deleted && !change.differs(view) {
+                return Vec::new();
+            }
+            owners(&owner_kind, change.after)
         })
     }
 

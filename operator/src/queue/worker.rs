@@ -19,18 +19,25 @@ use futures::StreamExt;
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::events::EventType;
-use qleetos_crds::notification::{Notification, QleetKind};
+use kube::runtime::reflector::{ObjectRef, Store};
+use qleetos_crds::notification::{Cause, Notification, QleetKind};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use super::Broker;
 use super::lock::{Lock, Refresh};
 use super::retry::{self, Backoff, Outcome, RetryRecord, Settle};
-use crate::context::{Context, Next};
+use crate::context::{Caches, Context, Next};
 use crate::error::{Error, Result};
+use crate::fence::Fence;
 
-/// Delay before retrying a message whose object another replica is reconciling.
-const LOCK_RETRY: Duration = Duration::from_millis(500);
+/// How long a reconcile waits for this replica's watch cache to catch up with the change
+/// behind its notification before reading the object from the API server instead.
+const CACHE_PATIENCE: Duration = Duration::from_secs(2);
+/// Delay before retrying a message whose object another reconcile holds: short at first
+/// (most reconciles take milliseconds), doubling with each delivery up to `LOCK_RETRY_MAX`.
+const LOCK_RETRY: Duration = Duration::from_millis(50);
+const LOCK_RETRY_MAX: Duration = Duration::from_secs(1);
 /// A pull request's lifetime at the server, and the idle heartbeat that proves it alive.
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -57,14 +64,16 @@ impl<K> QleetResource for K where
 pub type ReconcileFuture = Pin<Box<dyn Future<Output = Result<Next>> + Send>>;
 
 /// One Qleet: the kind it owns, how to reach that kind's API, and its reconcile.
-pub struct Qleet<K> {
+pub struct Qleet<K: QleetResource> {
     pub kind: QleetKind,
     /// The API of the kind, for a namespace or cluster-wide.
     pub api: fn(kube::Client, Option<&str>) -> Api<K>,
     pub reconcile: fn(Arc<K>, Arc<Context>) -> ReconcileFuture,
+    /// The kind's watch cache, read instead of the API server once it has caught up.
+    pub cache: fn(&Caches) -> &Store<K>,
 }
 
-impl<K> std::fmt::Debug for Qleet<K> {
+impl<K: QleetResource> std::fmt::Debug for Qleet<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Qleet").field("kind", &self.kind).finish()
     }
@@ -192,7 +201,7 @@ impl Worker {
             }
             Reconciled::Aborted => {
                 self.ctx.metrics.reconcile_aborted(controller, "LockLost");
-                self.settle(controller, message, AckKind::Nak(Some(LOCK_RETRY)))
+                self.settle(controller, message, AckKind::Nak(Some(LOCK_RETRY_MAX)))
                     .await;
                 "aborted: lock lost".into()
             }
@@ -223,7 +232,8 @@ impl Worker {
             Ok(None) => self.ctx.metrics.lock_contended(controller),
             Err(error) => tracing::warn!(%error, "could not take the lock"),
         }
-        self.settle(controller, message, AckKind::Nak(Some(LOCK_RETRY)))
+        let delay = lock_retry_delay(message.info().map_or(1, |info| info.delivered));
+        self.settle(controller, message, AckKind::Nak(Some(delay)))
             .await;
         None
     }
@@ -289,21 +299,64 @@ impl Worker {
     where
         K: QleetResource,
     {
+        match self.current_object(qleet, notification).await? {
+            Some(object) => (qleet.reconcile)(object, self.ctx.clone()).await,
+            None => Ok(Next::Done),
+        }
+    }
+
+    /// The object the notification names: from this replica's watch cache once the cache
+    /// has caught up with the change behind the notification, otherwise from the API server.
+    async fn current_object<K>(
+        &self,
+        qleet: &Qleet<K>,
+        notification: &Notification,
+    ) -> Result<Option<Arc<K>>>
+    where
+        K: QleetResource,
+    {
+        if let Some(object) = self.cached_object(qleet, notification).await {
+            self.ctx.metrics.object_read(qleet.kind.token(), "cache");
+            return Ok(Some(object));
+        }
+        self.ctx.metrics.object_read(qleet.kind.token(), "api");
         let api = (qleet.api)(self.ctx.client.clone(), notification.namespace.as_deref());
         match api
             .get_opt(&notification.name)
             .await
             .map_err(Error::Management)?
         {
-            Some(object) if is_current(notification, &object) => {
-                (qleet.reconcile)(Arc::new(object), self.ctx.clone()).await
-            }
+            Some(object) if is_current(notification, &object) => Ok(Some(Arc::new(object))),
             Some(_) => {
                 tracing::info!(object = %notification.subject(), uid = %notification.uid, "notification for an earlier object of that name; done");
-                Ok(Next::Done)
+                Ok(None)
             }
-            None => Ok(Next::Done),
+            None => Ok(None),
         }
+    }
+
+    async fn cached_object<K>(
+        &self,
+        qleet: &Qleet<K>,
+        notification: &Notification,
+    ) -> Option<Arc<K>>
+    where
+        K: QleetResource,
+    {
+        let fence = fence_of::<K>(notification);
+        if let Some(fence) = &fence
+            && !self.ctx.fences.reached(fence, CACHE_PATIENCE).await
+        {
+            return None;
+        }
+        let mut reference = ObjectRef::new(&notification.name);
+        if let Some(namespace) = &notification.namespace {
+            reference = reference.within(namespace);
+        }
+        let object = (qleet.cache)(&self.ctx.caches).get(&reference)?;
+        let own_change = fence.is_some_and(|fence| fence.kind == K::kind(&()));
+        let fresh = !own_change || version_of(&*object) >= version_of_notification(notification);
+        (is_current(notification, &*object) && fresh).then_some(object)
     }
 
     /// Acks a converged object; requeues one that wants another look or failed, through
@@ -432,6 +485,42 @@ impl Worker {
     }
 }
 
+/// The delay before the `delivered`-th delivery's retry when the lock is held.
+fn lock_retry_delay(delivered: i64) -> Duration {
+    let doublings = u32::try_from(delivered.saturating_sub(1).clamp(0, 10)).unwrap_or(10);
+    (LOCK_RETRY * 2u32.pow(doublings)).min(LOCK_RETRY_MAX)
+}
+
+/// The cache version a reconcile of `notification` must see: the notification's own
+/// resourceVersion, or the related object's for a change of a related object. Drift (a
+/// runtime's object changed) has none: its object's latest cached state is what counts.
+fn fence_of<K: QleetResource>(notification: &Notification) -> Option<Fence> {
+    match &notification.cause {
+        Cause::Related { object } => {
+            let (kind, rest) = object.split_once('/')?;
+            let (_, version) = rest.rsplit_once(':')?;
+            Fence::at(kind, version)
+        }
+        Cause::Drift { .. } => None,
+        Cause::Change | Cause::Resync { .. } | Cause::Probe { .. } => {
+            Fence::at(&K::kind(&()), &notification.resource_version)
+        }
+    }
+}
+
+fn version_of<K: Resource>(object: &K) -> u64 {
+    let version = object
+        .meta()
+        .resource_version
+        .as_deref()
+        .unwrap_or_default();
+    version.parse().unwrap_or(0)
+}
+
+fn version_of_notification(notification: &Notification) -> u64 {
+    notification.resource_version.parse().unwrap_or(0)
+}
+
 /// Whether `object` is the one `notification` was sent for, not a namesake created after
 /// it was deleted.
 fn is_current<K: Resource>(notification: &Notification, object: &K) -> bool {
@@ -464,9 +553,43 @@ pub async fn report_queue_depth(broker: Broker, ctx: Arc<Context>, kinds: Vec<Ql
 
 #[cfg(test)]
 mod tests {
-    use qleetos_crds::notification::Cause;
-
     use super::*;
+
+    #[test]
+    fn lock_retries_start_short_and_stay_bounded() {
+        assert_eq!(lock_retry_delay(1), Duration::from_millis(50));
+        assert_eq!(lock_retry_delay(3), Duration::from_millis(200));
+        assert_eq!(lock_retry_delay(1000), LOCK_RETRY_MAX);
+        assert_eq!(lock_retry_delay(0), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_change_fences_its_own_kind_and_a_related_change_the_related_kind() {
+        let mut notification = Notification {
+            kind: QleetKind::Workload,
+            namespace: Some("team".into()),
+            name: "web".into(),
+            uid: "u1".into(),
+            resource_version: "42".into(),
+            cause: Cause::Change,
+        };
+        assert_eq!(
+            fence_of::<qleetos_crds::Workload>(&notification),
+            Fence::at("Workload", "42")
+        );
+        notification.cause = Cause::Related {
+            object: "WorkloadInstance/i1:77".into(),
+        };
+        assert_eq!(
+            fence_of::<qleetos_crds::Workload>(&notification),
+            Fence::at("WorkloadInstance", "77")
+        );
+        notification.cause = Cause::Drift {
+            runtime: "eu".into(),
+            object: "o1:9".into(),
+        };
+        assert_eq!(fence_of::<qleetos_crds::Workload>(&notification), None);
+    }
 
     #[test]
     fn a_namesake_created_after_the_notification_is_not_current() {

@@ -58,6 +58,7 @@ pub(super) async fn cleanup(
         owner_uid: &uid,
         field_manager: field_manager(&uid),
         adopt: false,
+        live: None,
     };
     let remaining = match applier.remove(&inventory).await {
         Ok(remaining) => remaining,

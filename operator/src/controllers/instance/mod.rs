@@ -22,7 +22,8 @@ use qleetos_crds::{
 mod cleanup;
 mod service_dependencies;
 
-use super::{apply_status, name_of, namespace_of};
+use super::{apply_status_if_changed, name_of, namespace_of};
+use crate::applier::live::LiveObjects;
 use crate::applier::{self, Applier, Desired, Outcome};
 use crate::context::{Context, Next, key_of};
 use crate::dependencies::connection;
@@ -41,7 +42,7 @@ pub const CONTROLLER: &str = "workloadinstance";
 /// Held until every object the instance applied is gone from its runtime.
 pub const FINALIZER: &str = "qleetos.io/runtime-objects";
 /// How soon an instance whose runtime is busy (all its reconcile slots taken) tries again.
-const SLOT_RETRY: Duration = Duration::from_millis(500);
+const SLOT_RETRY: Duration = Duration::from_millis(100);
 /// How often an instance waiting for its runtime looks again.
 const RUNTIME_WAIT: Duration = Duration::from_secs(5);
 /// How often an instance waiting for a support service looks again; the service's status
@@ -54,6 +55,7 @@ pub fn qleet() -> Qleet<WorkloadInstance> {
         kind: QleetKind::WorkloadInstance,
         api: |client, namespace| Api::namespaced(client, namespace.unwrap_or_default()),
         reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
+        cache: |caches| &caches.instances,
     }
 }
 
@@ -253,11 +255,13 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
         record_inventory(instance, ctx, pending).await?;
     }
     let uid = instance.metadata.uid.clone().unwrap_or_default();
+    let live = live_objects(ctx, &instance.spec.runtime_ref.name).await;
     let applier = Applier {
         client: &plan.tenant,
         owner_uid: &uid,
         field_manager: field_manager(&uid),
         adopt: plan.fence.allows_adoption(),
+        live: live.as_ref(),
     };
     let mut outcome = applier.converge(&desired, &unresolved, &previous).await;
     if outcome.failure.is_none() {
@@ -271,6 +275,12 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
         }
     };
     finish(instance, ctx, outcome, health, statuses).await
+}
+
+/// The runtime's live-object caches once they have listed what is there.
+async fn live_objects(ctx: &Context, runtime: &str) -> Option<LiveObjects> {
+    let live = ctx.live.get(runtime)?;
+    live.ready().await.then_some(live)
 }
 
 /// The generated objects (route, certificate) come before the workload's own: while their
@@ -588,7 +598,7 @@ async fn record_inventory(
         applied_objects: inventory,
         ..previous
     };
-    apply_status(&instance_api(instance, ctx)?, &name_of(instance)?, &status).await
+    write_if_changed(instance, ctx, &status).await
 }
 
 /// What a pass writes besides its Ready condition.
@@ -618,7 +628,18 @@ async fn write_status(
             .map(Expose::urls)
             .unwrap_or_default(),
     };
-    apply_status(&instance_api(instance, ctx)?, &name_of(instance)?, &status).await
+    write_if_changed(instance, ctx, &status).await
+}
+
+async fn write_if_changed(
+    instance: &WorkloadInstance,
+    ctx: &Context,
+    status: &WorkloadInstanceStatus,
+) -> Result<()> {
+    let api = instance_api(instance, ctx)?;
+    let metrics = (&*ctx.metrics, CONTROLLER);
+    let current = instance.status.as_ref();
+    apply_status_if_changed(&api, &name_of(instance)?, current, status, metrics).await
 }
 
 async fn write_condition(

@@ -35,6 +35,7 @@ pub fn qleet() -> Qleet<KubernetesRuntime> {
         kind: QleetKind::KubernetesRuntime,
         api: |client, _| Api::all(client),
         reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
+        cache: |caches| &caches.runtimes,
     }
 }
 

@@ -1,0 +1,118 @@
+//! What an API server served, read from its `apiserver_request_total` counters: reads and
+//! writes by resource, so benchmarks and trials count the requests a run cost.
+
+/// Requests served, by class of verb.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RequestCounts {
+    /// GET, LIST and WATCH.
+    pub reads: f64,
+    /// POST, PUT, PATCH, APPLY (server-side apply), DELETE and DELETECOLLECTION.
+    pub writes: f64,
+}
+
+impl RequestCounts {
+    #[must_use]
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            reads: self.reads + other.reads,
+            writes: self.writes + other.writes,
+        }
+    }
+
+    #[must_use]
+    pub fn minus(self, other: Self) -> Self {
+        Self {
+            reads: self.reads - other.reads,
+            writes: self.writes - other.writes,
+        }
+    }
+}
+
+/// Sums the `apiserver_request_total` samples of a Prometheus text exposition by verb class,
+/// for the resources `counted` keeps (e.g. leaving out the clusters' own lease renewals).
+pub fn request_counts(metrics: &str, counted: impl Fn(&str) -> bool) -> RequestCounts {
+    let mut counts = RequestCounts::default();
+    for line in metrics
+        .lines()
+        .filter(|line| line.starts_with("apiserver_request_total{"))
+    {
+        if !counted(label(line, "resource").unwrap_or_default()) {
+            continue;
+        }
+        let value = line
+            .split_whitespace()
+            .last()
+            .and_then(|v| v.parse::<f64>().ok());
+        let (Some(verb), Some(value)) = (label(line, "verb"), value) else {
+            continue;
+        };
+        match verb {
+            "GET" | "LIST" | "WATCH" => counts.reads += value,
+            "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION" => {
+                counts.writes += value;
+            }
+            _ => {}
+        }
+    }
+    counts
+}
+
+/// The value of label `name` in a sample line (`metric{a="x",name="y"} 1`).
+pub fn label<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = [format!("{{{name}=\""), format!(",{name}=\"")]
+        .iter()
+        .find_map(|prefix| line.find(prefix.as_str()).map(|at| at + prefix.len()))?;
+    let rest = &line[start..];
+    rest.find('"').map(|end| &rest[..end])
+}
+
+/// Reads `/metrics` of the API server `client` talks to, as an administrator.
+pub async fn scrape(client: &kube::Client) -> Result<String, kube::Error> {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .map_err(kube::Error::HttpError)?;
+    client.request_text(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"# HELP apiserver_request_total Counter of apiserver requests
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="configmaps",scope="resource",subresource="",verb="APPLY",version="v1"} 12
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="configmaps",scope="resource",subresource="",verb="GET",version="v1"} 5
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="coordination.k8s.io",resource="leases",scope="resource",subresource="",verb="PUT",version="v1"} 40
+apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="namespaces",scope="resource",subresource="",verb="POST",version="v1"} 2
+apiserver_request_total{code="0",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",verb="CONNECT",version="v1"} 3
+"#;
+
+    #[test]
+    fn reads_and_writes_are_summed_for_the_counted_resources() {
+        let all = request_counts(SAMPLE, |_| true);
+        assert_eq!(
+            all,
+            RequestCounts {
+                reads: 5.0,
+                writes: 54.0
+            }
+        );
+        let without_leases = request_counts(SAMPLE, |resource| resource != "leases");
+        assert_eq!(without_leases.writes, 14.0);
+        let config_maps = request_counts(SAMPLE, |resource| resource == "configmaps");
+        assert_eq!(
+            config_maps,
+            RequestCounts {
+                reads: 5.0,
+                writes: 12.0
+            }
+        );
+    }
+
+    #[test]
+    fn labels_are_read_wherever_they_stand() {
+        let line = r#"apiserver_request_total{resource="configmaps",verb="GET"} 1"#;
+        assert_eq!(label(line, "resource"), Some("configmaps"));
+        assert_eq!(label(line, "verb"), Some("GET"));
+        assert_eq!(label(line, "group"), None);
+    }
+}

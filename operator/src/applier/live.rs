@@ -1,0 +1,275 @@
+//! What the drift watches last saw of the objects QleetOS applied in each runtime (their
+//! metadata), so a pass can tell an object nobody changed since QleetOS applied it from one
+//! that drifted, without asking the runtime.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+use qleetos_crds::{AppliedObject, Manifest};
+use serde_json::Value;
+
+/// How long a pass waits for a runtime's watches to finish their first list.
+const READY_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The watched kinds' caches of one runtime.
+#[derive(Clone)]
+pub struct LiveObjects {
+    pub deployments: Store<PartialObjectMeta<Deployment>>,
+    pub stateful_sets: Store<PartialObjectMeta<StatefulSet>>,
+    pub daemon_sets: Store<PartialObjectMeta<DaemonSet>>,
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+}
+
+impl std::fmt::Debug for LiveObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveObjects").finish_non_exhaustive()
+    }
+}
+
+fn get<K: kube::Resource<DynamicType = ()> + Clone>(
+    store: &Store<PartialObjectMeta<K>>,
+    object: &AppliedObject,
+) -> Option<ObjectMeta> {
+    let mut reference = ObjectRef::new(&object.name);
+    if let Some(namespace) = &object.namespace {
+        reference = reference.within(namespace);
+    }
+    store.get(&reference).map(|found| found.metadata.clone())
+}
+
+impl LiveObjects {
+    /// The last seen metadata of `object`, when its kind is watched and it exists.
+    pub fn meta(&self, object: &AppliedObject) -> Option<ObjectMeta> {
+        match (object.group(), object.kind.as_str()) {
+            ("apps", "Deployment") => get(&self.deployments, object),
+            ("apps", "StatefulSet") => get(&self.stateful_sets, object),
+            ("apps", "DaemonSet") => get(&self.daemon_sets, object),
+            ("", "Service") => get(&self.services, object),
+            ("", "ConfigMap") => get(&self.config_maps, object),
+            _ => None,
+        }
+    }
+
+    /// Waits (a little) until every watch has listed its objects once.
+    pub async fn ready(&self) -> bool {
+        let all = async {
+            self.deployments.wait_until_ready().await.is_ok()
+                && self.stateful_sets.wait_until_ready().await.is_ok()
+                && self.daemon_sets.wait_until_ready().await.is_ok()
+                && self.services.wait_until_ready().await.is_ok()
+                && self.config_maps.wait_until_ready().await.is_ok()
+        };
+        tokio::time::timeout(READY_PATIENCE, all)
+            .await
+            .unwrap_or(false)
+    }
+}
+
+/// The live-object caches of every watched runtime, by runtime name.
+#[derive(Clone, Default)]
+pub struct LiveRegistry {
+    runtimes: Arc<Mutex<HashMap<String, LiveObjects>>>,
+}
+
+impl std::fmt::Debug for LiveRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveRegistry").finish_non_exhaustive()
+    }
+}
+
+impl LiveRegistry {
+    pub fn get(&self, runtime: &str) -> Option<LiveObjects> {
+        self.lock().get(runtime).cloned()
+    }
+
+    pub fn insert(&self, runtime: &str, live: LiveObjects) {
+        self.lock().insert(runtime.to_owned(), live);
+    }
+
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.lock().retain(|runtime, _| keep(runtime));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveObjects>> {
+        self.runtimes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether the live object is still the one QleetOS applied from the manifest whose digest is
+/// `digest`: the same object (uid) at the recorded resourceVersion, or, for kinds with a
+/// generation, at the recorded generation with every label and annotation of the manifest
+/// still in place (controllers updating its status or adding their own annotations are not
+/// drift).
+pub fn unchanged_since_applied(
+    recorded: &AppliedObject,
+    live: &ObjectMeta,
+    manifest: &Manifest,
+    digest: &str,
+) -> bool {
+    let Some(applied) = &recorded.applied else {
+        return false;
+    };
+    if applied.digest != digest || recorded.uid.is_none() || live.uid != recorded.uid {
+        return false;
+    }
+    if live.resource_version.as_deref() == Some(applied.resource_version.as_str()) {
+        return true;
+    }
+    applied.generation.is_some()
+        && live.generation == applied.generation
+        && metadata_intact(manifest, "labels", live.labels.as_ref())
+        && metadata_intact(manifest, "annotations", live.annotations.as_ref())
+}
+
+fn metadata_intact(
+    manifest: &Manifest,
+    field: &str,
+    live: Option<&std::collections::BTreeMap<String, String>>,
+) -> bool {
+    let wanted = manifest
+        .0
+        .get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_object);
+    wanted.is_none_or(|wanted| {
+        wanted.iter().all(|(key, value)| {
+            live.and_then(|live| live.get(key)).map(String::as_str) == value.as_str()
+        })
+    })
+}
+
+/// Whether a watch event shows `object` exactly as QleetOS recorded it after applying it (its
+/// own write coming back), which is no drift.
+pub fn is_recorded(inventory: &[AppliedObject], object: &AppliedObject, version: &str) -> bool {
+    inventory.iter().any(|entry| {
+        entry.same_object(object)
+            && entry.uid == object.uid
+            && entry
+                .applied
+                .as_ref()
+                .is_some_and(|applied| applied.resource_version == version)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use qleetos_crds::AppliedRevision;
+    use serde_json::json;
+
+    use super::*;
+
+    fn recorded(version: &str, generation: Option<i64>) -> AppliedObject {
+        AppliedObject {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            namespace: Some("team".into()),
+            name: "web".into(),
+            uid: Some("u1".into()),
+            applied: Some(AppliedRevision {
+                digest: "d1".into(),
+                resource_version: version.into(),
+                generation,
+            }),
+        }
+    }
+
+    fn live(version: &str, generation: Option<i64>, labels: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta {
+            uid: Some("u1".into()),
+            resource_version: Some(version.into()),
+            generation,
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn manifest() -> Manifest {
+        serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "labels": {"app": "web"}}
+        }))
+        .expect("a manifest")
+    }
+
+    #[test]
+    fn an_object_at_the_recorded_version_and_digest_is_unchanged() {
+        let manifest = manifest();
+        let at = live("10", None, &[]);
+        assert!(unchanged_since_applied(
+            &recorded("10", None),
+            &at,
+            &manifest,
+            "d1"
+        ));
+        assert!(!unchanged_since_applied(
+            &recorded("10", None),
+            &at,
+            &manifest,
+            "d2"
+        ));
+        assert!(!unchanged_since_applied(
+            &recorded("9", None),
+            &at,
+            &manifest,
+            "d1"
+        ));
+        let mut recreated = at.clone();
+        recreated.uid = Some("u2".into());
+        assert!(!unchanged_since_applied(
+            &recorded("10", None),
+            &recreated,
+            &manifest,
+            "d1"
+        ));
+    }
+
+    #[test]
+    fn status_updates_are_not_drift_but_label_changes_are() {
+        let manifest = manifest();
+        let applied = recorded("10", Some(3));
+        let status_moved = live("12", Some(3), &[("app", "web"), ("extra", "x")]);
+        assert!(unchanged_since_applied(
+            &applied,
+            &status_moved,
+            &manifest,
+            "d1"
+        ));
+        let relabelled = live("13", Some(3), &[("app", "other")]);
+        assert!(!unchanged_since_applied(
+            &applied,
+            &relabelled,
+            &manifest,
+            "d1"
+        ));
+        let spec_changed = live("14", Some(4), &[("app", "web")]);
+        assert!(!unchanged_since_applied(
+            &applied,
+            &spec_changed,
+            &manifest,
+            "d1"
+        ));
+    }
+
+    #[test]
+    fn an_own_write_coming_back_is_recorded() {
+        let inventory = [recorded("10", None)];
+        let mut seen = recorded("10", None);
+        seen.applied = None;
+        assert!(is_recorded(&inventory, &seen, "10"));
+        assert!(!is_recorded(&inventory, &seen, "11"));
+        seen.uid = Some("other".into());
+        assert!(!is_recorded(&inventory, &seen, "10"));
+    }
+}
