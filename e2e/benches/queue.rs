@@ -14,7 +14,7 @@
 //!   in a queue. By construction it makes 4 management writes and 1 runtime write per
 //!   Workload. Its Workloads and instances are deleted afterwards.
 //! - `qleetos xR` for each R in `BENCH_REPLICAS` (default `1,2`): R fresh operator processes
-//!   (`--resync=10m`, otherwise production defaults: `--concurrency=16`), N ConfigMap-only
+//!   (`--resync=10m`, otherwise production defaults: `--concurrency=8`), N ConfigMap-only
 //!   Workloads (regions alternating eu-west-1 / us-east-1) applied to the management cluster;
 //!   the run ends when all N report Ready at their generation (seen by a watch). Every
 //!   Workload is deleted, with the operators running, before the next run.

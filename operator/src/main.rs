@@ -63,7 +63,7 @@ struct Args {
     #[arg(long, default_value = "10s", value_parser = lock_ttl, env = "QLEETOS_LOCK_TTL")]
     lock_ttl: Duration,
     /// Reconciles this replica runs at once, per Qleet.
-    #[arg(long, default_value = "16", env = "QLEETOS_CONCURRENCY")]
+    #[arg(long, default_value = "8", env = "QLEETOS_CONCURRENCY")]
     concurrency: usize,
     /// QleetOS's own namespace: where runtime kubeconfig Secrets live, never a tenant target.
     #[arg(long, default_value = "qleetos-system", env = "QLEETOS_NAMESPACE")]
