@@ -174,6 +174,7 @@ where
     loop {
         match call().await {
             Err(error) if tries < MAX_TRIES && is_transient(&error) => {
+                eprintln!("retrying after a transient error (try {tries}): {error}");
                 retries.0.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_RETRY_DELAY);
