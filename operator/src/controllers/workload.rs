@@ -7,7 +7,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, VersionMatch};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -235,10 +235,14 @@ async fn owned_instances(
     workload: &Workload,
 ) -> Result<Vec<WorkloadInstance>> {
     let selector = format!("{WORKLOAD_LABEL}={}", label_value(&workload.name_any()));
-    let listed = instances
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::Management)?;
+    let mut params = ListParams::default().labels(&selector);
+    // Every instance made before the Workload was deleted is at least as old as the Workload
+    // this reconcile reads: a list not older than it (served from the API server's cache
+    // instead of a quorum read of every instance) misses none.
+    if let Some(version) = workload.resource_version() {
+        params = params.at(&version).matching(VersionMatch::NotOlderThan);
+    }
+    let listed = instances.list(&params).await.map_err(Error::Management)?;
     Ok(listed
         .items
         .into_iter()
