@@ -235,14 +235,26 @@ async fn owned_instances(
     workload: &Workload,
 ) -> Result<Vec<WorkloadInstance>> {
     let selector = format!("{WORKLOAD_LABEL}={}", label_value(&workload.name_any()));
-    let mut params = ListParams::default().labels(&selector);
+    let params = ListParams::default().labels(&selector);
     // Every instance made before the Workload was deleted is at least as old as the Workload
     // this reconcile reads: a list not older than it (served from the API server's cache
-    // instead of a quorum read of every instance) misses none.
-    if let Some(version) = workload.resource_version() {
-        params = params.at(&version).matching(VersionMatch::NotOlderThan);
+    // instead of a quorum read of every instance) misses none. When that cache lags too far
+    // behind (504 "Too large resource version"), a quorum read it is.
+    let from_cache = match workload.resource_version() {
+        Some(version) => {
+            let at_least = params
+                .clone()
+                .at(&version)
+                .matching(VersionMatch::NotOlderThan);
+            instances.list(&at_least).await
+        }
+        None => instances.list(&params).await,
+    };
+    let listed = match from_cache {
+        Err(kube::Error::Api(status)) if status.code == 504 => instances.list(&params).await,
+        other => other,
     }
-    let listed = instances.list(&params).await.map_err(Error::Management)?;
+    .map_err(Error::Management)?;
     Ok(listed
         .items
         .into_iter()
