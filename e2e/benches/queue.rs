@@ -742,18 +742,34 @@ async fn delete_all_workloads(client: &Client, retries: &Retries) -> Result<()> 
         .await
         .context("listing Workloads")?
         .items;
-    let namespaces: HashSet<String> = existing.iter().filter_map(|w| w.namespace()).collect();
-    if namespaces.is_empty() {
+    if existing.is_empty() {
         return Ok(());
     }
     let start = Instant::now();
-    for namespace in &namespaces {
-        delete_collection(
-            &Api::<Workload>::namespaced(client.clone(), namespace),
-            retries,
-        )
+    // One DELETE per Workload, not one DELETECOLLECTION: marking thousands of Workloads with
+    // finalizers for deletion in one request outlasts the API server's 60 s request timeout,
+    // which then closes the connection.
+    futures::stream::iter(&existing)
+        .map(|workload| {
+            let api = Api::<Workload>::namespaced(
+                client.clone(),
+                &workload.namespace().unwrap_or_default(),
+            );
+            let name = workload.name_any();
+            let params = DeleteParams::default();
+            async move {
+                match with_retries(retries, || api.delete(&name, &params)).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                    Err(error) => {
+                        Err(anyhow::Error::new(error).context(format!("deleting Workload {name}")))
+                    }
+                }
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<()>>()
         .await?;
-    }
     let timeout = scaled(
         CLEANUP_TIMEOUT_PER_OBJECT,
         existing.len(),
