@@ -89,6 +89,21 @@ impl LiveRegistry {
         self.lock().get(runtime).cloned()
     }
 
+    /// The caches of `runtime` once its drift watches run, waiting a little for them (they
+    /// start a few seconds after the operator, or after the runtime becomes Ready).
+    pub async fn watched(&self, runtime: &str) -> Option<LiveObjects> {
+        let deadline = tokio::time::Instant::now() + READY_PATIENCE;
+        loop {
+            if let Some(live) = self.get(runtime) {
+                return Some(live);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn insert(&self, runtime: &str, live: LiveObjects) {
         self.lock().insert(runtime.to_owned(), live);
     }
