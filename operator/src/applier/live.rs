@@ -15,7 +15,7 @@ use qleetos_crds::{AppliedObject, Manifest};
 use serde_json::Value;
 
 /// How long a pass waits for a runtime's watches to finish their first list.
-const READY_PATIENCE: Duration = Duration::from_secs(5);
+const READY_PATIENCE: Duration = Duration::from_secs(1);
 
 /// The watched kinds' caches of one runtime.
 #[derive(Clone)]
@@ -42,6 +42,14 @@ fn get<K: kube::Resource<DynamicType = ()> + Clone>(
         reference = reference.within(namespace);
     }
     store.get(&reference).map(|found| found.metadata.clone())
+}
+
+/// Whether the drift watches cover `object`'s kind.
+pub fn is_watched(object: &AppliedObject) -> bool {
+    matches!(
+        (object.group(), object.kind.as_str()),
+        ("apps", "Deployment" | "StatefulSet" | "DaemonSet") | ("", "Service" | "ConfigMap")
+    )
 }
 
 impl LiveObjects {
@@ -87,21 +95,6 @@ impl std::fmt::Debug for LiveRegistry {
 impl LiveRegistry {
     pub fn get(&self, runtime: &str) -> Option<LiveObjects> {
         self.lock().get(runtime).cloned()
-    }
-
-    /// The caches of `runtime` once its drift watches run, waiting a little for them (they
-    /// start a few seconds after the operator, or after the runtime becomes Ready).
-    pub async fn watched(&self, runtime: &str) -> Option<LiveObjects> {
-        let deadline = tokio::time::Instant::now() + READY_PATIENCE;
-        loop {
-            if let Some(live) = self.get(runtime) {
-                return Some(live);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     pub fn insert(&self, runtime: &str, live: LiveObjects) {
@@ -275,6 +268,14 @@ mod tests {
             &manifest,
             "d1"
         ));
+    }
+
+    #[test]
+    fn the_watched_kinds_are_known() {
+        assert!(is_watched(&recorded("1", None)));
+        let mut secret = recorded("1", None);
+        (secret.api_version, secret.kind) = ("v1".into(), "Secret".into());
+        assert!(!is_watched(&secret));
     }
 
     #[test]

@@ -279,7 +279,7 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
 
 /// The runtime's live-object caches once they have listed what is there.
 async fn live_objects(ctx: &Context, runtime: &str) -> Option<LiveObjects> {
-    let live = ctx.live.watched(runtime).await?;
+    let live = ctx.live.get(runtime)?;
     live.ready().await.then_some(live)
 }
 
