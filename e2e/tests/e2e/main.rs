@@ -15,7 +15,6 @@ mod ownership;
 mod provisioning;
 mod provisioning_capi;
 mod queue;
-mod quiet;
 mod services;
 mod standins;
 mod support;

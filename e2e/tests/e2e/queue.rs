@@ -709,15 +709,7 @@ pub fn trials(
             Box::pin(a_poison_workload_does_not_block_others(env))
         }),
     ];
-    let exclusive_scenarios: [(&str, crate::harness::Exclusive); 9] = [
-        (
-            "a_restart_and_resync_of_converged_workloads_write_nothing",
-            |env| {
-                Box::pin(
-                    crate::quiet::a_restart_and_resync_of_converged_workloads_write_nothing(env),
-                )
-            },
-        ),
+    let exclusive_scenarios: [(&str, crate::harness::Exclusive); 8] = [
         ("pending_work_waits_for_an_operator", |env| {
             Box::pin(pending_work_waits_for_an_operator(env))
         }),

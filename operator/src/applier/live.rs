@@ -15,7 +15,7 @@ use qleetos_crds::{AppliedObject, Manifest};
 use serde_json::Value;
 
 /// How long a pass waits for a runtime's watches to finish their first list.
-const READY_PATIENCE: Duration = Duration::from_secs(1);
+const READY_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The watched kinds' caches of one runtime.
 #[derive(Clone)]
@@ -42,14 +42,6 @@ fn get<K: kube::Resource<DynamicType = ()> + Clone>(
         reference = reference.within(namespace);
     }
     store.get(&reference).map(|found| found.metadata.clone())
-}
-
-/// Whether the drift watches cover `object`'s kind.
-pub fn is_watched(object: &AppliedObject) -> bool {
-    matches!(
-        (object.group(), object.kind.as_str()),
-        ("apps", "Deployment" | "StatefulSet" | "DaemonSet") | ("", "Service" | "ConfigMap")
-    )
 }
 
 impl LiveObjects {
@@ -268,14 +260,6 @@ mod tests {
             &manifest,
             "d1"
         ));
-    }
-
-    #[test]
-    fn the_watched_kinds_are_known() {
-        assert!(is_watched(&recorded("1", None)));
-        let mut secret = recorded("1", None);
-        (secret.api_version, secret.kind) = ("v1".into(), "Secret".into());
-        assert!(!is_watched(&secret));
     }
 
     #[test]

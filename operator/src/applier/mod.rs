@@ -127,35 +127,20 @@ impl Applier<'_> {
     }
 
     /// The inventory entry of `wanted` when the live object is still as this owner last applied
-    /// it from the same manifest: nothing to write. Without the runtime's live-object caches
-    /// (their watches not started yet), an object of a kind they watch whose manifest did not
-    /// change is trusted as recorded: when the watches start, their first list reports any
-    /// object that is not (drift), and the next pass applies it.
+    /// it from the same manifest: nothing to write.
     fn unchanged<'p>(
         &self,
         wanted: &Desired,
         previous: &'p [AppliedObject],
     ) -> Option<&'p AppliedObject> {
         let recorded = inventory::find(previous, &wanted.resolved.object)?;
+        let live = self.live?.meta(recorded)?;
         let form = applied_form(
             &wanted.manifest,
             wanted.resolved.object.namespace.as_deref(),
         );
-        let digest = digest_of(&form);
-        let unchanged = match self.live {
-            Some(live) => live.meta(recorded).is_some_and(|meta| {
-                live::unchanged_since_applied(recorded, &meta, &wanted.manifest, &digest)
-            }),
-            None => {
-                live::is_watched(recorded)
-                    && recorded.uid.is_some()
-                    && recorded
-                        .applied
-                        .as_ref()
-                        .is_some_and(|a| a.digest == digest)
-            }
-        };
-        unchanged.then_some(recorded)
+        live::unchanged_since_applied(recorded, &live, &wanted.manifest, &digest_of(&form))
+            .then_some(recorded)
     }
 
     /// Deletes owned objects no longer wanted, in teardown order; returns what must stay in
