@@ -57,7 +57,7 @@ fn config_workload(name: &str) -> serde_json::Value {
 }
 
 /// Applies `count` ConfigMap workloads named `w-<i>` into `namespace`, 16 at a time.
-pub(crate) async fn apply_burst(client: &Client, namespace: &str, count: usize) -> Result<()> {
+async fn apply_burst(client: &Client, namespace: &str, count: usize) -> Result<()> {
     ensure_ns(client, namespace).await?;
     futures::stream::iter(0..count)
         .map(|i| async move {
@@ -88,7 +88,7 @@ async fn ready_count(client: &Client, namespace: &str) -> Result<usize> {
         .count())
 }
 
-pub(crate) async fn wait_all_ready(client: &Client, namespace: &str, count: usize) -> Result<()> {
+async fn wait_all_ready(client: &Client, namespace: &str, count: usize) -> Result<()> {
     eventually(
         &format!("{count} Workloads Ready in {namespace}"),
         BURST_TIMEOUT,
@@ -126,7 +126,7 @@ async fn assert_all_applied(env: &Environment, namespace: &str, count: usize) ->
     Ok(())
 }
 
-pub(crate) fn metric(text: &str, series: &str) -> f64 {
+fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|line| {
             line.strip_prefix(series)
@@ -135,15 +135,11 @@ pub(crate) fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-pub(crate) async fn restart_replicas(env: &mut Environment, count: usize) -> Result<()> {
+async fn restart_replicas(env: &mut Environment, count: usize) -> Result<()> {
     restart_replicas_with(env, count, &[]).await
 }
 
-pub(crate) async fn restart_replicas_with(
-    env: &mut Environment,
-    count: usize,
-    extra: &[&str],
-) -> Result<()> {
+async fn restart_replicas_with(env: &mut Environment, count: usize, extra: &[&str]) -> Result<()> {
     env.stop_operators().await;
     for _ in 0..count {
         env.start_operator(replica_options_with(extra)).await?;

@@ -127,8 +127,10 @@ impl DriftSink {
     }
 }
 
-/// The instance `notification` names when it really is placed on `runtime`: see
-/// [`names_an_instance_on`].
+/// The instance `notification` names, when it really is placed on `runtime`. The
+/// notification is read from labels and annotations anyone who may write to the runtime can
+/// set: only an instance in the cache with that uid and `runtimeRef` `runtime` counts, or
+/// drift could be aimed at another tenant's instance.
 fn instance_on(
     instances: &Store<WorkloadInstance>,
     notification: &Notification,
@@ -140,18 +142,6 @@ fn instance_on(
         instance.metadata.uid.as_deref() == Some(notification.uid.as_str())
             && instance.spec.runtime_ref.name == runtime
     })
-}
-
-/// Whether `notification`, read from labels and annotations anyone who may write to the
-/// runtime can set, names an instance that really is placed there: it exists with that uid
-/// and its `runtimeRef` is `runtime`. Anything else could aim drift at another tenant's
-/// instance.
-pub fn names_an_instance_on(
-    instances: &Store<WorkloadInstance>,
-    notification: &Notification,
-    runtime: &str,
-) -> bool {
-    instance_on(instances, notification, runtime).is_some()
 }
 
 /// The drift watches of one runtime, and the caches they fill.
@@ -277,6 +267,14 @@ mod tests {
     use qleetos_crds::{RuntimeRef, WorkloadInstanceSpec};
 
     use super::*;
+
+    fn names_an_instance_on(
+        instances: &Store<WorkloadInstance>,
+        notification: &Notification,
+        runtime: &str,
+    ) -> bool {
+        instance_on(instances, notification, runtime).is_some()
+    }
 
     fn instance(namespace: &str, name: &str, uid: &str, runtime: &str) -> WorkloadInstance {
         let mut instance = WorkloadInstance::new(
