@@ -75,6 +75,8 @@ pub struct Caches {
     /// Metadata of the Secrets in QleetOS's own namespace (kubeconfigs): their versions tell
     /// whether a runtime's cached client is current.
     pub system_secrets: Store<PartialObjectMeta<Secret>>,
+    /// Whether every cache above listed its objects once (see [`Caches::ready`]).
+    listed: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 /// The writing ends of [`Caches`], handed to the watches that fill them.
@@ -130,6 +132,7 @@ pub fn caches() -> (Caches, CacheWriters) {
             service_dependencies,
             runtime_profiles,
             system_secrets,
+            listed: Arc::default(),
         },
         CacheWriters {
             workloads: workload_writer,
@@ -148,35 +151,29 @@ pub fn caches() -> (Caches, CacheWriters) {
 }
 
 impl Caches {
-    /// Waits until every cache holds a complete list.
+    /// Waits until every cache holds a complete list. Only one caller at a time waits on the
+    /// stores themselves: a store's own wait wakes just the latest of concurrent waiters, so
+    /// the others would sleep forever.
     pub async fn ready(&self) -> crate::error::Result<()> {
-        let not_ready = |_| crate::error::Error::Cache("the watch cache stopped".into());
-        self.workloads.wait_until_ready().await.map_err(not_ready)?;
-        self.instances.wait_until_ready().await.map_err(not_ready)?;
-        self.runtimes.wait_until_ready().await.map_err(not_ready)?;
-        self.policies.wait_until_ready().await.map_err(not_ready)?;
-        self.namespaces
-            .wait_until_ready()
-            .await
-            .map_err(not_ready)?;
-        self.profiles.wait_until_ready().await.map_err(not_ready)?;
-        self.support_services
-            .wait_until_ready()
-            .await
-            .map_err(not_ready)?;
-        self.service_profiles
-            .wait_until_ready()
-            .await
-            .map_err(not_ready)?;
-        self.service_dependencies
-            .wait_until_ready()
-            .await
-            .map_err(not_ready)?;
-        self.runtime_profiles
-            .wait_until_ready()
-            .await
-            .map_err(not_ready)?;
-        Ok(())
+        if *self.listed.get_or_init(|| self.every_list()).await {
+            Ok(())
+        } else {
+            Err(crate::error::Error::Cache("the watch cache stopped".into()))
+        }
+    }
+
+    /// Whether every watch listed its objects once (`false`: a watch stopped before).
+    async fn every_list(&self) -> bool {
+        self.workloads.wait_until_ready().await.is_ok()
+            && self.instances.wait_until_ready().await.is_ok()
+            && self.runtimes.wait_until_ready().await.is_ok()
+            && self.policies.wait_until_ready().await.is_ok()
+            && self.namespaces.wait_until_ready().await.is_ok()
+            && self.profiles.wait_until_ready().await.is_ok()
+            && self.support_services.wait_until_ready().await.is_ok()
+            && self.service_profiles.wait_until_ready().await.is_ok()
+            && self.service_dependencies.wait_until_ready().await.is_ok()
+            && self.runtime_profiles.wait_until_ready().await.is_ok()
     }
 
     /// The runtime named `name`, as last seen by the watch.
@@ -294,5 +291,46 @@ pub fn key_of<K: Resource>(object: &K) -> String {
     match &meta.namespace {
         Some(ns) => format!("{ns}/{}", meta.name.as_deref().unwrap_or_default()),
         None => meta.name.clone().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn every_concurrent_waiter_sees_the_caches_ready() {
+        let (caches, mut writers) = caches();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let caches = caches.clone();
+                tokio::spawn(async move { caches.ready().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        writers.workloads.apply_watcher_event(&Event::InitDone);
+        writers.instances.apply_watcher_event(&Event::InitDone);
+        writers.runtimes.apply_watcher_event(&Event::InitDone);
+        writers.policies.apply_watcher_event(&Event::InitDone);
+        writers.namespaces.apply_watcher_event(&Event::InitDone);
+        writers.profiles.apply_watcher_event(&Event::InitDone);
+        writers
+            .support_services
+            .apply_watcher_event(&Event::InitDone);
+        writers
+            .service_profiles
+            .apply_watcher_event(&Event::InitDone);
+        writers
+            .service_dependencies
+            .apply_watcher_event(&Event::InitDone);
+        writers
+            .runtime_profiles
+            .apply_watcher_event(&Event::InitDone);
+        for waiter in waiters {
+            let done = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+            assert!(matches!(done, Ok(Ok(Ok(())))), "a waiter was never woken");
+        }
     }
 }

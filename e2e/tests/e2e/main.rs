@@ -15,6 +15,7 @@ mod ownership;
 mod provisioning;
 mod provisioning_capi;
 mod queue;
+mod quiet;
 mod services;
 mod standins;
 mod support;

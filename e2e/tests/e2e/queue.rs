@@ -57,7 +57,7 @@ fn config_workload(name: &str) -> serde_json::Value {
 }
 
 /// Applies `count` ConfigMap workloads named `w-<i>` into `namespace`, 16 at a time.
-async fn apply_burst(client: &Client, namespace: &str, count: usize) -> Result<()> {
+pub(crate) async fn apply_burst(client: &Client, namespace: &str, count: usize) -> Result<()> {
     ensure_ns(client, namespace).await?;
     futures::stream::iter(0..count)
         .map(|i| async move {
@@ -88,7 +88,7 @@ async fn ready_count(client: &Client, namespace: &str) -> Result<usize> {
         .count())
 }
 
-async fn wait_all_ready(client: &Client, namespace: &str, count: usize) -> Result<()> {
+pub(crate) async fn wait_all_ready(client: &Client, namespace: &str, count: usize) -> Result<()> {
     eventually(
         &format!("{count} Workloads Ready in {namespace}"),
         BURST_TIMEOUT,
@@ -126,7 +126,7 @@ async fn assert_all_applied(env: &Environment, namespace: &str, count: usize) ->
     Ok(())
 }
 
-fn metric(text: &str, series: &str) -> f64 {
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|line| {
             line.strip_prefix(series)
@@ -135,11 +135,15 @@ fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn restart_replicas(env: &mut Environment, count: usize) -> Result<()> {
+pub(crate) async fn restart_replicas(env: &mut Environment, count: usize) -> Result<()> {
     restart_replicas_with(env, count, &[]).await
 }
 
-async fn restart_replicas_with(env: &mut Environment, count: usize, extra: &[&str]) -> Result<()> {
+pub(crate) async fn restart_replicas_with(
+    env: &mut Environment,
+    count: usize,
+    extra: &[&str],
+) -> Result<()> {
     env.stop_operators().await;
     for _ in 0..count {
         env.start_operator(replica_options_with(extra)).await?;
@@ -705,7 +709,15 @@ pub fn trials(
             Box::pin(a_poison_workload_does_not_block_others(env))
         }),
     ];
-    let exclusive_scenarios: [(&str, crate::harness::Exclusive); 8] = [
+    let exclusive_scenarios: [(&str, crate::harness::Exclusive); 9] = [
+        (
+            "a_restart_and_resync_of_converged_workloads_write_nothing",
+            |env| {
+                Box::pin(
+                    crate::quiet::a_restart_and_resync_of_converged_workloads_write_nothing(env),
+                )
+            },
+        ),
         ("pending_work_waits_for_an_operator", |env| {
             Box::pin(pending_work_waits_for_an_operator(env))
         }),

@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -25,6 +28,10 @@ pub struct LiveObjects {
     pub daemon_sets: Store<PartialObjectMeta<DaemonSet>>,
     pub services: Store<PartialObjectMeta<Service>>,
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    /// When the watches started: passes wait for their first list until a little after.
+    pub started: Instant,
+    /// Whether every watch listed once (see [`LiveObjects::ready`]).
+    pub listed: Arc<OnceCell<bool>>,
 }
 
 impl std::fmt::Debug for LiveObjects {
@@ -57,25 +64,39 @@ impl LiveObjects {
         }
     }
 
-    /// Waits (a little) until every watch has listed its objects once.
+    /// Whether every watch has listed its objects once, waiting for that until a little
+    /// after the watches started (an unreachable runtime does not hold every pass). One
+    /// caller at a time waits on the stores: a store's own wait wakes just the latest of
+    /// concurrent waiters.
     pub async fn ready(&self) -> bool {
-        let all = async {
+        let listed = self.listed.get_or_init(|| async {
             self.deployments.wait_until_ready().await.is_ok()
                 && self.stateful_sets.wait_until_ready().await.is_ok()
                 && self.daemon_sets.wait_until_ready().await.is_ok()
                 && self.services.wait_until_ready().await.is_ok()
                 && self.config_maps.wait_until_ready().await.is_ok()
-        };
-        tokio::time::timeout(READY_PATIENCE, all)
+        });
+        tokio::time::timeout_at(self.started + READY_PATIENCE, listed)
             .await
-            .unwrap_or(false)
+            .is_ok_and(|listed| *listed)
     }
 }
 
 /// The live-object caches of every watched runtime, by runtime name.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LiveRegistry {
     runtimes: Arc<Mutex<HashMap<String, LiveObjects>>>,
+    /// Whether the drift watches have been started once for every reachable runtime.
+    supervised: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for LiveRegistry {
+    fn default() -> Self {
+        Self {
+            runtimes: Arc::default(),
+            supervised: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
 }
 
 impl std::fmt::Debug for LiveRegistry {
@@ -87,6 +108,22 @@ impl std::fmt::Debug for LiveRegistry {
 impl LiveRegistry {
     pub fn get(&self, runtime: &str) -> Option<LiveObjects> {
         self.lock().get(runtime).cloned()
+    }
+
+    /// The caches of `runtime` once they have listed what is there. Right after start-up it
+    /// first waits (a little) for the drift watches to be started, so a restarted operator
+    /// does not re-apply objects nobody changed only because it has not looked yet.
+    pub async fn ready(&self, runtime: &str) -> Option<LiveObjects> {
+        let mut supervised = self.supervised.subscribe();
+        let started = supervised.wait_for(|done| *done);
+        let _ = tokio::time::timeout(READY_PATIENCE, started).await;
+        let live = self.get(runtime)?;
+        live.ready().await.then_some(live)
+    }
+
+    /// Every reachable runtime has had its drift watches started once.
+    pub fn mark_supervised(&self) {
+        self.supervised.send_replace(true);
     }
 
     pub fn insert(&self, runtime: &str, live: LiveObjects) {

@@ -220,11 +220,17 @@ fn track_use(service: &SupportService, source: &Source, mut report: Report) -> U
         return Use::Kept(report, None);
     }
     let now = Utc::now();
-    let since = report
+    let marked = report
         .unused_since
         .as_deref()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map_or(now, |t| t.with_timezone(&Utc));
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok());
+    // Never removed on the pass that first finds it unused, even with no grace period: a
+    // user that has just asked for it (a new runtime's status listing it, an instance's
+    // first pass) may not have reached the cache yet. The next pass looks again.
+    let Some(since) = marked.map(|t| t.with_timezone(&Utc)) else {
+        report.unused_since = Some(now.to_rfc3339());
+        return Use::Kept(report, Some(grace + Duration::from_secs(1)));
+    };
     let elapsed = (now - since).to_std().unwrap_or_default();
     if elapsed >= grace {
         tracing::info!(support_service = %key_of(service), "unused for the grace period: removing");

@@ -43,9 +43,11 @@ impl Drop for Watching {
 /// Drift is checked against the instance cache, so it starts once that cache is filled.
 pub async fn run(publisher: Publisher, ctx: Arc<Context>) {
     if let Err(error) = ctx.caches.ready().await {
+        ctx.live.mark_supervised();
         tracing::error!(%error, "drift watches cannot start without the instance cache");
         return;
     }
+    tracing::info!("drift watches: instance cache ready; supervising the runtimes' watches");
     let mut watching: HashMap<String, Watching> = HashMap::new();
     loop {
         let runtimes = Api::<KubernetesRuntime>::all(ctx.client.clone())
@@ -55,6 +57,7 @@ pub async fn run(publisher: Publisher, ctx: Arc<Context>) {
             Ok(list) => supervise(&publisher, &ctx, list.items, &mut watching).await,
             Err(error) => tracing::warn!(%error, "listing runtimes for drift watches"),
         }
+        ctx.live.mark_supervised();
         tokio::time::sleep(SUPERVISE_EVERY).await;
     }
 }
@@ -68,11 +71,19 @@ async fn supervise(
     let names: Vec<String> = runtimes.iter().map(ResourceExt::name_any).collect();
     watching.retain(|name, _| names.contains(name));
     ctx.live.retain(|name| names.iter().any(|n| n == name));
-    for runtime in runtimes.iter().filter(|r| r.is_ready()) {
-        let Ok(client) = ctx.pool.client_for(runtime).await else {
-            continue;
-        };
+    for runtime in runtimes.iter() {
         let name = runtime.name_any();
+        if !runtime.is_ready() {
+            tracing::debug!(runtime = %name, "no drift watches while the runtime is not Ready");
+            continue;
+        }
+        let client = match ctx.pool.client_for(runtime).await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::debug!(runtime = %name, %error, "no drift watches without a client");
+                continue;
+            }
+        };
         if watching
             .get(&name)
             .is_some_and(|w| w.client.same_as(&client))
@@ -164,6 +175,8 @@ fn watch_runtime(sink: &DriftSink, client: &Client) -> (Vec<JoinHandle<()>>, Liv
         daemon_sets,
         services,
         config_maps,
+        started: tokio::time::Instant::now(),
+        listed: Arc::default(),
     };
     (tasks, live)
 }

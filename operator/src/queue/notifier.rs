@@ -74,17 +74,25 @@ impl Publisher {
     }
 }
 
-/// Awaits publish acknowledgements in order; a missing one marks a miss.
+/// Awaits publish acknowledgements, many at once: each waits up to JetStream's ack timeout
+/// from when it is awaited, so after a lost connection the missing ones must time out side by
+/// side, not one after the other (which held the watch loops for minutes). A missing one
+/// marks a miss.
 async fn collect_acks(
     mut pending: mpsc::Receiver<(PublishAckFuture, String)>,
     missed: Arc<AtomicBool>,
 ) {
-    while let Some((ack, subject)) = pending.recv().await {
-        if let Err(error) = ack.await {
-            tracing::warn!(%subject, %error, "a publish was not acknowledged; will resync once NATS is back");
-            missed.store(true, Ordering::Relaxed);
-        }
-    }
+    futures::stream::poll_fn(|cx| pending.poll_recv(cx))
+        .for_each_concurrent(PUBLISHES_IN_FLIGHT, |(ack, subject)| {
+            let missed = missed.clone();
+            async move {
+                if let Err(error) = ack.await {
+                    tracing::warn!(%subject, %error, "a publish was not acknowledged; will resync once NATS is back");
+                    missed.store(true, Ordering::Relaxed);
+                }
+            }
+        })
+        .await;
 }
 
 /// Runs every watch and ticker until the process stops.

@@ -131,11 +131,13 @@ pub async fn reconcile(instance: Arc<WorkloadInstance>, ctx: Arc<Context>) -> Re
     let api: Api<WorkloadInstance> =
         Api::namespaced(ctx.client.clone(), &namespace_of(&*instance)?);
     let runtime = &instance.spec.runtime_ref.name;
+    // Before taking a slot: waiting for the caches must not hold the runtime's slots.
+    let live = ctx.live.ready(runtime).await;
     let Some(_slot) = ctx.runtime_slot(runtime) else {
         return Ok(Next::After(SLOT_RETRY));
     };
     match finalizer::phase(&api, FINALIZER, instance).await? {
-        Phase::Apply(instance) => deploy(&instance, &ctx).await,
+        Phase::Apply(instance) => deploy(&instance, &ctx, live.as_ref()).await,
         Phase::Cleanup(instance) => match cleanup::cleanup(&instance, &ctx).await? {
             Some(waiting) => {
                 write_condition(&instance, &ctx, waiting).await?;
@@ -193,7 +195,12 @@ struct Plan {
     tenant: RuntimeClient,
 }
 
-async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
+/// Converges the instance's objects; `live` are its runtime's drift caches, when running.
+async fn deploy(
+    instance: &WorkloadInstance,
+    ctx: &Context,
+    live: Option<&LiveObjects>,
+) -> Result<Next> {
     let plan = match plan(instance, ctx).await {
         Ok(plan) => plan,
         Err(hold) => return hold_pass(instance, ctx, hold).await,
@@ -255,13 +262,12 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
         record_inventory(instance, ctx, pending).await?;
     }
     let uid = instance.metadata.uid.clone().unwrap_or_default();
-    let live = live_objects(ctx, &instance.spec.runtime_ref.name).await;
     let applier = Applier {
         client: &plan.tenant,
         owner_uid: &uid,
         field_manager: field_manager(&uid),
         adopt: plan.fence.allows_adoption(),
-        live: live.as_ref(),
+        live,
     };
     let mut outcome = applier.converge(&desired, &unresolved, &previous).await;
     if outcome.failure.is_none() {
@@ -275,12 +281,6 @@ async fn deploy(instance: &WorkloadInstance, ctx: &Context) -> Result<Next> {
         }
     };
     finish(instance, ctx, outcome, health, statuses).await
-}
-
-/// The runtime's live-object caches once they have listed what is there.
-async fn live_objects(ctx: &Context, runtime: &str) -> Option<LiveObjects> {
-    let live = ctx.live.get(runtime)?;
-    live.ready().await.then_some(live)
 }
 
 /// The generated objects (route, certificate) come before the workload's own: while their
