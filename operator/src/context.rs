@@ -75,6 +75,8 @@ pub struct Caches {
     /// Metadata of the Secrets in QleetOS's own namespace (kubeconfigs): their versions tell
     /// whether a runtime's cached client is current.
     pub system_secrets: Store<PartialObjectMeta<Secret>>,
+    /// The cached instances of each Workload, by its uid.
+    pub instances_by_owner: crate::owners::OwnerIndex,
     /// Whether every cache above listed its objects once (see [`Caches::ready`]).
     listed: Arc<tokio::sync::OnceCell<bool>>,
 }
@@ -132,6 +134,7 @@ pub fn caches() -> (Caches, CacheWriters) {
             service_dependencies,
             runtime_profiles,
             system_secrets,
+            instances_by_owner: crate::owners::OwnerIndex::default(),
             listed: Arc::default(),
         },
         CacheWriters {

@@ -13,6 +13,7 @@ pub mod health;
 pub mod kubeconfig;
 pub mod metrics;
 pub mod names;
+pub mod owners;
 pub mod placement;
 pub mod pool;
 pub mod provisioning;

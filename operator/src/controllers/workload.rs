@@ -212,21 +212,24 @@ fn ready_of(instance: &WorkloadInstance) -> Option<&Condition> {
 
 /// The Workload's instances, from the watch cache (the hot path: no API list per reconcile).
 fn cached_instances(ctx: &Context, workload: &Workload) -> Vec<WorkloadInstance> {
+    let Some(uid) = workload.metadata.uid.as_deref() else {
+        return Vec::new();
+    };
     ctx.caches
-        .instances
-        .state()
-        .iter()
-        .filter(|i| i.namespace() == workload.namespace() && is_owned_by(i, workload))
-        .map(|i| (**i).clone())
+        .instances_by_owner
+        .owned_by(uid, &ctx.caches.instances)
+        .into_iter()
+        .filter(|i| i.metadata.namespace == workload.metadata.namespace)
+        .map(|i| (*i).clone())
         .collect()
 }
 
 fn is_owned_by(instance: &WorkloadInstance, workload: &Workload) -> bool {
-    let uid = workload.uid();
+    let uid = workload.metadata.uid.as_deref();
     instance
         .owner_references()
         .iter()
-        .any(|o| Some(&o.uid) == uid.as_ref())
+        .any(|o| Some(o.uid.as_str()) == uid)
 }
 
 /// The Workload's instances, listed from the API (deletion must not act on a stale cache).

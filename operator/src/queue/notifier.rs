@@ -21,6 +21,8 @@ use qleetos_crds::{
     KubernetesRuntime, KubernetesRuntimeProfile, ServiceProfile, SupportService,
     SupportServiceProfile, TenantPolicy, Workload, WorkloadInstance, WorkloadServiceDependency,
 };
+use std::any::Any;
+
 use tokio::sync::{mpsc, watch};
 
 use super::Broker;
@@ -209,6 +211,8 @@ impl Notifier {
         last_seen: &mut HashMap<String, Arc<K>>,
     ) {
         let initial = matches!(event, watcher::Event::InitApply(_));
+        // Before the fence moves: a reconcile that passes it must find the index current.
+        self.index_instances(&event, store);
         match event {
             watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
                 if !initial {
@@ -242,6 +246,25 @@ impl Notifier {
                 }
             }
             watcher::Event::Init => {}
+        }
+    }
+
+    /// Keeps the owner index of the instance cache in step with it (other kinds: nothing).
+    fn index_instances<K: QleetResource>(&self, event: &watcher::Event<K>, store: &Store<K>) {
+        let index = &self.ctx.caches.instances_by_owner;
+        match event {
+            watcher::Event::Apply(object) => as_instance(object)
+                .into_iter()
+                .for_each(|i| index.applied(i)),
+            watcher::Event::Delete(object) => as_instance(object)
+                .into_iter()
+                .for_each(|i| index.deleted(i)),
+            watcher::Event::InitDone => {
+                if let Some(cache) = (store as &dyn Any).downcast_ref::<Store<WorkloadInstance>>() {
+                    index.rebuild(cache);
+                }
+            }
+            watcher::Event::Init | watcher::Event::InitApply(_) => {}
         }
     }
 
@@ -314,4 +337,8 @@ async fn resync(publisher: &Publisher, ctx: &Context, resyncs: watch::Sender<Opt
 /// The notification pointing at `object` for its own Qleet.
 pub fn notification_for<K: Resource>(kind: QleetKind, object: &K, cause: Cause) -> Notification {
     Target::of(object).notification(kind, cause)
+}
+
+fn as_instance<K: 'static>(object: &K) -> Option<&WorkloadInstance> {
+    (object as &dyn Any).downcast_ref::<WorkloadInstance>()
 }
