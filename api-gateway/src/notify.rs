@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use qleetos_crds::notification::{Cause, NatsAuth, Notification, QleetKind};
+use qleetos_crds::notification::{Cause, NatsAuth, Notification, QleetKind, server_urls};
 use serde_json::Value;
 
 use crate::metrics::Metrics;
@@ -31,7 +31,11 @@ impl Notifier {
         let options = async_nats::ConnectOptions::new()
             .name("qleetos-api-gateway")
             .retry_on_initial_connect();
-        let client = with_auth(options, auth).await?.connect(url).await?;
+        let servers = server_urls(url);
+        let client = with_auth(options, auth)
+            .await?
+            .connect(servers.as_slice())
+            .await?;
         Ok(Self {
             jetstream: Some(jetstream::new(client)),
         })

@@ -128,6 +128,16 @@ impl Notification {
 
 /// `url` (one NATS URL or a comma-separated list) with the user information of each server
 /// (`user:password@`, `token@`) replaced by `***@`: the form logs and Debug output show.
+/// The servers of a NATS URL list (`nats://a:4222,nats://b:4222`): clients connect to any
+/// and fail over to the others.
+pub fn server_urls(url: &str) -> Vec<String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|server| !server.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 pub fn redact_url(url: &str) -> String {
     url.split(',')
         .map(redact_one_url)
@@ -291,6 +301,15 @@ fn percent_decoded(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_list_splits_on_commas() {
+        assert_eq!(
+            server_urls("nats://a:4222, nats://b:4222,,"),
+            ["nats://a:4222", "nats://b:4222"]
+        );
+        assert_eq!(server_urls("nats://a:4222"), ["nats://a:4222"]);
+    }
 
     #[test]
     fn redact_url_hides_user_information_only() {

@@ -101,7 +101,7 @@ async fn bench(env: &Environment, calls: usize) -> Result<()> {
     let gateway = GatewayProcess::start(
         env.dir(),
         env.management.kubeconfig_path(),
-        Some(&env.nats.url()),
+        Some(&env.nats_url()),
         &[],
     )
     .await?;

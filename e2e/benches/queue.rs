@@ -18,6 +18,11 @@
 //!   Workloads (regions alternating eu-west-1 / us-east-1) applied to the management cluster;
 //!   the run ends when all N report Ready at their generation (seen by a watch). Every
 //!   Workload is deleted, with the operators running, before the next run.
+//! - `qleetos xR Rk` for each k in `BENCH_NATS_REPLICAS` (default `1`: one nats-server, rows
+//!   labelled `qleetos xR`): when a k above 1 is asked for, NATS is a cluster of that many
+//!   servers and each run stores the work queues and buckets on k of them
+//!   (`--nats-replicas=k`, scaled in place between runs), so `R1` and `R3` rows compare the
+//!   cost of replication on the same cluster.
 //!
 //! Columns:
 //! - *time s*: first call to last call (baseline, minimum) or to all-Ready (qleetos);
@@ -99,6 +104,8 @@ const MAX_ERROR_CHARS: usize = 100;
 struct Settings {
     sizes: Vec<usize>,
     replicas: Vec<usize>,
+    /// `BENCH_NATS_REPLICAS`: copies of the work queues, one run each.
+    nats_replicas: Vec<usize>,
     /// `BENCH_TIMEOUT_SECS`, replacing the timeout scaled with N.
     run_timeout: Option<Duration>,
 }
@@ -114,8 +121,14 @@ impl Settings {
         Ok(Self {
             sizes: positive_list("BENCH_SIZES", &DEFAULT_SIZES)?,
             replicas: positive_list("BENCH_REPLICAS", &DEFAULT_REPLICAS)?,
+            nats_replicas: positive_list("BENCH_NATS_REPLICAS", &[1])?,
             run_timeout,
         })
+    }
+
+    /// Servers of the NATS cluster the runs need; 1: a single server.
+    fn nats_servers(&self) -> usize {
+        self.nats_replicas.iter().copied().max().unwrap_or(1)
     }
 
     fn run_timeout(&self, n: usize) -> Duration {
@@ -142,10 +155,13 @@ fn positive_list(name: &str, default: &[usize]) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// Production defaults, except no resync during a run.
-fn operator_options() -> OperatorOptions {
+/// Production defaults, except no resync during a run; work queues on `nats_replicas` servers.
+fn operator_options(nats_replicas: usize) -> OperatorOptions {
     OperatorOptions {
-        extra_args: vec!["--resync=10m".into()],
+        extra_args: vec![
+            "--resync=10m".into(),
+            format!("--nats-replicas={nats_replicas}"),
+        ],
     }
 }
 
@@ -287,7 +303,12 @@ async fn request_counts(client: &Client, retries: &Retries) -> Result<RequestCou
 enum Run {
     Baseline,
     Minimum,
-    Qleetos { replicas: usize },
+    Qleetos {
+        replicas: usize,
+        /// Copies of the work queues, and whether NATS is a cluster (rows say `Rk` then).
+        nats_replicas: usize,
+        clustered: bool,
+    },
 }
 
 impl Run {
@@ -295,7 +316,12 @@ impl Run {
         match self {
             Run::Baseline => "baseline".into(),
             Run::Minimum => "minimum".into(),
-            Run::Qleetos { replicas } => format!("qleetos x{replicas}"),
+            Run::Qleetos {
+                replicas,
+                nats_replicas,
+                clustered,
+            } if clustered => format!("qleetos x{replicas} R{nats_replicas}"),
+            Run::Qleetos { replicas, .. } => format!("qleetos x{replicas}"),
         }
     }
 }
@@ -899,10 +925,14 @@ async fn wait_runtimes_ready(client: &Client, retries: &Retries) -> Result<()> {
     bail!("KubernetesRuntimes not Ready within {SETUP_TIMEOUT:?}")
 }
 
-async fn restart_operators(env: &mut Environment, replicas: usize) -> Result<()> {
+async fn restart_operators(
+    env: &mut Environment,
+    replicas: usize,
+    nats_replicas: usize,
+) -> Result<()> {
     env.stop_operators().await;
     for _ in 0..replicas {
-        env.start_operator(operator_options()).await?;
+        env.start_operator(operator_options(nats_replicas)).await?;
     }
     Ok(())
 }
@@ -954,19 +984,20 @@ fn apply_to_runtime(calls: &[Timed<()>], seen: &HashMap<String, Instant>) -> Vec
         .collect()
 }
 
-/// N Workloads through QleetOS with `replicas` fresh operator processes.
+/// N Workloads through QleetOS with `replicas` fresh operator processes, their work queues
+/// on `nats_replicas` servers.
 async fn qleetos(
     env: &mut Environment,
     n: usize,
-    replicas: usize,
+    (replicas, nats_replicas): (usize, usize),
     timeout: Duration,
     retries: &Retries,
 ) -> Result<Measurement> {
     let client = env.management_client().await?;
     delete_all_workloads(&client, retries).await?;
-    restart_operators(env, replicas).await?;
+    restart_operators(env, replicas, nats_replicas).await?;
     wait_runtimes_ready(&client, retries).await?;
-    let namespace = format!("bench-{n}-x{replicas}");
+    let namespace = format!("bench-{n}-x{replicas}-r{nats_replicas}");
     create_namespace(&client, &namespace, retries).await?;
     let seen = Sightings::default();
     let mut watches = watch_runtimes(env, &namespace, &seen).await?;
@@ -1164,10 +1195,14 @@ async fn bench(env: &mut Environment, settings: &Settings) -> Vec<Row> {
     let mut rows = Vec::new();
     for &n in &settings.sizes {
         let timeout = settings.run_timeout(n);
-        let qleetos_runs = settings
-            .replicas
-            .iter()
-            .map(|&replicas| Run::Qleetos { replicas });
+        let clustered = settings.nats_servers() > 1;
+        let qleetos_runs = settings.nats_replicas.iter().flat_map(|&nats_replicas| {
+            settings.replicas.iter().map(move |&replicas| Run::Qleetos {
+                replicas,
+                nats_replicas,
+                clustered,
+            })
+        });
         for run in [Run::Baseline, Run::Minimum]
             .into_iter()
             .chain(qleetos_runs)
@@ -1176,7 +1211,11 @@ async fn bench(env: &mut Environment, settings: &Settings) -> Vec<Row> {
             let result = match run {
                 Run::Baseline => baseline(env, n, timeout, &retries).await,
                 Run::Minimum => minimum(env, n, timeout, &retries).await,
-                Run::Qleetos { replicas } => qleetos(env, n, replicas, timeout, &retries).await,
+                Run::Qleetos {
+                    replicas,
+                    nats_replicas,
+                    ..
+                } => qleetos(env, n, (replicas, nats_replicas), timeout, &retries).await,
             };
             rows.push(Row {
                 n,
@@ -1200,7 +1239,13 @@ fn main() -> Result<()> {
         let dir = tempfile::Builder::new()
             .prefix("qleetos-bench-")
             .tempdir()?;
-        let mut env = Environment::start(dir.path(), default_runtimes()).await?;
+        let mut env = match settings.nats_servers() {
+            1 => Environment::start(dir.path(), default_runtimes()).await?,
+            servers => {
+                Environment::start_with_nats_cluster(dir.path(), default_runtimes(), servers)
+                    .await?
+            }
+        };
         let rows = bench(&mut env, &settings).await;
         env.stop().await;
         print_table(&rows);

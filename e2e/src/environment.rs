@@ -74,6 +74,8 @@ pub struct Environment {
     pub management: Cluster,
     pub runtimes: Vec<(RuntimeSpec, Cluster)>,
     pub nats: NatsServer,
+    /// The other servers of a NATS cluster (none with a single server).
+    pub nats_peers: Vec<NatsServer>,
     operators: Vec<OperatorProcess>,
     operators_started: usize,
 }
@@ -92,24 +94,53 @@ impl Environment {
         runtimes: Vec<RuntimeSpec>,
         nats_auth: Option<NatsUser>,
     ) -> Result<Self, Error> {
+        let nats_dir = dir.join("nats");
+        let nats = async move {
+            Ok(vec![
+                NatsServer::start_with_auth(&nats_dir, nats_auth).await?,
+            ])
+        };
+        Self::start_with_broker(dir, runtimes, nats).await
+    }
+
+    /// Like [`start`](Self::start), with a cluster of `servers` NATS servers; the operators
+    /// started later connect to all of them and replicate their streams on all of them.
+    pub async fn start_with_nats_cluster(
+        dir: &Path,
+        runtimes: Vec<RuntimeSpec>,
+        servers: usize,
+    ) -> Result<Self, Error> {
+        let nats_dir = dir.join("nats");
+        let nats = async move { NatsServer::start_cluster(&nats_dir, servers).await };
+        Self::start_with_broker(dir, runtimes, nats).await
+    }
+
+    async fn start_with_broker(
+        dir: &Path,
+        runtimes: Vec<RuntimeSpec>,
+        nats: impl Future<Output = Result<Vec<NatsServer>, Error>>,
+    ) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
         let workload_starts = runtimes
             .iter()
             .map(|r| Cluster::start(ClusterSpec::workload(r.name.clone(), r.fake_nodes), dir));
-        let nats_dir = dir.join("nats");
         let (management, workloads, nats) = tokio::join!(
             Cluster::start(ClusterSpec::management("management"), dir),
             futures::future::join_all(workload_starts),
-            NatsServer::start_with_auth(&nats_dir, nats_auth)
+            nats
         );
         let management = management?;
-        let nats = nats?;
+        let mut nats = nats?.into_iter();
+        let (Some(first), peers) = (nats.next(), nats.collect()) else {
+            return Err(Error::Setup("no NATS server started".into()));
+        };
         let workloads = workloads.into_iter().collect::<Result<Vec<_>, _>>()?;
         let env = Self {
             dir: dir.to_owned(),
             management,
             runtimes: runtimes.into_iter().zip(workloads).collect(),
-            nats,
+            nats: first,
+            nats_peers: peers,
             operators: Vec::new(),
             operators_started: 0,
         };
@@ -124,6 +155,32 @@ impl Environment {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Every NATS server's URL, comma-separated (the form the operator and gateway take).
+    pub fn nats_url(&self) -> String {
+        self.nats_servers()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Every NATS server: the first, then its cluster peers.
+    pub fn nats_servers(&self) -> impl Iterator<Item = &NatsServer> {
+        std::iter::once(&self.nats).chain(&self.nats_peers)
+    }
+
+    pub fn nats_servers_mut(&mut self) -> impl Iterator<Item = &mut NatsServer> {
+        std::iter::once(&mut self.nats).chain(&mut self.nats_peers)
+    }
+
+    /// What the operator and gateway need to reach NATS: credentials, and as many stream
+    /// replicas as there are servers.
+    pub fn nats_client_env(&self) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        let mut env = self.nats.client_env();
+        let replicas = (1 + self.nats_peers.len()).to_string();
+        env.push(("QLEETOS_NATS_REPLICAS".into(), replicas.into()));
+        env
     }
 
     /// Admin client of the management cluster.
@@ -161,9 +218,9 @@ impl Environment {
             &self.dir,
             index,
             self.management.kubeconfig_path(),
-            &self.nats.url(),
+            &self.nats_url(),
             options,
-            self.nats.client_env(),
+            self.nats_client_env(),
         )
         .await?;
         self.operators.push(operator);
@@ -201,6 +258,9 @@ impl Environment {
             cluster.stop().await;
         }
         self.nats.stop().await;
+        for server in &mut self.nats_peers {
+            server.stop().await;
+        }
         self.management.stop().await;
     }
 }

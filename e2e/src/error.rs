@@ -34,11 +34,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// No free TCP port could be reserved on 127.0.0.1.
     /// A test component that could not be prepared; the message says what to install.
     #[error("{0}")]
     Setup(String),
 
+    /// No free TCP port could be reserved on 127.0.0.1.
     #[error("could not find a free port on 127.0.0.1: {0}")]
     NoFreePort(#[source] std::io::Error),
 

@@ -1,6 +1,7 @@
 //! A real `nats-server` with JetStream on loopback, with its store in the environment's
 //! directory so a restart keeps the streams (as a production server would), optionally
-//! requiring a user and password (set in its configuration file, as in production).
+//! requiring a user and password (set in its configuration file, as in production), or a
+//! cluster of such servers routed to each other, with JetStream replicating across them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,6 +28,17 @@ impl std::fmt::Debug for NatsUser {
     }
 }
 
+/// Name of the clusters [`NatsServer::start_cluster`] forms.
+pub const CLUSTER_NAME: &str = "qleetos";
+
+/// One server's place in a cluster: its name, its route port and its peers' route ports.
+#[derive(Debug, Clone)]
+struct ClusterMember {
+    server_name: String,
+    route_port: u16,
+    peer_route_ports: Vec<u16>,
+}
+
 /// A running nats-server; killed when dropped.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -35,6 +47,7 @@ pub struct NatsServer {
     port: u16,
     monitor_port: u16,
     auth: Option<NatsUser>,
+    cluster: Option<ClusterMember>,
     process: Option<ChildProcess>,
 }
 
@@ -45,18 +58,63 @@ impl NatsServer {
 
     /// Starts a server that refuses clients without `auth`'s user and password, when given.
     pub async fn start_with_auth(dir: &Path, auth: Option<NatsUser>) -> Result<Self, Error> {
+        let mut server = Self::new(dir, auth, None).await?;
+        server.resume().await?;
+        Ok(server)
+    }
+
+    /// Starts `size` servers (`n0`, `n1`, ...) routed into one JetStream cluster, each with
+    /// its store under `dir/<name>`.
+    pub async fn start_cluster(dir: &Path, size: usize) -> Result<Vec<Self>, Error> {
+        let route_ports = (0..size)
+            .map(|_| free_port())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut servers = Vec::with_capacity(size);
+        for (index, route_port) in route_ports.iter().enumerate() {
+            let member = ClusterMember {
+                server_name: format!("n{index}"),
+                route_port: *route_port,
+                peer_route_ports: route_ports
+                    .iter()
+                    .copied()
+                    .filter(|p| p != route_port)
+                    .collect(),
+            };
+            let server_dir = dir.join(&member.server_name);
+            servers.push(Self::new(&server_dir, None, Some(member)).await?);
+        }
+        futures::future::try_join_all(servers.iter_mut().map(Self::resume)).await?;
+        Ok(servers)
+    }
+
+    async fn new(
+        dir: &Path,
+        auth: Option<NatsUser>,
+        cluster: Option<ClusterMember>,
+    ) -> Result<Self, Error> {
         let program = Binaries::get().await?.nats_server.clone();
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
-        let mut server = Self {
+        Ok(Self {
             program,
             dir: dir.to_owned(),
             port: free_port()?,
             monitor_port: free_port()?,
             auth,
+            cluster,
             process: None,
-        };
-        server.resume().await?;
-        Ok(server)
+        })
+    }
+
+    /// The server's name in its cluster (`n0`, ...), if it is in one.
+    pub fn server_name(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.server_name.as_str())
+    }
+
+    /// Kills the server (SIGKILL) without warning; its JetStream store stays on disk.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill_blocking();
+        }
     }
 
     /// The credentials clients need, when the server requires some.
@@ -128,6 +186,9 @@ impl NatsServer {
             format!("--http_port={}", self.monitor_port),
             format!("--store_dir={}", self.dir.join("store").display()),
         ];
+        if let Some(member) = &self.cluster {
+            args.extend(cluster_args(member));
+        }
         if let Some(auth) = &self.auth {
             args.push(format!(
                 "--config={}",
@@ -167,4 +228,19 @@ impl NatsServer {
             None => Ok(()),
         }
     }
+}
+
+/// The flags that make a server a member of [`CLUSTER_NAME`], routed to its peers.
+fn cluster_args(member: &ClusterMember) -> Vec<String> {
+    let routes: Vec<String> = member
+        .peer_route_ports
+        .iter()
+        .map(|port| format!("nats://127.0.0.1:{port}"))
+        .collect();
+    vec![
+        format!("--server_name={}", member.server_name),
+        format!("--cluster_name={CLUSTER_NAME}"),
+        format!("--cluster=nats://127.0.0.1:{}", member.route_port),
+        format!("--routes={}", routes.join(",")),
+    ]
 }

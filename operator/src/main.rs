@@ -72,6 +72,11 @@ struct Args {
     /// credentials (the flags below win) and never logged.
     #[arg(long, env = "QLEETOS_NATS_URL")]
     nats_url: String,
+    /// Servers each work queue and key-value bucket is replicated on: 1 for a single
+    /// nats-server, 3 for a NATS cluster that survives the loss of one server. Raising it
+    /// scales an existing layout in place.
+    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u8).range(1..=5), env = "QLEETOS_NATS_REPLICAS")]
+    nats_replicas: u8,
     #[command(flatten)]
     nats: NatsAuth,
     /// Accept kubeconfigs with `exec` credential plugins or `auth-provider`s (they run
@@ -212,6 +217,7 @@ fn broker_options(args: &Args, replica: &str) -> BrokerOptions {
         name: replica.to_owned(),
         ack_wait: BrokerOptions::ack_wait_for(args.reconcile_timeout),
         lock_ttl: args.lock_ttl,
+        replicas: usize::from(args.nats_replicas),
     }
 }
 
@@ -334,6 +340,24 @@ mod tests {
         }
         let error = qleet_named("workloads").expect_err("not a Qleet");
         assert!(error.contains("runtime, workload, instance"), "{error}");
+    }
+
+    #[test]
+    fn nats_replicas_default_to_one_and_stay_within_a_cluster_size() {
+        let args = Args::parse_from(["qleetos-operator", "--nats-url=nats://a,nats://b"]);
+        assert_eq!(broker_options(&args, "r").replicas, 1);
+        let three = Args::parse_from([
+            "qleetos-operator",
+            "--nats-url=nats://x",
+            "--nats-replicas=3",
+        ]);
+        assert_eq!(broker_options(&three, "r").replicas, 3);
+        for refused in ["0", "6"] {
+            let flag = format!("--nats-replicas={refused}");
+            assert!(
+                Args::try_parse_from(["qleetos-operator", "--nats-url=nats://x", &flag]).is_err()
+            );
+        }
     }
 
     #[test]

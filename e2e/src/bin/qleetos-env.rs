@@ -159,7 +159,7 @@ async fn run_until_signalled(dir: &Path) -> Result<()> {
     let mut gateway = GatewayProcess::start_on(
         dir,
         env.management.kubeconfig_path(),
-        Some(&env.nats.url()),
+        Some(&env.nats_url()),
         &[],
         gateway_port,
     )

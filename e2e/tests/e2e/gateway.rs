@@ -41,7 +41,7 @@ pub(crate) async fn shared_gateway(env: &Environment) -> Result<&'static Gateway
             GatewayProcess::start(
                 env.dir(),
                 env.management.kubeconfig_path(),
-                Some(&env.nats.url()),
+                Some(&env.nats_url()),
                 &[],
             )
             .await
@@ -1002,7 +1002,7 @@ async fn unreachable_management_api(dir: PathBuf) -> Result<()> {
         let gateway = GatewayProcess::start(
             env.dir(),
             env.management.kubeconfig_path(),
-            Some(&env.nats.url()),
+            Some(&env.nats_url()),
             &[],
         )
         .await?;

@@ -62,6 +62,8 @@ pub struct TakingTurns {
     env: Arc<tokio::sync::Mutex<Option<Environment>>>,
     dir: std::path::PathBuf,
     runtimes: fn() -> Vec<qleetos_e2e::environment::RuntimeSpec>,
+    /// Servers of its NATS cluster; 1: a single server.
+    nats_servers: usize,
 }
 
 impl TakingTurns {
@@ -73,7 +75,14 @@ impl TakingTurns {
             env: Arc::default(),
             dir,
             runtimes,
+            nats_servers: 1,
         }
+    }
+
+    /// The same, with a NATS cluster of `servers` servers.
+    pub fn with_nats_cluster(mut self, servers: usize) -> Self {
+        self.nats_servers = servers;
+        self
     }
 
     pub async fn stop(self) {
@@ -86,9 +95,12 @@ impl TakingTurns {
         use anyhow::Context as _;
         let mut guard = self.env.lock().await;
         if guard.is_none() {
-            let env = Environment::start(&self.dir, (self.runtimes)())
-                .await
-                .with_context(|| format!("starting the environment in {}", self.dir.display()))?;
+            let runtimes = (self.runtimes)();
+            let env = match self.nats_servers {
+                1 => Environment::start(&self.dir, runtimes).await,
+                servers => Environment::start_with_nats_cluster(&self.dir, runtimes, servers).await,
+            }
+            .with_context(|| format!("starting the environment in {}", self.dir.display()))?;
             *guard = Some(env);
         }
         let env = guard.as_mut().context("environment")?;

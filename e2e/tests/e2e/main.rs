@@ -16,6 +16,7 @@ mod provisioning;
 mod provisioning_capi;
 mod queue;
 mod quiet;
+mod replicated;
 mod services;
 mod standins;
 mod support;
@@ -80,6 +81,8 @@ fn main() {
     trials.extend(found::trials(&runtime, &shared_env));
     let (queue_trials, queue_env) = queue::trials(&runtime, &shared_env, dir.path());
     trials.extend(queue_trials);
+    let (replicated_trials, replicated_env) = replicated::trials(&runtime, dir.path());
+    trials.extend(replicated_trials);
     let (dependency_trials, dependency_env) = dependencies::trials(&runtime, dir.path());
     trials.extend(dependency_trials);
     trials.push(harness::own_trial(
@@ -97,6 +100,7 @@ fn main() {
 
     let conclusion = libtest_mimic::run(&args, trials);
     runtime.block_on(queue_env.stop());
+    runtime.block_on(replicated_env.stop());
     runtime.block_on(dependency_env.stop());
     if let Ok(Ok(env)) = Arc::try_unwrap(shared_env) {
         runtime.block_on(env.stop());

@@ -74,7 +74,7 @@ async fn ensure_ns(client: &Client, namespace: &str) -> Result<()> {
     Ok(())
 }
 
-async fn ready_count(client: &Client, namespace: &str) -> Result<usize> {
+pub(crate) async fn ready_count(client: &Client, namespace: &str) -> Result<usize> {
     let workloads = Api::<Workload>::namespaced(client.clone(), namespace)
         .list(&ListParams::default())
         .await?;
@@ -104,7 +104,11 @@ pub(crate) async fn wait_all_ready(client: &Client, namespace: &str, count: usiz
 }
 
 /// Every workload's ConfigMap is in the runtime with the right content: nothing half-applied.
-async fn assert_all_applied(env: &Environment, namespace: &str, count: usize) -> Result<()> {
+pub(crate) async fn assert_all_applied(
+    env: &Environment,
+    namespace: &str,
+    count: usize,
+) -> Result<()> {
     let runtime = env.runtime("eu-west").context("eu-west")?.client().await?;
     let config_maps = Api::<ConfigMap>::namespaced(runtime, namespace)
         .list(&ListParams::default())
@@ -152,14 +156,14 @@ pub(crate) async fn restart_replicas_with(
 }
 
 /// How a burst finished after a disruption at `since`.
-struct Finish {
+pub(crate) struct Finish {
     /// From the disruption until every Workload was Ready.
     all_ready: Duration,
     /// The longest time the Ready count stood still.
     longest_stall: Duration,
 }
 
-async fn watch_finish(
+pub(crate) async fn watch_finish(
     client: &Client,
     namespace: &str,
     count: usize,
@@ -189,14 +193,24 @@ async fn watch_finish(
 }
 
 fn ensure_no_long_stall(trial: &str, finish: &Finish, count: usize) -> Result<()> {
+    ensure_no_long_stall_within(trial, finish, count, STALL_BOUND)
+}
+
+/// The burst never stood still for longer than `bound`.
+pub(crate) fn ensure_no_long_stall_within(
+    trial: &str,
+    finish: &Finish,
+    count: usize,
+    bound: Duration,
+) -> Result<()> {
     println!(
         "{trial}: all {count} Workloads Ready {:.1}s after the disruption; longest time without progress {:.1}s",
         finish.all_ready.as_secs_f64(),
         finish.longest_stall.as_secs_f64()
     );
     ensure!(
-        finish.longest_stall <= STALL_BOUND,
-        "the burst stood still for {:.1}s (bound {STALL_BOUND:?})",
+        finish.longest_stall <= bound,
+        "the burst stood still for {:.1}s (bound {bound:?})",
         finish.longest_stall.as_secs_f64()
     );
     Ok(())

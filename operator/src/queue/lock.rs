@@ -4,6 +4,7 @@
 //! held it meanwhile.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
 use bytes::Bytes;
@@ -12,6 +13,15 @@ use crate::error::{Error, Result};
 
 /// Numbers the acquisitions of this process, so a lock's value names one acquisition.
 static ACQUISITIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Pauses between tries of a release NATS did not answer: about 4 s in all, a leader
+/// election's length.
+const RELEASE_RETRY_DELAYS: [Duration; 4] = [
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+];
 
 /// A held lock.
 #[derive(Debug)]
@@ -39,7 +49,8 @@ pub enum Release {
     Clean,
     /// The lock had expired or was taken over; counted as an error in the metrics.
     Lost,
-    /// NATS did not answer; the key expires with its TTL.
+    /// NATS did not answer (or a retry found the key changed, perhaps by our own delete that
+    /// landed unanswered); a key still there expires with its TTL.
     Unconfirmed,
 }
 
@@ -117,17 +128,35 @@ impl Lock {
         outcome
     }
 
+    /// Deletes the key at our revision. NATS not answering (a replicated bucket electing a
+    /// new leader after losing a server) is retried for a few seconds, since a lock left to
+    /// expire holds its object for a whole TTL; after a retry, a revision mismatch may be our
+    /// own delete that landed unanswered, so it is reported as unconfirmed, not lost.
     async fn delete(&self, store: &kv::Store) -> Release {
-        match store
-            .delete_expect_revision(&self.key, Some(self.revision))
-            .await
-        {
-            Ok(()) => Release::Clean,
-            Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Release::Lost,
-            Err(error) => {
+        let mut retry_delays = RELEASE_RETRY_DELAYS.iter();
+        let mut retried = false;
+        loop {
+            let error = match store
+                .delete_expect_revision(&self.key, Some(self.revision))
+                .await
+            {
+                Ok(()) => return Release::Clean,
+                Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => {
+                    return if retried {
+                        Release::Unconfirmed
+                    } else {
+                        Release::Lost
+                    };
+                }
+                Err(error) => error,
+            };
+            let Some(delay) = retry_delays.next() else {
                 tracing::warn!(key = %self.key, %error, "could not release the lock; it expires with its TTL");
-                Release::Unconfirmed
-            }
+                return Release::Unconfirmed;
+            };
+            tracing::debug!(key = %self.key, %error, "releasing the lock again");
+            tokio::time::sleep(*delay).await;
+            retried = true;
         }
     }
 }

@@ -2,7 +2,8 @@
 //! key-value bucket, publishing of notifications, and the workers that consume them.
 //!
 //! Names (created at start-up when absent, and updated in place to the operator's flags
-//! when present, keeping their data):
+//! when present, keeping their data; each stored on `--nats-replicas` servers of a NATS
+//! cluster, so a one-server layout is scaled up in place when the flag grows):
 //! - one stream per Qleet kind, `QLEETOS_<KIND>` (e.g. `QLEETOS_WORKLOAD`; work-queue
 //!   retention, subjects `qleetos.work.<kind>.<namespace>.<name>`, at most one message per
 //!   subject, so per object (two objects of one name never live at once): the newest;
@@ -29,7 +30,9 @@ use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::{Context as JetStream, PublishAckFuture};
 use async_nats::jetstream::stream::{RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, kv, stream};
-use qleetos_crds::notification::{LOCK_BUCKET, NatsAuth, Notification, QleetKind, redact_url};
+use qleetos_crds::notification::{
+    LOCK_BUCKET, NatsAuth, Notification, QleetKind, redact_url, server_urls,
+};
 
 use crate::error::{Error, Result};
 
@@ -41,6 +44,8 @@ const RETRY_TTL: Duration = Duration::from_secs(3600);
 /// most, unacknowledged and not progressing, before another replica gets it.
 pub const ACK_WAIT_MARGIN: Duration = Duration::from_secs(5);
 const MAX_ACK_PENDING: i64 = 20_000;
+/// How long a consumer update waits for its stream to reach its new replica count.
+const SCALE_WAIT: Duration = Duration::from_secs(60);
 
 /// How to reach NATS. Debug shows the URL without user information and no secret.
 #[derive(Clone)]
@@ -54,6 +59,9 @@ pub struct BrokerOptions {
     /// Lifetime of a lock not refreshed by its holder; a replica that dies holding locks
     /// delays their objects this long.
     pub lock_ttl: Duration,
+    /// Servers each stream and bucket is stored on (1 for a single server, 3 for a cluster
+    /// that survives the loss of one).
+    pub replicas: usize,
 }
 
 impl BrokerOptions {
@@ -71,6 +79,7 @@ impl std::fmt::Debug for BrokerOptions {
             .field("name", &self.name)
             .field("ack_wait", &self.ack_wait)
             .field("lock_ttl", &self.lock_ttl)
+            .field("replicas", &self.replicas)
             .finish()
     }
 }
@@ -102,7 +111,11 @@ impl Broker {
             .max_reconnects(None)
             .event_callback(|event| async move { tracing::info!(%event, "NATS connection event") });
         connect = with_auth(connect, &options.auth).await?;
-        let client = connect.connect(&options.url).await.map_err(Error::broker)?;
+        let servers = server_urls(&options.url);
+        let client = connect
+            .connect(servers.as_slice())
+            .await
+            .map_err(Error::broker)?;
         let jetstream = jetstream::new(client.clone());
         let (locks, retries) = loop {
             match ensure_layout(&jetstream, &options).await {
@@ -140,11 +153,11 @@ impl Broker {
     /// Publishes a notification; JetStream drops it when the same message id was seen
     /// within the duplicate window.
     pub async fn publish(&self, notification: &Notification) -> Result<()> {
-        self.send(notification)
-            .await?
-            .await
-            .map_err(Error::broker)?;
-        Ok(())
+        match self.send(notification).await?.await {
+            Ok(_) => Ok(()),
+            Err(error) if is_duplicate_in_flight(&error) => Ok(()),
+            Err(error) => Err(Error::broker(error)),
+        }
     }
 
     /// Sends a notification without waiting for JetStream's acknowledgement: the returned
@@ -170,6 +183,15 @@ impl Broker {
             .await
             .map_err(Error::broker)
     }
+}
+
+/// A replicated stream's answer to a message id it is still storing from another publisher
+/// (every replica's watches publish the same change under the same id): the message is being
+/// stored, which is all a publisher wants.
+pub(crate) fn is_duplicate_in_flight(error: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|e| e.error_code() == jetstream::ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT)
 }
 
 /// Applies the configured credentials and TLS CA to the connection options.
@@ -198,28 +220,67 @@ async fn with_auth(
 }
 
 /// Creates the streams, consumers and buckets, or updates them in place to `options`
-/// (ack wait, lock TTL), keeping their messages and keys.
+/// (ack wait, lock TTL, replicas), keeping their messages and keys. Every stream is updated
+/// first, so streams scaled to more replicas catch up side by side.
 async fn ensure_layout(js: &JetStream, options: &BrokerOptions) -> Result<(kv::Store, kv::Store)> {
     for kind in QleetKind::ALL {
-        js.create_or_update_stream(work_stream(kind))
+        js.create_or_update_stream(work_stream(kind, options.replicas))
             .await
             .map_err(Error::broker)?;
-        let consumer: PullConsumer = js
-            .create_consumer_on_stream(work_consumer(kind, options), kind.stream())
-            .await
-            .map_err(Error::broker)?;
+    }
+    for kind in QleetKind::ALL {
+        let consumer = consumer_once_scaled(js, kind, options).await?;
         tracing::info!(
             consumer = %kind.consumer(),
             ack_wait = ?consumer.cached_info().config.ack_wait,
+            replicas = options.replicas,
             "work queue in place"
         );
     }
-    let locks = bucket(js, LOCK_BUCKET, options.lock_ttl).await?;
-    let retries = bucket(js, RETRY_BUCKET, RETRY_TTL).await?;
+    let locks = bucket(js, LOCK_BUCKET, options.lock_ttl, options.replicas).await?;
+    let retries = bucket(js, RETRY_BUCKET, RETRY_TTL, options.replicas).await?;
     Ok((locks, retries))
 }
 
-fn work_stream(kind: QleetKind) -> stream::Config {
+/// Creates or updates the consumer of `kind`'s stream. A stream just scaled up takes a
+/// while to have its new replicas, and JetStream refuses a consumer with more replicas than
+/// its stream has until then: that refusal is retried for up to [`SCALE_WAIT`].
+async fn consumer_once_scaled(
+    js: &JetStream,
+    kind: QleetKind,
+    options: &BrokerOptions,
+) -> Result<PullConsumer> {
+    let deadline = tokio::time::Instant::now() + SCALE_WAIT;
+    loop {
+        match js
+            .create_consumer_on_stream(work_consumer(kind, options), kind.stream())
+            .await
+        {
+            Ok(consumer) => return Ok(consumer),
+            Err(error)
+                if is_stream_not_scaled_yet(&error) && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(
+                    stream = kind.stream(),
+                    "waiting for the stream's new replicas"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => return Err(Error::broker(error)),
+        }
+    }
+}
+
+/// JetStream's refusal of a consumer with more replicas than its stream has (yet).
+fn is_stream_not_scaled_yet(error: &stream::ConsumerError) -> bool {
+    matches!(
+        error.kind(),
+        stream::ConsumerErrorKind::JetStream(e)
+            if e.error_code() == jetstream::ErrorCode::CONSUMER_REPLICAS_EXCEEDS_STREAM
+    )
+}
+
+fn work_stream(kind: QleetKind, replicas: usize) -> stream::Config {
     stream::Config {
         name: kind.stream().to_owned(),
         subjects: vec![kind.subjects()],
@@ -229,6 +290,7 @@ fn work_stream(kind: QleetKind) -> stream::Config {
         // One pending message per object (its subject): a burst of changes is one reconcile,
         // and a new change replaces a message waiting out a retry delay.
         max_messages_per_subject: 1,
+        num_replicas: replicas,
         ..Default::default()
     }
 }
@@ -240,22 +302,26 @@ fn work_consumer(kind: QleetKind, options: &BrokerOptions) -> pull::Config {
         ack_wait: options.ack_wait,
         max_deliver: -1,
         max_ack_pending: MAX_ACK_PENDING,
+        // As many as its stream: set explicitly so a stream scaled in place takes its
+        // consumer along.
+        num_replicas: options.replicas,
         ..Default::default()
     }
 }
 
-async fn bucket(js: &JetStream, name: &str, ttl: Duration) -> Result<kv::Store> {
+async fn bucket(js: &JetStream, name: &str, ttl: Duration, replicas: usize) -> Result<kv::Store> {
     let store = js
         .create_or_update_key_value(kv::Config {
             bucket: name.to_owned(),
             history: 1,
             max_age: ttl,
             storage: StorageType::File,
+            num_replicas: replicas,
             ..Default::default()
         })
         .await
         .map_err(Error::broker)?;
-    tracing::info!(bucket = name, ttl = ?ttl, "key-value bucket in place");
+    tracing::info!(bucket = name, ttl = ?ttl, replicas, "key-value bucket in place");
     Ok(store)
 }
 
@@ -264,6 +330,32 @@ mod tests {
     use qleetos_crds::notification::Sensitive;
 
     use super::*;
+
+    fn publish_refused(code: u64, description: &str) -> jetstream::context::PublishError {
+        let answer: jetstream::Error = serde_json::from_value(serde_json::json!({
+            "code": 409, "err_code": code, "description": description
+        }))
+        .expect("a JetStream error answer");
+        jetstream::context::PublishError::with_source(
+            jetstream::context::PublishErrorKind::Other,
+            answer,
+        )
+    }
+
+    #[test]
+    fn a_duplicate_still_being_stored_is_not_a_failed_publish() {
+        assert!(is_duplicate_in_flight(&publish_refused(
+            10158,
+            "duplicate message id is in process"
+        )));
+        assert!(!is_duplicate_in_flight(&publish_refused(
+            10071,
+            "wrong last sequence"
+        )));
+        assert!(!is_duplicate_in_flight(
+            &jetstream::context::PublishError::new(jetstream::context::PublishErrorKind::TimedOut)
+        ));
+    }
 
     #[test]
     fn options_debug_shows_no_credential() {
@@ -276,6 +368,7 @@ mod tests {
             name: "replica".into(),
             ack_wait: Duration::from_secs(90),
             lock_ttl: Duration::from_secs(75),
+            replicas: 3,
         };
         let debug = format!("{options:?}");
         assert!(

@@ -88,9 +88,15 @@ async fn collect_acks(
         .for_each_concurrent(PUBLISHES_IN_FLIGHT, |(ack, subject)| {
             let missed = missed.clone();
             async move {
-                if let Err(error) = ack.await {
+                match ack.await {
+                    Ok(_) => {}
+                    Err(error) if super::is_duplicate_in_flight(&error) => {
+                        tracing::debug!(%subject, "published by another replica at the same moment");
+                    }
+                    Err(error) => {
                     tracing::warn!(%subject, %error, "a publish was not acknowledged; will resync once NATS is back");
                     missed.store(true, Ordering::Relaxed);
+                    }
                 }
             }
         })

@@ -40,7 +40,7 @@ const LOCK_RETRY: Duration = Duration::from_millis(50);
 const LOCK_RETRY_MAX: Duration = Duration::from_secs(1);
 /// A pull request's lifetime at the server, and the idle heartbeat that proves it alive.
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
-const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
 /// Pause before pulling again after a pull stream error.
 const PULL_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
