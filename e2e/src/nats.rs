@@ -12,6 +12,8 @@ use crate::error::Error;
 use crate::process::{ChildProcess, ProcessSpec, spawn};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a restarted cluster member may take to catch up.
+const CURRENT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The user and password a server requires of every client.
 #[derive(Clone, PartialEq, Eq)]
@@ -103,6 +105,23 @@ impl NatsServer {
             cluster,
             process: None,
         })
+    }
+
+    /// Waits until the server's JetStream is current: it has caught up with the cluster's
+    /// metadata and every stream and consumer it holds a copy of (`/healthz` without
+    /// `js-enabled-only`). A server just restarted in a cluster needs this before another can
+    /// be lost without losing quorum.
+    pub async fn wait_current(&mut self) -> Result<(), Error> {
+        match self.process.as_mut() {
+            Some(process) => {
+                crate::http::wait_ready(process, self.monitor_port, "/healthz", CURRENT_TIMEOUT)
+                    .await
+            }
+            None => Err(Error::Setup(format!(
+                "nats-server {} is not running",
+                self.server_name().unwrap_or("(single)")
+            ))),
+        }
     }
 
     /// The server's name in its cluster (`n0`, ...), if it is in one.

@@ -26,7 +26,8 @@ const KILLED_STREAM: &str = "QLEETOS_WORKLOADINSTANCE";
 /// How long a burst may stand still when a server dies: a new stream and consumer leader is
 /// elected, clients reconnect to the survivors, pulls on the lost leader miss two heartbeats
 /// (2 s each) and pull again, publishes that failed are resent (measured: 2 to 4 s).
-const SERVER_LOSS_STALL: Duration = Duration::from_secs(10);
+/// Under the whole suite's load on two cores elections take longer (17 s seen).
+const SERVER_LOSS_STALL: Duration = Duration::from_secs(20);
 /// The same when an operator replica dies with it: its locks must also expire (10 s) and its
 /// unacknowledged messages come back after the ack wait (reconcile timeout + 5 s).
 const SERVER_AND_REPLICA_LOSS_STALL: Duration = Duration::from_secs(25);
@@ -179,15 +180,14 @@ pub async fn nats_cluster_loses_nothing_with_its_stream_leader(
 ) -> Result<()> {
     let client = env.management_client().await?;
     let (leader, finish) = kill_mid_burst(env, &client, "r-leader", false).await?;
+    rejoin(env, &leader).await?;
     ensure_no_long_stall_within(
         "nats_cluster_loses_nothing_with_its_stream_leader",
-        &finish,
+        &finish?,
         BURST,
         SERVER_LOSS_STALL,
     )?;
-    assert_all_applied(env, "r-leader", BURST).await?;
-    server_named(env, &leader)?.resume().await?;
-    Ok(())
+    assert_all_applied(env, "r-leader", BURST).await
 }
 
 pub async fn nats_cluster_loses_nothing_with_a_server_and_a_replica(
@@ -195,26 +195,26 @@ pub async fn nats_cluster_loses_nothing_with_a_server_and_a_replica(
 ) -> Result<()> {
     let client = env.management_client().await?;
     let (leader, finish) = kill_mid_burst(env, &client, "r-both", true).await?;
+    rejoin(env, &leader).await?;
     ensure_no_long_stall_within(
         "nats_cluster_loses_nothing_with_a_server_and_a_replica",
-        &finish,
+        &finish?,
         BURST,
         SERVER_AND_REPLICA_LOSS_STALL,
     )?;
-    assert_all_applied(env, "r-both", BURST).await?;
-    server_named(env, &leader)?.resume().await?;
-    Ok(())
+    assert_all_applied(env, "r-both", BURST).await
 }
 
 /// Two replicas take a burst of [`BURST`] Workloads; a tenth into it, the leader of
 /// [`KILLED_STREAM`] is SIGKILLed (and, with `and_a_replica`, one replica at the same moment).
-/// Returns the killed server's name and how the burst finished.
+/// Returns the killed server's name and how the burst finished (an error once a server is
+/// killed, so the caller brings it back whatever happened).
 async fn kill_mid_burst(
     env: &mut Environment,
     client: &Client,
     ns: &'static str,
     and_a_replica: bool,
-) -> Result<(String, crate::queue::Finish)> {
+) -> Result<(String, Result<crate::queue::Finish>)> {
     restart_replicas(env, 2).await?;
     let burst = {
         let client = client.clone();
@@ -232,14 +232,25 @@ async fn kill_mid_burst(
     if and_a_replica {
         env.operators_mut()[0].kill();
     }
-    ensure!(
-        ready_count(client, ns).await? < BURST,
-        "the burst finished before {leader} was killed; nothing was tested"
-    );
     println!("killed {leader}, the leader of {KILLED_STREAM}");
-    burst.await??;
-    let finish = watch_finish(client, ns, BURST, killed).await?;
-    Ok((leader, finish))
+    let finish = async {
+        ensure!(
+            ready_count(client, ns).await? < BURST,
+            "the burst finished before {leader} was killed; nothing was tested"
+        );
+        burst.await??;
+        watch_finish(client, ns, BURST, killed).await
+    };
+    Ok((leader.clone(), finish.await))
+}
+
+/// Restarts the killed server and waits until it is current again, so the next trial can lose
+/// another one without losing quorum.
+async fn rejoin(env: &mut Environment, name: &str) -> Result<()> {
+    let server = server_named(env, name)?;
+    server.resume().await?;
+    server.wait_current().await?;
+    Ok(())
 }
 
 pub async fn nats_cluster_catches_up_after_a_full_restart(env: &mut Environment) -> Result<()> {
@@ -253,6 +264,7 @@ pub async fn nats_cluster_catches_up_after_a_full_restart(env: &mut Environment)
     apply_burst(&client, "r-restart-down", 30).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     futures::future::try_join_all(env.nats_servers_mut().map(NatsServer::resume)).await?;
+    futures::future::try_join_all(env.nats_servers_mut().map(NatsServer::wait_current)).await?;
     wait_all_ready(&client, "r-restart-down", 30).await?;
     assert_all_applied(env, "r-restart-down", 30).await?;
     Layout::read(env).await?.ensure_replicated(SERVERS)

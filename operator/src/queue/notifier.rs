@@ -323,9 +323,10 @@ fn period_number(interval: Duration) -> u64 {
 async fn resync(publisher: &Publisher, ctx: &Context, resyncs: watch::Sender<Option<Cause>>) {
     let interval = ctx.settings.resync;
     let mut next_resync = tokio::time::Instant::now() + interval;
+    let mut catch_ups = CatchUps::default();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let catch_up = publisher.broker.is_connected() && publisher.take_missed();
+        let catch_up = publisher.broker.is_connected() && catch_ups.due(|| publisher.take_missed());
         if !catch_up && tokio::time::Instant::now() < next_resync {
             continue;
         }
@@ -340,6 +341,46 @@ async fn resync(publisher: &Publisher, ctx: &Context, resyncs: watch::Sender<Opt
     }
 }
 
+/// Paces the catch-up resyncs after missed publishes: the first comes at once, and while each
+/// one misses again (connected to a NATS server whose streams are still electing a leader)
+/// the next waits twice as long, up to [`CATCH_UP_MAX_WAIT`], rather than re-notifying every
+/// object every second. A check that finds nothing missed resets the pace.
+#[derive(Debug)]
+struct CatchUps {
+    not_before: tokio::time::Instant,
+    wait: Duration,
+}
+
+const CATCH_UP_FIRST_WAIT: Duration = Duration::from_secs(1);
+const CATCH_UP_MAX_WAIT: Duration = Duration::from_secs(8);
+
+impl Default for CatchUps {
+    fn default() -> Self {
+        Self {
+            not_before: tokio::time::Instant::now(),
+            wait: CATCH_UP_FIRST_WAIT,
+        }
+    }
+}
+
+impl CatchUps {
+    /// Whether a catch-up is due now; `missed` takes the miss flag and is only asked when the
+    /// pace allows one.
+    fn due(&mut self, missed: impl FnOnce() -> bool) -> bool {
+        let now = tokio::time::Instant::now();
+        if now < self.not_before {
+            return false;
+        }
+        if !missed() {
+            self.wait = CATCH_UP_FIRST_WAIT;
+            return false;
+        }
+        self.not_before = now + self.wait;
+        self.wait = (self.wait * 2).min(CATCH_UP_MAX_WAIT);
+        true
+    }
+}
+
 /// The notification pointing at `object` for its own Qleet.
 pub fn notification_for<K: Resource>(kind: QleetKind, object: &K, cause: Cause) -> Notification {
     Target::of(object).notification(kind, cause)
@@ -347,4 +388,41 @@ pub fn notification_for<K: Resource>(kind: QleetKind, object: &K, cause: Cause) 
 
 fn as_instance<K: 'static>(object: &K) -> Option<&WorkloadInstance> {
     (object as &dyn Any).downcast_ref::<WorkloadInstance>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn catch_ups_slow_down_while_they_keep_missing_and_reset_once_quiet() {
+        let mut catch_ups = CatchUps::default();
+        assert!(catch_ups.due(|| true), "the first catch-up comes at once");
+        assert!(
+            !catch_ups.due(|| panic!("the miss flag is not taken before the pace allows")),
+            "not twice in the same instant"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            catch_ups.due(|| true),
+            "one second later, while still missing"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!catch_ups.due(|| true), "then it waits two seconds");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(catch_ups.due(|| true));
+        for _ in 0..5 {
+            tokio::time::advance(CATCH_UP_MAX_WAIT).await;
+            assert!(
+                catch_ups.due(|| true),
+                "never more than {CATCH_UP_MAX_WAIT:?} apart"
+            );
+        }
+        tokio::time::advance(CATCH_UP_MAX_WAIT).await;
+        assert!(!catch_ups.due(|| false), "nothing missed: no catch-up");
+        assert!(
+            catch_ups.due(|| true),
+            "and the next miss is caught up at once"
+        );
+    }
 }
