@@ -14,14 +14,11 @@ use crate::error::{Error, Result};
 /// Numbers the acquisitions of this process, so a lock's value names one acquisition.
 static ACQUISITIONS: AtomicU64 = AtomicU64::new(0);
 
-/// Pauses between tries of a release NATS did not answer: about 4 s in all, a leader
-/// election's length.
-const RELEASE_RETRY_DELAYS: [Duration; 4] = [
-    Duration::from_millis(250),
-    Duration::from_millis(500),
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-];
+/// How long a release NATS refuses at once (no responders while a replicated bucket elects a
+/// leader) is tried again: about a leader election. A try that itself timed out (NATS frozen
+/// or gone) has used this up, so such a release is not held up further.
+const RELEASE_RETRY_FOR: Duration = Duration::from_secs(4);
+const RELEASE_RETRY_FIRST_DELAY: Duration = Duration::from_millis(250);
 
 /// A held lock.
 #[derive(Debug)]
@@ -128,12 +125,13 @@ impl Lock {
         outcome
     }
 
-    /// Deletes the key at our revision. NATS not answering (a replicated bucket electing a
-    /// new leader after losing a server) is retried for a few seconds, since a lock left to
+    /// Deletes the key at our revision. A refusal (a replicated bucket electing a new leader
+    /// after losing a server) is retried for [`RELEASE_RETRY_FOR`], since a lock left to
     /// expire holds its object for a whole TTL; after a retry, a revision mismatch may be our
     /// own delete that landed unanswered, so it is reported as unconfirmed, not lost.
     async fn delete(&self, store: &kv::Store) -> Release {
-        let mut retry_delays = RELEASE_RETRY_DELAYS.iter();
+        let give_up_at = tokio::time::Instant::now() + RELEASE_RETRY_FOR;
+        let mut delay = RELEASE_RETRY_FIRST_DELAY;
         let mut retried = false;
         loop {
             let error = match store
@@ -150,12 +148,13 @@ impl Lock {
                 }
                 Err(error) => error,
             };
-            let Some(delay) = retry_delays.next() else {
+            if tokio::time::Instant::now() + delay > give_up_at {
                 tracing::warn!(key = %self.key, %error, "could not release the lock; it expires with its TTL");
                 return Release::Unconfirmed;
-            };
+            }
             tracing::debug!(key = %self.key, %error, "releasing the lock again");
-            tokio::time::sleep(*delay).await;
+            tokio::time::sleep(delay).await;
+            delay *= 2;
             retried = true;
         }
     }
