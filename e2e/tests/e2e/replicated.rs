@@ -147,6 +147,8 @@ fn server_named<'a>(env: &'a mut Environment, name: &str) -> Result<&'a mut Nats
         .with_context(|| format!("no NATS server named {name}"))
 }
 
+/// Registered first, so it takes the fresh cluster before the others put three copies on it
+/// (the environment's lock hands it out in the order the trials ask for it).
 pub async fn nats_cluster_replicates_a_one_server_layout_in_place(
     env: &mut Environment,
 ) -> Result<()> {
