@@ -55,11 +55,12 @@ e2e: deps kube-bins build ## End-to-end tests against real API servers
 	$(CARGO) test -p qleetos-e2e --test e2e
 
 .PHONY: bench
-bench: deps kube-bins build ## Benchmarks (queue throughput vs bare client, gateway vs direct patch, apply-to-Ready on a new cluster vs an existing one) on release binaries; prints tables, asserts nothing
+bench: deps kube-bins build ## Benchmarks (queue throughput vs bare client, gateway vs direct patch, apply-to-Ready on a new cluster vs an existing one, time to failover vs placing anew) on release binaries; prints tables, asserts nothing
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench -p qleetos-e2e --bench queue
 	$(CARGO) bench -p qleetos-e2e --bench gateway
 	$(CARGO) bench -p qleetos-e2e --bench provisioning
+	$(CARGO) bench -p qleetos-e2e --bench failover
 
 .PHONY: test
 test: deps kube-bins check-generated lint build ## The whole test suite: generated files, lint, unit and end-to-end tests

@@ -55,8 +55,8 @@ pub use support::{
 };
 pub use tenancy::{KindRule, RuntimeRule, TenantPolicy, TenantPolicySpec, TenantPolicyStatus};
 pub use workload::{
-    Placement, PlacementStatus, PlacementStrategy, Provisioning, Workload, WorkloadSpec,
-    WorkloadStatus,
+    Failover, Placement, PlacementStatus, PlacementStrategy, Provisioning, Recovery, Workload,
+    WorkloadSpec, WorkloadStatus,
 };
 
 /// The API group of every QleetOS kind.

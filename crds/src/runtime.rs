@@ -215,6 +215,18 @@ impl KubernetesRuntime {
         }
     }
 
+    /// Since when the cluster's API has not answered (the `Reachable` condition's last
+    /// transition to False); `None` while it answers or before its first probe.
+    pub fn unreachable_since(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let condition = self.status.as_ref()?.condition(REACHABLE)?;
+        if condition.status != crate::ConditionStatus::False {
+            return None;
+        }
+        chrono::DateTime::parse_from_rfc3339(&condition.last_transition_time)
+            .ok()
+            .map(|time| time.with_timezone(&chrono::Utc))
+    }
+
     /// The profile a provisioned runtime is made from; `None` for a registered one.
     pub fn profile(&self) -> Option<&str> {
         self.spec

@@ -77,6 +77,7 @@ pub struct WorkloadSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[x_kube(validation = Rule::new("has(self.runtimeSelector) || (has(self.regions) && size(self.regions) > 0)").message("placement needs regions or a runtimeSelector"))]
 #[x_kube(validation = Rule::new("!has(self.provision) || self.provision == 'Never' || (has(self.regions) && size(self.regions) > 0)").message("provision: IfNeeded needs regions (where to provision)"))]
+#[x_kube(validation = Rule::new("!has(self.failover) || !has(self.strategy) || self.strategy == 'OnePerRegion'").message("failover needs strategy OnePerRegion (AllMatching already runs on every matching runtime)"))]
 #[serde(rename_all = "camelCase")]
 pub struct Placement {
     /// Label selector over KubernetesRuntime labels; an empty selector matches every runtime.
@@ -100,6 +101,60 @@ pub struct Placement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub runtime_profile: Option<String>,
+    /// Keeps the workload running through the loss of a runtime: when a placement's runtime
+    /// stays unreachable longer than `after`, QleetOS places the workload on another allowed
+    /// runtime (its own region first, then `regions` in order) and reports it Ready once the
+    /// replacement is. Absent: a placement waits for its runtime to come back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Failover>,
+}
+
+/// When and where a placement moves off an unreachable runtime, and what happens when that
+/// runtime is back.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Failover {
+    /// How long the runtime must stay unreachable before the workload moves, e.g. `90s`,
+    /// `2m`, `1h`. Absent: the operator's default (`--failover-after`, 2m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,5}(s|m|h)$"))]
+    pub after: Option<String>,
+    /// Further regions a placement may move to when no other runtime of its own region is
+    /// reachable, in order of preference (runtimes there must still match `runtimeSelector`
+    /// and the namespace's TenantPolicy). Empty: only other runtimes of the same region.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub regions: Vec<String>,
+    /// When the original runtime is reachable again: `Return` (default) moves the workload
+    /// back once it is Ready there, then removes the replacement; `Stay` keeps the
+    /// replacement and removes the workload from the recovered runtime.
+    #[serde(default)]
+    pub on_recovery: Recovery,
+}
+
+impl Failover {
+    /// `after` as a duration; `None` when absent or malformed (the schema admits neither
+    /// malformed value nor overflow, so `None` means "use the default").
+    pub fn tolerance(&self) -> Option<std::time::Duration> {
+        let after = self.after.as_deref()?;
+        let (digits, unit) = after.split_at(after.len().checked_sub(1)?);
+        let count: u64 = digits.parse().ok()?;
+        let seconds = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            _ => return None,
+        };
+        Some(std::time::Duration::from_secs(count * seconds))
+    }
+}
+
+/// What a failed-over placement does when its original runtime is back.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum Recovery {
+    #[default]
+    Return,
+    Stay,
 }
 
 /// Whether a placement may cause a cluster to be provisioned.
@@ -163,4 +218,29 @@ pub struct PlacementStatus {
     /// Where the workload answers on this runtime.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub urls: Vec<String>,
+    /// Set on a failover placement: the unreachable runtime it stands in for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failover_tolerance_reads_seconds_minutes_and_hours() {
+        let after = |value: &str| {
+            Failover {
+                after: Some(value.into()),
+                ..Default::default()
+            }
+            .tolerance()
+        };
+        assert_eq!(after("90s"), Some(std::time::Duration::from_secs(90)));
+        assert_eq!(after("2m"), Some(std::time::Duration::from_secs(120)));
+        assert_eq!(after("1h"), Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(after("2d"), None);
+        assert_eq!(after(""), None);
+        assert_eq!(Failover::default().tolerance(), None);
+    }
 }

@@ -30,6 +30,9 @@ pub struct Settings {
     pub resync: Duration,
     /// How often runtimes are probed.
     pub probe_interval: Duration,
+    /// How long a runtime stays unreachable before failover-enabled placements move off it,
+    /// unless the Workload says otherwise.
+    pub failover_after: Duration,
     /// How soon a rollout in progress is looked at again.
     pub progress_poll: Duration,
     /// First retry delay after a failure; doubles per failure up to `max_backoff`.

@@ -7,6 +7,7 @@ pub mod context;
 pub mod controllers;
 pub mod dependencies;
 pub mod error;
+pub mod failover;
 pub mod fence;
 pub mod finalizer;
 pub mod health;

@@ -45,6 +45,10 @@ struct Args {
     /// How often runtimes are probed.
     #[arg(long, default_value = "30s", value_parser = humantime_duration, env = "QLEETOS_PROBE_INTERVAL")]
     probe_interval: Duration,
+    /// How long a placement's runtime must stay unreachable before a Workload with
+    /// `spec.placement.failover` and no `after` of its own moves off it.
+    #[arg(long, default_value = "2m", value_parser = humantime_duration, env = "QLEETOS_FAILOVER_AFTER")]
+    failover_after: Duration,
     /// How soon a rollout in progress is checked again.
     #[arg(long, default_value = "2s", value_parser = humantime_duration, env = "QLEETOS_PROGRESS_POLL")]
     progress_poll: Duration,
@@ -188,6 +192,7 @@ fn settings(args: &Args) -> Settings {
     Settings {
         resync: args.resync,
         probe_interval: args.probe_interval,
+        failover_after: args.failover_after,
         progress_poll: args.progress_poll,
         base_backoff: args.base_backoff,
         max_backoff: args.max_backoff,

@@ -34,6 +34,11 @@ struct FailureLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailoverLabels {
+    outcome: &'static str,
+}
+
 type HistogramFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
 
 /// Reconcile counters and durations per Qleet, plus the readiness flag.
@@ -53,6 +58,7 @@ pub struct Metrics {
     drift_rejected: Counter,
     object_reads: Family<OutcomeLabels, Counter>,
     writes_skipped: Family<OutcomeLabels, Counter>,
+    failovers: Family<FailoverLabels, Counter>,
     ready: AtomicBool,
     /// The first background task that stopped on its own; `/healthz` fails once set.
     stopped_task: OnceLock<&'static str>,
@@ -141,6 +147,12 @@ impl Default for Metrics {
             "Writes not sent because the object already was as wanted, by Qleet and write (status, instance, apply)",
             writes_skipped.clone(),
         );
+        let failovers = Family::<FailoverLabels, Counter>::default();
+        registry.register(
+            "failovers",
+            "Placements moved off an unreachable runtime (moved), back to it once recovered (returned), or kept where they moved (stayed)",
+            failovers.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -156,6 +168,7 @@ impl Default for Metrics {
             drift_rejected,
             object_reads,
             writes_skipped,
+            failovers,
             ready: AtomicBool::new(false),
             stopped_task: OnceLock::new(),
         }
@@ -202,6 +215,13 @@ impl Metrics {
             outcome: source,
         };
         self.object_reads.get_or_create(&labels).inc();
+    }
+
+    /// Counts a failover step of a placement: `moved`, `returned` or `stayed`.
+    pub fn failover(&self, outcome: &'static str) {
+        self.failovers
+            .get_or_create(&FailoverLabels { outcome })
+            .inc();
     }
 
     /// Counts a write left out because nothing changed: `status`, `instance` or `apply`.

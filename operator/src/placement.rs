@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 pub struct Selected {
     pub runtime: String,
     pub region: String,
+    /// On a failover placement: the unreachable runtime it stands in for.
+    pub replaces: Option<String>,
 }
 
 /// The runtimes `placement` selects among `runtimes`, sorted by runtime name.
@@ -57,7 +59,9 @@ pub fn selector_matches(placement: &Placement, labels: &BTreeMap<String, String>
     Ok(selector.matches(labels))
 }
 
-fn candidates<'a>(
+/// The runtimes `placement` may use: not being deleted, in its regions (any, when it lists
+/// none), matching its selector.
+pub(crate) fn candidates<'a>(
     placement: &Placement,
     runtimes: &'a [KubernetesRuntime],
 ) -> Result<Vec<&'a KubernetesRuntime>> {
@@ -107,23 +111,45 @@ fn is_current(runtime: &KubernetesRuntime, current: &BTreeSet<String>) -> bool {
     current.contains(name_of(runtime))
 }
 
-fn name_of(runtime: &KubernetesRuntime) -> &str {
+pub(crate) fn name_of(runtime: &KubernetesRuntime) -> &str {
     runtime.metadata.name.as_deref().unwrap_or_default()
 }
 
-fn selected_of(runtime: &KubernetesRuntime) -> Selected {
+pub(crate) fn selected_of(runtime: &KubernetesRuntime) -> Selected {
     Selected {
         runtime: name_of(runtime).to_owned(),
         region: runtime.spec.region.clone(),
+        replaces: None,
     }
+}
+
+/// A registered runtime named `name` in `region`, without labels or status.
+#[cfg(test)]
+pub(crate) fn test_runtime(name: &str, region: &str) -> KubernetesRuntime {
+    use qleetos_crds::{KubernetesRuntimeSpec, RuntimeConnection, SecretKeyRef};
+    KubernetesRuntime::new(
+        name,
+        KubernetesRuntimeSpec {
+            deletion_policy: Default::default(),
+            provisioning: None,
+            provider: "local".into(),
+            region: region.into(),
+            location: None,
+            connection: RuntimeConnection {
+                kubeconfig_secret_ref: SecretKeyRef {
+                    namespace: "qleetos-system".into(),
+                    name: name.into(),
+                    key: "kubeconfig".into(),
+                },
+            },
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
-    use qleetos_crds::{
-        Condition, KubernetesRuntimeSpec, KubernetesRuntimeStatus, RuntimeConnection, SecretKeyRef,
-    };
+    use qleetos_crds::{Condition, KubernetesRuntimeStatus};
 
     use super::*;
 
@@ -133,23 +159,7 @@ mod tests {
         labels: &[(&str, &str)],
         ready: bool,
     ) -> KubernetesRuntime {
-        let mut runtime = KubernetesRuntime::new(
-            name,
-            KubernetesRuntimeSpec {
-                deletion_policy: Default::default(),
-                provisioning: None,
-                provider: "local".into(),
-                region: region.into(),
-                location: None,
-                connection: RuntimeConnection {
-                    kubeconfig_secret_ref: SecretKeyRef {
-                        namespace: "qleetos-system".into(),
-                        name: name.into(),
-                        key: "kubeconfig".into(),
-                    },
-                },
-            },
-        );
+        let mut runtime = crate::placement::test_runtime(name, region);
         runtime.metadata.labels = Some(
             labels
                 .iter()

@@ -7,6 +7,7 @@ mod cluster_api_env;
 mod credentials;
 mod dependencies;
 mod examples;
+mod failover;
 mod found;
 mod foundation;
 mod gateway;
@@ -93,6 +94,11 @@ fn main() {
         ),
     ));
     trials.push(harness::own_trial(
+        "a_lost_runtime_fails_over_and_returns_or_stays",
+        &runtime,
+        failover_in_own_environment(dir.path().join("failover")),
+    ));
+    trials.push(harness::own_trial(
         "unreachable_runtime_recovers",
         &runtime,
         unreachable_runtime_in_own_environment(dir.path().join("unreachable")),
@@ -119,6 +125,13 @@ async fn unreachable_runtime_in_own_environment(dir: PathBuf) -> Result<()> {
     )];
     let mut env = start_environment(dir, spec).await?;
     let result = foundation::unreachable_runtime_recovers(&mut env).await;
+    env.stop().await;
+    result
+}
+
+async fn failover_in_own_environment(dir: PathBuf) -> Result<()> {
+    let mut env = start_environment(dir, default_runtimes()).await?;
+    let result = failover::a_lost_runtime_fails_over_and_returns_or_stays(&mut env).await;
     env.stop().await;
     result
 }

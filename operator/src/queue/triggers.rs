@@ -309,6 +309,7 @@ mod tests {
         let settings = Settings {
             resync: Duration::from_secs(300),
             probe_interval: Duration::from_secs(30),
+            failover_after: Duration::from_secs(120),
             progress_poll: Duration::from_secs(2),
             base_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(120),

@@ -1,7 +1,6 @@
 //! Workload Qleet: places a Workload on runtimes, keeps one WorkloadInstance per placement,
 //! and sums their health up in the Workload's status.
 
-use std::collections::BTreeSet;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -23,12 +22,17 @@ use super::instance::FINALIZER as INSTANCE_FINALIZER;
 use super::{apply_status_if_changed, name_of, namespace_of, same_json};
 use crate::context::{Context, Next, key_of};
 use crate::error::{Error, Result};
+use crate::failover;
 use crate::finalizer::{self, Phase};
 use crate::names::{instance_name, label_value};
-use crate::placement::{Selected, select};
+use crate::placement::Selected;
 use crate::provisioning::demand;
 use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
+
+mod failover_status;
+
+use failover_status::{FAILED_OVER, FAILING_OVER, REPLACES_ANNOTATION, Step};
 
 pub const CONTROLLER: &str = "workload";
 /// Held until every WorkloadInstance of the Workload is gone.
@@ -135,9 +139,9 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
     let instances: Api<WorkloadInstance> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.caches.ready().await?;
     let existing = cached_instances(ctx, workload);
-    let current: BTreeSet<String> = existing
+    let assignments: Vec<failover::Assignment> = existing
         .iter()
-        .map(|i| i.spec.runtime_ref.name.clone())
+        .map(|i| failover_status::assignment(i, workload.metadata.generation))
         .collect();
     let fence = ctx.caches.fence(&namespace, &ctx.settings.system_namespace);
     let all_runtimes: Vec<KubernetesRuntime> = ctx
@@ -151,11 +155,12 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
         .into_iter()
         .partition(|r| fence.allows_runtime(r));
     let provisioned = demand::provision_unserved(ctx, &workload.spec.placement, &fence, &allowed);
-    let selected = match provisioned.await.and_then(|provisioned| {
+    let plan = match provisioned.await.and_then(|provisioned| {
         allowed.extend(provisioned);
-        select(&workload.spec.placement, &allowed, &current)
+        let (now, after) = (chrono::Utc::now(), ctx.settings.failover_after);
+        failover::plan(&workload.spec.placement, &allowed, &assignments, now, after)
     }) {
-        Ok(selected) => selected,
+        Ok(plan) => plan,
         Err(error) => {
             write_status(
                 workload,
@@ -167,6 +172,8 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
             return Err(error);
         }
     };
+    let selected = plan.selected;
+    let next = plan.recheck_in.map_or(Next::Done, Next::After);
     let mut placements = Vec::new();
     let mut none_reported = !selected.is_empty();
     for placement in &selected {
@@ -197,12 +204,13 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
     // first status waits for them (their first `Ready` condition notifies it), one write less.
     if workload.status.is_none() && none_reported && leaving.is_empty() {
         ctx.metrics.write_skipped(CONTROLLER, "status");
-        return Ok(Next::Done);
+        return Ok(next);
     }
     placements.extend(leaving);
+    failover_status::mark_homes(&mut placements, |name| ctx.caches.runtime(name));
     let ready = ready_condition(&placements, fenced_out.len());
     write_status(workload, ctx, placements, ready).await?;
-    Ok(Next::Done)
+    Ok(next)
 }
 
 fn ready_of(instance: &WorkloadInstance) -> Option<&Condition> {
@@ -287,6 +295,10 @@ fn desired_instance(workload: &Workload, placement: &Selected, name: &str) -> Wo
     instance.metadata.labels =
         Some([(WORKLOAD_LABEL.to_owned(), label_value(&workload.name_any()))].into());
     instance.metadata.owner_references = workload.controller_owner_ref(&()).map(|o| vec![o]);
+    instance.metadata.annotations = placement
+        .replaces
+        .as_ref()
+        .map(|home| [(REPLACES_ANNOTATION.to_owned(), home.clone())].into());
     instance.metadata.finalizers = Some(vec![INSTANCE_FINALIZER.to_owned()]);
     instance
 }
@@ -300,6 +312,7 @@ fn is_up_to_date(current: &WorkloadInstance, wanted: &WorkloadInstance) -> bool 
     let labels = current.labels();
     let owners = current.owner_references();
     same_json(&current.spec, &wanted.spec)
+        && failover_status::replaces_of(current) == failover_status::replaces_of(wanted)
         && wanted
             .labels()
             .iter()
@@ -366,6 +379,7 @@ fn leaving_placement(instance: &WorkloadInstance, region: String) -> PlacementSt
         ready: instance.is_ready_at_current_generation(),
         reason: "RuntimeDeleting".into(),
         urls: urls_of(instance),
+        replaces: failover_status::replaces_of(instance),
     }
 }
 
@@ -403,6 +417,7 @@ fn placement_status(
             .map(|c| c.message.clone())
             .unwrap_or_default(),
         urls: urls_of(instance),
+        replaces: placement.replaces.clone(),
     }
 }
 
@@ -431,6 +446,7 @@ fn ready_condition(placements: &[PlacementStatus], fenced_out: usize) -> Conditi
             ),
         );
     }
+    let placements = counted(placements);
     let waiting: Vec<String> = placements
         .iter()
         .filter(|p| !p.ready)
@@ -473,7 +489,18 @@ fn is_failure(reason: &str) -> bool {
             | "RuntimeDeleting"
             | "Provisioning"
             | "Deleting"
+            | FAILED_OVER
+            | FAILING_OVER
     )
+}
+
+/// The placements the Workload's readiness counts: not those a Ready failover placement
+/// stands in for.
+fn counted(placements: &[PlacementStatus]) -> Vec<&PlacementStatus> {
+    placements
+        .iter()
+        .filter(|p| !failover_status::is_covered(p, placements))
+        .collect()
 }
 
 /// Ready=False `UnknownImageContainer` when `spec.images` names a container no pod template
@@ -522,6 +549,10 @@ fn placement_changes<'a>(
             match (failed_before, is_failing(now)) {
                 (Some(before), true) if before.reason == now.reason => None,
                 (_, true) => Some(PlacementChange::Failed(now)),
+                // Told as a failover step instead.
+                (Some(_), false) if matches!(now.reason.as_str(), FAILED_OVER | FAILING_OVER) => {
+                    None
+                }
                 (Some(_), false) => Some(PlacementChange::Recovered(now)),
                 (None, false) => None,
             }
@@ -553,6 +584,9 @@ async fn emit_events(
         };
         ctx.event(workload, type_, reason, event_note(note)).await;
     }
+    for step in failover_status::steps(&previous.placements, placements) {
+        tell_failover_step(workload, ctx, step).await;
+    }
     let was_unknown_image = qleetos_crds::Conditions::condition(&previous, qleetos_crds::READY)
         .is_some_and(|c| c.reason == UNKNOWN_IMAGE_CONTAINER);
     if ready.reason == UNKNOWN_IMAGE_CONTAINER && !was_unknown_image {
@@ -560,6 +594,37 @@ async fn emit_events(
         ctx.event(workload, EventType::Warning, UNKNOWN_IMAGE_CONTAINER, note)
             .await;
     }
+}
+
+/// One Event and one count per failover step.
+async fn tell_failover_step(workload: &Workload, ctx: &Context, step: Step) {
+    let (type_, reason, outcome, note) = match step {
+        Step::Moved { home, to, region } => {
+            let runtime = ctx.caches.runtime(&home);
+            let home_region = runtime
+                .as_ref()
+                .map_or(home.clone(), |r| r.spec.region.clone());
+            let down_for = failover_status::unreachable_for(runtime.as_deref(), chrono::Utc::now());
+            let note = format!(
+                "{home_region} unreachable for {down_for} (runtime {home}); now on {region} (runtime {to})"
+            );
+            (EventType::Warning, FAILED_OVER, "moved", note)
+        }
+        Step::Returned { home, from } => {
+            let note = format!(
+                "runtime {home} is reachable again: the workload is back on it and is removed from {from}"
+            );
+            (EventType::Normal, "FailedBack", "returned", note)
+        }
+        Step::Stayed { home, on } => {
+            let note = format!(
+                "runtime {home} is reachable again: the workload stays on {on} (failover.onRecovery: Stay) and is removed from {home}"
+            );
+            (EventType::Normal, "StayedAfterFailover", "stayed", note)
+        }
+    };
+    ctx.metrics.failover(outcome);
+    ctx.event(workload, type_, reason, event_note(note)).await;
 }
 
 /// Event notes are limited to 1 kB by the API server.
@@ -584,19 +649,26 @@ async fn write_status(
 ) -> Result<()> {
     let ready = with_image_check(workload, ready);
     emit_events(workload, ctx, &placements, &ready).await;
-    let ready_count = placements.iter().filter(|p| p.ready).count();
-    let previous = workload
+    let counted = counted(&placements);
+    let ready_count = counted.iter().filter(|p| p.ready).count();
+    let ready_placements = Some(format!("{ready_count}/{}", counted.len()));
+    let has_policy = workload.spec.placement.failover.is_some();
+    let previous: Vec<Condition> = workload
         .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
+        .iter()
+        .flat_map(|s| s.conditions.iter())
+        .filter(|c| has_policy || c.type_ != FAILED_OVER)
+        .cloned()
+        .collect();
+    let generation = workload.metadata.generation;
+    let mut conditions = vec![ready.with_generation(generation)];
+    if has_policy {
+        conditions.push(failover_status::condition(&placements).with_generation(generation));
+    }
     let status = WorkloadStatus {
-        conditions: qleetos_crds::merged(
-            previous,
-            vec![ready.with_generation(workload.metadata.generation)],
-        ),
-        observed_generation: workload.metadata.generation,
-        ready_placements: Some(format!("{ready_count}/{}", placements.len())),
+        conditions: qleetos_crds::merged(&previous, conditions),
+        observed_generation: generation,
+        ready_placements,
         placements,
     };
     let api: Api<Workload> = Api::namespaced(ctx.client.clone(), &namespace_of(workload)?);
