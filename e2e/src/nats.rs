@@ -50,6 +50,9 @@ pub struct NatsServer {
     monitor_port: u16,
     auth: Option<NatsUser>,
     cluster: Option<ClusterMember>,
+    /// A configuration file of its own (e.g. a Helm chart's), which then also sets its store
+    /// and authentication; ports and routes still come from flags.
+    config: Option<PathBuf>,
     process: Option<ChildProcess>,
 }
 
@@ -68,12 +71,48 @@ impl NatsServer {
     /// Starts `size` servers (`n0`, `n1`, ...) routed into one JetStream cluster, each with
     /// its store under `dir/<name>`.
     pub async fn start_cluster(dir: &Path, size: usize) -> Result<Vec<Self>, Error> {
+        let mut servers = Vec::with_capacity(size);
+        for member in Self::cluster_members(size)? {
+            let server_dir = dir.join(&member.server_name);
+            servers.push(Self::new(&server_dir, None, Some(member)).await?);
+        }
+        futures::future::try_join_all(servers.iter_mut().map(Self::resume)).await?;
+        Ok(servers)
+    }
+
+    /// Starts one server per configuration text, routed into one JetStream cluster as in
+    /// [`start_cluster`](Self::start_cluster). Each configuration must authorise `auth` for
+    /// clients and routes and may name the server with `$POD_NAME` (set to `n0`, `n1`, ...,
+    /// as a StatefulSet would); its store is wherever the configuration puts it.
+    pub async fn start_cluster_from_configs(
+        dir: &Path,
+        configs: &[String],
+        auth: NatsUser,
+    ) -> Result<Vec<Self>, Error> {
+        let mut servers = Vec::with_capacity(configs.len());
+        for (server, config) in Self::cluster_members(configs.len())?
+            .into_iter()
+            .zip(configs)
+        {
+            let server_dir = dir.join(&server.server_name);
+            let mut server = Self::new(&server_dir, Some(auth.clone()), Some(server)).await?;
+            let path = server_dir.join("nats.conf");
+            std::fs::write(&path, config).map_err(|e| Error::io("writing", &path, e))?;
+            server.config = Some(path);
+            servers.push(server);
+        }
+        futures::future::try_join_all(servers.iter_mut().map(Self::resume)).await?;
+        Ok(servers)
+    }
+
+    fn cluster_members(size: usize) -> Result<Vec<ClusterMember>, Error> {
         let route_ports = (0..size)
             .map(|_| free_port())
             .collect::<Result<Vec<_>, _>>()?;
-        let mut servers = Vec::with_capacity(size);
-        for (index, route_port) in route_ports.iter().enumerate() {
-            let member = ClusterMember {
+        Ok(route_ports
+            .iter()
+            .enumerate()
+            .map(|(index, route_port)| ClusterMember {
                 server_name: format!("n{index}"),
                 route_port: *route_port,
                 peer_route_ports: route_ports
@@ -81,12 +120,8 @@ impl NatsServer {
                     .copied()
                     .filter(|p| p != route_port)
                     .collect(),
-            };
-            let server_dir = dir.join(&member.server_name);
-            servers.push(Self::new(&server_dir, None, Some(member)).await?);
-        }
-        futures::future::try_join_all(servers.iter_mut().map(Self::resume)).await?;
-        Ok(servers)
+            })
+            .collect())
     }
 
     async fn new(
@@ -103,6 +138,7 @@ impl NatsServer {
             monitor_port: free_port()?,
             auth,
             cluster,
+            config: None,
             process: None,
         })
     }
@@ -199,26 +235,36 @@ impl NatsServer {
     /// Starts the server again on the same port with the same store.
     pub async fn resume(&mut self) -> Result<(), Error> {
         let mut args = vec![
-            "--jetstream".to_owned(),
             "--addr=127.0.0.1".to_owned(),
             format!("--port={}", self.port),
             format!("--http_port={}", self.monitor_port),
-            format!("--store_dir={}", self.dir.join("store").display()),
         ];
-        if let Some(member) = &self.cluster {
-            args.extend(cluster_args(member));
+        let mut env = Vec::new();
+        match (&self.config, &self.auth) {
+            (Some(config), _) => {
+                args.push(format!("--config={}", config.display()));
+                let name = self.server_name().unwrap_or("n0");
+                env.push(("POD_NAME".into(), name.into()));
+            }
+            (None, auth) => {
+                args.push("--jetstream".to_owned());
+                let store = self.dir.join("store");
+                args.push(format!("--store_dir={}", store.display()));
+                if let Some(auth) = auth {
+                    let config = self.write_auth_config(auth)?;
+                    args.push(format!("--config={}", config.display()));
+                }
+            }
         }
-        if let Some(auth) = &self.auth {
-            args.push(format!(
-                "--config={}",
-                self.write_auth_config(auth)?.display()
-            ));
+        if let Some(member) = &self.cluster {
+            let route_user = self.config.as_ref().and(self.auth.as_ref());
+            args.extend(cluster_args(member, route_user));
         }
         let process = spawn(ProcessSpec {
             component: "nats-server".into(),
             program: self.program.clone(),
             args: args.into_iter().map(Into::into).collect(),
-            env: Vec::new(),
+            env,
             log_path: self.dir.join("nats-server.log"),
         })
         .await?;
@@ -249,12 +295,16 @@ impl NatsServer {
     }
 }
 
-/// The flags that make a server a member of [`CLUSTER_NAME`], routed to its peers.
-fn cluster_args(member: &ClusterMember) -> Vec<String> {
+/// The flags that make a server a member of [`CLUSTER_NAME`], routed to its peers (as
+/// `route_user` when the routes require one).
+fn cluster_args(member: &ClusterMember, route_user: Option<&NatsUser>) -> Vec<String> {
+    let credentials = route_user
+        .map(|u| format!("{}:{}@", u.user, u.password))
+        .unwrap_or_default();
     let routes: Vec<String> = member
         .peer_route_ports
         .iter()
-        .map(|port| format!("nats://127.0.0.1:{port}"))
+        .map(|port| format!("nats://{credentials}127.0.0.1:{port}"))
         .collect();
     vec![
         format!("--server_name={}", member.server_name),

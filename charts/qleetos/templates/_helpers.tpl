@@ -8,10 +8,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- end -}}
 
-{{/* NATS credentials of the operator and the gateway, read from .Values.nats.auth.secretName. */}}
+{{/* NATS credentials of the operator and the gateway: those of the NATS the chart installs, or
+read from .Values.nats.auth.secretName. */}}
 {{- define "qleetos.natsAuthEnv" -}}
 {{- $auth := .Values.nats.auth -}}
-{{- if and $auth.secretName (eq $auth.method "userPassword") }}
+{{- if .Values.nats.install.enabled }}
+- name: QLEETOS_NATS_USER
+  valueFrom: {secretKeyRef: {name: qleetos-nats-auth, key: user}}
+- name: QLEETOS_NATS_PASSWORD
+  valueFrom: {secretKeyRef: {name: qleetos-nats-auth, key: password}}
+{{- else if and $auth.secretName (eq $auth.method "userPassword") }}
 - name: QLEETOS_NATS_USER
   valueFrom: {secretKeyRef: {name: {{ $auth.secretName }}, key: {{ $auth.userKey }}}}
 - name: QLEETOS_NATS_PASSWORD
@@ -51,5 +57,38 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
   secret:
     secretName: {{ .Values.nats.tls.caSecretName }}
     items: [{key: {{ .Values.nats.tls.caKey }}, path: ca.crt}]
+{{- end }}
+{{- end -}}
+
+{{/* nats.conf of the NATS the chart installs; `$POD_NAME` comes from each server's environment. */}}
+{{- define "qleetos.natsConfig" -}}
+server_name: $POD_NAME
+port: 4222
+http_port: 8222
+pid_file: /var/run/nats/nats.pid
+lame_duck_duration: 30s
+lame_duck_grace_period: 5s
+# JetStream takes up to 75 % of the volume (nats.install.storage.size) by default.
+jetstream {
+  store_dir: /data
+}
+authorization {
+  user: qleetos
+  password: {{ .password | quote }}
+}
+{{- if gt .replicas 1 }}
+cluster {
+  name: qleetos
+  port: 6222
+  authorization {
+    user: qleetos
+    password: {{ .password | quote }}
+  }
+  routes: [
+    {{- range $i := until .replicas }}
+    "nats://qleetos:{{ $.password }}@qleetos-nats-{{ $i }}.qleetos-nats-headless.{{ $.namespace }}.svc:6222"
+    {{- end }}
+  ]
+}
 {{- end }}
 {{- end -}}

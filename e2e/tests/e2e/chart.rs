@@ -77,7 +77,7 @@ pub async fn chart_ships_the_default_profiles(env: &Environment) -> Result<()> {
 }
 
 /// `helm template` of the chart with `--set` values.
-async fn render(values: &[&str]) -> Result<String> {
+pub(crate) async fn render(values: &[&str]) -> Result<String> {
     let helm = binaries::helm().await?;
     let mut command = tokio::process::Command::new(helm);
     command.args([
@@ -100,7 +100,7 @@ async fn render(values: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn documents(text: &str) -> Result<Vec<Value>> {
+pub(crate) fn documents(text: &str) -> Result<Vec<Value>> {
     let mut documents = Vec::new();
     for document in serde_norway::Deserializer::from_str(text) {
         let value = Value::deserialize(document)?;
@@ -131,10 +131,11 @@ fn name(profile: &Value) -> &str {
     profile["metadata"]["name"].as_str().unwrap_or_default()
 }
 
-/// The profiles pass the installed CRD's schema and CEL rules (nothing is stored).
-async fn server_dry_run(kubeconfig: &Path, profiles: &[Value]) -> Result<()> {
+/// The objects pass the management API server's schemas, and CEL rules of installed CRDs
+/// (nothing is stored).
+pub(crate) async fn server_dry_run(kubeconfig: &Path, objects: &[Value]) -> Result<()> {
     let file = tempfile::NamedTempFile::new()?;
-    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": profiles});
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
     std::fs::write(file.path(), list.to_string())?;
     let path = file.path().to_string_lossy().into_owned();
     kubectl(kubeconfig, &["apply", "--dry-run=server", "-f", &path]).await?;

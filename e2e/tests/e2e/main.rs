@@ -3,6 +3,7 @@
 //! scenarios that can run side by side; disruptive ones start an environment of their own.
 
 mod chart;
+mod chart_nats;
 mod cluster_api_env;
 mod credentials;
 mod dependencies;
@@ -94,6 +95,11 @@ fn main() {
         ),
     ));
     trials.push(harness::own_trial(
+        "chart_nats_cluster_carries_the_operator",
+        &runtime,
+        chart_nats_in_own_environment(dir.path().join("chart-nats")),
+    ));
+    trials.push(harness::own_trial(
         "a_lost_runtime_fails_over_and_returns_or_stays",
         &runtime,
         failover_in_own_environment(dir.path().join("failover")),
@@ -125,6 +131,17 @@ async fn unreachable_runtime_in_own_environment(dir: PathBuf) -> Result<()> {
     )];
     let mut env = start_environment(dir, spec).await?;
     let result = foundation::unreachable_runtime_recovers(&mut env).await;
+    env.stop().await;
+    result
+}
+
+/// Without an operator of the environment's own: the trial starts one on the chart's NATS.
+async fn chart_nats_in_own_environment(dir: PathBuf) -> Result<()> {
+    let spec = vec![RuntimeSpec::new("eu-west", "eu-west-1", &[])];
+    let mut env = Environment::start(&dir, spec)
+        .await
+        .context("starting the test clusters")?;
+    let result = chart_nats::chart_nats_cluster_carries_the_operator(&mut env).await;
     env.stop().await;
     result
 }

@@ -34,14 +34,14 @@ const SERVER_AND_REPLICA_LOSS_STALL: Duration = Duration::from_secs(25);
 
 /// Streams, consumers and buckets as one server of the cluster reports them.
 #[derive(Debug)]
-struct Layout {
+pub(crate) struct Layout {
     /// Name → (configured replicas, servers holding a copy: the leader and its followers).
     assets: Vec<(String, u64, usize)>,
 }
 
 impl Layout {
     /// Gathered from every live server: each reports only the streams it holds a copy of.
-    async fn read(env: &Environment) -> Result<Self> {
+    pub(crate) async fn read(env: &Environment) -> Result<Self> {
         let mut assets: Vec<(String, u64, usize)> = Vec::new();
         for report in live_reports(env).await? {
             for asset in assets_of(&report) {
@@ -54,7 +54,7 @@ impl Layout {
     }
 
     /// Every stream, consumer and bucket is configured with `replicas` and has that many copies.
-    fn ensure_replicated(&self, replicas: usize) -> Result<()> {
+    pub(crate) fn ensure_replicated(&self, replicas: usize) -> Result<()> {
         let expected = [
             "QLEETOS_WORKLOAD",
             "QLEETOS_WORKLOADINSTANCE",
