@@ -27,6 +27,7 @@ const SERVERS: usize = 3;
 
 /// Runs in an environment of its own: its operator works from the chart's NATS.
 pub async fn chart_nats_cluster_carries_the_operator(env: &mut Environment) -> Result<()> {
+    refuses_inconsistent_values().await?;
     let rendered = documents(&render(&[]).await?)?;
     let nats: Vec<Value> = rendered
         .iter()
@@ -92,6 +93,36 @@ pub async fn chart_nats_cluster_carries_the_operator(env: &mut Environment) -> R
     })
     .await?;
     operator.stop().await;
+    Ok(())
+}
+
+/// Values that cannot work are refused by the chart, saying why.
+async fn refuses_inconsistent_values() -> Result<()> {
+    let refusals = [
+        (
+            "operator.natsReplicas=5",
+            "cannot exceed nats.install.replicas (3)",
+        ),
+        ("nats.install.replicas=2", "value must be one of 1, 3, 5"),
+        (
+            "nats.auth.secretName=mine",
+            "nats.auth.secretName is for an existing NATS",
+        ),
+    ];
+    for (value, message) in refusals {
+        match render(&[value]).await {
+            Ok(_) => bail!("the chart accepted {value}"),
+            Err(error) => ensure!(
+                error.to_string().contains(message),
+                "{value}: expected {message:?}, got {error:#}"
+            ),
+        }
+    }
+    let external = documents(&render(&["nats.install.enabled=false"]).await?)?;
+    ensure!(
+        !external.iter().any(|d| d["kind"] == "StatefulSet"),
+        "nats.install.enabled=false still installs NATS"
+    );
     Ok(())
 }
 
