@@ -31,6 +31,15 @@ kube-bins: ## Build the pinned Kubernetes binaries, cert-manager, external-dns a
 build: ## Build every binary of the workspace
 	$(CARGO) build --workspace --bins
 
+.PHONY: image
+image: deps ## Build the container image (release binaries) with buildah, without a daemon; writes target/image/qleetos-VERSION.oci.tar
+	$(CARGO) build --release --workspace --bins
+	@bash scripts/build-image.sh --profile release
+
+.PHONY: image-check
+image-check: deps build ## Assemble the image from the debug binaries and check each starts in it as user 65532 and prints its version
+	@bash scripts/build-image.sh --profile debug --tag localhost/qleetos:check --check
+
 .PHONY: generate
 generate: ## Regenerate the CRD YAML (crds/yaml and charts/qleetos/crds) and copy the default profiles into the chart
 	$(CARGO) run -q -p qleetos-crds --bin crdgen
@@ -63,7 +72,7 @@ bench: deps kube-bins build ## Benchmarks (queue throughput vs bare client, gate
 	$(CARGO) bench -p qleetos-e2e --bench failover
 
 .PHONY: test
-test: deps kube-bins check-generated lint build ## The whole test suite: generated files, lint, unit and end-to-end tests
+test: deps kube-bins check-generated lint build image-check ## The whole test suite: generated files, lint, the container image, unit and end-to-end tests
 	$(CARGO) test --workspace
 
 .PHONY: env-up
@@ -80,6 +89,7 @@ env-down: ## Stop the local environment
 
 .PHONY: env-status
 env-status: ## Show runtimes and workloads of the local environment
+	@KUBECONFIG=$$($(ENV_BIN) --dir $(ENV_DIR) kubeconfig) target/debug/qleetctl status
 	@$(ENV_BIN) --dir $(ENV_DIR) status
 
 .PHONY: run
@@ -97,6 +107,7 @@ run: env-up ## Start the environment, deploy the samples (hello; hello in region
 	$$kubectl wait --for=condition=Ready workload/shop -n web --timeout=300s && \
 	$$kubectl wait --for=condition=Ready workload/dapp -n web3 --timeout=300s && \
 	$$kubectl wait --for=condition=Ready workloadservicedependency/rpc -n web3 --timeout=120s && \
-	$$kubectl get workloads,workloadinstances,workloadservicedependencies -A && $$kubectl get kubernetesruntimeprofiles,kubernetesruntimes,supportservices
+	target/debug/qleetctl status && echo && target/debug/qleetctl get dependencies -A && echo && \
+	$$kubectl get kubernetesruntimeprofiles,supportservices
 	@$(ENV_BIN) --dir $(ENV_DIR) status
 	@echo; echo "The environment keeps running: export KUBECONFIG=$$($(ENV_BIN) --dir $(ENV_DIR) kubeconfig); stop it with 'make env-down'."

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what QleetOS's environment and tests need from Debian's packages (etcd; bind9 and
-# dig for the DNS trials; npm, which installs anvil for the RPC-node trials), once.
+# dig for the DNS trials; npm, which installs anvil for the RPC-node trials; buildah, which
+# builds the container image without a daemon), once.
 # Rust and Go toolchains are expected on the machine (see README).
 set -euo pipefail
 
@@ -10,6 +11,7 @@ command -v named >/dev/null 2>&1 || [ -x /usr/sbin/named ] || missing+=(bind9)
 command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
 command -v named-checkconf >/dev/null 2>&1 || [ -x /usr/sbin/named-checkconf ] || missing+=(bind9-utils)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}" >&2

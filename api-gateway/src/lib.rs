@@ -11,7 +11,7 @@ pub mod metrics;
 pub mod notify;
 pub mod openapi;
 pub mod query;
-pub mod rollout;
+pub use qleetos_crds::rollout;
 pub mod routes;
 pub mod state;
 

@@ -55,28 +55,7 @@ pub struct WaitQuery {
 
 /// Parses `120s`, `2m`, `500ms`, `1h` or `90` (seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, ApiError> {
-    let invalid = || {
-        ApiError::bad_request(
-            "InvalidQuery",
-            format!("invalid duration {text:?}: use e.g. 120s, 2m, 500ms"),
-        )
-    };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    if number.is_empty() || number.len() > 9 {
-        return Err(invalid());
-    }
-    let value: u64 = number.parse().map_err(|_| invalid())?;
-    let millis = match unit {
-        "ms" => value,
-        "" | "s" => value * 1000,
-        "m" => value * 60_000,
-        "h" => value * 3_600_000,
-        _ => return Err(invalid()),
-    };
-    Ok(Duration::from_millis(millis))
+    qleetos_crds::parse_duration(text).map_err(|e| ApiError::bad_request("InvalidQuery", e))
 }
 
 /// A `?wait=` value, bounded by `max`.

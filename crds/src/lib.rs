@@ -8,11 +8,13 @@
 
 pub mod admission;
 mod condition;
+mod duration;
 mod expose;
 mod generate;
 mod instance;
 mod manifest;
 pub mod notification;
+pub mod rollout;
 mod runtime;
 mod runtime_profile;
 mod service;
@@ -22,6 +24,7 @@ mod tenancy;
 mod workload;
 
 pub use condition::{Condition, ConditionStatus, Conditions, READY, merged, upsert};
+pub use duration::parse_duration;
 pub use expose::{Expose, ServicePort};
 pub use generate::{GenerateError, all_crds, render_admission_file, render_crd_files};
 pub use instance::{

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use qleetos_crds::notification::{NatsAuth, redact_url};
+use qleetos_crds::parse_duration;
 use qleetos_operator::context::{CacheWriters, Context, Settings, caches};
 use qleetos_operator::controllers::{self, Registered};
 use qleetos_operator::kubeconfig::KubeconfigPolicy;
@@ -40,27 +41,27 @@ struct Args {
     #[arg(long, default_value = "0.0.0.0:8080", env = "QLEETOS_METRICS_ADDR")]
     metrics_addr: SocketAddr,
     /// How often converged objects are reconciled again to correct drift.
-    #[arg(long, default_value = "5m", value_parser = humantime_duration, env = "QLEETOS_RESYNC")]
+    #[arg(long, default_value = "5m", value_parser = parse_duration, env = "QLEETOS_RESYNC")]
     resync: Duration,
     /// How often runtimes are probed.
-    #[arg(long, default_value = "30s", value_parser = humantime_duration, env = "QLEETOS_PROBE_INTERVAL")]
+    #[arg(long, default_value = "30s", value_parser = parse_duration, env = "QLEETOS_PROBE_INTERVAL")]
     probe_interval: Duration,
     /// How long a placement's runtime must stay unreachable before a Workload with
     /// `spec.placement.failover` and no `after` of its own moves off it.
-    #[arg(long, default_value = "2m", value_parser = humantime_duration, env = "QLEETOS_FAILOVER_AFTER")]
+    #[arg(long, default_value = "2m", value_parser = parse_duration, env = "QLEETOS_FAILOVER_AFTER")]
     failover_after: Duration,
     /// How soon a rollout in progress is checked again.
-    #[arg(long, default_value = "2s", value_parser = humantime_duration, env = "QLEETOS_PROGRESS_POLL")]
+    #[arg(long, default_value = "2s", value_parser = parse_duration, env = "QLEETOS_PROGRESS_POLL")]
     progress_poll: Duration,
     /// Retry delay after a first failure; doubles per failure.
-    #[arg(long, default_value = "1s", value_parser = humantime_duration, env = "QLEETOS_BASE_BACKOFF")]
+    #[arg(long, default_value = "1s", value_parser = parse_duration, env = "QLEETOS_BASE_BACKOFF")]
     base_backoff: Duration,
     /// Longest retry delay after repeated failures.
-    #[arg(long, default_value = "2m", value_parser = humantime_duration, env = "QLEETOS_MAX_BACKOFF")]
+    #[arg(long, default_value = "2m", value_parser = parse_duration, env = "QLEETOS_MAX_BACKOFF")]
     max_backoff: Duration,
     /// Longest a single reconcile may run before it counts as failed; also bounds the drain
     /// on SIGTERM.
-    #[arg(long, default_value = "60s", value_parser = humantime_duration, env = "QLEETOS_RECONCILE_TIMEOUT")]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "QLEETOS_RECONCILE_TIMEOUT")]
     reconcile_timeout: Duration,
     /// Lifetime of an object's lock unless its holder refreshes it (every third of it): how
     /// long the objects of a replica that died wait before another replica takes them.
@@ -118,23 +119,6 @@ struct Args {
 }
 
 /// Parses `250ms`, `30s`, `5m` or `1h`.
-fn humantime_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(value)),
-        "s" | "" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value * 60)),
-        "h" => Ok(Duration::from_secs(value * 3600)),
-        _ => Err(format!("{text:?}: unit must be ms, s, m or h")),
-    }
-}
-
 fn qleet_named(name: &str) -> Result<Registered, String> {
     controllers::named(name).ok_or_else(|| {
         let names: Vec<&str> = controllers::QLEETS.iter().map(|q| q.name).collect();
@@ -144,7 +128,7 @@ fn qleet_named(name: &str) -> Result<Registered, String> {
 
 /// A lock TTL: a duration of at least one second (it is refreshed every third of it).
 fn lock_ttl(text: &str) -> Result<Duration, String> {
-    let ttl = humantime_duration(text)?;
+    let ttl = parse_duration(text)?;
     if ttl < Duration::from_secs(1) {
         return Err(format!("{text:?}: the lock TTL must be at least 1s"));
     }
@@ -322,14 +306,6 @@ fn init_logging(json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_durations() {
-        assert_eq!(humantime_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(humantime_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(humantime_duration("5m"), Ok(Duration::from_secs(300)));
-        assert!(humantime_duration("5 parsecs").is_err());
-    }
 
     #[test]
     fn runs_every_qleet_by_default_and_names_them_on_a_typo() {

@@ -92,3 +92,24 @@ cluster {
 }
 {{- end }}
 {{- end -}}
+
+{{- /* A PodDisruptionBudget letting a drain take one pod of a component at a time (only
+with two or more replicas: with one, a budget would block every drain). Arguments: dict of
+"root" (.), "name", "replicas". */}}
+{{- define "qleetos.pdb" -}}
+{{- if gt (int .replicas) 1 }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ .name }}
+  namespace: {{ .root.Release.Namespace }}
+  labels: {{- include "qleetos.labels" .root | nindent 4 }}
+    app.kubernetes.io/name: {{ .name }}
+spec:
+  maxUnavailable: 1
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: {{ .name }}
+{{- end }}
+{{- end }}

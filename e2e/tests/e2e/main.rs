@@ -3,6 +3,7 @@
 //! scenarios that can run side by side; disruptive ones start an environment of their own.
 
 mod chart;
+mod chart_lifecycle;
 mod chart_nats;
 mod cluster_api_env;
 mod credentials;
@@ -16,6 +17,7 @@ mod harness;
 mod ownership;
 mod provisioning;
 mod provisioning_capi;
+mod qleetctl;
 mod queue;
 mod quiet;
 mod replicated;
@@ -74,6 +76,7 @@ fn main() {
         standins::cert_manager_stand_in_issues_a_certificate,
         chart::chart_ships_the_default_profiles,
         examples::examples_match_their_operators_crds,
+        qleetctl::qleetctl_reports_and_drives_workloads,
     ]
     .into_iter()
     .map(|(name, scenario)| harness::shared_trial(name, &runtime, &shared_env, scenario))
@@ -98,6 +101,13 @@ fn main() {
         "chart_nats_cluster_carries_the_operator",
         &runtime,
         chart_nats_in_own_environment(dir.path().join("chart-nats")),
+    ));
+    trials.push(harness::own_trial(
+        "chart_installs_upgrades_and_uninstalls_cleanly",
+        &runtime,
+        chart_lifecycle::chart_installs_upgrades_and_uninstalls_cleanly(
+            dir.path().join("chart-lifecycle"),
+        ),
     ));
     trials.push(harness::own_trial(
         "a_lost_runtime_fails_over_and_returns_or_stays",

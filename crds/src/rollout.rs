@@ -1,7 +1,7 @@
 //! Whether a Workload has rolled out its current generation everywhere: the pure evaluation
-//! behind `POST .../images?wait=`.
+//! behind the gateway's `POST .../images?wait=` and `qleetctl wait`.
 
-use qleetos_crds::{Conditions, PlacementStatus, READY, Workload};
+use crate::{Conditions, PlacementStatus, READY, Workload};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -64,7 +64,7 @@ pub fn evaluate(workload: &Workload) -> RolloutReport {
 
 #[cfg(test)]
 mod tests {
-    use qleetos_crds::{Condition, WorkloadStatus};
+    use crate::{Condition, WorkloadStatus};
     use serde_json::json;
 
     use super::*;
@@ -89,6 +89,7 @@ mod tests {
             reason: if ready { "Ready" } else { "Progressing" }.into(),
             message: String::new(),
             urls: Vec::new(),
+            replaces: None,
         }
     }
 

@@ -1,0 +1,256 @@
+//! `get` and `status`: Workloads, runtimes and service dependencies as tables or objects.
+
+use std::io::Write;
+
+use anyhow::Context as _;
+use kube::api::{Api, ListParams};
+use kube::core::NamespaceResourceScope;
+use kube::{Client, Resource};
+use qleetos_crds::{Conditions, KubernetesRuntime, READY, Workload, WorkloadServiceDependency};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Kind;
+use crate::failure::Failure;
+use crate::output::{Format, age, objects, table};
+
+pub async fn get(
+    client: &Client,
+    kind: Kind,
+    namespace: Option<&str>,
+    name: Option<&str>,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    match kind {
+        Kind::Workloads => {
+            let items: Vec<Workload> = fetch(scoped(client, namespace), name, "workload").await?;
+            show(
+                out,
+                format,
+                &items,
+                workload_rows(&items, format, namespace.is_none()),
+            )
+        }
+        Kind::Runtimes => {
+            let items: Vec<KubernetesRuntime> =
+                fetch(Api::all(client.clone()), name, "runtime").await?;
+            show(out, format, &items, runtime_rows(&items, format))
+        }
+        Kind::Dependencies => {
+            let items: Vec<WorkloadServiceDependency> =
+                fetch(scoped(client, namespace), name, "service dependency").await?;
+            show(
+                out,
+                format,
+                &items,
+                dependency_rows(&items, namespace.is_none()),
+            )
+        }
+    }
+}
+
+/// Every runtime, then every Workload the caller may list: what `make run` ends with.
+pub async fn status(client: &Client, out: &mut dyn Write) -> Result<(), Failure> {
+    let runtimes: Vec<KubernetesRuntime> = fetch(Api::all(client.clone()), None, "runtime").await?;
+    show(
+        out,
+        Format::Table,
+        &runtimes,
+        runtime_rows(&runtimes, Format::Table),
+    )?;
+    writeln!(out).context("writing the output")?;
+    let workloads: Vec<Workload> = fetch(scoped(client, None), None, "workload").await?;
+    show(
+        out,
+        Format::Wide,
+        &workloads,
+        workload_rows(&workloads, Format::Wide, true),
+    )?;
+    let ready = workloads.iter().filter(|w| is_ready(w)).count();
+    writeln!(
+        out,
+        "\n{} runtimes ({} ready), {} workloads ({ready} ready)",
+        runtimes.len(),
+        runtimes
+            .iter()
+            .filter(|r| r.status.as_ref().is_some_and(|s| s.is_ready()))
+            .count(),
+        workloads.len()
+    )
+    .context("writing the output")?;
+    Ok(())
+}
+
+/// The API for a namespaced kind: in `namespace`, or across every namespace (`None`).
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// One named object, or every object the API lists.
+async fn fetch<K>(api: Api<K>, name: Option<&str>, what: &str) -> Result<Vec<K>, Failure>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match name {
+        Some(name) => {
+            let object = api
+                .get(name)
+                .await
+                .map_err(|e| Failure::api(e, &format!("{what} {name}")))?;
+            Ok(vec![object])
+        }
+        None => {
+            let list = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| Failure::api(e, &format!("listing {what}s")))?;
+            Ok(list.items)
+        }
+    }
+}
+
+fn show<T: Serialize>(
+    out: &mut dyn Write,
+    format: Format,
+    items: &[T],
+    (header, rows): (Vec<&str>, Vec<Vec<String>>),
+) -> Result<(), Failure> {
+    match format {
+        Format::Json | Format::Yaml => objects(out, format, items),
+        Format::Table | Format::Wide => table(out, &header, &rows),
+    }
+}
+
+fn is_ready(workload: &Workload) -> bool {
+    workload
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(READY))
+        .is_some_and(|c| c.is_true())
+}
+
+fn workload_rows(
+    items: &[Workload],
+    format: Format,
+    namespaces: bool,
+) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let wide = format == Format::Wide;
+    let mut header = vec!["NAME", "READY", "PLACEMENTS", "REASON", "AGE"];
+    if wide {
+        header.extend(["RUNTIMES", "URLS"]);
+    }
+    if namespaces {
+        header.insert(0, "NAMESPACE");
+    }
+    let rows = items
+        .iter()
+        .map(|w| {
+            let status = w.status.clone().unwrap_or_default();
+            let ready = status.condition(READY);
+            let mut row = vec![
+                w.metadata.name.clone().unwrap_or_default(),
+                ready.map_or_else(|| "Unknown".to_owned(), |c| format!("{:?}", c.status)),
+                status.ready_placements.clone().unwrap_or_default(),
+                ready.map(|c| c.reason.clone()).unwrap_or_default(),
+                age(w.metadata.creation_timestamp.as_ref()),
+            ];
+            if wide {
+                let runtimes: Vec<&str> = status
+                    .placements
+                    .iter()
+                    .map(|p| p.runtime.as_str())
+                    .collect();
+                let urls: Vec<&str> = status
+                    .placements
+                    .iter()
+                    .flat_map(|p| p.urls.iter().map(String::as_str))
+                    .collect();
+                row.extend([runtimes.join(","), urls.join(",")]);
+            }
+            if namespaces {
+                row.insert(0, w.metadata.namespace.clone().unwrap_or_default());
+            }
+            row
+        })
+        .collect();
+    (header, rows)
+}
+
+fn runtime_rows(
+    items: &[KubernetesRuntime],
+    format: Format,
+) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let wide = format == Format::Wide;
+    let mut header = vec![
+        "NAME", "REGION", "PROVIDER", "READY", "VERSION", "NODES", "AGE",
+    ];
+    if wide {
+        header.extend(["SUPPORT SERVICES", "MESSAGE"]);
+    }
+    let rows = items
+        .iter()
+        .map(|r| {
+            let status = r.status.clone().unwrap_or_default();
+            let mut row = vec![
+                r.metadata.name.clone().unwrap_or_default(),
+                r.spec.region.clone(),
+                r.spec.provider.clone(),
+                status.is_ready().to_string(),
+                status.server_version.clone().unwrap_or_default(),
+                status.node_count.map(|n| n.to_string()).unwrap_or_default(),
+                age(r.metadata.creation_timestamp.as_ref()),
+            ];
+            if wide {
+                let services: Vec<String> = status
+                    .support_services
+                    .iter()
+                    .map(|s| format!("{}:{}", s.capability, s.state))
+                    .collect();
+                row.extend([
+                    services.join(","),
+                    status.message.clone().unwrap_or_default(),
+                ]);
+            }
+            row
+        })
+        .collect();
+    (header, rows)
+}
+
+fn dependency_rows(
+    items: &[WorkloadServiceDependency],
+    namespaces: bool,
+) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let mut header = vec!["NAME", "PROFILE", "WORKLOADS", "READY", "REASON", "AGE"];
+    if namespaces {
+        header.insert(0, "NAMESPACE");
+    }
+    let rows = items
+        .iter()
+        .map(|d| {
+            let status = d.status.clone().unwrap_or_default();
+            let ready = status.condition(READY);
+            let mut row = vec![
+                d.metadata.name.clone().unwrap_or_default(),
+                d.spec.profile_ref.name.clone(),
+                d.spec.workloads.join(","),
+                ready.map_or_else(|| "Unknown".to_owned(), |c| format!("{:?}", c.status)),
+                ready.map(|c| c.reason.clone()).unwrap_or_default(),
+                age(d.metadata.creation_timestamp.as_ref()),
+            ];
+            if namespaces {
+                row.insert(0, d.metadata.namespace.clone().unwrap_or_default());
+            }
+            row
+        })
+        .collect();
+    (header, rows)
+}

@@ -1,0 +1,214 @@
+//! `qleetctl`: the QleetOS command line. It talks to the management cluster with the user's
+//! kubeconfig, as kubectl does, so Kubernetes RBAC decides what it may see and change. Also a
+//! kubectl plugin: installed (or linked) as `kubectl-qleet`, it runs as `kubectl qleet ...`.
+//!
+//! Exit codes a CI job can rely on: 0 done, 1 any other failure, 2 bad usage or input,
+//! 3 not found, 4 forbidden or unauthenticated, 5 timed out waiting.
+
+mod describe;
+mod failure;
+mod images;
+mod list;
+mod output;
+mod wait;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use kube::Client;
+use kube::config::{Config, KubeConfigOptions};
+use qleetos_crds::parse_duration;
+
+use crate::failure::Failure;
+use crate::output::Format;
+
+#[derive(Parser, Debug)]
+#[command(name = "qleetctl", version, about, propagate_version = true)]
+struct Cli {
+    /// Namespace of the Workload(s); default: the kubeconfig context's.
+    #[arg(short, long, global = true)]
+    namespace: Option<String>,
+    /// Kubeconfig context to use; default: the current one.
+    #[arg(long, global = true)]
+    context: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List Workloads, runtimes or service dependencies.
+    Get {
+        kind: Kind,
+        /// Only this object.
+        name: Option<String>,
+        /// Every namespace (Workloads and service dependencies).
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// A Workload and, per placement, its instance and what it waits on.
+    Describe {
+        /// Only `workload` can be described.
+        #[arg(value_parser = ["workload", "workloads", "wl"])]
+        kind: String,
+        name: String,
+    },
+    /// Wait until a Workload runs its current generation Ready on every placement.
+    Wait {
+        name: String,
+        /// How long to wait, e.g. 90s, 5m.
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Change a Workload's container images.
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
+    /// Runtimes and Workloads of every namespace, at a glance.
+    Status,
+    /// Print a completion script for a shell.
+    Completion { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImagesCommand {
+    /// Set images of named containers, e.g. `images set web web=nginx:1.29 --wait 5m`.
+    Set {
+        name: String,
+        /// `container=image`, one or more.
+        #[arg(required = true, value_parser = parse_image)]
+        images: Vec<(String, String)>,
+        /// Then wait until every placement runs the new generation Ready.
+        #[arg(long, value_parser = parse_duration)]
+        wait: Option<Duration>,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    #[value(alias = "workload", alias = "wl")]
+    Workloads,
+    #[value(alias = "runtime", alias = "kr", alias = "kubernetesruntimes")]
+    Runtimes,
+    #[value(
+        alias = "dependency",
+        alias = "workloadservicedependencies",
+        alias = "wsd"
+    )]
+    Dependencies,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return report(Failure::Other(error.into())),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => report(failure),
+    }
+}
+
+fn report(failure: Failure) -> ExitCode {
+    eprintln!("error: {failure}");
+    ExitCode::from(failure.exit_code())
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Completion { shell } = cli.command {
+        let mut command = Cli::command();
+        clap_complete::generate(shell, &mut command, "qleetctl", &mut std::io::stdout());
+        return Ok(());
+    }
+    let (client, default_namespace) = connect(cli.context).await?;
+    let namespace = cli.namespace.unwrap_or(default_namespace);
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Get {
+            kind,
+            name,
+            all_namespaces,
+            output,
+        } => {
+            if all_namespaces && name.is_some() {
+                return Err(Failure::Usage(
+                    "a name needs one namespace: drop -A, or give -n".into(),
+                ));
+            }
+            let scope = (!all_namespaces).then_some(namespace.as_str());
+            list::get(&client, kind, scope, name.as_deref(), output, &mut out).await
+        }
+        Command::Describe { name, .. } => {
+            describe::workload(&client, &namespace, &name, &mut out).await
+        }
+        Command::Wait { name, timeout } => {
+            wait::rolled_out(&client, &namespace, &name, timeout, &mut out).await
+        }
+        Command::Images {
+            command: ImagesCommand::Set { name, images, wait },
+        } => images::set(&client, &namespace, &name, images, wait, &mut out).await,
+        Command::Status => list::status(&client, &mut out).await,
+        Command::Completion { .. } => Ok(()),
+    }
+}
+
+/// The client and default namespace of the user's kubeconfig (`KUBECONFIG`, else
+/// `~/.kube/config`), or of the pod's service account when run in a cluster.
+async fn connect(context: Option<String>) -> Result<(Client, String), Failure> {
+    let options = KubeConfigOptions {
+        context,
+        ..KubeConfigOptions::default()
+    };
+    let config = match Config::from_kubeconfig(&options).await {
+        Ok(config) => config,
+        Err(kubeconfig_error) if options.context.is_none() => {
+            Config::incluster().map_err(|_| {
+                Failure::Usage(format!(
+                    "no usable kubeconfig ({kubeconfig_error}); set KUBECONFIG to the management cluster's kubeconfig"
+                ))
+            })?
+        }
+        Err(error) => return Err(Failure::Usage(format!("kubeconfig: {error}"))),
+    };
+    let namespace = config.default_namespace.clone();
+    let client = Client::try_from(config).map_err(|e| Failure::Other(e.into()))?;
+    Ok((client, namespace))
+}
+
+fn parse_image(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((container, image)) if !container.is_empty() && !image.is_empty() => {
+            Ok((container.to_owned(), image.to_owned()))
+        }
+        _ => Err(format!("{text:?} is not container=image")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_are_container_equals_image() {
+        assert_eq!(
+            parse_image("web=nginx:1.29"),
+            Ok(("web".to_owned(), "nginx:1.29".to_owned()))
+        );
+        assert!(parse_image("web").is_err());
+        assert!(parse_image("=nginx").is_err());
+        assert!(parse_image("web=").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
