@@ -32,6 +32,17 @@ pub struct Plan {
     pub selected: Vec<Selected>,
     /// A runtime is unreachable, not for long enough yet: reconcile again after this.
     pub recheck_in: Option<Duration>,
+    /// Lost homes with no runtime that could stand in for them, now or soon.
+    pub stranded: Vec<Stranded>,
+}
+
+/// A home runtime down for the whole tolerance, with every runtime its placement may move to
+/// down as well (or none at all): with clusters on demand, one is provisioned for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stranded {
+    pub home: String,
+    /// Where it may move, in order of preference: its own region, then the policy's.
+    pub regions: Vec<String>,
 }
 
 /// What the planner makes of a runtime's status.
@@ -65,6 +76,7 @@ pub fn plan(
             return Ok(Plan {
                 selected: homes,
                 recheck_in: None,
+                stranded: Vec::new(),
             });
         }
     };
@@ -123,6 +135,12 @@ impl<'a> Planner<'a> {
                     Some(runtime) => Some(runtime),
                     None => self.first_target(&home)?,
                 };
+                if target.is_none() && self.only_lost_targets(&home)? {
+                    self.plan.stranded.push(Stranded {
+                        home: home.runtime.clone(),
+                        regions: self.regions_for(&home),
+                    });
+                }
                 let placed_home = self.has_instance_on(&home.runtime);
                 if placed_home || target.is_none() {
                     self.plan.selected.push(home.clone());
@@ -187,11 +205,28 @@ impl<'a> Planner<'a> {
         Ok(targets.into_iter().next())
     }
 
+    /// Whether every runtime `home` may move to is down too (or there is none): no runtime
+    /// that is merely not Ready yet, such as one being provisioned, is worth waiting for.
+    fn only_lost_targets(&mut self, home: &Selected) -> Result<bool> {
+        let targets = self.targets_for(home)?;
+        Ok(targets
+            .iter()
+            .all(|r| self.taken.contains(name_of(r)) || self.health(name_of(r)) == Health::Down))
+    }
+
+    fn regions_for(&self, home: &Selected) -> Vec<String> {
+        let mut regions = vec![home.region.clone()];
+        for region in &self.policy.regions {
+            if !regions.contains(region) {
+                regions.push(region.clone());
+            }
+        }
+        regions
+    }
+
     /// The runtimes `home`'s placement may move to, in order of preference.
     fn targets_for(&self, home: &Selected) -> Result<Vec<&'a KubernetesRuntime>> {
-        let regions: Vec<String> = std::iter::once(home.region.clone())
-            .chain(self.policy.regions.iter().cloned())
-            .collect();
+        let regions = self.regions_for(home);
         let widened = Placement {
             regions: regions.clone(),
             ..self.placement.clone()
@@ -215,7 +250,12 @@ impl<'a> Planner<'a> {
         let Some(since) = runtime.unreachable_since() else {
             return Health::Uncertain;
         };
-        let down_for = (self.now - since).to_std().unwrap_or_default();
+        // Condition times are whole seconds: the outage may have begun up to one second
+        // after `since`, so that second does not count (never move before the tolerance).
+        let down_for = (self.now - since)
+            .to_std()
+            .unwrap_or_default()
+            .saturating_sub(Duration::from_secs(1));
         if down_for >= self.after {
             return Health::Down;
         }
@@ -336,7 +376,8 @@ mod tests {
         let policy = placement(to_us(Recovery::Return));
         let plan = run(&policy, &runtimes, &[on("eu-1", None, true)]);
         assert_eq!(placed(&plan), [pair("eu-1", None)]);
-        assert_eq!(plan.recheck_in, Some(Duration::from_secs(40)));
+        // 60 s tolerance, 20 s down, and the second a condition time may be early.
+        assert_eq!(plan.recheck_in, Some(Duration::from_secs(41)));
     }
 
     #[test]
@@ -354,6 +395,52 @@ mod tests {
         assert_eq!(
             placed(&plan),
             [pair("eu-1", None), pair("eu-2", Some("eu-1"))]
+        );
+    }
+
+    #[test]
+    fn a_lost_home_with_every_target_lost_is_stranded_in_its_regions_in_order() {
+        let runtimes = [
+            runtime("eu-1", "eu", Some(90)),
+            runtime("us-1", "us", Some(600)),
+        ];
+        let policy = placement(to_us(Recovery::Return));
+        let plan = run(&policy, &runtimes, &[on("eu-1", None, true)]);
+        assert_eq!(placed(&plan), [pair("eu-1", None)]);
+        assert_eq!(
+            plan.stranded,
+            [Stranded {
+                home: "eu-1".into(),
+                regions: vec!["eu".into(), "us".into()],
+            }]
+        );
+        let nowhere = run(
+            &placement(Some(Failover::default())),
+            &runtimes[..1],
+            &[on("eu-1", None, true)],
+        );
+        assert_eq!(
+            nowhere.stranded.len(),
+            1,
+            "no target at all is stranded too"
+        );
+    }
+
+    #[test]
+    fn a_target_not_ready_yet_is_waited_for_rather_than_provisioning_another() {
+        let runtimes = [
+            runtime("eu-1", "eu", Some(90)),
+            runtime("us-1", "us", Some(10)),
+        ];
+        let policy = placement(to_us(Recovery::Return));
+        let plan = run(&policy, &runtimes, &[on("eu-1", None, true)]);
+        assert_eq!(placed(&plan), [pair("eu-1", None)]);
+        assert!(plan.stranded.is_empty(), "{:?}", plan.stranded);
+        let healthy = [runtime("eu-1", "eu", Some(90)), runtime("us-1", "us", None)];
+        assert!(
+            run(&policy, &healthy, &[on("eu-1", None, true)])
+                .stranded
+                .is_empty()
         );
     }
 
@@ -470,6 +557,6 @@ mod tests {
         }));
         let plan = run(&policy, &runtimes, &[on("eu-1", None, true)]);
         assert_eq!(placed(&plan), [pair("eu-1", None)]);
-        assert_eq!(plan.recheck_in, Some(Duration::from_secs(210)));
+        assert_eq!(plan.recheck_in, Some(Duration::from_secs(211)));
     }
 }

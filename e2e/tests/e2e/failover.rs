@@ -1,7 +1,9 @@
 //! Issue 12 regional failover: a runtime's API server is stopped for real; Workloads with a
 //! failover policy move to the other region once the tolerance has passed, and move back or
 //! stay when it is started again; a Workload without the policy waits; short outages move
-//! nothing.
+//! nothing. A Workload whose policy has nowhere to go but may provision gets a new cluster
+//! in its region (a real kwokctl cluster of the `Local` provider), which retires once the
+//! Workload is back home.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,10 @@ use qleetos_crds::{Conditions, KubernetesRuntime, Workload};
 use qleetos_e2e::environment::Environment;
 use serde_json::{Value, json};
 
-use crate::provisioning::config_map;
+use crate::provisioning::{
+    PROVISION_TIMEOUT, apply_runtime_profile, config_map, local_profile, provisioned_client,
+    wait_cluster_gone,
+};
 use crate::support::*;
 
 const NS: &str = "failover";
@@ -36,9 +41,22 @@ fn to_us_east(on_recovery: &str, after: Duration) -> Option<Value> {
     }))
 }
 
+/// The runtime provisioned to stand in for eu-west: profile `standby`, region eu-west-1.
+const STANDBY: &str = "standby-eu-west-1";
+
+/// Its own region only, with clusters on demand: nothing to move to but a new cluster.
+fn renewed() -> Value {
+    json!({
+        "regions": ["eu-west-1"],
+        "provision": "IfNeeded",
+        "failover": {"after": format!("{}s", TOLERANCE.as_secs()), "onRecovery": "Return"},
+    })
+}
+
 /// Names of the Workloads this trial places, and their placement policies.
-fn workloads() -> [(&'static str, Value); 4] {
+fn workloads() -> [(&'static str, Value); 5] {
     [
+        ("renewed", renewed()),
         ("back", placement(to_us_east("Return", TOLERANCE))),
         ("stay", placement(to_us_east("Stay", TOLERANCE))),
         (
@@ -53,6 +71,7 @@ fn workloads() -> [(&'static str, Value); 4] {
 pub async fn a_lost_runtime_fails_over_and_returns_or_stays(env: &mut Environment) -> Result<()> {
     let client = env.management_client().await?;
     rejects_failover_with_all_matching(&client).await?;
+    apply_runtime_profile(&client, &local_profile("standby", "eu-west-1", 1)).await?;
     for (name, placement) in workloads() {
         apply_workload(&client, NS, &workload(name, config_map(name), placement)).await?;
     }
@@ -79,7 +98,7 @@ pub async fn a_lost_runtime_fails_over_and_returns_or_stays(env: &mut Environmen
         .stop_apiserver()
         .await?;
     for name in ["back", "stay"] {
-        wait_failed_over(&client, name).await?;
+        wait_failed_over(&client, name, "us-east", TIMEOUT).await?;
     }
     let time_to_failover = stopped.elapsed();
     tracing::info!(
@@ -91,19 +110,24 @@ pub async fn a_lost_runtime_fails_over_and_returns_or_stays(env: &mut Environmen
         "moved after {time_to_failover:?}, before the {TOLERANCE:?} tolerance"
     );
     checks_while_failed_over(env, &client).await?;
+    wait_failed_over(&client, "renewed", STANDBY, PROVISION_TIMEOUT).await?;
+    checks_on_the_provisioned_stand_in(&client).await?;
 
     env.runtime_mut("eu-west")
         .expect("eu-west")
         .start_apiserver()
         .await?;
     wait_placed(&client, "back", &["eu-west"]).await?;
+    wait_placed(&client, "renewed", &["eu-west"]).await?;
     wait_placed(&client, "stay", &["us-east"]).await?;
     for (name, _) in workloads() {
         wait_workload_ready(&client, NS, name).await?;
     }
     let eu_west = env.runtime("eu-west").expect("eu-west").client().await?;
     let us_east = env.runtime("us-east").expect("us-east").client().await?;
-    wait_config_maps(&eu_west, &["back", "patient", "wait"]).await?;
+    wait_config_maps(&eu_west, &["back", "patient", "renewed", "wait"]).await?;
+    // Unused once the Workload is home again, the stand-in cluster retires (idle: 0 s).
+    wait_cluster_gone(env, STANDBY).await?;
     wait_config_maps(&us_east, &["stay"]).await?;
     ensure!(
         !event_notes(&client, "FailedBack").await?.is_empty()
@@ -187,24 +211,26 @@ async fn wait_reachable(runtimes: &Api<KubernetesRuntime>, reachable: bool) -> R
     .await
 }
 
-/// Waits until `name` is Ready through a Ready stand-in on us-east for eu-west.
-async fn wait_failed_over(client: &Client, name: &str) -> Result<Workload> {
+/// Waits until `name` is Ready through a Ready stand-in on `to` for eu-west.
+async fn wait_failed_over(
+    client: &Client,
+    name: &str,
+    to: &str,
+    timeout: Duration,
+) -> Result<Workload> {
     let api: Api<Workload> = Api::namespaced(client.clone(), NS);
-    eventually(
-        &format!("{name} failed over to us-east"),
-        TIMEOUT,
-        || async {
-            let workload = api.get(name).await?;
-            let status = workload.status.clone().unwrap_or_default();
-            let stand_in = status.placements.iter().any(|p| {
-                p.runtime == "us-east" && p.replaces.as_deref() == Some("eu-west") && p.ready
-            });
-            if stand_in && status.is_ready() {
-                return Ok(Some(workload));
-            }
-            bail!("status: {}", serde_json::to_string(&status)?)
-        },
-    )
+    eventually(&format!("{name} failed over to {to}"), timeout, || async {
+        let workload = api.get(name).await?;
+        let status = workload.status.clone().unwrap_or_default();
+        let stand_in = status
+            .placements
+            .iter()
+            .any(|p| p.runtime == to && p.replaces.as_deref() == Some("eu-west") && p.ready);
+        if stand_in && status.is_ready() {
+            return Ok(Some(workload));
+        }
+        bail!("status: {}", serde_json::to_string(&status)?)
+    })
     .await
 }
 
@@ -247,6 +273,29 @@ async fn checks_while_failed_over(env: &Environment, client: &Client) -> Result<
         .find_map(|l| l.strip_prefix("qleetos_failovers_total{outcome=\"moved\"} "))
         .and_then(|v| v.trim().parse::<f64>().ok());
     ensure!(moved >= Some(2.0), "failovers moved: {moved:?}");
+    Ok(())
+}
+
+/// The cluster provisioned for `renewed` runs its ConfigMap, and an Event said why it came.
+async fn checks_on_the_provisioned_stand_in(client: &Client) -> Result<()> {
+    let standby = provisioned_client(client, STANDBY).await?;
+    let config_map: Api<ConfigMap> = Api::namespaced(standby, NS);
+    ensure!(
+        config_map.get_opt("renewed").await?.is_some(),
+        "renewed's ConfigMap is not on {STANDBY}"
+    );
+    let notes = event_notes(client, "FailingOver").await?;
+    ensure!(
+        notes.iter().any(|n| n.contains(&format!(
+            "runtime eu-west is lost and no runtime can stand in for it: provisioning runtime {STANDBY} in eu-west-1"
+        ))),
+        "FailingOver Events: {notes:?}"
+    );
+    let others = placed_on(&instances_of(client, NS, "back").await?);
+    ensure!(
+        !others.contains(&STANDBY.to_owned()),
+        "back (already on us-east) moved to the new cluster: {others:?}"
+    );
     Ok(())
 }
 

@@ -2,7 +2,8 @@
 //! placement allows provisioning in and no allowed runtime serves, made from the named (or
 //! the region's default) KubernetesRuntimeProfile. The runtime's name is derived from the
 //! profile and region, so every Workload needing that region gets the same cluster: the
-//! first create wins and the others find it.
+//! first create wins and the others find it. The same engine provisions a stand-in for a
+//! lost runtime when a failover policy has nowhere else to go.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,7 @@ use qleetos_crds::{
 use super::{PROFILE_LABEL, kubeconfig_ref};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::failover::Stranded;
 use crate::placement::{selector_matches, unserved_regions};
 use crate::tenancy::Fence;
 
@@ -34,24 +36,85 @@ pub async fn provision_unserved(
     if regions.is_empty() {
         return Ok(Vec::new());
     }
-    let profiles: Vec<KubernetesRuntimeProfile> = ctx
-        .caches
-        .runtime_profiles
-        .state()
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .map(|p| (**p).clone())
-        .collect();
+    let profiles = live_profiles(ctx);
     let mut provisioned = Vec::new();
     for region in regions {
         let profile = profile_for(placement, region, &profiles)?;
         let wanted = runtime_for(ctx, &profile, region);
         check_allowed(placement, fence, &profile, &wanted, region)?;
-        if let Some(runtime) = find_or_create(ctx, wanted).await? {
+        let why = "no runtime serves the region";
+        if let Some((runtime, _)) = find_or_create(ctx, wanted, why).await? {
             provisioned.push(runtime);
         }
     }
     Ok(provisioned)
+}
+
+/// A runtime provisioned (or found being provisioned) to stand in for a lost one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandIn {
+    pub home: String,
+    pub runtime: String,
+    pub region: String,
+    /// Created by this call (not found from an earlier one).
+    pub created: bool,
+}
+
+/// For each stranded home of a placement that allows provisioning: a runtime in the first
+/// of its regions a profile serves, named `<profile>-<region>`, or
+/// `<profile>-<region>-failover` when a runtime of that name exists already (it is lost,
+/// or the home would not be stranded). The names are fixed, so every reconcile and every
+/// Workload stranded in that region finds the same one.
+pub async fn provision_stand_ins(
+    ctx: &Context,
+    placement: &Placement,
+    fence: &Fence,
+    stranded: &[Stranded],
+) -> Result<Vec<StandIn>> {
+    if placement.provision != Provisioning::IfNeeded || stranded.is_empty() {
+        return Ok(Vec::new());
+    }
+    let profiles = live_profiles(ctx);
+    let mut stand_ins = Vec::new();
+    for lost in stranded {
+        let Some((profile, region)) = lost
+            .regions
+            .iter()
+            .find_map(|r| profile_for(placement, r, &profiles).ok().map(|p| (p, r)))
+        else {
+            continue;
+        };
+        let profile_name = profile.metadata.name.clone().unwrap_or_default();
+        let mut name = runtime_name(&profile_name, region);
+        if ctx.caches.runtime(&name).is_some() {
+            name = runtime_name(&profile_name, &format!("{region}-failover"));
+        }
+        let wanted = runtime_named(ctx, &profile, region, name);
+        check_allowed(placement, fence, &profile, &wanted, region)?;
+        let why = format!(
+            "runtime {} is lost and nothing can stand in for it",
+            lost.home
+        );
+        if let Some((runtime, created)) = find_or_create(ctx, wanted, &why).await? {
+            stand_ins.push(StandIn {
+                home: lost.home.clone(),
+                runtime: runtime.metadata.name.clone().unwrap_or_default(),
+                region: region.clone(),
+                created,
+            });
+        }
+    }
+    Ok(stand_ins)
+}
+
+fn live_profiles(ctx: &Context) -> Vec<KubernetesRuntimeProfile> {
+    ctx.caches
+        .runtime_profiles
+        .state()
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| (**p).clone())
+        .collect()
 }
 
 /// The profile named by the placement, or the single default profile of `region`.
@@ -117,7 +180,16 @@ pub fn runtime_for(
     region: &str,
 ) -> KubernetesRuntime {
     let profile_name = profile.metadata.name.clone().unwrap_or_default();
-    let name = runtime_name(&profile_name, region);
+    runtime_named(ctx, profile, region, runtime_name(&profile_name, region))
+}
+
+fn runtime_named(
+    ctx: &Context,
+    profile: &KubernetesRuntimeProfile,
+    region: &str,
+    name: String,
+) -> KubernetesRuntime {
+    let profile_name = profile.metadata.name.clone().unwrap_or_default();
     let provider = profile
         .spec
         .cluster_api
@@ -181,20 +253,22 @@ fn check_allowed(
     Ok(())
 }
 
-/// The runtime named like `wanted`, created when missing; `None` while a runtime of that
-/// name is still being deleted (it is provisioned again once it is gone).
+/// The runtime named like `wanted`, created when missing (`true`: by this call); `None`
+/// while a runtime of that name is still being deleted (it is provisioned again once it is
+/// gone).
 async fn find_or_create(
     ctx: &Context,
     wanted: KubernetesRuntime,
-) -> Result<Option<KubernetesRuntime>> {
+    why: &str,
+) -> Result<Option<(KubernetesRuntime, bool)>> {
     let name = wanted.metadata.name.clone().unwrap_or_default();
     let api: Api<KubernetesRuntime> = Api::all(ctx.client.clone());
     let existing = match ctx.caches.runtime(&name) {
         Some(cached) => Some((*cached).clone()),
         None => match api.create(&PostParams::default(), &wanted).await {
             Ok(created) => {
-                tracing::info!(runtime = %name, region = %created.spec.region, "provisioning a runtime: no runtime serves the region");
-                return Ok(Some(created));
+                tracing::info!(runtime = %name, region = %created.spec.region, "provisioning a runtime: {why}");
+                return Ok(Some((created, true)));
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 api.get_opt(&name).await.map_err(Error::Management)?
@@ -202,7 +276,9 @@ async fn find_or_create(
             Err(error) => return Err(Error::Management(error)),
         },
     };
-    Ok(existing.filter(|r| r.metadata.deletion_timestamp.is_none()))
+    Ok(existing
+        .filter(|r| r.metadata.deletion_timestamp.is_none())
+        .map(|r| (r, false)))
 }
 
 #[cfg(test)]

@@ -272,6 +272,7 @@ fn users_of(runtime: &KubernetesRuntime, ctx: &Context) -> Vec<String> {
                 .runtime_profile
                 .as_deref()
                 .is_none_or(|p| Some(p) == runtime.profile())
+            && !served_elsewhere(ctx, workload, runtime)
     };
     users.extend(
         ctx.caches
@@ -283,6 +284,29 @@ fn users_of(runtime: &KubernetesRuntime, ctx: &Context) -> Vec<String> {
     );
     users.sort();
     users
+}
+
+/// Whether `workload` already runs Ready in `runtime`'s region on another runtime that is
+/// Ready: then it does not need this one (e.g. a failover stand-in once the workload is
+/// back home), though its placement would allow provisioning it.
+fn served_elsewhere(
+    ctx: &Context,
+    workload: &qleetos_crds::Workload,
+    runtime: &KubernetesRuntime,
+) -> bool {
+    let name = runtime.metadata.name.as_deref().unwrap_or_default();
+    ctx.caches.instances.state().iter().any(|instance| {
+        let other = &instance.spec.runtime_ref.name;
+        instance.metadata.namespace == workload.metadata.namespace
+            && instance.spec.workload_ref.as_ref().map(|w| &w.name)
+                == workload.metadata.name.as_ref()
+            && other != name
+            && instance.is_ready_at_current_generation()
+            && ctx
+                .caches
+                .runtime(other)
+                .is_some_and(|r| r.spec.region == runtime.spec.region && r.is_ready())
+    })
 }
 
 /// Since when nothing has used the runtime: kept from the last pass, started now when the

@@ -29,6 +29,7 @@ use crate::placement::Selected;
 use crate::provisioning::demand;
 use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
+use crate::tenancy::Fence;
 
 mod failover_status;
 
@@ -151,15 +152,10 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
         .iter()
         .map(|r| (**r).clone())
         .collect();
-    let (mut allowed, fenced_out): (Vec<KubernetesRuntime>, Vec<KubernetesRuntime>) = all_runtimes
+    let (allowed, fenced_out): (Vec<KubernetesRuntime>, Vec<KubernetesRuntime>) = all_runtimes
         .into_iter()
         .partition(|r| fence.allows_runtime(r));
-    let provisioned = demand::provision_unserved(ctx, &workload.spec.placement, &fence, &allowed);
-    let plan = match provisioned.await.and_then(|provisioned| {
-        allowed.extend(provisioned);
-        let (now, after) = (chrono::Utc::now(), ctx.settings.failover_after);
-        failover::plan(&workload.spec.placement, &allowed, &assignments, now, after)
-    }) {
+    let plan = match plan_placement(workload, ctx, &fence, allowed, &assignments).await {
         Ok(plan) => plan,
         Err(error) => {
             write_status(
@@ -211,6 +207,34 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
     let ready = ready_condition(&placements, fenced_out.len());
     write_status(workload, ctx, placements, ready).await?;
     Ok(next)
+}
+
+/// Where the Workload runs: the runtimes it selects, with the ones provisioned for regions
+/// nothing serves, and failover applied; a stand-in runtime is provisioned for each lost
+/// home nothing else can replace (both only when the placement allows provisioning).
+async fn plan_placement(
+    workload: &Workload,
+    ctx: &Context,
+    fence: &Fence,
+    mut allowed: Vec<KubernetesRuntime>,
+    assignments: &[failover::Assignment],
+) -> Result<failover::Plan> {
+    let placement = &workload.spec.placement;
+    let provisioned = demand::provision_unserved(ctx, placement, fence, &allowed).await?;
+    allowed.extend(provisioned);
+    let (now, after) = (chrono::Utc::now(), ctx.settings.failover_after);
+    let plan = failover::plan(placement, &allowed, assignments, now, after)?;
+    for stand_in in demand::provision_stand_ins(ctx, placement, fence, &plan.stranded).await? {
+        if stand_in.created {
+            let note = format!(
+                "runtime {} is lost and no runtime can stand in for it: provisioning runtime {} in {}",
+                stand_in.home, stand_in.runtime, stand_in.region
+            );
+            ctx.event(workload, EventType::Warning, FAILING_OVER, note)
+                .await;
+        }
+    }
+    Ok(plan)
 }
 
 fn ready_of(instance: &WorkloadInstance) -> Option<&Condition> {
