@@ -6,7 +6,9 @@ use anyhow::Context as _;
 use kube::api::{Api, ListParams};
 use kube::core::NamespaceResourceScope;
 use kube::{Client, Resource};
-use qleetos_crds::{Conditions, KubernetesRuntime, READY, Workload, WorkloadServiceDependency};
+use qleetos_crds::{
+    Condition, Conditions, KubernetesRuntime, READY, Workload, WorkloadServiceDependency,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -137,6 +139,15 @@ fn is_ready(workload: &Workload) -> bool {
         .is_some_and(|c| c.is_true())
 }
 
+/// The Ready condition's status, `Unknown` before the first status.
+fn ready_status(ready: Option<&Condition>) -> String {
+    ready.map_or_else(|| "Unknown".to_owned(), |c| format!("{:?}", c.status))
+}
+
+fn ready_reason(ready: Option<&Condition>) -> String {
+    ready.map(|c| c.reason.clone()).unwrap_or_default()
+}
+
 fn workload_rows(
     items: &[Workload],
     format: Format,
@@ -157,9 +168,9 @@ fn workload_rows(
             let ready = status.condition(READY);
             let mut row = vec![
                 w.metadata.name.clone().unwrap_or_default(),
-                ready.map_or_else(|| "Unknown".to_owned(), |c| format!("{:?}", c.status)),
+                ready_status(ready),
                 status.ready_placements.clone().unwrap_or_default(),
-                ready.map(|c| c.reason.clone()).unwrap_or_default(),
+                ready_reason(ready),
                 age(w.metadata.creation_timestamp.as_ref()),
             ];
             if wide {
@@ -242,8 +253,8 @@ fn dependency_rows(
                 d.metadata.name.clone().unwrap_or_default(),
                 d.spec.profile_ref.name.clone(),
                 d.spec.workloads.join(","),
-                ready.map_or_else(|| "Unknown".to_owned(), |c| format!("{:?}", c.status)),
-                ready.map(|c| c.reason.clone()).unwrap_or_default(),
+                ready_status(ready),
+                ready_reason(ready),
                 age(d.metadata.creation_timestamp.as_ref()),
             ];
             if namespaces {
