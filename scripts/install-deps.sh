@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what QleetOS's environment and tests need from Debian's packages (etcd; bind9 and
 # dig for the DNS trials; npm, which installs anvil for the RPC-node trials; buildah, which
-# builds the container image without a daemon), once.
+# builds the container image without a daemon; chromium and its WebDriver for the console
+# trial), once.
 # Rust and Go toolchains are expected on the machine (see README).
 set -euo pipefail
 
@@ -12,6 +13,8 @@ command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
 command -v named-checkconf >/dev/null 2>&1 || [ -x /usr/sbin/named-checkconf ] || missing+=(bind9-utils)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}" >&2

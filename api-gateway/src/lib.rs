@@ -1,8 +1,10 @@
 //! `qleetos-api-gateway`: a thin, stateless REST gateway for CI systems and scripts. It
 //! translates HTTP calls into operations on the QleetOS custom resources in the management
 //! cluster, performed as the caller (TokenReview + impersonation) so Kubernetes RBAC decides,
-//! and publishes a NATS notification after each write.
+//! and publishes a NATS notification after each write. It also serves the web console
+//! (`/ui/`), whose page calls this same API with the user's token.
 
+pub mod access;
 pub mod auth;
 pub mod caller;
 pub mod error;
@@ -29,7 +31,7 @@ pub use error::{ApiError, ErrorBody};
 pub use state::{AppState, Settings};
 
 use crate::kinds::GatewayKind;
-use crate::routes::{images, resources, system, watch};
+use crate::routes::{console, identity, images, resources, system, watch};
 
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
@@ -42,6 +44,11 @@ pub fn app(state: AppState) -> Router {
         .merge(resources::routes::<ServiceProfile>())
         .merge(resources::routes::<WorkloadServiceDependency>())
         .merge(resources::routes::<KubernetesRuntimeProfile>())
+        .route("/v1/whoami", get(identity::whoami))
+        .route(
+            &format!("{}/{{name}}/permissions", Workload::COLLECTION),
+            get(identity::workload_permissions),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), time_limit));
     // The image hook bounds itself by `?wait=`; a watch lasts until the client leaves.
     let long = Router::new()
@@ -56,6 +63,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(limited)
         .merge(long)
+        .merge(console::routes())
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))

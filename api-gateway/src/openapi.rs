@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::error::ErrorBody;
 use crate::kinds::{GatewayKind, is_namespaced};
 use crate::query::{LABEL_PATTERN, MAX_LIMIT, SUBDOMAIN_PATTERN};
+use crate::routes::identity::{WhoAmI, WorkloadPermissions};
 use crate::routes::images::{ImagesRequest, ImagesResponse};
 use crate::routes::resources::DeleteResponse;
 use crate::routes::system::{VersionInfo, WatchEventDoc};
@@ -48,6 +49,7 @@ fn build() -> Value {
     builder.kind::<WorkloadServiceDependency>("WorkloadServiceDependency");
     builder.kind::<KubernetesRuntimeProfile>("KubernetesRuntimeProfile");
     builder.workload_extras();
+    builder.identity();
     builder.system();
     let Builder {
         mut generator,
@@ -309,6 +311,33 @@ impl Builder {
         );
     }
 
+    fn identity(&mut self) {
+        let who = self.schema::<WhoAmI>();
+        let whoami = self.operation(
+            "whoami".into(),
+            "The caller's user name and groups, as the management cluster's TokenReview gives them"
+                .into(),
+            vec![],
+            None,
+            Self::ok("200", "The caller", json_content(&who)),
+        );
+        self.paths
+            .insert("/v1/whoami".into(), json!({"get": whoami}));
+        let allowed = self.schema::<WorkloadPermissions>();
+        let permissions = self.operation(
+            "workloadPermissions".into(),
+            "What the caller may do with a Workload (get, watch, patch, delete), as RBAC decides"
+                .into(),
+            vec![namespace_param(), name_param()],
+            None,
+            Self::ok("200", "One flag per verb", json_content(&allowed)),
+        );
+        self.paths.insert(
+            format!("{}/{{name}}/permissions", Workload::COLLECTION),
+            json!({"get": permissions}),
+        );
+    }
+
     fn system(&mut self) {
         let version = self.schema::<VersionInfo>();
         let text = |description: &str| json!({"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}});
@@ -336,6 +365,8 @@ mod tests {
             "/v1/namespaces/{namespace}/workloads/{name}/status",
             "/v1/namespaces/{namespace}/workloads/{name}/images",
             "/v1/namespaces/{namespace}/workloads/{name}/watch",
+            "/v1/namespaces/{namespace}/workloads/{name}/permissions",
+            "/v1/whoami",
             "/v1/namespaces/{namespace}/workloadinstances/{name}",
             "/v1/runtimes",
             "/v1/runtimes/{name}/status",

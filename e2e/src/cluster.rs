@@ -10,7 +10,7 @@ mod kubeconfig;
 mod ports;
 
 pub use ports::free_loopback_address;
-pub(crate) use ports::free_port;
+pub use ports::free_port;
 pub(crate) mod probes;
 
 use std::ffi::OsString;

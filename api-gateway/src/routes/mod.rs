@@ -1,5 +1,7 @@
 //! The HTTP routes.
 
+pub mod console;
+pub mod identity;
 pub mod images;
 pub mod resources;
 pub mod system;

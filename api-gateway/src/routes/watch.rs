@@ -16,6 +16,7 @@ use qleetos_crds::Workload;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::access;
 use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::routes::resources::ObjectPath;
@@ -30,63 +31,22 @@ pub async fn watch_workload(
     let path = ObjectPath::from_rejection(path)?;
     // Authorisation (get and watch) and existence are checked before the stream starts.
     let first = get(&caller, &path).await?;
-    ensure_may_watch(&caller, &path).await?;
+    access::ensure(
+        &caller,
+        access::Attributes {
+            verb: "watch",
+            resource: "workloads",
+            namespace: path.namespace.as_deref(),
+            name: path.name.as_deref(),
+        },
+    )
+    .await?;
     let (sender, receiver) = mpsc::channel(16);
     tokio::spawn(follow(caller, path, first, sender));
     let events = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|event| (Ok(event), receiver))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
-}
-
-/// 403 unless the caller may watch this Workload, asked with a SelfSubjectAccessReview as the
-/// caller: an API server answers a forbidden watch only inside the stream.
-async fn ensure_may_watch(caller: &Caller, path: &ObjectPath) -> Result<(), ApiError> {
-    let review = watch_review(path);
-    let body = serde_json::to_vec(&review)
-        .map_err(|e| ApiError::BadGateway(format!("encoding an access review: {e}")))?;
-    let request = http::Request::post(SELF_SUBJECT_ACCESS_REVIEWS)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .map_err(|e| ApiError::bad_request("BadRequest", e.to_string()))?;
-    let answer = caller.send(request).await?;
-    let status = &answer["status"];
-    if status["allowed"].as_bool() == Some(true) {
-        return Ok(());
-    }
-    Err(ApiError::Forbidden(denied_message(caller, path, status)))
-}
-
-const SELF_SUBJECT_ACCESS_REVIEWS: &str = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
-
-fn watch_review(path: &ObjectPath) -> Value {
-    json!({
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SelfSubjectAccessReview",
-        "spec": {"resourceAttributes": {
-            "group": qleetos_crds::GROUP,
-            "resource": "workloads",
-            "verb": "watch",
-            "namespace": path.namespace,
-            "name": path.name(),
-        }}
-    })
-}
-
-/// The API server's wording for a forbidden request, with the authorizer's reason if any.
-fn denied_message(caller: &Caller, path: &ObjectPath, status: &Value) -> String {
-    let mut message = format!(
-        "workloads.{} \"{}\" is forbidden: User \"{}\" cannot watch resource \"workloads\" in API group \"{}\" in the namespace \"{}\"",
-        qleetos_crds::GROUP,
-        path.name(),
-        caller.identity().username,
-        qleetos_crds::GROUP,
-        path.namespace.as_deref().unwrap_or_default(),
-    );
-    if let Some(reason) = status["reason"].as_str().filter(|r| !r.is_empty()) {
-        message.push_str(&format!(": {reason}"));
-    }
-    message
 }
 
 async fn get(caller: &Caller, path: &ObjectPath) -> Result<Value, ApiError> {
@@ -209,24 +169,4 @@ async fn watch_once(
         }
     }
     Ok(Some(version))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_review_asks_to_watch_this_workload() {
-        let path = ObjectPath {
-            namespace: Some("ci".into()),
-            name: Some("web".into()),
-        };
-        let review = watch_review(&path);
-        let attributes = &review["spec"]["resourceAttributes"];
-        assert_eq!(attributes["verb"], "watch");
-        assert_eq!(attributes["resource"], "workloads");
-        assert_eq!(attributes["group"], "qleetos.io");
-        assert_eq!(attributes["namespace"], "ci");
-        assert_eq!(attributes["name"], "web");
-    }
 }

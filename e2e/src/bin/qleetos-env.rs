@@ -477,6 +477,10 @@ fn print_instructions(state: &State) {
     println!("  operator log: {}", state.operator_log.display());
     if !state.gateway_url.is_empty() {
         println!("  gateway: {}", state.gateway_url);
+        println!(
+            "  web console: {}/ui/ (log in with a token, e.g. kubectl -n demo create token <serviceaccount>)",
+            state.gateway_url
+        );
     }
 }
 

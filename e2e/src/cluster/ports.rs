@@ -18,7 +18,7 @@ static HANDED_OUT_ADDRESSES: Mutex<BTreeSet<SocketAddr>> = Mutex::new(BTreeSet::
 const MAX_ATTEMPTS: usize = 64;
 
 /// Returns a port on 127.0.0.1 that is free now and was not returned before.
-pub(crate) fn free_port() -> Result<u16, Error> {
+pub fn free_port() -> Result<u16, Error> {
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
     for _ in 0..MAX_ATTEMPTS {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))

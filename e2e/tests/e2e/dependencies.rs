@@ -121,7 +121,7 @@ async fn support_services(client: &Client) -> Result<Vec<SupportService>> {
 /// Every object in `runtime` QleetOS labelled as its own, of any kind the runtime lists,
 /// except the tenants' runtime namespaces and their `qleetos-tenant` RoleBindings, which
 /// stay by design when a Workload goes (docs/design.md, "What is kept").
-async fn managed_objects_left(env: &Environment, runtime: &str) -> Result<Vec<String>> {
+pub(crate) async fn managed_objects_left(env: &Environment, runtime: &str) -> Result<Vec<String>> {
     let kubeconfig = env.runtime(runtime).context("runtime")?.kubeconfig_path();
     let kinds = kubectl(kubeconfig, &["api-resources", "--verbs=list", "-o", "name"]).await?;
     let kinds: Vec<&str> = kinds.lines().filter(|k| !k.starts_with("events")).collect();
@@ -461,7 +461,7 @@ fn ready_message(instance: &WorkloadInstance) -> String {
         .unwrap_or_default()
 }
 
-fn profile(name: &str, provides: &str, default: bool, manifests: Value) -> Value {
+pub(crate) fn profile(name: &str, provides: &str, default: bool, manifests: Value) -> Value {
     json!({
         "apiVersion": "qleetos.io/v1alpha1", "kind": "SupportServiceProfile",
         "metadata": {"name": name},
@@ -470,7 +470,7 @@ fn profile(name: &str, provides: &str, default: bool, manifests: Value) -> Value
     })
 }
 
-async fn apply_profile(client: &Client, profile: &Value) -> Result<()> {
+pub(crate) async fn apply_profile(client: &Client, profile: &Value) -> Result<()> {
     let api: Api<SupportServiceProfile> = Api::all(client.clone());
     let name = profile["metadata"]["name"].as_str().context("name")?;
     api.patch(
@@ -631,7 +631,7 @@ async fn capability_outside_the_policy_is_refused(client: &Client) -> Result<()>
     delete_profile(client, "audit").await
 }
 
-async fn delete_profile(client: &Client, name: &str) -> Result<()> {
+pub(crate) async fn delete_profile(client: &Client, name: &str) -> Result<()> {
     let api: Api<SupportServiceProfile> = Api::all(client.clone());
     api.delete(name, &DeleteParams::default()).await?;
     wait_gone(&api, name).await
@@ -798,6 +798,7 @@ pub fn trials(
         .into_iter()
         .chain(crate::services::scenarios())
         .chain(crate::provisioning::scenarios())
+        .chain(crate::console::scenarios())
         .map(|(name, scenario)| {
             let env = env.clone();
             crate::harness::own_trial(name, runtime, async move { env.run(scenario).await })

@@ -2,10 +2,12 @@
 //! One shared environment (a management cluster and two workload clusters) serves the
 //! scenarios that can run side by side; disruptive ones start an environment of their own.
 
+mod browser;
 mod chart;
 mod chart_lifecycle;
 mod chart_nats;
 mod cluster_api_env;
+mod console;
 mod credentials;
 mod dependencies;
 mod examples;
