@@ -16,7 +16,7 @@ deps: ## Install what the environment and tests need: etcd, bind9, npm (Debian),
 	@bash scripts/install-python-deps.sh
 
 .PHONY: kube-bins
-kube-bins: ## Build the pinned Kubernetes binaries, cert-manager, external-dns and Traefik controllers and helm, install the pinned nats-server and anvil (Ethereum dev chain) once (cached in ~/.cache/qleetos), download the CloudNativePG and Crossplane CRDs the example services are checked against (Go module cache), build the Cluster API v1.14.2 core manager and kwokctl (clusters on demand)
+kube-bins: ## Build the pinned Kubernetes binaries, cert-manager, external-dns and Traefik controllers and helm, install the pinned nats-server and anvil (Ethereum dev chain) once (cached in ~/.cache/qleetos), download the CloudNativePG and Crossplane CRDs the example services and the Prometheus Operator ServiceMonitor CRD the chart are checked against (Go module cache), build the Cluster API v1.14.2 core manager and kwokctl (clusters on demand)
 	@bash e2e/scripts/kube-bins.sh >/dev/null
 	@bash e2e/scripts/nats-server.sh >/dev/null
 	@bash e2e/scripts/cert-manager.sh >/dev/null
@@ -77,15 +77,11 @@ test: deps kube-bins check-generated lint build image-check ## The whole test su
 
 .PHONY: env-up
 env-up: deps kube-bins build ## Start the local environment (management + 2 workload clusters + operator) in the background
-	@mkdir -p $(ENV_DIR)
-	@if $(ENV_BIN) --dir $(ENV_DIR) running 2>/dev/null; then echo "environment already running"; else \
-		rm -f $(ENV_DIR)/ready $(ENV_DIR)/failed; \
-		nohup $(ENV_BIN) --dir $(ENV_DIR) up > $(ENV_DIR).log 2>&1 & fi
-	@$(ENV_BIN) --dir $(ENV_DIR) wait || (tail -n 30 $(ENV_DIR).log; exit 1)
+	@target/debug/qleetctl up --dir $(ENV_DIR)
 
 .PHONY: env-down
 env-down: ## Stop the local environment
-	@if [ -x $(ENV_BIN) ]; then $(ENV_BIN) --dir $(ENV_DIR) down; else echo "nothing to stop"; fi
+	@if [ -x target/debug/qleetctl ]; then target/debug/qleetctl down --dir $(ENV_DIR); else echo "nothing to stop"; fi
 
 .PHONY: env-status
 env-status: ## Show runtimes and workloads of the local environment

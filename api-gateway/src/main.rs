@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Parser;
 use qleetos_api_gateway::notify::Notifier;
 use qleetos_api_gateway::{AppState, Settings, app};
@@ -83,12 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let service = router.into_make_service();
     match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
-            if rustls::crypto::ring::default_provider()
-                .install_default()
-                .is_err()
-            {
-                bail!("installing the rustls crypto provider failed");
-            }
+            ensure_crypto_provider();
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
                 .with_context(|| format!("loading {} and {}", cert.display(), key.display()))?;
@@ -107,6 +102,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     .with_context(|| format!("serving on {}", args.listen))
+}
+
+/// ring as rustls's process-wide provider, unless a client (NATS, the Kubernetes client)
+/// already installed one: installing twice is an error, and either serves HTTPS.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Fails only when another thread installed one meanwhile, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
 }
 
 async fn shutdown_signal() {

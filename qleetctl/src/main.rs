@@ -6,15 +6,20 @@
 //! 3 not found, 4 forbidden or unauthenticated, 5 timed out waiting.
 
 mod describe;
+mod events;
 mod failure;
 mod images;
 mod list;
+mod local;
 mod output;
+mod progress;
 mod wait;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use kube::Client;
 use kube::config::{Config, KubeConfigOptions};
@@ -56,6 +61,12 @@ enum Command {
         kind: String,
         name: String,
     },
+    /// Events about a Workload and its instances, oldest first.
+    Events {
+        name: String,
+        #[arg(short, long, default_value = "table", value_parser = table_json_or_yaml())]
+        output: Format,
+    },
     /// Wait until a Workload runs its current generation Ready on every placement.
     Wait {
         name: String,
@@ -70,6 +81,21 @@ enum Command {
     },
     /// Runtimes and Workloads of every namespace, at a glance.
     Status,
+    /// Start the local environment in the background (unless it runs) and wait until it is ready.
+    Up {
+        /// Its state directory; the log goes to DIR.log.
+        #[arg(long, default_value = local::DEFAULT_DIR, env = "QLEETOS_ENV_DIR")]
+        dir: PathBuf,
+        /// How long to wait until it is ready, e.g. 10m.
+        #[arg(long, default_value = "15m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Stop the local environment.
+    Down {
+        /// Its state directory.
+        #[arg(long, default_value = local::DEFAULT_DIR, env = "QLEETOS_ENV_DIR")]
+        dir: PathBuf,
+    },
     /// Print a completion script for a shell.
     Completion { shell: clap_complete::Shell },
 }
@@ -104,17 +130,24 @@ pub enum Kind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => return report(Failure::Other(error.into())),
+    let outcome = match &cli.command {
+        Command::Up { dir, timeout } => local::up(dir, *timeout),
+        Command::Down { dir } => local::down(dir),
+        _ => on_the_cluster(cli),
     };
-    match runtime.block_on(run(cli)) {
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => report(failure),
     }
+}
+
+/// The commands that talk to the management cluster, on a runtime of their own.
+fn on_the_cluster(cli: Cli) -> Result<(), Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| Failure::Other(error.into()))?
+        .block_on(run(cli))
 }
 
 fn report(failure: Failure) -> ExitCode {
@@ -149,6 +182,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Describe { name, .. } => {
             describe::workload(&client, &namespace, &name, &mut out).await
         }
+        Command::Events { name, output } => {
+            events::workload(&client, &namespace, &name, output, &mut out).await
+        }
         Command::Wait { name, timeout } => {
             wait::rolled_out(&client, &namespace, &name, timeout, &mut out).await
         }
@@ -156,7 +192,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             command: ImagesCommand::Set { name, images, wait },
         } => images::set(&client, &namespace, &name, images, wait, &mut out).await,
         Command::Status => list::status(&client, &mut out).await,
-        Command::Completion { .. } => Ok(()),
+        Command::Up { .. } | Command::Down { .. } | Command::Completion { .. } => Ok(()),
     }
 }
 
@@ -181,6 +217,12 @@ async fn connect(context: Option<String>) -> Result<(Client, String), Failure> {
     let namespace = config.default_namespace.clone();
     let client = Client::try_from(config).map_err(|e| Failure::Other(e.into()))?;
     Ok((client, namespace))
+}
+
+/// `-o table|json|yaml`: the formats without a wide table.
+fn table_json_or_yaml() -> impl TypedValueParser<Value = Format> {
+    PossibleValuesParser::new(["table", "json", "yaml"])
+        .try_map(|text| Format::from_str(&text, true))
 }
 
 fn parse_image(text: &str) -> Result<(String, String), String> {

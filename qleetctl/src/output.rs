@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::Context as _;
 use clap::ValueEnum;
+use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use crate::failure::Failure;
@@ -58,11 +59,22 @@ pub fn objects<T: Serialize>(
 
 /// `5m`, `3h`, `2d`: how long ago a timestamp was, as kubectl prints ages.
 pub fn age(since: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> String {
-    let Some(since) = since else {
-        return "<unknown>".to_owned();
-    };
-    let now = k8s_openapi::jiff::Timestamp::now().as_second();
-    let seconds = u64::try_from(now - since.0.as_second()).unwrap_or_default();
+    ago(since.map(|t| t.0))
+}
+
+/// How long ago `since` was (`<unknown>` when absent), as kubectl prints ages.
+pub fn ago(since: Option<Timestamp>) -> String {
+    match since {
+        Some(since) => {
+            let seconds = Timestamp::now().as_second() - since.as_second();
+            duration(u64::try_from(seconds).unwrap_or_default())
+        }
+        None => "<unknown>".to_owned(),
+    }
+}
+
+/// `59s`, `119s`, `2m`, `119m`, `2h`, `47h`, `2d`: seconds in kubectl's short form.
+pub fn duration(seconds: u64) -> String {
     match seconds {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
@@ -87,5 +99,26 @@ mod tests {
             String::from_utf8_lossy(&out),
             "NAME    READY\nhello   True\na       False\n"
         );
+    }
+
+    #[test]
+    fn durations_read_like_kubectl_ages() {
+        assert_eq!(duration(0), "0s");
+        assert_eq!(duration(5), "5s");
+        assert_eq!(duration(119), "119s");
+        assert_eq!(duration(180), "3m");
+        assert_eq!(duration(7199), "119m");
+        assert_eq!(duration(7200), "2h");
+        assert_eq!(duration(172_799), "47h");
+        assert_eq!(duration(172_800), "2d");
+    }
+
+    #[test]
+    fn an_unknown_or_future_time_has_no_negative_age() {
+        assert_eq!(ago(None), "<unknown>");
+        let later = Timestamp::now()
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ago(Some(later)), "0s");
     }
 }

@@ -1,5 +1,5 @@
 //! `wait`: poll a Workload until it runs its current generation Ready on every placement,
-//! reporting progress on stderr whenever it changes.
+//! reporting progress on stderr (a bar on a terminal, else a line whenever it changes).
 
 use std::io::Write;
 use std::time::Duration;
@@ -8,9 +8,10 @@ use anyhow::Context as _;
 use kube::Client;
 use kube::api::Api;
 use qleetos_crds::Workload;
-use qleetos_crds::rollout::{RolloutReport, evaluate};
+use qleetos_crds::rollout::evaluate;
 
 use crate::failure::Failure;
+use crate::progress::{Progress, line};
 
 const POLL: Duration = Duration::from_secs(1);
 
@@ -41,14 +42,11 @@ pub async fn until_rolled_out(
     );
     let deadline = tokio::time::Instant::now() + timeout;
     let mut report = evaluate(&workload);
-    let mut shown = String::new();
+    let mut progress = Progress::on_stderr(&what);
     loop {
-        let progress = progress(&report);
-        if progress != shown {
-            eprintln!("{what}: {progress}");
-            shown = progress;
-        }
+        progress.show(&report);
         if report.rolled_out {
+            progress.finish();
             writeln!(
                 out,
                 "{what} rolled out generation {} on {} placements",
@@ -59,8 +57,10 @@ pub async fn until_rolled_out(
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
+            progress.finish();
             return Err(Failure::TimedOut(format!(
-                "{what} not rolled out after {timeout:?}: {shown}"
+                "{what} not rolled out after {timeout:?}: {}",
+                line(&report)
             )));
         }
         tokio::time::sleep(POLL.min(deadline - tokio::time::Instant::now())).await;
@@ -71,30 +71,10 @@ pub async fn until_rolled_out(
                 if let failure @ (Failure::NotFound(_) | Failure::Forbidden(_)) =
                     Failure::api(error, &what)
                 {
+                    progress.finish();
                     return Err(failure);
                 }
             }
         }
     }
-}
-
-/// `1/2 placements ready; eu-west: Progressing: 1/2 Deployments ready`.
-fn progress(report: &RolloutReport) -> String {
-    let ready = report.placements.iter().filter(|p| p.ready).count();
-    let mut text = format!("{ready}/{} placements ready", report.placements.len());
-    if report.rolled_out {
-        return text;
-    }
-    let waiting: Vec<String> = report
-        .placements
-        .iter()
-        .filter(|p| !p.ready)
-        .map(|p| format!("{}: {}: {}", p.runtime, p.reason, p.message))
-        .collect();
-    if waiting.is_empty() {
-        text.push_str(&format!("; {}: {}", report.reason, report.message));
-    } else {
-        text.push_str(&format!("; {}", waiting.join("; ")));
-    }
-    text
 }

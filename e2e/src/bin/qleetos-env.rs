@@ -496,7 +496,8 @@ async fn wait(dir: &Path, timeout: Duration) -> Result<()> {
         }
         if tokio::time::Instant::now() > deadline {
             bail!(
-                "the environment was not ready after {timeout:?}; see {}/up.log",
+                "the environment was not ready after {timeout:?}; see the output of `up` \
+                 ({}.log when started by `qleetctl up` or `make env-up`)",
                 dir.display()
             );
         }

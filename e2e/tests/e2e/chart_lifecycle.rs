@@ -1,8 +1,10 @@
 //! The chart's whole life with the real Helm CLI (issue 11): `helm lint`, `helm install
 //! --wait` into a real kube-apiserver whose kwok nodes run the pods (operator, gateway, three
 //! NATS servers on statically provisioned volumes), `helm upgrade` with changed values (the
-//! generated NATS password survives it, so the servers are not restarted), and `helm
-//! uninstall`, after which nothing of QleetOS is left but its CRDs (the Helm convention).
+//! generated NATS password survives it, so the servers are not restarted; the gateway's
+//! Ingress and the ServiceMonitors are switched on and pass the real ServiceMonitor CRD's
+//! schema, and each names a Service and port that exist), and `helm uninstall`, after which
+//! nothing of QleetOS is left but its CRDs (the Helm convention).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -37,6 +39,7 @@ pub async fn chart_installs_upgrades_and_uninstalls_cleanly(dir: PathBuf) -> Res
 async fn lifecycle(helm: &Helm, kubeconfig: &Path) -> Result<()> {
     helm.run(&["lint", CHART, "--strict"]).await?;
     provide_volumes(kubeconfig).await?;
+    install_service_monitor_crd(kubeconfig).await?;
     let storage = format!("nats.install.storage.storageClassName={STORAGE_CLASS}");
     helm.run(&[
         "install",
@@ -75,6 +78,10 @@ async fn lifecycle(helm: &Helm, kubeconfig: &Path) -> Result<()> {
         "--reuse-values",
         "--set",
         "operator.replicas=2",
+        "--set",
+        "gateway.ingress.enabled=true,gateway.ingress.className=traefik",
+        "--set",
+        "metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.labels.release=prometheus",
         "--wait",
         "--timeout",
         WAIT,
@@ -94,6 +101,7 @@ async fn lifecycle(helm: &Helm, kubeconfig: &Path) -> Result<()> {
         disruption_budgets(kubeconfig).await? == ["qleetos-nats", "qleetos-operator"],
         "two operator replicas get a disruption budget"
     );
+    scrape_and_ingress_targets_exist(kubeconfig).await?;
 
     helm.run(&[
         "uninstall",
@@ -114,6 +122,91 @@ async fn lifecycle(helm: &Helm, kubeconfig: &Path) -> Result<()> {
         "helm uninstall keeps the CRDs (and so every QleetOS object stored in them)"
     );
     Ok(())
+}
+
+/// Prometheus Operator's real ServiceMonitor CRD (`e2e/scripts/operator-crds.sh`), so the API
+/// server checks the chart's ServiceMonitors against its schema.
+async fn install_service_monitor_crd(kubeconfig: &Path) -> Result<()> {
+    let crds = crate::examples::operator_crds().await?;
+    let path = crds
+        .get("service-monitor")
+        .context("operator-crds.sh printed no service-monitor line")?;
+    let path = path.to_string_lossy();
+    kubectl(kubeconfig, &["apply", "--server-side", "-f", &path]).await?;
+    kubectl(
+        kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/servicemonitors.monitoring.coreos.com",
+            "--timeout=60s",
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Each ServiceMonitor selects exactly one of the release's Services, which has the port the
+/// endpoint scrapes; the Ingress sends to the gateway Service's port.
+async fn scrape_and_ingress_targets_exist(kubeconfig: &Path) -> Result<()> {
+    let services = get(kubeconfig, &["services", "-n", NAMESPACE]).await?;
+    let monitors = get(kubeconfig, &["servicemonitors", "-n", NAMESPACE]).await?;
+    ensure!(
+        names(&monitors) == ["qleetos-gateway", "qleetos-operator"],
+        "ServiceMonitors: {:?}",
+        names(&monitors)
+    );
+    for monitor in &monitors {
+        ensure!(
+            monitor["metadata"]["labels"]["release"] == "prometheus",
+            "the labels Prometheus selects by are missing: {monitor}"
+        );
+        let wanted = monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .context("matchLabels")?;
+        let selected: Vec<&Value> = services
+            .iter()
+            .filter(|s| {
+                wanted
+                    .iter()
+                    .all(|(k, v)| s["metadata"]["labels"][k.as_str()] == *v)
+            })
+            .collect();
+        ensure!(
+            selected.len() == 1,
+            "{monitor} selects {} Services",
+            selected.len()
+        );
+        let port = &monitor["spec"]["endpoints"][0]["port"];
+        ensure!(
+            has_port(selected[0], port),
+            "Service {} has no port {port}",
+            selected[0]["metadata"]["name"]
+        );
+    }
+    let ingresses = get(kubeconfig, &["ingresses", "-n", NAMESPACE]).await?;
+    let backend = &ingresses
+        .first()
+        .context("no Ingress")?
+        .pointer("/spec/rules/0/http/paths/0/backend/service")
+        .cloned()
+        .unwrap_or_default();
+    let gateway = services
+        .iter()
+        .find(|s| s["metadata"]["name"] == backend["name"])
+        .with_context(|| format!("the Ingress sends to no Service: {backend}"))?;
+    ensure!(
+        has_port(gateway, &backend["port"]["name"]),
+        "the gateway Service has no port {}",
+        backend["port"]
+    );
+    Ok(())
+}
+
+fn has_port(service: &Value, name: &Value) -> bool {
+    service["spec"]["ports"]
+        .as_array()
+        .is_some_and(|ports| ports.iter().any(|p| p["name"] == *name))
 }
 
 /// The real Helm CLI with its own home (no state shared with the user's).

@@ -3,7 +3,8 @@
 //! configuration, with only the paths, ports and route addresses mapped to this machine;
 //! they refuse a client without the chart's generated credentials; and an operator started
 //! with the chart's own arguments and credentials takes its work from them: a Workload is
-//! placed through it and every stream and bucket has three copies.
+//! placed through it and every stream and bucket has three copies. The gateway then runs as
+//! the chart configures it too (`chart_gateway`).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -26,9 +27,11 @@ const PID_FILE: &str = "pid_file: /var/run/nats/nats.pid";
 const SERVERS: usize = 3;
 
 /// Runs in an environment of its own: its operator works from the chart's NATS.
-pub async fn chart_nats_cluster_carries_the_operator(env: &mut Environment) -> Result<()> {
+pub async fn chart_nats_cluster_carries_the_operator_and_gateway(
+    env: &mut Environment,
+) -> Result<()> {
     refuses_inconsistent_values().await?;
-    let rendered = documents(&render(&[]).await?)?;
+    let rendered = documents(&render(&[crate::chart_gateway::TLS_VALUE]).await?)?;
     let nats: Vec<Value> = rendered
         .iter()
         .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/name"] == "qleetos-nats")
@@ -55,8 +58,10 @@ pub async fn chart_nats_cluster_carries_the_operator(env: &mut Environment) -> R
         statefulset["spec"]["replicas"]
     );
     let operator = named(&rendered, "Deployment", "qleetos-operator")?;
+    let gateway = named(&rendered, "Deployment", "qleetos-gateway")?;
     let mut checked = nats.clone();
     checked.push(operator.clone());
+    checked.push(gateway.clone());
     server_dry_run(env.management.kubeconfig_path(), &checked).await?;
 
     let auth = secret_data(&nats, "qleetos-nats-auth")?;
@@ -84,6 +89,7 @@ pub async fn chart_nats_cluster_carries_the_operator(env: &mut Environment) -> R
     apply_workload(&client, ns, &workload("cm", config_map("cm"), placement)).await?;
     wait_workload_ready(&client, ns, "cm").await?;
     Layout::read(env).await?.ensure_replicated(SERVERS)?;
+    crate::chart_gateway::serves_as_charted(env, gateway, &auth).await?;
     delete_workload(&client, ns, "cm").await?;
     eventually("the Workload's instance removed", TIMEOUT, || async {
         Ok(instances_of(&client, ns, "cm")
@@ -94,6 +100,35 @@ pub async fn chart_nats_cluster_carries_the_operator(env: &mut Environment) -> R
     .await?;
     operator.stop().await;
     Ok(())
+}
+
+/// The container's environment with each `secretKeyRef` of Secret `qleetos-nats-auth` read
+/// from the rendered Secret: the NATS user and password, and nothing else.
+pub(crate) fn charted_env(
+    container: &Value,
+    auth: &BTreeMap<String, String>,
+) -> Result<Vec<(OsString, OsString)>> {
+    let mut variables: Vec<(OsString, OsString)> = Vec::new();
+    for variable in container["env"].as_array().into_iter().flatten() {
+        let reference = &variable["valueFrom"]["secretKeyRef"];
+        ensure!(
+            reference["name"] == "qleetos-nats-auth",
+            "unexpected variable source: {variable}"
+        );
+        let key = reference["key"].as_str().unwrap_or_default();
+        let value = auth
+            .get(key)
+            .with_context(|| format!("no {key} in the Secret"))?;
+        let name = variable["name"].as_str().unwrap_or_default();
+        variables.push((name.into(), value.into()));
+    }
+    let names: Vec<_> = variables.iter().map(|(n, _)| n.clone()).collect();
+    ensure!(
+        names == ["QLEETOS_NATS_USER", "QLEETOS_NATS_PASSWORD"],
+        "the chart gives {} {names:?}",
+        container["name"]
+    );
+    Ok(variables)
 }
 
 /// Values that cannot work are refused by the chart, saying why.
@@ -126,7 +161,7 @@ async fn refuses_inconsistent_values() -> Result<()> {
     Ok(())
 }
 
-fn named<'a>(documents: &'a [Value], kind: &str, name: &str) -> Result<&'a Value> {
+pub(crate) fn named<'a>(documents: &'a [Value], kind: &str, name: &str) -> Result<&'a Value> {
     documents
         .iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
@@ -196,25 +231,7 @@ async fn start_as_charted(
             false => arg,
         })
         .collect();
-    let mut variables: Vec<(OsString, OsString)> = Vec::new();
-    for variable in container["env"].as_array().into_iter().flatten() {
-        let reference = &variable["valueFrom"]["secretKeyRef"];
-        ensure!(
-            reference["name"] == "qleetos-nats-auth",
-            "unexpected variable source: {variable}"
-        );
-        let key = reference["key"].as_str().unwrap_or_default();
-        let value = auth
-            .get(key)
-            .with_context(|| format!("no {key} in the Secret"))?;
-        let name = variable["name"].as_str().unwrap_or_default();
-        variables.push((name.into(), value.into()));
-    }
-    let names: Vec<_> = variables.iter().map(|(n, _)| n.clone()).collect();
-    ensure!(
-        names == ["QLEETOS_NATS_USER", "QLEETOS_NATS_PASSWORD"],
-        "the chart gives the operator {names:?}"
-    );
+    let variables = charted_env(container, auth)?;
     let options = OperatorOptions { extra_args: args };
     let kubeconfig = env.management.kubeconfig_path();
     Ok(OperatorProcess::start_with_env(

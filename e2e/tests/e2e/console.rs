@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 
 use crate::browser::{Browser, artefacts_dir};
 use crate::dependencies::{
-    apply_profile, delete_profile, managed_objects_left, operator_running, profile, wait_gone,
+    apply_profile, delete_profile, managed_objects_left, open_gate, operator_running, profile,
+    wait_gone,
 };
 use crate::gateway::service_account_token;
 use crate::support::*;
@@ -45,7 +46,10 @@ pub async fn console_shows_workloads_dependencies_and_only_what_rbac_allows(
     gateway.stop().await;
     outcome?;
     closed?;
-    close_the_gate(env).await?;
+    let runtime = env.runtime("eu-west").context("eu-west")?.client().await?;
+    Api::<Deployment>::namespaced(runtime, GATE)
+        .delete("gate", &DeleteParams::default())
+        .await?;
     let workloads: Api<Workload> = Api::namespaced(client.clone(), NS);
     delete_workload(&client, NS, "shop").await?;
     wait_gone(&workloads, "shop").await?;
@@ -78,7 +82,7 @@ async fn scenario(env: &Environment, client: &Client, browser: &Browser, base: &
 
     // Marks the page: a reload or new page would lose it.
     browser.run("window.stillTheSamePage = true;").await?;
-    open_the_gate(env).await?;
+    open_gate(env, GATE).await?;
     browser
         .find(r#".node[data-capability="console-gate"][data-state="Ready"]"#)
         .await?;
@@ -218,27 +222,6 @@ fn gated_profile() -> Value {
     gated["spec"]["healthChecks"] = json!([{"apiVersion": "apps/v1", "kind": "Deployment",
         "name": "gate", "namespace": GATE, "type": "Available"}]);
     gated
-}
-
-async fn open_the_gate(env: &Environment) -> Result<()> {
-    let runtime = env.runtime("eu-west").context("eu-west")?.client().await?;
-    let gates = Api::<Deployment>::namespaced(runtime, GATE);
-    let gate = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "gate"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "gate"}},
-                 "template": {"metadata": {"labels": {"app": "gate"}},
-                              "spec": {"containers": [{"name": "gate", "image": "busybox"}]}}}});
-    gates
-        .create(&Default::default(), &serde_json::from_value(gate)?)
-        .await?;
-    Ok(())
-}
-
-/// Deletes the gate once the trial no longer needs the support service held.
-async fn close_the_gate(env: &Environment) -> Result<()> {
-    let runtime = env.runtime("eu-west").context("eu-west")?.client().await?;
-    let gates = Api::<Deployment>::namespaced(runtime, GATE);
-    gates.delete("gate", &DeleteParams::default()).await?;
-    Ok(())
 }
 
 /// A developer (read and patch Workloads, read runtimes), a reader (read only) and a user of

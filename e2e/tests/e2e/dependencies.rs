@@ -732,15 +732,7 @@ pub async fn an_operator_restart_mid_install_converges_without_duplicates(
     }
     env.stop_operators().await;
     env.start_operator(OperatorOptions::default()).await?;
-    let runtime = env.runtime("eu-west").context("eu-west")?.client().await?;
-    let gates = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(runtime, "slow");
-    let gate = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "gate"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "gate"}},
-                 "template": {"metadata": {"labels": {"app": "gate"}},
-                              "spec": {"containers": [{"name": "gate", "image": "busybox"}]}}}});
-    gates
-        .create(&Default::default(), &serde_json::from_value(gate)?)
-        .await?;
+    let gates = open_gate(env, "slow").await?;
     wait_workload_ready(&client, ns, "patient").await?;
     gates.delete("gate", &DeleteParams::default()).await?;
     let services: Vec<SupportService> = support_services(&client)
@@ -764,6 +756,24 @@ pub async fn an_operator_restart_mid_install_converges_without_duplicates(
     let left = managed_objects_left(env, "eu-west").await?;
     ensure!(left.is_empty(), "objects left: {left:?}");
     Ok(())
+}
+
+/// Creates Deployment `gate` in `namespace` of runtime eu-west, which a profile's health check
+/// waits for; returns the API to delete it with.
+pub(crate) async fn open_gate(
+    env: &Environment,
+    namespace: &str,
+) -> Result<Api<k8s_openapi::api::apps::v1::Deployment>> {
+    let runtime = env.runtime("eu-west").context("eu-west")?.client().await?;
+    let gates = Api::namespaced(runtime, namespace);
+    let gate = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "gate"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "gate"}},
+                 "template": {"metadata": {"labels": {"app": "gate"}},
+                              "spec": {"containers": [{"name": "gate", "image": "busybox"}]}}}});
+    gates
+        .create(&Default::default(), &serde_json::from_value(gate)?)
+        .await?;
+    Ok(gates)
 }
 
 /// The dependency trials: they install cluster-wide objects (CRDs, profiles), so they take

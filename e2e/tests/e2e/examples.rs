@@ -169,7 +169,7 @@ async fn check_examples(
 }
 
 /// What `operator-crds.sh` prints: `<name>=<path>` a line.
-async fn operator_crds() -> Result<BTreeMap<String, PathBuf>> {
+pub(crate) async fn operator_crds() -> Result<BTreeMap<String, PathBuf>> {
     let output = tokio::process::Command::new("bash")
         .arg(SCRIPT)
         .output()
@@ -192,7 +192,7 @@ async fn operator_crds() -> Result<BTreeMap<String, PathBuf>> {
 }
 
 /// The one CRD of the file `operator-crds.sh` names `key`.
-fn crd_file(crds: &BTreeMap<String, PathBuf>, key: &str) -> Result<Value> {
+pub(crate) fn crd_file(crds: &BTreeMap<String, PathBuf>, key: &str) -> Result<Value> {
     let path = crds
         .get(key)
         .with_context(|| format!("operator-crds.sh printed no {key} line"))?;

@@ -4,6 +4,7 @@
 
 mod browser;
 mod chart;
+mod chart_gateway;
 mod chart_lifecycle;
 mod chart_nats;
 mod cluster_api_env;
@@ -93,6 +94,11 @@ fn main() {
     let (dependency_trials, dependency_env) = dependencies::trials(&runtime, dir.path());
     trials.extend(dependency_trials);
     trials.push(harness::own_trial(
+        "qleetctl_up_and_down_drive_the_local_environment",
+        &runtime,
+        qleetctl::qleetctl_up_and_down_drive_the_local_environment(dir.path().join("qleetctl-up")),
+    ));
+    trials.push(harness::own_trial(
         "cluster_api_provisions_a_real_local_cluster_and_removes_it",
         &runtime,
         cluster_api_env::cluster_api_provisions_a_real_local_cluster_and_removes_it(
@@ -100,7 +106,7 @@ fn main() {
         ),
     ));
     trials.push(harness::own_trial(
-        "chart_nats_cluster_carries_the_operator",
+        "chart_nats_cluster_carries_the_operator_and_gateway",
         &runtime,
         chart_nats_in_own_environment(dir.path().join("chart-nats")),
     ));
@@ -153,7 +159,7 @@ async fn chart_nats_in_own_environment(dir: PathBuf) -> Result<()> {
     let mut env = Environment::start(&dir, spec)
         .await
         .context("starting the test clusters")?;
-    let result = chart_nats::chart_nats_cluster_carries_the_operator(&mut env).await;
+    let result = chart_nats::chart_nats_cluster_carries_the_operator_and_gateway(&mut env).await;
     env.stop().await;
     result
 }
