@@ -1,6 +1,7 @@
 //! The gateway exactly as the chart runs it (issue 11): the rendered container's command,
 //! arguments, environment and mounted TLS Secret, with only the listen address, the NATS
-//! address and the mount paths mapped to this machine. Over HTTPS it reviews a token, creates a
+//! address and the mount paths mapped to this machine, and as the chart's ServiceAccount with
+//! the chart's ClusterRole alone. Over HTTPS it reviews a token, creates a
 //! Workload as that user and publishes the notification on the chart's NATS with the chart's
 //! credentials; the operator places the Workload; `/metrics` counts the notification.
 
@@ -9,15 +10,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, Patch, PatchParams};
 use qleetos_e2e::certs::ClusterCerts;
 use qleetos_e2e::cluster::free_port;
-use qleetos_e2e::environment::Environment;
+use qleetos_e2e::environment::{Environment, ensure_namespace};
 use qleetos_e2e::operator::workspace_binary;
 use qleetos_e2e::process::{ChildProcess, ProcessSpec, spawn};
 use serde_json::{Value, json};
 
-use crate::chart_nats::charted_env;
-use crate::gateway::service_account_token;
+use crate::chart_nats::{charted_env, named};
+use crate::gateway::{apply_dynamic, service_account_token, token_for};
 use crate::provisioning::config_map;
 use crate::support::*;
 
@@ -29,10 +32,12 @@ const READY_WITHIN: Duration = Duration::from_secs(60);
 
 pub(crate) async fn serves_as_charted(
     env: &Environment,
-    deployment: &Value,
+    rendered: &[Value],
     auth: &BTreeMap<String, String>,
 ) -> Result<()> {
     let dir = env.dir().join("chart-gateway");
+    let deployment = named(rendered, "Deployment", "qleetos-gateway")?;
+    let kubeconfig = charted_identity(env, rendered, &dir).await?;
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     ensure!(
@@ -48,7 +53,7 @@ pub(crate) async fn serves_as_charted(
     let port = free_port()?;
     let args = mapped_args(container, port, &env.nats_url(), &mounts)?;
     let mut variables = charted_env(container, auth)?;
-    variables.push(("KUBECONFIG".into(), env.management.kubeconfig_path().into()));
+    variables.push(("KUBECONFIG".into(), kubeconfig.into()));
     let mut gateway = spawn(ProcessSpec {
         component: "qleetos-api-gateway (chart)".into(),
         program: workspace_binary("qleetos-api-gateway")?,
@@ -104,6 +109,39 @@ async fn creates_and_notifies(
         .await?;
     ensure!(code == 200 || code == 202, "DELETE: {code} {body}");
     Ok(())
+}
+
+/// A kubeconfig for the management API as the chart's gateway ServiceAccount, after applying
+/// the chart's ServiceAccount, ClusterRole and ClusterRoleBinding: the gateway then has exactly
+/// the rights the chart gives it.
+async fn charted_identity(env: &Environment, rendered: &[Value], dir: &Path) -> Result<PathBuf> {
+    let client = env.management_client().await?;
+    let account = named(rendered, "ServiceAccount", "qleetos-gateway")?;
+    let namespace = account["metadata"]["namespace"]
+        .as_str()
+        .context("the ServiceAccount has no namespace")?;
+    ensure_namespace(&client, namespace).await?;
+    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .patch(
+            "qleetos-gateway",
+            &PatchParams::apply("qleetos-e2e").force(),
+            &Patch::Apply(account),
+        )
+        .await?;
+    let role = named(rendered, "ClusterRole", "qleetos-gateway")?;
+    apply_dynamic(&client, "clusterroles", None, role).await?;
+    let binding = named(rendered, "ClusterRoleBinding", "qleetos-gateway")?;
+    apply_dynamic(&client, "clusterrolebindings", None, binding).await?;
+    let token = token_for(&client, namespace, "qleetos-gateway").await?;
+    let admin = std::fs::read_to_string(env.management.kubeconfig_path())?;
+    let mut kubeconfig: Value = serde_norway::from_str(&admin)?;
+    for user in kubeconfig["users"].as_array_mut().into_iter().flatten() {
+        user["user"] = json!({"token": token});
+    }
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("gateway.kubeconfig");
+    std::fs::write(&path, kubeconfig.to_string())?;
+    Ok(path)
 }
 
 /// Secret name → the local folder standing in for its mount.

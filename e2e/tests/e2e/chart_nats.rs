@@ -89,7 +89,7 @@ pub async fn chart_nats_cluster_carries_the_operator_and_gateway(
     apply_workload(&client, ns, &workload("cm", config_map("cm"), placement)).await?;
     wait_workload_ready(&client, ns, "cm").await?;
     Layout::read(env).await?.ensure_replicated(SERVERS)?;
-    crate::chart_gateway::serves_as_charted(env, gateway, &auth).await?;
+    crate::chart_gateway::serves_as_charted(env, &rendered, &auth).await?;
     delete_workload(&client, ns, "cm").await?;
     eventually("the Workload's instance removed", TIMEOUT, || async {
         Ok(instances_of(&client, ns, "cm")

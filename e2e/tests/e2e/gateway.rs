@@ -159,6 +159,12 @@ pub(crate) async fn service_account_token(
         apply_dynamic(client, "clusterroles", None, &role).await?;
         apply_dynamic(client, "clusterrolebindings", None, &binding).await?;
     }
+    token_for(client, namespace, name).await
+}
+
+/// A fresh one-hour token of an existing ServiceAccount.
+pub(crate) async fn token_for(client: &Client, namespace: &str, name: &str) -> Result<String> {
+    let sa_api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
             expiration_seconds: Some(3600),
@@ -175,7 +181,8 @@ pub(crate) async fn service_account_token(
         .context("TokenRequest returned no token")
 }
 
-async fn apply_dynamic(
+/// Server-side apply of an RBAC object (`plural` e.g. `clusterroles`).
+pub(crate) async fn apply_dynamic(
     client: &Client,
     plural: &str,
     namespace: Option<&str>,
