@@ -130,12 +130,17 @@ impl OperatorProcess {
     }
 }
 
+/// The workspace's cargo target directory (`CARGO_TARGET_DIR`, else `target/`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
 /// A binary built from this workspace (`cargo build --workspace --bins`), in the target
 /// directory of the current profile.
 pub fn workspace_binary(name: &'static str) -> Result<PathBuf, Error> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let target = target_dir();
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {

@@ -9,6 +9,7 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use qleetos_e2e::cluster::free_port;
+use qleetos_e2e::operator::target_dir;
 use qleetos_e2e::process::{ChildProcess, ProcessSpec, spawn};
 use serde_json::{Map, Value, json};
 
@@ -38,7 +39,7 @@ impl Browser {
         }
         std::fs::create_dir_all(&artefacts)?;
         let port = free_port()?;
-        let driver = spawn(ProcessSpec {
+        let mut driver = spawn(ProcessSpec {
             component: "chromedriver".into(),
             program: CHROMEDRIVER.into(),
             args: vec![format!("--port={port}").into()],
@@ -47,7 +48,7 @@ impl Browser {
         })
         .await?;
         let url = format!("http://127.0.0.1:{port}");
-        wait_for_driver(&url).await?;
+        wait_for_driver(&mut driver, &url).await?;
         let profile = log_dir.join("chromium-profile");
         let mut capabilities = Map::new();
         capabilities.insert(
@@ -152,14 +153,15 @@ impl Browser {
     }
 }
 
-async fn wait_for_driver(url: &str) -> Result<()> {
+/// chromedriver's `/status` answers. (The environment's `http::wait_ready` reads until the
+/// connection closes, which chromedriver's keep-alive never does.)
+async fn wait_for_driver(driver: &mut ChildProcess, url: &str) -> Result<()> {
     let deadline = tokio::time::Instant::now() + DRIVER_READY;
     let client = reqwest::Client::new();
     loop {
+        driver.check_running()?;
         let answer = client.get(format!("{url}/status")).send().await;
-        if let Ok(response) = answer
-            && response.status().is_success()
-        {
+        if answer.is_ok_and(|response| response.status().is_success()) {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
@@ -171,9 +173,5 @@ async fn wait_for_driver(url: &str) -> Result<()> {
 
 /// `target/e2e-artefacts/<name>`, beside the binaries the trials run.
 pub fn artefacts_dir(name: &str) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("e2e-artefacts")
-        .join(name)
+    target_dir().join("e2e-artefacts").join(name)
 }

@@ -46,10 +46,11 @@ pub(crate) async fn serves_as_charted(
         container["command"]
     );
     let mounts = secret_mounts(pod, container, &dir)?;
-    let tls_dir = mounts
-        .get(TLS_SECRET)
+    let tls = mounts
+        .iter()
+        .find(|m| m.secret == TLS_SECRET)
         .context("the TLS Secret is not mounted")?;
-    let ca = write_tls_secret(tls_dir, &dir)?;
+    let ca = write_tls_secret(&tls.local, &dir)?;
     let port = free_port()?;
     let args = mapped_args(container, port, &env.nats_url(), &mounts)?;
     let mut variables = charted_env(container, auth)?;
@@ -144,9 +145,15 @@ async fn charted_identity(env: &Environment, rendered: &[Value], dir: &Path) -> 
     Ok(path)
 }
 
-/// Secret name → the local folder standing in for its mount.
-fn secret_mounts(pod: &Value, container: &Value, dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
-    let mut mounts = BTreeMap::new();
+/// A Secret volume the container mounts, and the local folder standing in for it.
+struct SecretMount {
+    secret: String,
+    mount_path: String,
+    local: PathBuf,
+}
+
+fn secret_mounts(pod: &Value, container: &Value, dir: &Path) -> Result<Vec<SecretMount>> {
+    let mut mounts = Vec::new();
     for mount in container["volumeMounts"].as_array().into_iter().flatten() {
         let volume = pod["volumes"]
             .as_array()
@@ -159,7 +166,11 @@ fn secret_mounts(pod: &Value, container: &Value, dir: &Path) -> Result<BTreeMap<
             .with_context(|| format!("volume {volume} is not a Secret"))?;
         let local = dir.join(mount["name"].as_str().unwrap_or_default());
         std::fs::create_dir_all(&local)?;
-        mounts.insert(secret.to_owned(), local);
+        mounts.push(SecretMount {
+            secret: secret.to_owned(),
+            mount_path: mount["mountPath"].as_str().unwrap_or_default().to_owned(),
+            local,
+        });
     }
     Ok(mounts)
 }
@@ -169,18 +180,8 @@ fn mapped_args(
     container: &Value,
     port: u16,
     nats_url: &str,
-    mounts: &BTreeMap<String, PathBuf>,
+    mounts: &[SecretMount],
 ) -> Result<Vec<String>> {
-    let mount_paths: Vec<(String, &PathBuf)> = container["volumeMounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| {
-            let name = m["name"].as_str()?;
-            let local = mounts.values().find(|l| l.ends_with(name))?;
-            Some((m["mountPath"].as_str()?.to_owned(), local))
-        })
-        .collect();
     let args: Vec<String> = serde_json::from_value(container["args"].clone())?;
     let mut mapped = Vec::new();
     for arg in args {
@@ -189,8 +190,9 @@ fn mapped_args(
         } else if arg.starts_with("--nats-url=") {
             format!("--nats-url={nats_url}")
         } else {
-            mount_paths.iter().fold(arg, |arg, (path, local)| {
-                arg.replace(&format!("={path}/"), &format!("={}/", local.display()))
+            mounts.iter().fold(arg, |arg, mount| {
+                let local = format!("={}/", mount.local.display());
+                arg.replace(&format!("={}/", mount.mount_path), &local)
             })
         };
         mapped.push(arg);

@@ -101,12 +101,7 @@ async fn scenario(env: &Environment, client: &Client, browser: &Browser, base: &
     // Marks the page: a reload or new page would lose it.
     browser.run("window.stillTheSamePage = true;").await?;
     open_gate(env, GATE).await?;
-    browser
-        .find(r#".node[data-capability="console-gate"][data-state="Ready"]"#)
-        .await?;
-    browser
-        .find(r#".node[data-kind="Workload"][data-state="Ready"]"#)
-        .await?;
+    graph_shows(browser, "Ready", "Ready").await?;
     browser.find(r#"#live[data-live="true"]"#).await?;
     let same = browser
         .run("return window.stillTheSamePage === true;")
@@ -119,13 +114,17 @@ async fn scenario(env: &Environment, client: &Client, browser: &Browser, base: &
     another_namespace_sees_nothing(browser, &tokens.outsider).await
 }
 
+/// Waits until the graph shows the gated support service and the workload in these states.
+async fn graph_shows(browser: &Browser, gate: &str, workload: &str) -> Result<()> {
+    let gate = format!(r#".node[data-capability="{GATE}"][data-state="{gate}"]"#);
+    browser.find(&gate).await?;
+    let workload = format!(r#".node[data-kind="Workload"][data-state="{workload}"]"#);
+    browser.find(&workload).await?;
+    Ok(())
+}
+
 async fn shows_the_installing_dependency(browser: &Browser) -> Result<()> {
-    browser
-        .find(r#".node[data-capability="console-gate"][data-state="Installing"]"#)
-        .await?;
-    browser
-        .find(r#".node[data-kind="Workload"][data-state="Waiting"]"#)
-        .await?;
+    graph_shows(browser, "Installing", "Waiting").await?;
     browser
         .find_text(".waits", "Waits on console-gate (Installing")
         .await?;
