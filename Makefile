@@ -89,8 +89,9 @@ env-status: ## Show runtimes and workloads of the local environment
 	@$(ENV_BIN) --dir $(ENV_DIR) status
 
 .PHONY: run
-run: env-up ## Start the environment, deploy the samples (hello; hello in region local-1, which has no cluster until QleetOS provisions one; web, whose ingress, TLS and DNS QleetOS installs on demand; web3, a dApp with an Ethereum RPC node QleetOS installs as its back-end service), then show where they landed, their URLs, certificates, RPC nodes and health
+run: env-up ## Start the environment, grant the samples' namespaces their hosts and clusters on demand (examples/tenant-policies.yaml), deploy the samples (hello; hello in region local-1, which has no cluster until QleetOS provisions one; web, whose ingress, TLS and DNS QleetOS installs on demand; web3, a dApp with an Ethereum RPC node QleetOS installs as its back-end service), then show where they landed, their URLs, certificates, RPC nodes and health
 	@kubectl=$$(bash e2e/scripts/kube-bins.sh)/kubectl; export KUBECONFIG=$$($(ENV_BIN) --dir $(ENV_DIR) kubeconfig); \
+	$$kubectl apply -f examples/tenant-policies.yaml && \
 	$$kubectl apply -f examples/hello-workload.yaml && \
 	$$kubectl apply --server-side -f examples/support-services/ && \
 	$$kubectl apply -f examples/web-workload.yaml && \
@@ -104,6 +105,6 @@ run: env-up ## Start the environment, deploy the samples (hello; hello in region
 	$$kubectl wait --for=condition=Ready workload/dapp -n web3 --timeout=300s && \
 	$$kubectl wait --for=condition=Ready workloadservicedependency/rpc -n web3 --timeout=120s && \
 	target/debug/qleetctl status && echo && target/debug/qleetctl get dependencies -A && echo && \
-	$$kubectl get kubernetesruntimeprofiles,supportservices
+	$$kubectl get kubernetesruntimeprofiles,supportservices,tenantpolicies
 	@$(ENV_BIN) --dir $(ENV_DIR) status
 	@echo; echo "The environment keeps running: export KUBECONFIG=$$($(ENV_BIN) --dir $(ENV_DIR) kubeconfig); stop it with 'make env-down'."

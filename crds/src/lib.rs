@@ -56,7 +56,10 @@ pub use support::{
     SupportServiceProfile, SupportServiceProfileSpec, SupportServiceProfileStatus,
     SupportServiceSpec, SupportServiceStatus, WorkloadObjects,
 };
-pub use tenancy::{KindRule, RuntimeRule, TenantPolicy, TenantPolicySpec, TenantPolicyStatus};
+pub use tenancy::{
+    KindRule, PodSecurityLevel, RuntimeRule, TenantLimits, TenantPolicy, TenantPolicySpec,
+    TenantPolicyStatus,
+};
 pub use workload::{
     Failover, Placement, PlacementStatus, PlacementStrategy, Provisioning, Recovery, Workload,
     WorkloadSpec, WorkloadStatus,

@@ -13,6 +13,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+/// The prefix of the variables a tenant supplies (a WorkloadServiceDependency's parameters):
+/// they may fill values, never name what QleetOS reads with its own identity.
+pub const TENANT_VARIABLE_PREFIX: &str = "parameters.";
+
 /// Variable name (without `$(` `)`) → value.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Variables(pub BTreeMap<String, Value>);
@@ -40,19 +44,43 @@ impl Variables {
         Value::String(self.expand_text(text))
     }
 
-    /// `text` with every known variable replaced by its text.
+    /// `text` with every known variable replaced by its text, in one left-to-right pass:
+    /// replaced text is never scanned again, so a value (a tenant's parameter) that reads
+    /// `$(runtime.name)` stays literal; unknown `$(...)` stay as written.
     pub fn expand_text(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        if !out.contains("$(") {
-            return out;
-        }
-        for (name, value) in &self.0 {
-            let pattern = format!("$({name})");
-            if out.contains(&pattern) {
-                out = out.replace(&pattern, &Self::text_of(value));
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find("$(") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let known = after
+                .find(')')
+                .and_then(|end| Some((self.0.get(&after[..end])?, end)));
+            match known {
+                Some((value, end)) => {
+                    out.push_str(&Self::text_of(value));
+                    rest = &after[end + 1..];
+                }
+                None => {
+                    out.push_str("$(");
+                    rest = after;
+                }
             }
         }
+        out.push_str(rest);
         out
+    }
+
+    /// A copy without the variables whose name starts with `prefix`, e.g. `parameters.`:
+    /// what expands in fields a tenant's values must not choose.
+    pub fn without_prefix(&self, prefix: &str) -> Self {
+        Self(
+            self.0
+                .iter()
+                .filter(|(name, _)| !name.starts_with(prefix))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+        )
     }
 
     /// Replaces variables in every string value of `value`, recursively.
@@ -64,6 +92,17 @@ impl Variables {
             _ => {}
         }
     }
+}
+
+/// The names of the `$(name)` in `text` (each `$(` up to the next `)`, nested ones included),
+/// e.g. to find where a profile uses a tenant's parameter.
+pub fn variable_names(text: &str) -> Vec<&str> {
+    text.match_indices("$(")
+        .filter_map(|(start, _)| {
+            let after = &text[start + 2..];
+            after.find(')').map(|end| &after[..end])
+        })
+        .collect()
 }
 
 /// Every `$(<prefix>...)` in the string values of `value` naming a variable `known` lacks, for
@@ -134,6 +173,70 @@ mod tests {
         let mut value = json!({ "$(service.name)": "x" });
         variables().substitute(&mut value);
         assert!(value.get("$(service.name)").is_some());
+    }
+
+    #[test]
+    fn a_value_naming_a_variable_is_kept_literally() {
+        let mut vars = variables();
+        vars.insert("runtime.name", "lab-1");
+        vars.insert("parameters.other", "secret-of-another");
+        vars.insert("parameters.evil", "$(runtime.name)");
+        vars.insert("parameters.chained", "$(parameters.other)");
+        assert_eq!(
+            vars.expand_text("x-$(parameters.evil)"),
+            "x-$(runtime.name)"
+        );
+        assert_eq!(vars.expand("$(parameters.evil)"), "$(runtime.name)");
+        assert_eq!(
+            vars.expand_text("$(parameters.chained)/$(runtime.name)"),
+            "$(parameters.other)/lab-1"
+        );
+    }
+
+    #[test]
+    fn text_around_multiple_and_unknown_variables_is_kept() {
+        let vars = variables();
+        assert_eq!(
+            vars.expand_text("a $(service.name):$(parameters.port)$(service.name) b"),
+            "a rpc-1:8545rpc-1 b"
+        );
+        assert_eq!(
+            vars.expand_text("$(HOME)/$(service.name) $(parameters.nope)"),
+            "$(HOME)/rpc-1 $(parameters.nope)"
+        );
+        assert_eq!(vars.expand_text("no variables"), "no variables");
+        assert_eq!(vars.expand_text(""), "");
+    }
+
+    #[test]
+    fn an_unclosed_variable_stays_as_written() {
+        let vars = variables();
+        assert_eq!(vars.expand_text("$(service.name) $("), "rpc-1 $(");
+        assert_eq!(vars.expand_text("x $(service.name"), "x $(service.name");
+        assert_eq!(vars.expand_text("$($(service.name)"), "$(rpc-1");
+        assert_eq!(vars.expand("$(service.name"), "$(service.name");
+    }
+
+    #[test]
+    fn variable_names_finds_every_name_even_nested() {
+        assert_eq!(
+            variable_names("a-$(parameters.x)-$(service.name) $("),
+            vec!["parameters.x", "service.name"]
+        );
+        assert_eq!(
+            variable_names("$($(parameters.x)"),
+            vec!["$(parameters.x", "parameters.x"]
+        );
+    }
+
+    #[test]
+    fn without_prefix_drops_only_those_variables() {
+        let vars = variables().without_prefix("parameters.");
+        assert_eq!(vars.0.keys().collect::<Vec<_>>(), vec!["service.name"]);
+        assert_eq!(
+            vars.expand_text("$(service.name)-$(parameters.port)"),
+            "rpc-1-$(parameters.port)"
+        );
     }
 
     #[test]

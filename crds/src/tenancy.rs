@@ -103,6 +103,74 @@ pub struct TenantPolicySpec {
     #[schemars(length(max = 64))]
     #[schemars(inner(length(min = 1, max = 253)))]
     pub runtime_profiles: Option<Vec<String>>,
+    /// Hostnames the selected namespaces may use in `expose`, in host-bearing manifests
+    /// (Ingress, Gateway API routes, cert-manager Certificates, DNSEndpoints, external-dns
+    /// annotations) and so in certificates and DNS records: exact names
+    /// (`shop.example.com`) or `*.` patterns (`*.team-a.example.com`: every name below that
+    /// domain, the wildcard itself included). A wildcard host needs a pattern covering it.
+    /// Absent or empty: no host at all. A granted host still belongs to at most one
+    /// management namespace at a time: the first whose Workload claims it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    #[schemars(inner(
+        length(max = 253),
+        regex(
+            pattern = r"^(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+        )
+    ))]
+    pub hosts: Option<Vec<String>>,
+    /// Pod Security Standard enforced (`pod-security.kubernetes.io/enforce`) on the runtime
+    /// namespaces QleetOS creates for the selected namespaces. Absent: `baseline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security: Option<PodSecurityLevel>,
+    /// Whether `Secret` manifests may be written inline in a Workload, where anyone who may
+    /// read Workloads or WorkloadInstances reads them. Off by default: a Workload refers to
+    /// Secrets that exist in its runtime namespace (a service dependency's connection Secret,
+    /// or one that operations' secret tooling writes there) instead of carrying them.
+    #[serde(default)]
+    pub allow_inline_secrets: bool,
+    /// Caps on what the selected namespaces may ask for; absent: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<TenantLimits>,
+}
+
+/// A Pod Security Standard level.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurityLevel {
+    /// No restriction: host namespaces, privileged containers, hostPath.
+    Privileged,
+    /// Known privilege escalations refused (the default).
+    Baseline,
+    /// Hardened pods only (non-root, no capabilities, seccomp).
+    Restricted,
+}
+
+impl PodSecurityLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodSecurityLevel::Privileged => "privileged",
+            PodSecurityLevel::Baseline => "baseline",
+            PodSecurityLevel::Restricted => "restricted",
+        }
+    }
+}
+
+/// Per-namespace caps, so one tenant's flood stays its own problem.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantLimits {
+    /// WorkloadInstances (placements) the namespace may have; those created after the cap
+    /// is reached are refused (`LimitExceeded`) and apply nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_placements: Option<i32>,
+    /// Manifests one Workload of the namespace may carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_manifests: Option<i32>,
 }
 
 /// Which runtimes a tenant may use. Both fields must match when both are set.

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use qleetos_crds::{Conditions, KubernetesRuntime, KubernetesRuntimeProfile, Workload};
-use qleetos_e2e::environment::{Environment, RuntimeSpec, ensure_namespace};
+use qleetos_e2e::environment::{Environment, RuntimeSpec, ensure_lab_namespace};
 use qleetos_e2e::local_clusters;
 use qleetos_e2e::operator::OperatorOptions;
 use serde_json::{Value, json};
@@ -70,7 +70,8 @@ async fn apply_to_ready(client: &Client, name: &str, placement: Value) -> Result
 
 async fn bench(env: &Environment, rounds: usize) -> Result<()> {
     let client = env.management_client().await?;
-    ensure_namespace(&client, NS).await?;
+    // Clusters on demand are granted to lab namespaces only (the default provisions none).
+    ensure_lab_namespace(&client, NS).await?;
     let profile = json!({"apiVersion": "qleetos.io/v1alpha1", "kind": "KubernetesRuntimeProfile",
         "metadata": {"name": "bench"},
         "spec": {"provider": "Local", "regions": ["empty-1"], "default": true,

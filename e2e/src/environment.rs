@@ -13,7 +13,9 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::conditions;
 use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
-use qleetos_crds::{KubernetesRuntime, KubernetesRuntimeSpec, RuntimeConnection, SecretKeyRef};
+use qleetos_crds::{
+    KubernetesRuntime, KubernetesRuntimeSpec, RuntimeConnection, SecretKeyRef, TenantPolicy,
+};
 
 use crate::binaries::Binaries;
 use crate::cluster::{Cluster, ClusterSpec};
@@ -24,6 +26,15 @@ use crate::operator::{OperatorOptions, OperatorProcess};
 /// Namespace of the runtime kubeconfig Secrets in the management cluster.
 pub const SYSTEM_NAMESPACE: &str = "qleetos-system";
 const FIELD_MANAGER: &str = "qleetos-e2e";
+/// The field manager of the lab label, apart from [`FIELD_MANAGER`] so that a later
+/// [`ensure_namespace`] of the same namespace (e.g. by a helper applying a Workload) keeps it.
+const LAB_FIELD_MANAGER: &str = "qleetos-e2e-lab";
+/// The TenantPolicy the environment applies at start, and the label of the management
+/// namespaces it selects ([`ensure_lab_namespace`]).
+pub const LAB_POLICY: &str = "e2e-lab";
+pub const LAB_LABEL: &str = "qleetos.io/e2e-lab";
+/// The hosts the lab policy grants: the zone of the test DNS server.
+pub const LAB_HOSTS: &str = "*.qleetos.test";
 const CRD_ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A workload cluster to start and how to register it.
@@ -146,6 +157,7 @@ impl Environment {
         };
         let client = env.management.client().await?;
         install_crds(&client).await?;
+        apply_lab_policy(&client).await?;
         ensure_namespace(&client, SYSTEM_NAMESPACE).await?;
         for (spec, cluster) in &env.runtimes {
             register_runtime(&client, spec, cluster).await?;
@@ -342,6 +354,66 @@ pub async fn ensure_namespace(client: &Client, name: &str) -> Result<(), Error> 
         )
         .await?;
     Ok(())
+}
+
+/// Creates (or keeps) management namespace `name` labelled `qleetos.io/e2e-lab: "true"`, which
+/// the environment's TenantPolicy `e2e-lab` selects: hosts under `qleetos.test` and clusters
+/// on demand from any KubernetesRuntimeProfile, which no namespace gets by default. For
+/// trials that expose hosts or provision; a namespace testing a restrictive policy must not
+/// be one (policies add up).
+pub async fn ensure_lab_namespace(client: &Client, name: &str) -> Result<(), Error> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": {LAB_LABEL: "true"}}
+    });
+    namespaces
+        .patch(
+            name,
+            &PatchParams::apply(LAB_FIELD_MANAGER).force(),
+            &Patch::Apply(&namespace),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The cluster-scoped TenantPolicy `e2e-lab`: namespaces labelled by
+/// [`ensure_lab_namespace`] may use hosts `*.qleetos.test`; everything else is left absent
+/// (any runtime profile, capability and ServiceProfile; their own runtime namespace;
+/// namespaced kinds), as with no policy.
+pub fn lab_policy() -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "qleetos.io/v1alpha1", "kind": "TenantPolicy",
+        "metadata": {"name": LAB_POLICY},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {LAB_LABEL: "true"}},
+            "hosts": [LAB_HOSTS],
+        }
+    })
+}
+
+async fn apply_lab_policy(client: &Client) -> Result<(), Error> {
+    Api::<TenantPolicy>::all(client.clone())
+        .patch(
+            LAB_POLICY,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&lab_policy()),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Deletes the TenantPolicy `e2e-lab` again, for an environment people use (`make run`),
+/// where operations' own policies (examples/tenant-policies.yaml) are what counts.
+pub async fn delete_lab_policy(client: &Client) -> Result<(), Error> {
+    match Api::<TenantPolicy>::all(client.clone())
+        .delete(LAB_POLICY, &Default::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Stores the cluster's kubeconfig in a Secret and creates its KubernetesRuntime.

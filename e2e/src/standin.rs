@@ -92,6 +92,8 @@ impl StandInSpec {
         let program = crate::binaries::external_dns().await?;
         let fixed: Vec<String> = vec![
             "--source=ingress".into(),
+            // Only the Ingresses QleetOS generates for `expose.dns`, never a tenant's own.
+            "--label-filter=qleetos.io/dns=published".into(),
             "--provider=rfc2136".into(),
             "--rfc2136-host=127.0.0.1".into(),
             format!("--rfc2136-port={}", dns.port),

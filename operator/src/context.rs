@@ -200,7 +200,16 @@ impl Caches {
             .iter()
             .map(|p| (**p).clone())
             .collect();
+        let mut reserved: Vec<String> = self
+            .profiles
+            .state()
+            .iter()
+            .map(|p| p.spec.namespace.clone())
+            .collect();
+        reserved.sort();
+        reserved.dedup();
         Fence::for_namespace(&policies, namespace, &labels, system_namespace)
+            .with_reserved_namespaces(reserved)
     }
 }
 

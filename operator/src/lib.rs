@@ -11,6 +11,7 @@ pub mod failover;
 pub mod fence;
 pub mod finalizer;
 pub mod health;
+pub mod hosts;
 pub mod kubeconfig;
 pub mod metrics;
 pub mod names;

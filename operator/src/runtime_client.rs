@@ -22,6 +22,10 @@ use crate::render::{
 };
 use crate::tenancy::{TENANT_BINDING, TENANT_GROUP};
 
+mod tenant_space;
+
+pub use tenant_space::{TENANT_GUARD, TENANT_LABEL, TenantNamespace};
+
 type KindCache = HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>;
 
 /// A client of one runtime with its discovery cache.

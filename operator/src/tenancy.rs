@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use kube::core::{Selector, SelectorExt};
-use qleetos_crds::{KindRule, KubernetesRuntime, TenantPolicy, TenantPolicySpec};
+use qleetos_crds::{
+    KindRule, KubernetesRuntime, PodSecurityLevel, TenantLimits, TenantPolicy, TenantPolicySpec,
+};
 
 /// Runtime namespaces a tenant may only use when a policy names them exactly.
 pub const PROTECTED_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
@@ -49,6 +51,8 @@ impl fmt::Display for Violation {
 pub struct Fence {
     namespace: String,
     system_namespace: String,
+    /// Runtime namespaces QleetOS installs support services into: never a tenant's.
+    reserved: Vec<String>,
     grants: Vec<Grant>,
 }
 
@@ -86,8 +90,21 @@ impl Fence {
         Self {
             namespace: namespace.to_owned(),
             system_namespace: system_namespace.to_owned(),
+            reserved: Vec::new(),
             grants,
         }
+    }
+
+    /// The same fence, with `namespaces` (where support services are installed) out of any
+    /// tenant's reach, whatever a policy lists.
+    pub fn with_reserved_namespaces(mut self, namespaces: Vec<String>) -> Self {
+        self.reserved = namespaces;
+        self
+    }
+
+    /// The management namespace this fence is for.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// The identity tenant manifests are applied as in a runtime (impersonated).
@@ -198,6 +215,73 @@ impl Fence {
         })
     }
 
+    /// Whether some grant lets the namespace use `host` (normalized): a name a pattern
+    /// covers. A wildcard host needs a wildcard pattern covering it.
+    pub fn check_host(&self, host: &str) -> Result<(), Violation> {
+        let patterns = || {
+            self.grants
+                .iter()
+                .flat_map(|g| g.spec.hosts.iter().flatten())
+        };
+        if patterns().any(|p| crate::hosts::pattern_covers(p, host)) {
+            return Ok(());
+        }
+        let mut granted: Vec<&str> = patterns().map(String::as_str).collect();
+        granted.sort_unstable();
+        granted.dedup();
+        let granted = if granted.is_empty() {
+            "none".to_owned()
+        } else {
+            granted.join(", ")
+        };
+        Err(Violation {
+            rule: "Host",
+            message: format!(
+                "namespace {} may not use host {host}; granted hosts: {granted} ({})",
+                self.namespace,
+                self.policies()
+            ),
+        })
+    }
+
+    /// Whether `Secret` manifests may be carried inline in the namespace's Workloads.
+    pub fn allows_inline_secrets(&self) -> bool {
+        self.grants.iter().any(|g| g.spec.allow_inline_secrets)
+    }
+
+    /// The Pod Security level of runtime namespace `target`, from the first grant allowing
+    /// it (as for the tenant role); `baseline` unless that grant says otherwise.
+    pub fn pod_security(&self, target: &str) -> PodSecurityLevel {
+        self.grants
+            .iter()
+            .find(|g| self.namespace_allowed(g, target))
+            .and_then(|g| g.spec.pod_security)
+            .unwrap_or(PodSecurityLevel::Baseline)
+    }
+
+    /// Whether a policy names runtime namespace `target` exactly and allows adoption, so a
+    /// namespace QleetOS did not create may become the tenant's.
+    pub fn adopts_namespace(&self, target: &str) -> bool {
+        self.grants
+            .iter()
+            .any(|g| g.spec.allow_adoption && g.spec.target_namespaces.iter().any(|t| t == target))
+    }
+
+    /// The caps in force: the smallest each selecting policy sets (limits restrict, so
+    /// they do not add up like grants).
+    pub fn limits(&self) -> TenantLimits {
+        let smallest = |cap: fn(&TenantLimits) -> Option<i32>| {
+            self.grants
+                .iter()
+                .filter_map(|g| g.spec.limits.as_ref().and_then(cap))
+                .min()
+        };
+        TenantLimits {
+            max_placements: smallest(|l| l.max_placements),
+            max_manifests: smallest(|l| l.max_manifests),
+        }
+    }
+
     /// Whether a manifest annotated for adoption may take over an object it did not create.
     pub fn allows_adoption(&self) -> bool {
         self.grants.iter().any(|g| g.spec.allow_adoption)
@@ -236,6 +320,9 @@ impl Fence {
         } else {
             &grant.spec.target_namespaces[..]
         };
+        if self.reserved.iter().any(|r| r == namespace) {
+            return false;
+        }
         if self.is_protected(namespace) {
             return entries.iter().any(|e| e == namespace);
         }
@@ -263,6 +350,13 @@ impl Fence {
                     target.name,
                     self.namespace,
                     self.listed(|s| &s.cluster_kinds, "none"),
+                ),
+            },
+            Some(namespace) if self.reserved.iter().any(|r| r == namespace) => Violation {
+                rule: "TargetNamespace",
+                message: format!(
+                    "{kind} {namespace}/{} targets runtime namespace {namespace}, where QleetOS installs a support service; no tenant may write there",
+                    target.name,
                 ),
             },
             Some(namespace)
@@ -366,7 +460,11 @@ fn default_grant() -> TenantPolicySpec {
         tenant_role: None,
         capabilities: None,
         service_profiles: None,
-        runtime_profiles: None,
+        runtime_profiles: Some(Vec::new()),
+        hosts: None,
+        pod_security: None,
+        allow_inline_secrets: false,
+        limits: None,
     }
 }
 
@@ -742,5 +840,99 @@ mod tests {
         );
         assert_eq!(self::fence(&[none]).tenant_role("team-a"), None);
         assert_eq!(fence(&[]).identity(), "qleetos:tenant:team-a");
+    }
+
+    #[test]
+    fn without_a_policy_no_host_and_no_provisioning() {
+        let fence = fence(&[]);
+        let host = fence.check_host("shop.qleetos.test").expect_err("no host");
+        assert_eq!(host.rule, "Host");
+        assert!(
+            host.message
+                .contains("may not use host shop.qleetos.test; granted hosts: none"),
+            "{host}"
+        );
+        assert!(fence.check_runtime_profile("local").is_err());
+        assert!(!fence.allows_inline_secrets());
+        assert_eq!(fence.pod_security("team-a"), PodSecurityLevel::Baseline);
+    }
+
+    #[test]
+    fn granted_domains_cover_names_and_wildcards_only_when_granted_so() {
+        let grant = |hosts: &[&str]| TenantPolicySpec {
+            hosts: Some(hosts.iter().map(|h| (*h).to_owned()).collect()),
+            ..spec_for(&["team-a"])
+        };
+        let fence = fence(&[
+            policy("shop", grant(&["shop.example.com"])),
+            policy("team", grant(&["*.team-a.example.com"])),
+        ]);
+        assert!(fence.check_host("shop.example.com").is_ok());
+        assert!(fence.check_host("api.team-a.example.com").is_ok());
+        assert!(fence.check_host("*.team-a.example.com").is_ok());
+        let wildcard = fence.check_host("*.example.com").expect_err("not granted");
+        assert!(
+            wildcard
+                .message
+                .contains("granted hosts: *.team-a.example.com, shop.example.com"),
+            "{wildcard}"
+        );
+    }
+
+    #[test]
+    fn support_service_namespaces_are_never_targets_even_when_listed() {
+        let listed = policy(
+            "c-star",
+            TenantPolicySpec {
+                target_namespaces: vec!["c*".into(), "cert-manager".into()],
+                ..spec_for(&["team-a"])
+            },
+        );
+        let fence = fence(&[listed]).with_reserved_namespaces(vec!["cert-manager".into()]);
+        assert!(fence.check(&namespaced("Pod", "cache")).is_ok());
+        let refused = fence
+            .check(&namespaced("Pod", "cert-manager"))
+            .expect_err("reserved");
+        assert_eq!(refused.rule, "TargetNamespace");
+        assert!(
+            refused.message.contains("installs a support service"),
+            "{refused}"
+        );
+        assert_eq!(fence.tenant_role("cert-manager"), None);
+    }
+
+    #[test]
+    fn levels_and_limits_come_from_the_policies() {
+        let privileged = policy(
+            "privileged",
+            TenantPolicySpec {
+                pod_security: Some(PodSecurityLevel::Privileged),
+                limits: Some(TenantLimits {
+                    max_placements: Some(5),
+                    max_manifests: None,
+                }),
+                ..spec_for(&["team-a"])
+            },
+        );
+        let capped = policy(
+            "capped",
+            TenantPolicySpec {
+                limits: Some(TenantLimits {
+                    max_placements: Some(2),
+                    max_manifests: Some(10),
+                }),
+                allow_adoption: true,
+                target_namespaces: vec!["legacy".into()],
+                ..spec_for(&["team-a"])
+            },
+        );
+        let fence = fence(&[privileged, capped]);
+        assert_eq!(fence.pod_security("team-a"), PodSecurityLevel::Privileged);
+        assert_eq!(fence.pod_security("legacy"), PodSecurityLevel::Baseline);
+        let limits = fence.limits();
+        assert_eq!(limits.max_placements, Some(2));
+        assert_eq!(limits.max_manifests, Some(10));
+        assert!(fence.adopts_namespace("legacy"));
+        assert!(!fence.adopts_namespace("team-a"));
     }
 }

@@ -24,7 +24,7 @@ use qleetos_crds::{
 };
 use qleetos_e2e::cluster::free_loopback_address;
 use qleetos_e2e::dns::DnsServer;
-use qleetos_e2e::environment::{Environment, default_runtimes};
+use qleetos_e2e::environment::{Environment, default_runtimes, delete_lab_policy};
 use qleetos_e2e::exposure;
 use qleetos_e2e::gateway::GatewayProcess;
 use qleetos_e2e::jsonrpc;
@@ -145,6 +145,9 @@ async fn up(dir: &Path) -> Result<()> {
 
 async fn run_until_signalled(dir: &Path) -> Result<()> {
     let mut env = Environment::start(&dir.join("clusters"), default_runtimes()).await?;
+    // The tests' lab policy has no place here: `make run` applies the samples' own
+    // (examples/tenant-policies.yaml), and anything else gets the safe default.
+    delete_lab_policy(&env.management_client().await?).await?;
     let operator_log = env
         .start_operator(OperatorOptions {
             extra_args: vec!["--probe-interval=5s".into()],

@@ -23,8 +23,8 @@ use qleetos_e2e::standin::{IngressPorts, StandIn, StandInSpec};
 use serde_json::{Value, json};
 
 use crate::support::{
-    TIMEOUT, apply_workload, delete_workload, eventually, instances_of, kubectl,
-    wait_workload_ready,
+    TIMEOUT, apply_lab_workload, apply_workload, delete_workload, eventually, instances_of,
+    kubectl, wait_workload_ready,
 };
 
 const HOST: &str = "shop.qleetos.test";
@@ -72,7 +72,7 @@ pub(crate) async fn apply_default_profiles(env: &Environment, grace_seconds: u32
 /// The web example whose Service leads out of the cluster to a process of the test on
 /// 127.0.0.1:`port` (kwok's pods answer nothing), so a request through the ingress
 /// controller reaches something real.
-fn web_workload_behind(name: &str, host: &str, region: &str, port: u16) -> Value {
+pub(crate) fn web_workload_behind(name: &str, host: &str, region: &str, port: u16) -> Value {
     let mut workload = web_workload(name, host, region);
     workload["spec"]["expose"]["service"]["port"] = json!(port);
     workload["spec"]["manifests"][1]["spec"] =
@@ -165,7 +165,7 @@ pub async fn web_workload_gets_its_support_services_and_a_real_certificate(
     let token = format!("qleetos-shop-{}", std::process::id());
     let backend = Responder::start(&token).await?;
     let shop_workload = web_workload_behind("shop", HOST, "eu-west-1", backend.port);
-    apply_workload(&client, ns, &shop_workload).await?;
+    apply_lab_workload(&client, ns, &shop_workload).await?;
     let shop = wait_ready_within(&client, ns, "shop", INSTALL_TIMEOUT).await?;
     let placement = &shop.status.as_ref().context("status")?.placements[0];
     ensure!(
@@ -212,7 +212,7 @@ pub async fn web_workload_gets_its_support_services_and_a_real_certificate(
     )
     .await?;
 
-    apply_workload(
+    apply_lab_workload(
         &client,
         ns,
         &web_workload("blog", "blog.qleetos.test", "eu-west-1"),
@@ -294,9 +294,13 @@ async fn workload_applied_after_its_certificate(
 
 /// The address the Traefik stand-in publishes in the Ingresses it serves (external-dns
 /// writes it into DNS); requests reach Traefik on 127.0.0.1.
-const INGRESS_ADDRESS: &str = "192.0.2.10";
+pub(crate) const INGRESS_ADDRESS: &str = "192.0.2.10";
 
-async fn traefik_on(env: &Environment, runtime: &str, ports: &IngressPorts) -> Result<StandIn> {
+pub(crate) async fn traefik_on(
+    env: &Environment,
+    runtime: &str,
+    ports: &IngressPorts,
+) -> Result<StandIn> {
     let cluster = env.runtime(runtime).context("runtime")?;
     let log_dir = env.dir().join(format!("traefik-{runtime}"));
     let spec = StandInSpec::traefik(ports).await?;
@@ -306,7 +310,7 @@ async fn traefik_on(env: &Environment, runtime: &str, ports: &IngressPorts) -> R
 /// `GET https://<host>:<port>/` with the real curl, resolving the host to 127.0.0.1 and
 /// trusting only `ca` (PEM): succeeds only when the certificate served is one `ca` issued
 /// for `host`.
-async fn https_get(host: &str, port: u16, ca: &[u8]) -> Result<String> {
+pub(crate) async fn https_get(host: &str, port: u16, ca: &[u8]) -> Result<String> {
     let ca_file = tempfile::NamedTempFile::new()?;
     std::fs::write(ca_file.path(), ca)?;
     let output = tokio::process::Command::new("curl")
@@ -327,7 +331,11 @@ async fn https_get(host: &str, port: u16, ca: &[u8]) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-async fn external_dns_on(env: &Environment, runtime: &str, dns: &DnsServer) -> Result<StandIn> {
+pub(crate) async fn external_dns_on(
+    env: &Environment,
+    runtime: &str,
+    dns: &DnsServer,
+) -> Result<StandIn> {
     let cluster = env.runtime(runtime).context("runtime")?;
     let log_dir = env.dir().join(format!("external-dns-{runtime}"));
     let spec = StandInSpec::external_dns(dns, runtime).await?;
@@ -545,7 +553,7 @@ pub async fn bad_dependency_input_is_reported(env: &mut Environment) -> Result<(
     let mut wrong_port = web_workload("wrongport", "wrong.qleetos.test", "eu-west-1");
     wrong_port["spec"]["expose"] =
         json!({"hosts": ["wrong.qleetos.test"], "service": {"name": "wrongport", "port": 8080}});
-    apply_workload(&client, ns, &wrong_port).await?;
+    apply_lab_workload(&client, ns, &wrong_port).await?;
     let wrong = wait_instance_reason(&client, ns, "wrongport", "InvalidExpose").await?;
     ensure!(
         ready_message(&wrong).contains("no port 8080"),

@@ -3,7 +3,9 @@
 //! `e2e/scripts/operator-crds.sh` downloads) in a real kube-apiserver, with strict field
 //! validation; the same object with one unknown field is rejected, so the check is real. The
 //! profiles themselves pass QleetOS's own types and CRD, and every capability they require is
-//! provided by a support service shipped beside them.
+//! provided by a support service shipped beside them. `examples/tenant-policies.yaml` (what
+//! `make run` applies before the sample Workloads) is accepted by the TenantPolicy CRD and
+//! grants each sample exactly the hosts and runtime profiles it needs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -20,7 +22,9 @@ use kube::core::Status;
 use kube::discovery::{self, Scope};
 use kube::runtime::wait::{await_condition, conditions};
 use qleetos_crds::template::{Variables, unknown_variables};
-use qleetos_crds::{SERVICE_VARIABLE_PREFIXES, ServiceProfile, SupportServiceProfile};
+use qleetos_crds::{
+    SERVICE_VARIABLE_PREFIXES, ServiceProfile, SupportServiceProfile, TenantPolicy,
+};
 use qleetos_e2e::environment::{Environment, ensure_namespace};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,6 +32,9 @@ use serde_json::{Value, json};
 use crate::support::{TIMEOUT, eventually};
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/services");
+/// The samples `make run` deploys, and the policies it applies for them.
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+const TENANT_POLICIES: &str = "tenant-policies.yaml";
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/operator-crds.sh");
 const FIELD_MANAGER: &str = "qleetos-e2e-examples";
 /// Where the rendered services are dry-run created, as if it were the dependency's namespace.
@@ -43,6 +50,10 @@ pub async fn examples_match_their_operators_crds(env: &Environment) -> Result<()
     ensure_namespace(&client, NAMESPACE).await?;
     let mut installed = Vec::new();
     let result = check_examples(&client, &crds, &mut installed).await;
+    let result = match result {
+        Ok(()) => tenant_policies_grant_what_the_samples_need(&client).await,
+        failed => failed,
+    };
     // Clean up whatever happened: the CRDs applied here and the namespace.
     let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for name in installed.iter().rev() {
@@ -164,6 +175,156 @@ async fn check_examples(
         let what = crossplane.what(&object);
         accepted(client, &crossplane, &what, &object).await?;
         rejected_with_unknown_field(client, &crossplane, &what, &object).await?;
+    }
+    Ok(())
+}
+
+/// What the sample Workloads of one management namespace need beyond the default.
+#[derive(Debug, Default)]
+struct SampleNeeds {
+    /// `expose.hosts`, by file.
+    hosts: BTreeSet<String>,
+    /// Regions placed with `provision: IfNeeded`.
+    provisioned_regions: BTreeSet<String>,
+    files: BTreeSet<String>,
+}
+
+/// What the policies naming one namespace grant together.
+#[derive(Debug, Default)]
+struct Granted {
+    hosts: BTreeSet<String>,
+    runtime_profiles: BTreeSet<String>,
+    /// A policy without `runtimeProfiles` (any profile) names the namespace.
+    any_runtime_profile: Vec<String>,
+}
+
+/// The YAML files directly in `dir`, sorted.
+fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| dir.display().to_string())?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    files.retain(|path| path.extension().is_some_and(|e| e == "yaml"));
+    files.sort();
+    Ok(files)
+}
+
+/// `examples/tenant-policies.yaml` passes the TenantPolicy type and CRD, and grants each
+/// sample Workload of `examples/*.yaml` exactly what the safe default does not give it: the
+/// hosts it exposes, the runtime profiles serving the regions it provisions in (and explicitly
+/// none, `runtimeProfiles: []`, where it provisions nothing, as an absent list means any),
+/// and nothing to a namespace no sample uses.
+async fn tenant_policies_grant_what_the_samples_need(client: &Client) -> Result<()> {
+    let file = format!("examples/{TENANT_POLICIES}");
+    let samples_dir = Path::new(SAMPLES);
+    let mut needs: BTreeMap<String, SampleNeeds> = BTreeMap::new();
+    for path in yaml_files(samples_dir)? {
+        let sample = path.file_name().unwrap_or_default().to_string_lossy();
+        if sample == TENANT_POLICIES {
+            continue;
+        }
+        for workload in documents(&path)?.iter().filter(|d| d["kind"] == "Workload") {
+            let namespace = workload["metadata"]["namespace"]
+                .as_str()
+                .with_context(|| format!("examples/{sample}: a Workload without namespace"))?;
+            let entry = needs.entry(namespace.to_owned()).or_default();
+            entry.files.insert(format!("examples/{sample}"));
+            let hosts = workload["spec"]["expose"]["hosts"].as_array();
+            entry.hosts.extend(
+                hosts
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned),
+            );
+            let placement = &workload["spec"]["placement"];
+            if placement["provision"] == "IfNeeded" {
+                let regions = placement["regions"].as_array().into_iter().flatten();
+                entry
+                    .provisioned_regions
+                    .extend(regions.filter_map(Value::as_str).map(str::to_owned));
+            }
+        }
+    }
+    let mut profile_regions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for path in yaml_files(&samples_dir.join("runtime-profiles"))? {
+        for profile in documents(&path)? {
+            let regions = profile["spec"]["regions"].as_array().into_iter().flatten();
+            profile_regions.insert(
+                name(&profile).to_owned(),
+                regions
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect(),
+            );
+        }
+    }
+
+    let mut granted: BTreeMap<String, Granted> = BTreeMap::new();
+    for object in documents(&samples_dir.join(TENANT_POLICIES))? {
+        let example = Example {
+            file: file.clone(),
+            object,
+        };
+        let what = example.what(&example.object);
+        let policy: TenantPolicy = example.parse()?;
+        accepted(client, &example, &what, &example.object).await?;
+        let spec = &policy.spec;
+        ensure!(
+            spec.namespace_selector.is_none() && !spec.namespaces.is_empty(),
+            "{file}: {what} should name the samples' namespaces, not select by label"
+        );
+        for namespace in &spec.namespaces {
+            ensure!(
+                needs.contains_key(namespace),
+                "{file}: {what} grants namespace {namespace}, which no sample of examples/ uses"
+            );
+            let grant = granted.entry(namespace.clone()).or_default();
+            grant.hosts.extend(spec.hosts.iter().flatten().cloned());
+            match &spec.runtime_profiles {
+                Some(profiles) => grant.runtime_profiles.extend(profiles.iter().cloned()),
+                None => grant.any_runtime_profile.push(what.clone()),
+            }
+        }
+    }
+
+    for (namespace, need) in &needs {
+        let files = need.files.iter().cloned().collect::<Vec<_>>().join(", ");
+        let grant = granted.remove(namespace).unwrap_or_default();
+        ensure!(
+            grant.hosts == need.hosts,
+            "{file}: namespace {namespace} ({files}) is granted hosts {:?}; its Workloads expose {:?}",
+            grant.hosts,
+            need.hosts
+        );
+        ensure!(
+            grant.any_runtime_profile.is_empty(),
+            "{file}: {} grants namespace {namespace} ({files}) every runtime profile \
+             (runtimeProfiles absent); list the ones it provisions from, or [] for none",
+            grant.any_runtime_profile.join(", ")
+        );
+        let mut served = BTreeSet::new();
+        for profile in &grant.runtime_profiles {
+            let regions = profile_regions.get(profile).with_context(|| {
+                format!(
+                    "{file}: namespace {namespace} is granted runtime profile {profile}, which \
+                     examples/runtime-profiles/ does not define"
+                )
+            })?;
+            ensure!(
+                !regions.is_disjoint(&need.provisioned_regions),
+                "{file}: namespace {namespace} ({files}) is granted runtime profile {profile} \
+                 (regions {regions:?}), but provisions in {:?}",
+                need.provisioned_regions
+            );
+            served.extend(regions.iter().cloned());
+        }
+        let unserved: Vec<&String> = need.provisioned_regions.difference(&served).collect();
+        ensure!(
+            unserved.is_empty(),
+            "{file}: namespace {namespace} ({files}) provisions in {unserved:?}, which no \
+             runtime profile granted to it serves"
+        );
     }
     Ok(())
 }

@@ -73,7 +73,7 @@ pub async fn a_lost_runtime_fails_over_and_returns_or_stays(env: &mut Environmen
     rejects_failover_with_all_matching(&client).await?;
     apply_runtime_profile(&client, &local_profile("standby", "eu-west-1", 1)).await?;
     for (name, placement) in workloads() {
-        apply_workload(&client, NS, &workload(name, config_map(name), placement)).await?;
+        apply_lab_workload(&client, NS, &workload(name, config_map(name), placement)).await?;
     }
     for (name, _) in workloads() {
         wait_workload_ready(&client, NS, name).await?;

@@ -16,6 +16,7 @@ mod failover;
 mod found;
 mod foundation;
 mod gateway;
+mod hard_tenancy;
 mod harness;
 mod ownership;
 mod provisioning;
@@ -87,6 +88,9 @@ fn main() {
     trials.extend(gateway::trials(&runtime, &shared_env, dir.path()));
     trials.extend(credentials::trials(&runtime, &shared_env, dir.path()));
     trials.extend(found::trials(&runtime, &shared_env));
+    let (hard_tenancy_trials, hard_tenancy_env) =
+        hard_tenancy::trials(&runtime, &shared_env, dir.path());
+    trials.extend(hard_tenancy_trials);
     let (queue_trials, queue_env) = queue::trials(&runtime, &shared_env, dir.path());
     trials.extend(queue_trials);
     let (replicated_trials, replicated_env) = replicated::trials(&runtime, dir.path());
@@ -132,6 +136,7 @@ fn main() {
     runtime.block_on(queue_env.stop());
     runtime.block_on(replicated_env.stop());
     runtime.block_on(dependency_env.stop());
+    runtime.block_on(hard_tenancy_env.stop());
     if let Ok(Ok(env)) = Arc::try_unwrap(shared_env) {
         runtime.block_on(env.stop());
     }

@@ -183,7 +183,7 @@ pub async fn a_workload_in_an_empty_region_gets_a_cluster_that_goes_with_it(
             &Patch::Apply(&baseline),
         )
         .await?;
-    apply_workload(
+    apply_lab_workload(
         &client,
         ns,
         &provisioned("app", "nowhere-1", web_manifests(1, "nginx:1.27")),
@@ -258,7 +258,7 @@ pub async fn twenty_workloads_needing_one_new_region_share_one_cluster(
     crate::dependencies::operator_running(env).await?;
     let (ns, client) = ("prov-crowd", env.management_client().await?);
     apply_runtime_profile(&client, &local_profile("crowd", "crowd-1", 1)).await?;
-    qleetos_e2e::environment::ensure_namespace(&client, ns).await?;
+    lab_namespace(&client, ns).await?;
     let names: Vec<String> = (0..20).map(|i| format!("crowd-{i:02}")).collect();
     let creates =
         names.iter().map(|name| {
@@ -325,7 +325,7 @@ pub async fn provisioning_failures_and_refusals_are_reported(env: &mut Environme
     let mut stale = local_profile("old-k8s", "stale-1", 1);
     stale["spec"]["kubernetesVersion"] = json!("v1.30.0");
     apply_runtime_profile(&client, &stale).await?;
-    apply_workload(
+    apply_lab_workload(
         &client,
         ns,
         &provisioned("stale", "stale-1", config_map("stale")),
@@ -351,7 +351,7 @@ pub async fn provisioning_failures_and_refusals_are_reported(env: &mut Environme
 
     let mut elsewhere = provisioned("elsewhere", "elsewhere-1", config_map("elsewhere"));
     elsewhere["spec"]["placement"]["runtimeProfile"] = json!("old-k8s");
-    apply_workload(&client, ns, &elsewhere).await?;
+    apply_lab_workload(&client, ns, &elsewhere).await?;
     let message = wait_workload_not_ready(&client, ns, "elsewhere", "NoRuntimeProfile").await?;
     ensure!(
         message.contains("serves regions stale-1, not elsewhere-1"),
@@ -410,7 +410,7 @@ pub async fn an_operator_killed_while_provisioning_converges_to_one_cluster(
     crate::dependencies::operator_running(env).await?;
     let (ns, client) = ("prov-kill", env.management_client().await?);
     apply_runtime_profile(&client, &local_profile("sturdy", "sturdy-1", 2)).await?;
-    apply_workload(
+    apply_lab_workload(
         &client,
         ns,
         &provisioned("sturdy", "sturdy-1", config_map("sturdy")),
@@ -456,7 +456,7 @@ pub async fn deleting_a_workload_while_its_cluster_provisions_cancels_cleanly(
     crate::dependencies::operator_running(env).await?;
     let (ns, client) = ("prov-hasty", env.management_client().await?);
     apply_runtime_profile(&client, &local_profile("hasty", "hasty-1", 2)).await?;
-    apply_workload(
+    apply_lab_workload(
         &client,
         ns,
         &provisioned("hasty", "hasty-1", config_map("hasty")),
@@ -532,13 +532,21 @@ pub fn scenarios() -> Vec<(&'static str, crate::harness::Exclusive)> {
 pub async fn the_web3_example_in_an_empty_region_gets_a_cluster_and_goes_with_it(
     env: &mut Environment,
 ) -> Result<()> {
-    use crate::services::{apply, apply_rpc_profile, connection, wait_services, yaml_documents};
+    use crate::services::{
+        apply, apply_rpc_profile, connection, delete_example_policy, example_policy, wait_services,
+        yaml_documents,
+    };
     crate::dependencies::operator_running(env).await?;
     let (ns, client) = ("web3", env.management_client().await?);
     crate::dependencies::apply_default_profiles(env, 5).await?;
     apply_runtime_profile(&client, &local_profile("web3-local", "web3-empty-1", 1)).await?;
     apply_rpc_profile(&client, "ethereum-rpc").await?;
+    // What `make run` grants the sample (its host), and the profile to provision from.
+    let mut policy = example_policy(ns)?;
+    policy["spec"]["runtimeProfiles"] = json!(["web3-local"]);
+    crate::tenancy::apply_policy(&client, policy.clone()).await?;
     qleetos_e2e::environment::ensure_namespace(&client, ns).await?;
+    policy_selects(&client, crate::services::name_of(&policy)?, ns).await?;
     let documents = yaml_documents("web3-workload.yaml")?;
     let mut dapp = documents[2].clone();
     dapp["spec"]["placement"] = json!({"regions": ["web3-empty-1"], "provision": "IfNeeded"});
@@ -609,5 +617,6 @@ pub async fn the_web3_example_in_an_empty_region_gets_a_cluster_and_goes_with_it
         .await?;
     delete_workload(&client, ns, "dapp").await?;
     wait_cluster_gone(env, name).await?;
-    delete_runtime_profile(&client, "web3-local").await
+    delete_runtime_profile(&client, "web3-local").await?;
+    delete_example_policy(&client, &policy).await
 }

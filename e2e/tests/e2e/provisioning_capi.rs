@@ -76,7 +76,7 @@ async fn through_cluster_api(env: &Environment, capi: &ClusterApi) -> Result<()>
         &capi_profile("capi-standard", "capi-1", CLUSTER_CLASS),
     )
     .await?;
-    apply_workload(
+    apply_lab_workload(
         &client,
         ns,
         &provisioned("app", "capi-1", web_manifests(1, "nginx:1.27")),
@@ -148,7 +148,7 @@ async fn through_cluster_api(env: &Environment, capi: &ClusterApi) -> Result<()>
         &capi_profile("capi-broken", "capi-2", "no-such-class"),
     )
     .await?;
-    apply_workload(
+    apply_lab_workload(
         &client,
         ns,
         &provisioned("stuck", "capi-2", config_map("stuck")),

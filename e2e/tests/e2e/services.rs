@@ -13,7 +13,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use qleetos_crds::{Conditions, ServiceProfile, SupportService, WorkloadServiceDependency};
+use qleetos_crds::{
+    Conditions, ServiceProfile, SupportService, TenantPolicy, Workload, WorkloadServiceDependency,
+};
 use qleetos_e2e::cluster::free_loopback_address;
 use qleetos_e2e::environment::{Environment, ensure_namespace};
 use qleetos_e2e::jsonrpc;
@@ -39,6 +41,19 @@ pub(crate) fn yaml_documents(path: &str) -> Result<Vec<Value>> {
         }
     }
     Ok(documents)
+}
+
+/// The TenantPolicy of examples/tenant-policies.yaml naming `namespace`: what `make run`
+/// grants that sample's namespace.
+pub(crate) fn example_policy(namespace: &str) -> Result<Value> {
+    yaml_documents("tenant-policies.yaml")?
+        .into_iter()
+        .find(|policy| {
+            policy["spec"]["namespaces"]
+                .as_array()
+                .is_some_and(|names| names.iter().any(|n| n == namespace))
+        })
+        .with_context(|| format!("examples/tenant-policies.yaml names no namespace {namespace}"))
 }
 
 /// The shipped Ethereum RPC profile, renamed when `name` differs.
@@ -231,7 +246,11 @@ pub async fn web3_app_gets_an_rpc_node_whose_injected_url_answers(
     apply_default_profiles(env, 5).await?;
     let _cert_manager = cert_manager_on(env, "eu-west").await?;
     apply_rpc_profile(&client, "ethereum-rpc").await?;
+    // What `make run` grants the sample (its host), and nothing more.
+    let policy = example_policy(ns)?;
+    crate::tenancy::apply_policy(&client, policy.clone()).await?;
     ensure_namespace(&client, ns).await?;
+    crate::support::policy_selects(&client, name_of(&policy)?, ns).await?;
     let documents = yaml_documents("web3-workload.yaml")?;
     apply(&client, &documents[1]).await?;
     apply_workload(&client, ns, &documents[2]).await?;
@@ -294,7 +313,23 @@ pub async fn web3_app_gets_an_rpc_node_whose_injected_url_answers(
     .await?;
     wait_gone(&Api::<Secret>::namespaced(runtime.clone(), ns), "rpc-dapp").await?;
     wait_workload_ready(&client, ns, "dapp").await?;
-    delete_workload(&client, ns, "dapp").await
+    delete_workload(&client, ns, "dapp").await?;
+    wait_gone(&Api::<Workload>::namespaced(client.clone(), ns), "dapp").await?;
+    delete_example_policy(&client, &policy).await
+}
+
+/// Deletes a policy [`example_policy`] gave.
+pub(crate) async fn delete_example_policy(client: &Client, policy: &Value) -> Result<()> {
+    Api::<TenantPolicy>::all(client.clone())
+        .delete(name_of(policy)?, &DeleteParams::default())
+        .await?;
+    Ok(())
+}
+
+pub(crate) fn name_of(object: &Value) -> Result<&str> {
+    object["metadata"]["name"]
+        .as_str()
+        .context("an object without metadata.name")
 }
 
 /// One shared RPC node serves two workloads (installed once, kept when the first goes,

@@ -8,8 +8,8 @@ use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use qleetos_crds::{Conditions, Workload, WorkloadInstance};
-use qleetos_e2e::environment::ensure_namespace;
+use qleetos_crds::{Conditions, TenantPolicy, Workload, WorkloadInstance};
+use qleetos_e2e::environment::{LAB_POLICY, ensure_lab_namespace, ensure_namespace};
 use serde_json::{Value, json};
 
 pub const TIMEOUT: Duration = Duration::from_secs(120);
@@ -79,6 +79,43 @@ pub async fn apply_workload(
     let api: Api<Workload> = Api::namespaced(client.clone(), namespace);
     let params = PatchParams::apply("e2e-test").force();
     Ok(api.patch(name, &params, &Patch::Apply(workload)).await?)
+}
+
+/// Creates lab namespace `namespace` (`ensure_lab_namespace`: hosts under `qleetos.test`,
+/// clusters on demand) and waits until the operator sees it as one (the TenantPolicy
+/// `e2e-lab` lists it), so that no Workload of it is judged by the default first.
+pub async fn lab_namespace(client: &Client, namespace: &str) -> Result<()> {
+    ensure_lab_namespace(client, namespace).await?;
+    policy_selects(client, LAB_POLICY, namespace).await
+}
+
+/// Waits until the operator reports TenantPolicy `policy` (its current generation) in force
+/// for management namespace `namespace`.
+pub async fn policy_selects(client: &Client, policy: &str, namespace: &str) -> Result<()> {
+    let api: Api<TenantPolicy> = Api::all(client.clone());
+    eventually(
+        &format!("TenantPolicy {policy} selecting {namespace}"),
+        TIMEOUT,
+        || async {
+            let found = api.get(policy).await?;
+            let status = found.status.unwrap_or_default();
+            let selected = status.observed_generation == found.metadata.generation
+                && status.selected_namespaces.iter().any(|n| n == namespace);
+            Ok(selected.then_some(()))
+        },
+    )
+    .await
+}
+
+/// Like [`apply_workload`], in a [`lab_namespace`]: for Workloads that expose hosts under
+/// `qleetos.test` or provision clusters, which no namespace may by default.
+pub async fn apply_lab_workload(
+    client: &Client,
+    namespace: &str,
+    workload: &Value,
+) -> Result<Workload> {
+    lab_namespace(client, namespace).await?;
+    apply_workload(client, namespace, workload).await
 }
 
 pub async fn merge_patch_workload(

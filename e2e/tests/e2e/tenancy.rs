@@ -2,7 +2,7 @@
 //! namespace, escalating privileges, bypassing placement, taking over objects.
 
 use anyhow::{Result, bail, ensure};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -362,7 +362,7 @@ pub async fn unlabelled_objects_are_adopted_only_when_allowed(env: &Environment)
     let (ns, client) = ("team-legacy", env.management_client().await?);
     let eu_west = env.runtime("eu-west").expect("eu-west").client().await?;
     ensure_namespace(&eu_west, ns).await?;
-    let config_maps: Api<ConfigMap> = Api::namespaced(eu_west, ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(eu_west.clone(), ns);
     let legacy: ConfigMap = serde_json::from_value(config_map("legacy", Some(ns), "hand-made"))?;
     config_maps.create(&PostParams::default(), &legacy).await?;
 
@@ -376,12 +376,39 @@ pub async fn unlabelled_objects_are_adopted_only_when_allowed(env: &Environment)
         ),
     )
     .await?;
+    // The runtime namespace was made by hand, not by QleetOS for this tenant: refused whole.
+    let instance = instance_with_reason(&client, ns, "takeover", "TenancyViolation").await?;
+    ensure!(
+        ready_message(&instance).contains("(NamespaceOwner)"),
+        "namespace owner message: {}",
+        ready_message(&instance)
+    );
+    let namespace = Api::<Namespace>::all(eu_west.clone()).get(ns).await?;
+    ensure!(
+        !namespace.labels().contains_key("qleetos.io/tenant"),
+        "a namespace QleetOS did not create was labelled as the tenant's: {:?}",
+        namespace.metadata.labels
+    );
+    // Named exactly with adoption allowed, the namespace becomes the tenant's; the object in
+    // it is still not taken over without its own opt-in.
+    apply_policy(
+        &client,
+        json!({
+            "apiVersion": "qleetos.io/v1alpha1", "kind": "TenantPolicy",
+            "metadata": {"name": "team-legacy-namespace"},
+            "spec": {"namespaces": [ns], "targetNamespaces": [ns], "allowAdoption": true}
+        }),
+    )
+    .await?;
     let instance = instance_with_reason(&client, ns, "takeover", "Conflict").await?;
     ensure!(
         ready_message(&instance).contains("not created by QleetOS"),
         "conflict message: {}",
         ready_message(&instance)
     );
+    Api::<TenantPolicy>::all(client.clone())
+        .delete("team-legacy-namespace", &Default::default())
+        .await?;
     let live = config_maps.get("legacy").await?;
     ensure!(
         live.data

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use qleetos_crds::notification::QleetKind;
-use qleetos_crds::template::{Variables, unknown_variables};
+use qleetos_crds::template::{
+    TENANT_VARIABLE_PREFIX, Variables, unknown_variables, variable_names,
+};
 use qleetos_crds::{
     Condition, SERVICE_VARIABLE_PREFIXES, ServiceProfile, ServiceProfileSpec, ServiceProfileStatus,
     SupportService,
@@ -111,6 +113,7 @@ pub fn problems(spec: &ServiceProfileSpec) -> Option<String> {
         .filter(|v| !v.starts_with("$(runtime.labels."))
         .map(|v| format!("{v} is not a known variable"))
         .collect();
+    problems.extend(tenant_chosen_targets(spec));
     for parameter in &spec.parameters {
         if let Some(default) = &parameter.default
             && !parameter.type_.accepts(default)
@@ -123,6 +126,44 @@ pub fn problems(spec: &ServiceProfileSpec) -> Option<String> {
         }
     }
     (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+/// A `$(parameters.…)` in a field naming what QleetOS reads with its own identity (the
+/// exported Secret, a health check's object): a tenant's value may not choose it, and it is
+/// not expanded there.
+fn tenant_chosen_targets(spec: &ServiceProfileSpec) -> Vec<String> {
+    let mut fields = Vec::new();
+    if let Some(export) = &spec.connection.from_secret {
+        fields.push((
+            "connection.fromSecret.name".to_owned(),
+            &export.name,
+            "Secret",
+        ));
+    }
+    for (i, check) in spec.health_checks.iter().enumerate() {
+        fields.push((format!("healthChecks[{i}].name"), &check.name, "object"));
+        if let Some(namespace) = &check.namespace {
+            fields.push((
+                format!("healthChecks[{i}].namespace"),
+                namespace,
+                "namespace",
+            ));
+        }
+    }
+    fields
+        .into_iter()
+        .flat_map(|(field, text, what)| {
+            variable_names(text)
+                .into_iter()
+                .filter(|name| name.starts_with(TENANT_VARIABLE_PREFIX))
+                .map(move |name| {
+                    format!(
+                        "{field} may not use $({name}): a tenant's parameter cannot choose \
+                         which {what} QleetOS reads"
+                    )
+                })
+        })
+        .collect()
 }
 
 async fn write(profile: &ServiceProfile, ctx: &Context, ready: Condition) -> Result<()> {
@@ -175,6 +216,35 @@ mod tests {
             problems.contains("the default of parameter port must be an integer"),
             "{problems}"
         );
+    }
+
+    #[test]
+    fn a_parameter_naming_the_secret_or_a_checked_object_is_reported() {
+        let spec: ServiceProfileSpec = serde_json::from_value(json!({
+            "parameters": [{ "name": "x", "type": "string" }, { "name": "ns", "type": "string" }],
+            "manifests": [{ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "$(parameters.x)" } }],
+            "healthChecks": [{ "apiVersion": "v1", "kind": "Pod", "name": "$(service.name)-$(parameters.x)",
+                               "namespace": "$(parameters.ns)", "type": "Ready" }],
+            "connection": { "fromSecret": { "name": "$(parameters.x)" } },
+        }))
+        .expect("spec");
+        let problems = problems(&spec).expect("problems");
+        assert!(
+            problems.contains(
+                "connection.fromSecret.name may not use $(parameters.x): a tenant's parameter \
+                 cannot choose which Secret QleetOS reads"
+            ),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("healthChecks[0].name may not use $(parameters.x)"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("healthChecks[0].namespace may not use $(parameters.ns)"),
+            "{problems}"
+        );
+        assert_eq!(problems.matches("may not use").count(), 3, "{problems}");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::health::{describe_failures, describe_unhealthy, summarize};
 use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
 use crate::render::{Owner, field_manager, render};
-use crate::runtime_client::describe;
+use crate::runtime_client::{TenantNamespace, describe};
 
 pub const CONTROLLER: &str = "supportservice";
 /// Held until every object the service applied is gone from its runtime.
@@ -308,7 +308,16 @@ async fn converge(
         if let Err(error) = confined(service, &desired, allowed) {
             return Ok(report.failed(&error));
         }
-        if let Err(error) = client.ensure_namespace(allowed).await {
+        // A back-end service lives in its tenant's runtime namespace: created as the
+        // tenant's (the runtime namespace is named like the management one), so the tenant's
+        // own objects may go there too.
+        let fence = ctx.caches.fence(allowed, &ctx.settings.system_namespace);
+        let tenant = TenantNamespace {
+            tenant: allowed,
+            pod_security: fence.pod_security(allowed),
+            adopt: fence.adopts_namespace(allowed),
+        };
+        if let Err(error) = client.ensure_tenant_namespace(allowed, &tenant).await {
             return Ok(report.failed(&error));
         }
     }

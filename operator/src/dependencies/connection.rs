@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
+use qleetos_crds::template::TENANT_VARIABLE_PREFIX;
 use qleetos_crds::{AppliedObject, Injection, InjectionMode, KubernetesRuntime, Manifest};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -59,7 +60,10 @@ pub async fn read(
         })
         .collect();
     if let Some(export) = &spec.from_secret {
-        let name = vars.expand_text(&export.name);
+        // The operator reads this Secret with its own identity: no tenant parameter names it.
+        let name = vars
+            .without_prefix(TENANT_VARIABLE_PREFIX)
+            .expand_text(&export.name);
         let Some(copied) = secret_data(client, &unit.namespace, &name).await? else {
             return Ok(Err(format!("its Secret {name} is not written yet")));
         };

@@ -9,6 +9,11 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 
+/// Label on the routes whose hosts QleetOS has the DNS provider publish; the shipped
+/// external-dns profile selects only these (`--label-filter`), and tenants may not set it.
+pub const DNS_LABEL: &str = "qleetos.io/dns";
+pub const DNS_PUBLISHED: &str = "published";
+
 /// What each needed capability's provider contributes, by capability.
 pub type Contributions = BTreeMap<String, WorkloadObjects>;
 
@@ -109,6 +114,9 @@ fn ingress(
         spec["tls"] = json!([{ "hosts": expose.hosts, "secretName": secret }]);
     }
     let mut metadata = with_namespace(json!({ "name": name }), namespace);
+    if expose.dns {
+        metadata["labels"] = json!({ DNS_LABEL: DNS_PUBLISHED });
+    }
     if !annotations.is_empty() {
         metadata["annotations"] = json!(annotations);
     }
@@ -272,6 +280,34 @@ mod tests {
         assert_eq!(certificate["spec"]["issuerRef"]["name"], "qleetos-ca");
         assert_eq!(generated.checks[0].name, "web-tls");
         assert_eq!(generated.checks[0].namespace.as_deref(), Some("team"));
+    }
+
+    #[test]
+    fn only_routes_asking_for_dns_carry_the_publication_label() {
+        let with_dns = expose(false);
+        let generated = generate(
+            "web",
+            &with_dns,
+            &[service("web", 80)],
+            &contributions(),
+            "team",
+        )
+        .expect("generated");
+        assert_eq!(
+            generated.manifests[0].0["metadata"]["labels"][DNS_LABEL],
+            DNS_PUBLISHED
+        );
+        let mut without_dns = expose(false);
+        without_dns.dns = false;
+        let generated = generate(
+            "web",
+            &without_dns,
+            &[service("web", 80)],
+            &contributions(),
+            "team",
+        )
+        .expect("generated");
+        assert!(generated.manifests[0].0["metadata"].get("labels").is_none());
     }
 
     #[test]

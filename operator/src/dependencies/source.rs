@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::reflector::ObjectRef;
-use qleetos_crds::template::Variables;
+use qleetos_crds::template::{TENANT_VARIABLE_PREFIX, Variables};
 use qleetos_crds::{
     HealthCheck, KubernetesRuntime, Manifest, RemovalPolicy, ServiceProfile, ServiceTarget,
     ServiceUnit, SupportService, SupportServiceProfile,
@@ -133,6 +133,13 @@ impl Source {
         }
     }
 
+    /// The variables that may name what the operator itself reads (a Secret, a health
+    /// check's object): without a tenant's `parameters.*`, which may only fill values.
+    fn operator_variables(&self, runtime: &KubernetesRuntime) -> Variables {
+        self.variables(runtime)
+            .without_prefix(TENANT_VARIABLE_PREFIX)
+    }
+
     /// The objects to apply, variables replaced; a support service's namespace first, so it
     /// is created first, recorded in the inventory and removed last.
     pub fn manifests(&self, runtime: &KubernetesRuntime) -> Vec<Manifest> {
@@ -159,7 +166,7 @@ impl Source {
         match self {
             Source::Support(p) => p.spec.health_checks.clone(),
             Source::Service(p, unit) => {
-                let vars = self.variables(runtime);
+                let vars = self.operator_variables(runtime);
                 p.spec
                     .health_checks
                     .iter()
@@ -184,7 +191,7 @@ impl Source {
             return None;
         };
         let export = profile.spec.connection.from_secret.as_ref()?;
-        let name = self.variables(runtime).expand_text(&export.name);
+        let name = self.operator_variables(runtime).expand_text(&export.name);
         Some((name, export.keys.clone()))
     }
 }
@@ -209,6 +216,41 @@ fn with_namespace_first(namespace: &str, manifests: &[Manifest]) -> Vec<Manifest
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn source(parameters: Value) -> (Source, KubernetesRuntime) {
+        let spec = serde_json::from_value(json!({
+            "parameters": [{ "name": "db", "type": "string", "default": "x" }],
+            "manifests": [],
+            "healthChecks": [{ "apiVersion": "v1", "kind": "Pod", "name": "$(parameters.db)-$(service.name)",
+                               "namespace": "$(parameters.db)", "type": "Ready" }],
+            "connection": { "fromSecret": { "name": "$(parameters.db)-$(runtime.name)", "keys": ["URL"] } },
+        }))
+        .expect("spec");
+        let unit = serde_json::from_value(json!({
+            "namespace": "team-a", "name": "db-1", "parameters": parameters,
+        }))
+        .expect("unit");
+        let runtime = serde_json::from_value(json!({
+            "apiVersion": "qleetos.io/v1alpha1", "kind": "KubernetesRuntime",
+            "metadata": { "name": "lab-1" },
+            "spec": { "provider": "local", "region": "eu",
+                      "connection": { "kubeconfigSecretRef": { "namespace": "qleetos-system", "name": "lab-1" } } },
+        }))
+        .expect("runtime");
+        let profile = Arc::new(ServiceProfile::new("postgres", spec));
+        (Source::Service(profile, unit), runtime)
+    }
+
+    #[test]
+    fn a_tenant_parameter_does_not_name_the_secret_or_the_checked_object() {
+        let (source, runtime) = source(json!({ "db": "admin-credentials" }));
+        let (secret, keys) = source.exported_secret(&runtime).expect("secret");
+        assert_eq!(secret, "$(parameters.db)-lab-1");
+        assert_eq!(keys, vec!["URL"]);
+        let check = &source.health_checks(&runtime)[0];
+        assert_eq!(check.name, "$(parameters.db)-db-1");
+        assert_eq!(check.namespace.as_deref(), Some("$(parameters.db)"));
+    }
 
     #[test]
     fn the_namespace_comes_first_unless_declared() {

@@ -19,6 +19,7 @@ use qleetos_crds::{
     ServiceProfile, SupportService, SupportServiceProfile, TenantPolicy, WorkloadServiceDependency,
 };
 
+mod admission;
 mod cleanup;
 mod service_dependencies;
 
@@ -35,7 +36,7 @@ use crate::health::{ROLLOUT_FAILED, describe_failures, describe_unhealthy};
 use crate::queue::triggers::{self, Triggers};
 use crate::queue::worker::Qleet;
 use crate::render::{Owner, field_manager, render};
-use crate::runtime_client::RuntimeClient;
+use crate::runtime_client::{RuntimeClient, TenantNamespace};
 use crate::tenancy::{Fence, Target};
 
 pub const CONTROLLER: &str = "workloadinstance";
@@ -205,6 +206,9 @@ async fn deploy(
         Ok(plan) => plan,
         Err(hold) => return hold_pass(instance, ctx, hold).await,
     };
+    if let Err(hold) = admission::admit(instance, ctx, &plan.fence) {
+        return hold_pass(instance, ctx, hold).await;
+    }
     if let Some(expose) = &instance.spec.expose
         && let Err(error) = generated::validate(expose, &instance.spec.manifests)
     {
@@ -502,15 +506,26 @@ fn check_fence(fence: &Fence, desired: &[Desired]) -> Result<(), Box<Hold>> {
     ))
 }
 
-/// Creates the runtime namespaces the objects go to and binds the tenant's role there, as
-/// the operator (only namespaces the fence allowed reach this point).
+/// Creates the runtime namespaces the objects go to (or checks they were created for this
+/// tenant) and binds the tenant's role there, as the operator (only namespaces the fence
+/// allowed reach this point); installs the runtime's tenant admission guard first.
 async fn prepare_namespaces(plan: &Plan, desired: &[Desired]) -> Result<()> {
     let namespaces: BTreeSet<&str> = desired
         .iter()
         .filter_map(|d| d.resolved.object.namespace.as_deref())
         .collect();
+    if !namespaces.is_empty() {
+        plan.operator.ensure_tenant_guard().await?;
+    }
     for namespace in namespaces {
-        plan.operator.ensure_namespace(namespace).await?;
+        let tenant = TenantNamespace {
+            tenant: plan.fence.namespace(),
+            pod_security: plan.fence.pod_security(namespace),
+            adopt: plan.fence.adopts_namespace(namespace),
+        };
+        plan.operator
+            .ensure_tenant_namespace(namespace, &tenant)
+            .await?;
         if let Some(role) = plan.fence.tenant_role(namespace) {
             plan.operator
                 .ensure_tenant_binding(namespace, &role, &plan.fence.identity())

@@ -1,0 +1,258 @@
+//! What an instance asks for that its namespace may not have, checked before anything is
+//! created for it in any runtime (support services included): hosts it was not granted or
+//! another namespace holds, manifests no tenant may write (CertificateRequests, QleetOS's
+//! own labels, inline Secrets unless allowed), and the namespace's caps.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use qleetos_crds::{Workload, WorkloadInstance};
+
+use super::Hold;
+use crate::context::{Context, Next};
+use crate::hosts::{self, Claim};
+use crate::tenancy::Fence;
+
+/// How often an instance whose host another namespace holds looks again (the holder may go).
+const HOST_RETRY: Duration = Duration::from_secs(15);
+
+/// Every check, in the order a user fixes them.
+pub(super) fn admit(
+    instance: &WorkloadInstance,
+    ctx: &Context,
+    fence: &Fence,
+) -> Result<(), Box<Hold>> {
+    check_limits(instance, ctx, fence)?;
+    check_manifests(instance, fence)?;
+    check_hosts(instance, ctx, fence)
+}
+
+fn refused(reason: &str, problems: &[String]) -> Box<Hold> {
+    Hold::refused(reason, format!("nothing applied: {}", problems.join("; ")))
+}
+
+fn check_manifests(instance: &WorkloadInstance, fence: &Fence) -> Result<(), Box<Hold>> {
+    let mut problems = Vec::new();
+    for (index, manifest) in instance.spec.manifests.iter().enumerate() {
+        let name = format!(
+            "{} {}",
+            manifest.kind().unwrap_or_default(),
+            manifest.name().unwrap_or_default()
+        );
+        if let Some((rule, why)) = hosts::forbidden_in_manifest(manifest) {
+            problems.push(format!("manifest #{index}: {name}: {why} ({rule})"));
+        }
+        let is_secret = manifest.kind() == Some("Secret") && manifest.api_version() == Some("v1");
+        if is_secret && !fence.allows_inline_secrets() {
+            problems.push(format!(
+                "manifest #{index}: {name}: a Secret written in a Workload is readable by anyone who may read Workloads; refer to a Secret that exists in the runtime namespace (a service dependency's connection Secret, or one your secret tooling writes there), or ask operations for a TenantPolicy with allowInlineSecrets (InlineSecret)"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(refused("TenancyViolation", &problems))
+    }
+}
+
+fn check_limits(
+    instance: &WorkloadInstance,
+    ctx: &Context,
+    fence: &Fence,
+) -> Result<(), Box<Hold>> {
+    let limits = fence.limits();
+    let manifests = instance.spec.manifests.len();
+    if let Some(max) = limits.max_manifests
+        && manifests > usize::try_from(max).unwrap_or(0)
+    {
+        let message = format!(
+            "the Workload has {manifests} manifests; namespace {} may have at most {max} per Workload (TenantPolicy limits.maxManifests)",
+            fence.namespace()
+        );
+        return Err(refused("LimitExceeded", &[message]));
+    }
+    let Some(max) = limits.max_placements else {
+        return Ok(());
+    };
+    let position = placement_position(instance, ctx);
+    if position >= usize::try_from(max).unwrap_or(0) {
+        let message = format!(
+            "namespace {} may have at most {max} placements (TenantPolicy limits.maxPlacements); this one is past the cap",
+            fence.namespace()
+        );
+        return Err(refused("LimitExceeded", &[message]));
+    }
+    Ok(())
+}
+
+/// How many instances of the namespace came before this one (oldest first), so the cap
+/// keeps the placements that were there first.
+fn placement_position(instance: &WorkloadInstance, ctx: &Context) -> usize {
+    let namespace = instance.namespace().unwrap_or_default();
+    let key = |i: &WorkloadInstance| {
+        (
+            i.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            i.name_any(),
+        )
+    };
+    let mine = key(instance);
+    ctx.caches
+        .instances
+        .state()
+        .iter()
+        .filter(|i| i.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|i| i.metadata.uid != instance.metadata.uid && key(i) < mine)
+        .count()
+}
+
+fn check_hosts(instance: &WorkloadInstance, ctx: &Context, fence: &Fence) -> Result<(), Box<Hold>> {
+    let claimed = hosts::claimed(instance.spec.expose.as_ref(), &instance.spec.manifests);
+    if claimed.is_empty() {
+        return Ok(());
+    }
+    let refused_hosts: Vec<String> = claimed
+        .iter()
+        .filter_map(|h| fence.check_host(h).err())
+        .map(|v| v.to_string())
+        .collect();
+    if !refused_hosts.is_empty() {
+        return Err(refused("TenancyViolation", &refused_hosts));
+    }
+    let namespace = fence.namespace().to_owned();
+    let owner = workload_of(instance, ctx);
+    let mine = Claim {
+        namespace: &namespace,
+        name: &owner.1,
+        created: owner.0.as_ref(),
+        hosts: claimed,
+    };
+    let others = other_claims(ctx, &mine);
+    let others: Vec<Claim<'_>> = others.iter().map(OwnedClaim::borrow).collect();
+    let taken = hosts::taken(&mine, &others);
+    if taken.is_empty() {
+        return Ok(());
+    }
+    let problems: Vec<String> = taken
+        .iter()
+        .map(|host| format!("host {host} is served by another namespace"))
+        .collect();
+    let mut hold = refused("HostConflict", &problems);
+    hold.next = Next::After(HOST_RETRY);
+    Err(hold)
+}
+
+/// The claim's time and name: the instance's Workload's (placements of one Workload claim
+/// when it was created, not when each was placed), or the instance's own when made by hand.
+fn workload_of(
+    instance: &WorkloadInstance,
+    ctx: &Context,
+) -> (
+    Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    String,
+) {
+    let namespace = instance.namespace().unwrap_or_default();
+    let workload = instance.spec.workload_ref.as_ref().and_then(|w| {
+        ctx.caches
+            .workloads
+            .get(&ObjectRef::<Workload>::new(&w.name).within(&namespace))
+    });
+    match workload {
+        Some(w) => (w.metadata.creation_timestamp.clone(), w.name_any()),
+        None => (
+            instance.metadata.creation_timestamp.clone(),
+            instance.name_any(),
+        ),
+    }
+}
+
+struct OwnedClaim {
+    namespace: String,
+    name: String,
+    created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    hosts: BTreeSet<String>,
+}
+
+impl OwnedClaim {
+    fn borrow(&self) -> Claim<'_> {
+        Claim {
+            namespace: &self.namespace,
+            name: &self.name,
+            created: self.created.as_ref(),
+            hosts: self.hosts.clone(),
+        }
+    }
+}
+
+/// The claims of other namespaces' Workloads (and hand-made instances) on hosts overlapping
+/// `mine`, each kept only for the hosts its own namespace was granted: a claim the fence
+/// refuses takes nothing from anyone.
+fn other_claims(ctx: &Context, mine: &Claim<'_>) -> Vec<OwnedClaim> {
+    let overlapping = |hosts: BTreeSet<String>| -> BTreeSet<String> {
+        hosts
+            .into_iter()
+            .filter(|h| mine.hosts.iter().any(|m| hosts::overlap(h, m)))
+            .collect()
+    };
+    let mut claims = Vec::new();
+    for workload in ctx.caches.workloads.state() {
+        let namespace = workload.namespace().unwrap_or_default();
+        if namespace == mine.namespace {
+            continue;
+        }
+        let found = overlapping(hosts::claimed(
+            workload.spec.expose.as_ref(),
+            &workload.spec.manifests,
+        ));
+        claims.extend(granted_claim(
+            ctx,
+            namespace,
+            workload.name_any(),
+            workload.metadata.creation_timestamp.clone(),
+            found,
+        ));
+    }
+    for instance in ctx.caches.instances.state() {
+        let namespace = instance.namespace().unwrap_or_default();
+        if namespace == mine.namespace || instance.spec.workload_ref.is_some() {
+            continue;
+        }
+        let found = overlapping(hosts::claimed(
+            instance.spec.expose.as_ref(),
+            &instance.spec.manifests,
+        ));
+        claims.extend(granted_claim(
+            ctx,
+            namespace,
+            instance.name_any(),
+            instance.metadata.creation_timestamp.clone(),
+            found,
+        ));
+    }
+    claims
+}
+
+fn granted_claim(
+    ctx: &Context,
+    namespace: String,
+    name: String,
+    created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    hosts: BTreeSet<String>,
+) -> Option<OwnedClaim> {
+    if hosts.is_empty() {
+        return None;
+    }
+    let fence = ctx.caches.fence(&namespace, &ctx.settings.system_namespace);
+    let hosts: BTreeSet<String> = hosts
+        .into_iter()
+        .filter(|h| fence.check_host(h).is_ok())
+        .collect();
+    (!hosts.is_empty()).then_some(OwnedClaim {
+        namespace,
+        name,
+        created,
+        hosts,
+    })
+}
