@@ -4,10 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{
-    DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
+    DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
 };
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Scope, pinned_kind};
@@ -326,33 +325,6 @@ impl RuntimeClient {
                     )),
                     other => self.unreachable(other),
                 })?;
-        }
-        self.remember_ensured(key);
-        Ok(())
-    }
-
-    /// Creates namespace `name` (labelled as QleetOS's) unless it exists.
-    pub async fn ensure_namespace(&self, name: &str) -> Result<()> {
-        let key = format!("namespace/{name}");
-        if self.is_ensured(&key) {
-            return Ok(());
-        }
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let exists = namespaces
-            .get_opt(name)
-            .await
-            .map_err(|e| self.unreachable(e))?
-            .is_some();
-        if !exists {
-            let mut namespace = Namespace::default();
-            namespace.metadata.name = Some(name.to_owned());
-            namespace.metadata.labels =
-                Some([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned())].into());
-            match namespaces.create(&PostParams::default(), &namespace).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 409 => {}
-                Err(e) => return Err(self.unreachable(e)),
-            }
         }
         self.remember_ensured(key);
         Ok(())

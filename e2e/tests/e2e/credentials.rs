@@ -324,6 +324,17 @@ async fn nats_requires_credentials_scenario(env: &mut Environment, auth: &NatsUs
     // The management cluster doubles as the runtime, so this environment needs no other.
     let spec = RuntimeSpec::new("self", "self-1", &[]);
     register_runtime(&client, &spec, &env.management).await?;
+    // There the runtime namespace is the management namespace itself, which QleetOS did not
+    // create for the tenant: operations name it for adoption.
+    crate::tenancy::apply_policy(
+        &client,
+        json!({"apiVersion": "qleetos.io/v1alpha1", "kind": "TenantPolicy",
+               "metadata": {"name": "nats-auth-self"},
+               "spec": {"namespaces": ["nats-auth"], "targetNamespaces": ["nats-auth"], "allowAdoption": true}}),
+    )
+    .await?;
+    qleetos_e2e::environment::ensure_namespace(&client, "nats-auth").await?;
+    crate::support::policy_selects(&client, "nats-auth-self", "nats-auth").await?;
     let configmap = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "hello"}, "data": {"via": "authenticated NATS"}});
     let placement = json!({"regions": ["self-1"]});
     apply_workload(

@@ -118,9 +118,17 @@ async fn support_services(client: &Client) -> Result<Vec<SupportService>> {
         .items)
 }
 
+/// The runtime-wide admission guard QleetOS keeps in every runtime it deploys tenants to.
+const TENANT_GUARD: [&str; 2] = [
+    "validatingadmissionpolicy.admissionregistration.k8s.io/qleetos-tenant-guard",
+    "validatingadmissionpolicybinding.admissionregistration.k8s.io/qleetos-tenant-guard",
+];
+
 /// Every object in `runtime` QleetOS labelled as its own, of any kind the runtime lists,
 /// except the tenants' runtime namespaces and their `qleetos-tenant` RoleBindings, which
-/// stay by design when a Workload goes (docs/design.md, "What is kept").
+/// stay by design when a Workload goes (docs/design.md, "What is kept"), and the
+/// ValidatingAdmissionPolicy `qleetos-tenant-guard` and its binding, which guard every runtime
+/// QleetOS has deployed tenants to.
 pub(crate) async fn managed_objects_left(env: &Environment, runtime: &str) -> Result<Vec<String>> {
     let kubeconfig = env.runtime(runtime).context("runtime")?.kubeconfig_path();
     let kinds = kubectl(kubeconfig, &["api-resources", "--verbs=list", "-o", "name"]).await?;
@@ -143,6 +151,7 @@ pub(crate) async fn managed_objects_left(env: &Environment, runtime: &str) -> Re
         .filter(|o| {
             !o.starts_with("namespace/dep-")
                 && *o != "rolebinding.rbac.authorization.k8s.io/qleetos-tenant"
+                && !TENANT_GUARD.contains(o)
         })
         .map(str::to_owned)
         .collect())

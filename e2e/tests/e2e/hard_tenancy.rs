@@ -209,6 +209,7 @@ async fn refused(
         c.reason == reason
     })
     .await?;
+    println!("{ns}/{name} refused, {reason}: {}", condition.message);
     for part in expected {
         ensure!(
             condition.message.contains(part),
@@ -839,7 +840,11 @@ pub async fn pod_security_and_node_escapes_are_refused(env: &Environment) -> Res
         "spec": {"selector": {"app": "hijack"}, "ports": [{"port": 80}],
                  "externalIPs": ["203.0.113.10"]}});
     apply_as(&tenant, NS, &in_region("hijack", vec![hijack], "eu-west-1")).await?;
-    let refused_service = failed_with(&client, NS, "hijack", "externalIPs is not allowed").await?;
+    let refused_service =
+        match failed_with(&client, NS, "hijack", "externalIPs is not allowed").await {
+            Ok(condition) => condition,
+            Err(error) => bail!("{error:#}\n{}", guard_report(env, NS, "hijack").await?),
+        };
     println!(
         "externalIPs: {}: {}",
         refused_service.reason, refused_service.message
@@ -930,6 +935,37 @@ pub async fn pod_security_and_node_escapes_are_refused(env: &Environment) -> Res
     delete_workloads(&client, PRIVILEGED, &["root"]).await?;
     delete_policy(&client, PRIVILEGED).await?;
     delete_namespaces(&client, &[NS, PRIVILEGED]).await
+}
+
+/// When the runtime's tenant guard was made, and when the Service it should have refused:
+/// what tells a guard that is missing from one that came too late.
+async fn guard_report(env: &Environment, ns: &str, service: &str) -> Result<String> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let eu_west = env.runtime("eu-west").context("eu-west")?.client().await?;
+    let created = |meta: &kube::api::ObjectMeta| {
+        meta.creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default()
+    };
+    let policy = Api::<ValidatingAdmissionPolicy>::all(eu_west.clone())
+        .get_opt("qleetos-tenant-guard")
+        .await?
+        .map(|p| format!("created {}, status {:?}", created(&p.metadata), p.status));
+    let binding = Api::<ValidatingAdmissionPolicyBinding>::all(eu_west.clone())
+        .get_opt("qleetos-tenant-guard")
+        .await?
+        .map(|b| format!("created {}", created(&b.metadata)));
+    let applied = Api::<Service>::namespaced(eu_west, ns)
+        .get_opt(service)
+        .await?
+        .map(|s| format!("created {}", created(&s.metadata)));
+    Ok(format!(
+        "on eu-west: ValidatingAdmissionPolicy qleetos-tenant-guard: {policy:?}; binding: \
+         {binding:?}; Service {ns}/{service}: {applied:?}"
+    ))
 }
 
 /// No RoleBinding `qleetos-tenant` was made in runtime namespace `ns` on any runtime.

@@ -310,15 +310,18 @@ async fn converge(
         }
         // A back-end service lives in its tenant's runtime namespace: created as the
         // tenant's (the runtime namespace is named like the management one), so the tenant's
-        // own objects may go there too.
-        let fence = ctx.caches.fence(allowed, &ctx.settings.system_namespace);
-        let tenant = TenantNamespace {
-            tenant: allowed,
-            pod_security: fence.pod_security(allowed),
-            adopt: fence.adopts_namespace(allowed),
-        };
-        if let Err(error) = client.ensure_tenant_namespace(allowed, &tenant).await {
-            return Ok(report.failed(&error));
+        // own objects may go there too. In the management cluster it is the namespace of the
+        // dependency itself, which exists.
+        if !source.in_management() {
+            let fence = ctx.caches.fence(allowed, &ctx.settings.system_namespace);
+            let tenant = TenantNamespace {
+                tenant: allowed,
+                pod_security: fence.pod_security(allowed),
+                adopt: fence.adopts_namespace(allowed),
+            };
+            if let Err(error) = client.ensure_tenant_namespace(allowed, &tenant).await {
+                return Ok(report.failed(&error));
+            }
         }
     }
     if let Some(pending) = applier::with_pending(&report.inventory, &desired) {

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
-use k8s_openapi::api::core::v1::Namespace;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use qleetos_crds::{FIELD_MANAGER, PodSecurityLevel};
@@ -23,6 +25,9 @@ pub const TENANT_LABEL: &str = "qleetos.io/tenant";
 /// Name of the admission policy (and its binding) guarding every runtime from tenants.
 pub const TENANT_GUARD: &str = "qleetos-tenant-guard";
 const POD_SECURITY_MODES: [&str; 3] = ["enforce", "warn", "audit"];
+/// How often, and how many times, a pass checks that a new guard is enforced.
+const GUARD_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+const GUARD_CHECKS: usize = 20;
 
 /// Who a runtime namespace is for, and how it is kept.
 #[derive(Debug, Clone, Copy)]
@@ -117,8 +122,10 @@ impl RuntimeClient {
 
     /// Installs (once per connection) the admission policy refusing, for requests of the
     /// tenant group, what Pod Security levels do not cover: Services with `externalIPs`
-    /// (CVE-2020-8554, traffic for any address intercepted).
-    pub async fn ensure_tenant_guard(&self) -> Result<()> {
+    /// (CVE-2020-8554, traffic for any address intercepted). It is in place only once the
+    /// API server enforces it: a dry-run Service with `externalIPs`, sent as `tenant` into
+    /// `namespace`, must be refused (a new policy takes the API server a moment to load).
+    pub async fn ensure_tenant_guard(&self, tenant: &RuntimeClient, namespace: &str) -> Result<()> {
         let key = "tenant-guard".to_owned();
         if self.is_ensured(&key) {
             return Ok(());
@@ -140,8 +147,46 @@ impl RuntimeClient {
             .patch(TENANT_GUARD, &params, &Patch::Apply(&binding))
             .await
             .map_err(failed)?;
-        self.remember_ensured(key);
-        Ok(())
+        for _ in 0..GUARD_CHECKS {
+            if tenant.guard_refuses_external_ips(namespace).await? {
+                self.remember_ensured(key);
+                return Ok(());
+            }
+            tokio::time::sleep(GUARD_CHECK_INTERVAL).await;
+        }
+        Err(Error::ApplyFailed(format!(
+            "admission policy {TENANT_GUARD} is not enforced yet on runtime {}; nothing is applied until it is",
+            self.name
+        )))
+    }
+
+    /// Whether a Service with `externalIPs` is refused (dry run, nothing stored).
+    async fn guard_refuses_external_ips(&self, namespace: &str) -> Result<bool> {
+        let probe: Service = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "qleetos-guard-probe"},
+            "spec": {"ports": [{"port": 80}], "externalIPs": ["192.0.2.1"]},
+        }))
+        .map_err(|e| Error::ApplyFailed(format!("guard probe: {e}")))?;
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        match Api::<Service>::namespaced(self.client.clone(), namespace)
+            .create(&dry_run, &probe)
+            .await
+        {
+            Ok(_) => Ok(false),
+            Err(kube::Error::Api(status)) if status.message.contains(TENANT_GUARD) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            // The tenant may not create Services at all here: nothing for the guard to refuse.
+            Err(kube::Error::Api(status)) if status.code == 403 => Ok(true),
+            Err(kube::Error::Api(status)) => Err(Error::ApplyFailed(format!(
+                "checking admission policy {TENANT_GUARD} on runtime {}: {}",
+                self.name, status.message
+            ))),
+            Err(other) => Err(self.unreachable(other)),
+        }
     }
 }
 

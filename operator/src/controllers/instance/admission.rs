@@ -256,3 +256,77 @@ fn granted_claim(
         hosts,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use qleetos_crds::TenantPolicy;
+    use serde_json::json;
+
+    use super::*;
+
+    fn instance(manifests: serde_json::Value) -> WorkloadInstance {
+        serde_json::from_value(json!({
+            "apiVersion": "qleetos.io/v1alpha1", "kind": "WorkloadInstance",
+            "metadata": {"name": "web-eu", "namespace": "team-a"},
+            "spec": {"runtimeRef": {"name": "eu"}, "manifests": manifests}
+        }))
+        .expect("instance")
+    }
+
+    fn fence(policies: &[TenantPolicy]) -> Fence {
+        Fence::for_namespace(policies, "team-a", &BTreeMap::new(), "qleetos-system")
+    }
+
+    fn message(hold: &Hold) -> &str {
+        &hold.condition.message
+    }
+
+    #[test]
+    fn inline_secrets_wait_for_a_policy_allowing_them() {
+        let secret =
+            instance(json!([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}}]));
+        let hold = check_manifests(&secret, &fence(&[])).expect_err("refused");
+        assert_eq!(hold.condition.reason, "TenancyViolation");
+        assert!(
+            message(&hold).contains("manifest #0: Secret db"),
+            "{}",
+            message(&hold)
+        );
+        assert!(
+            message(&hold).ends_with("(InlineSecret)"),
+            "{}",
+            message(&hold)
+        );
+        let allowing: TenantPolicy = serde_json::from_value(json!({
+            "apiVersion": "qleetos.io/v1alpha1", "kind": "TenantPolicy",
+            "metadata": {"name": "inline"},
+            "spec": {"namespaces": ["team-a"], "allowInlineSecrets": true}
+        }))
+        .expect("policy");
+        assert!(check_manifests(&secret, &fence(&[allowing])).is_ok());
+    }
+
+    #[test]
+    fn reserved_labels_and_certificate_requests_name_their_rule() {
+        let manifests = instance(json!([
+            {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+             "metadata": {"name": "route", "labels": {"qleetos.io/dns": "published"}}},
+            {"apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest", "metadata": {"name": "csr"}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fine"}}
+        ]));
+        let hold = check_manifests(&manifests, &fence(&[])).expect_err("refused");
+        let text = message(&hold);
+        assert!(
+            text.starts_with("nothing applied: manifest #0: Ingress route"),
+            "{text}"
+        );
+        assert!(text.contains("(ReservedLabel)"), "{text}");
+        assert!(
+            text.contains("manifest #1: CertificateRequest csr"),
+            "{text}"
+        );
+        assert!(!text.contains("ConfigMap"), "{text}");
+    }
+}

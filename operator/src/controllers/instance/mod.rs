@@ -514,10 +514,7 @@ async fn prepare_namespaces(plan: &Plan, desired: &[Desired]) -> Result<()> {
         .iter()
         .filter_map(|d| d.resolved.object.namespace.as_deref())
         .collect();
-    if !namespaces.is_empty() {
-        plan.operator.ensure_tenant_guard().await?;
-    }
-    for namespace in namespaces {
+    for namespace in &namespaces {
         let tenant = TenantNamespace {
             tenant: plan.fence.namespace(),
             pod_security: plan.fence.pod_security(namespace),
@@ -531,6 +528,11 @@ async fn prepare_namespaces(plan: &Plan, desired: &[Desired]) -> Result<()> {
                 .ensure_tenant_binding(namespace, &role, &plan.fence.identity())
                 .await?;
         }
+    }
+    if let Some(namespace) = namespaces.first() {
+        plan.operator
+            .ensure_tenant_guard(&plan.tenant, namespace)
+            .await?;
     }
     Ok(())
 }
