@@ -112,9 +112,14 @@ impl Fence {
         tenant_identity(&self.namespace)
     }
 
-    /// Whether some grant lets the namespace place Workloads on `runtime`.
+    /// Whether some grant lets the namespace place Workloads on `runtime`. A runtime QleetOS
+    /// provisioned is only for namespaces that may provision from its profile (they are who
+    /// it is paid for), so nobody else can use, or keep alive, a cluster made for others.
     pub fn allows_runtime(&self, runtime: &KubernetesRuntime) -> bool {
-        self.grants.iter().any(|g| grant_allows_runtime(g, runtime))
+        let provisioned_for_us = runtime
+            .profile()
+            .is_none_or(|profile| self.check_runtime_profile(profile).is_ok());
+        provisioned_for_us && self.grants.iter().any(|g| grant_allows_runtime(g, runtime))
     }
 
     /// The error for a runtime the namespace may not use.
@@ -934,5 +939,23 @@ mod tests {
         assert_eq!(limits.max_manifests, Some(10));
         assert!(fence.adopts_namespace("legacy"));
         assert!(!fence.adopts_namespace("team-a"));
+    }
+
+    #[test]
+    fn a_provisioned_runtime_is_only_for_namespaces_that_may_provision_from_its_profile() {
+        let mut provisioned = runtime("local-local-1", "local-1", &[]);
+        provisioned.spec.provisioning = serde_json::from_value(
+            serde_json::json!({"profileRef": {"name": "local"}}),
+        )
+        .expect("provisioning");
+        assert!(!fence(&[]).allows_runtime(&provisioned));
+        let granted = policy(
+            "local",
+            TenantPolicySpec {
+                runtime_profiles: Some(vec!["local".into()]),
+                ..spec_for(&["team-a"])
+            },
+        );
+        assert!(fence(&[granted]).allows_runtime(&provisioned));
     }
 }

@@ -242,8 +242,23 @@ pub async fn a_workload_in_an_empty_region_gets_a_cluster_that_goes_with_it(
     let processes = local_clusters::processes_of(&env.local_clusters_dir(), name);
     ensure!(!processes.is_empty(), "no process runs the new cluster");
 
+    // A namespace nobody granted provisioning (no TenantPolicy) asks for the same region:
+    // refused, and it is no user of the cluster, so it cannot keep it alive.
+    let squatter = "prov-squatter";
+    apply_workload(
+        &client,
+        squatter,
+        &provisioned("pin", "nowhere-1", config_map("pin")),
+    )
+    .await?;
+    let message = wait_workload_not_ready(&client, squatter, "pin", "TenancyViolation").await?;
+    ensure!(
+        message.contains("may not provision clusters from KubernetesRuntimeProfile on-demand"),
+        "{message}"
+    );
     delete_workload(&client, ns, "app").await?;
     wait_cluster_gone(env, name).await?;
+    delete_workload(&client, squatter, "pin").await?;
     delete_runtime_profile(&client, "on-demand").await?;
     Api::<SupportServiceProfile>::all(client)
         .delete("baseline", &DeleteParams::default())

@@ -261,13 +261,13 @@ fn users_of(runtime: &KubernetesRuntime, ctx: &Context) -> Vec<String> {
         .state()
         .iter()
         .filter(|i| i.spec.runtime_ref.name == name)
-        .filter(|i| may_use(ctx, i.metadata.namespace.as_deref(), runtime, false))
+        .filter(|i| may_use(ctx, i.metadata.namespace.as_deref(), runtime))
         .map(|i| format!("WorkloadInstance/{}", key_of(&**i)))
         .collect();
     let wants_it = |workload: &qleetos_crds::Workload| {
         let placement = &workload.spec.placement;
         workload.metadata.deletion_timestamp.is_none()
-            && may_use(ctx, workload.metadata.namespace.as_deref(), runtime, true)
+            && may_use(ctx, workload.metadata.namespace.as_deref(), runtime)
             && placement.provision == qleetos_crds::Provisioning::IfNeeded
             && placement.regions.contains(&runtime.spec.region)
             && placement
@@ -288,24 +288,16 @@ fn users_of(runtime: &KubernetesRuntime, ctx: &Context) -> Vec<String> {
     users
 }
 
-/// Whether the fence of management namespace `namespace` lets it use `runtime` (and, for a
-/// Workload that would have it provisioned, provision from its profile): a refused
-/// Workload or instance is nobody's user, so it keeps no cluster alive.
-fn may_use(
-    ctx: &Context,
-    namespace: Option<&str>,
-    runtime: &KubernetesRuntime,
-    provisions: bool,
-) -> bool {
-    let fence = ctx.caches.fence(
-        namespace.unwrap_or_default(),
-        &ctx.settings.system_namespace,
-    );
-    fence.allows_runtime(runtime)
-        && (!provisions
-            || runtime
-                .profile()
-                .is_some_and(|p| fence.check_runtime_profile(p).is_ok()))
+/// Whether the fence of management namespace `namespace` lets it use `runtime` (a
+/// provisioned runtime: only if it may provision from its profile): a refused Workload or
+/// instance is nobody's user, so it keeps no cluster alive.
+fn may_use(ctx: &Context, namespace: Option<&str>, runtime: &KubernetesRuntime) -> bool {
+    ctx.caches
+        .fence(
+            namespace.unwrap_or_default(),
+            &ctx.settings.system_namespace,
+        )
+        .allows_runtime(runtime)
 }
 
 /// Whether `workload` already runs Ready in `runtime`'s region on another runtime that is
