@@ -71,7 +71,11 @@ async fn describe_ingress(
         if let (Some(port), Some(ca)) = (ports.https, ca) {
             lines.push(format!("  HTTPS: {}", https_probe(&host, port, &ca).await?));
         }
-        if let Some(port) = ports.dns {
+        let published =
+            ingress.labels().get("qleetos.io/dns").map(String::as_str) == Some("published");
+        if !published {
+            lines.push("  DNS: not published (the Workload's expose.dns is off)".to_owned());
+        } else if let Some(port) = ports.dns {
             let answers = crate::dns::query(port, &host, "A").await?;
             let answer = if answers.is_empty() {
                 "no record yet".to_owned()

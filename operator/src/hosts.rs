@@ -48,8 +48,7 @@ fn wildcard_matches(wildcard: &str, host: &str) -> bool {
 
 /// Every host `manifest` would route, certify or publish, normalized.
 pub fn of_manifest(manifest: &Manifest) -> BTreeSet<String> {
-    let object = Value::Object(manifest.0.clone());
-    let spec = &object["spec"];
+    let spec = manifest.0.get("spec").unwrap_or(&Value::Null);
     let mut hosts: Vec<String> = Vec::new();
     let group = manifest
         .api_version()
@@ -78,8 +77,12 @@ pub fn of_manifest(manifest: &Manifest) -> BTreeSet<String> {
         }
         _ => {}
     }
+    let annotations = manifest
+        .0
+        .get("metadata")
+        .map_or(&Value::Null, |m| &m["annotations"]);
     for key in DNS_ANNOTATIONS {
-        if let Some(names) = object["metadata"]["annotations"][key].as_str() {
+        if let Some(names) = annotations[key].as_str() {
             hosts.extend(names.split(',').map(str::to_owned));
         }
     }

@@ -944,10 +944,9 @@ mod tests {
     #[test]
     fn a_provisioned_runtime_is_only_for_namespaces_that_may_provision_from_its_profile() {
         let mut provisioned = runtime("local-local-1", "local-1", &[]);
-        provisioned.spec.provisioning = serde_json::from_value(
-            serde_json::json!({"profileRef": {"name": "local"}}),
-        )
-        .expect("provisioning");
+        provisioned.spec.provisioning =
+            serde_json::from_value(serde_json::json!({"profileRef": {"name": "local"}}))
+                .expect("provisioning");
         assert!(!fence(&[]).allows_runtime(&provisioned));
         let granted = policy(
             "local",
