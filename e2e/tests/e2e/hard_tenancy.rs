@@ -24,7 +24,7 @@ use qleetos_crds::{
     TenantPolicy, Workload,
 };
 use qleetos_e2e::dns::DnsServer;
-use qleetos_e2e::environment::{Environment, LAB_POLICY, ensure_lab_namespace, ensure_namespace};
+use qleetos_e2e::environment::{Environment, ensure_namespace};
 use qleetos_e2e::http::Responder;
 use qleetos_e2e::issued::IssuedCertificate;
 use qleetos_e2e::standin::{IngressPorts, StandIn};
@@ -296,29 +296,7 @@ async fn apply_policy_for(client: &Client, ns: &str, policy: Value) -> Result<()
         .context("policy name")?
         .to_owned();
     crate::tenancy::apply_policy(client, policy).await?;
-    wait_policy_selects(client, &name, ns).await
-}
-
-async fn wait_policy_selects(client: &Client, policy: &str, ns: &str) -> Result<()> {
-    let api: Api<TenantPolicy> = Api::all(client.clone());
-    eventually(
-        &format!("TenantPolicy {policy} in force for {ns}"),
-        TIMEOUT,
-        || async {
-            let found = api.get(policy).await?;
-            let status = found.status.clone().unwrap_or_default();
-            Ok((status.observed_generation == found.metadata.generation
-                && status.selected_namespaces.iter().any(|n| n == ns))
-            .then_some(()))
-        },
-    )
-    .await
-}
-
-/// A lab namespace (hosts under qleetos.test), once the operator sees it as one.
-async fn lab_namespace(client: &Client, ns: &str) -> Result<()> {
-    ensure_lab_namespace(client, ns).await?;
-    wait_policy_selects(client, LAB_POLICY, ns).await
+    crate::support::policy_selects(client, &name, ns).await
 }
 
 async fn delete_policy(client: &Client, name: &str) -> Result<()> {
@@ -527,7 +505,7 @@ pub async fn hosts_have_owners(env: &mut Environment) -> Result<()> {
     let exposure = Exposure::start(env, "hosts", true).await?;
     let runtime = env.runtime("eu-west").context("eu-west")?.client().await?;
 
-    lab_namespace(&client, VICTIM).await?;
+    crate::support::lab_namespace(&client, VICTIM).await?;
     let victim = tenant_client(env, VICTIM).await?;
     let victim_token = format!("ht-victim-{}", std::process::id());
     let victim_backend = Responder::start(&victim_token).await?;
@@ -545,7 +523,7 @@ pub async fn hosts_have_owners(env: &mut Environment) -> Result<()> {
         before.route
     );
 
-    lab_namespace(&client, ATTACKER).await?;
+    crate::support::lab_namespace(&client, ATTACKER).await?;
     let attacker = tenant_client(env, ATTACKER).await?;
     let attacker_token = format!("ht-attacker-{}", std::process::id());
     let attacker_backend = Responder::start(&attacker_token).await?;
@@ -725,7 +703,7 @@ pub async fn dns_publishes_only_generated_records(env: &mut Environment) -> Resu
     let client = env.management_client().await?;
     let exposure = Exposure::start(env, "records", false).await?;
     let runtime = env.runtime("eu-west").context("eu-west")?.client().await?;
-    lab_namespace(&client, NS).await?;
+    crate::support::lab_namespace(&client, NS).await?;
     let tenant = tenant_client(env, NS).await?;
     let backend = Responder::start("ht-dns").await?;
 

@@ -148,11 +148,15 @@ impl RuntimeClient {
             .await
             .map_err(failed)?;
         for _ in 0..GUARD_CHECKS {
-            if tenant.guard_refuses_external_ips(namespace).await? {
-                self.remember_ensured(key);
-                return Ok(());
+            match tenant.probe_guard(namespace).await? {
+                Probe::Refused => {
+                    self.remember_ensured(key);
+                    return Ok(());
+                }
+                // Nothing to guard yet; the next pass probes again.
+                Probe::TenantMayNotCreate => return Ok(()),
+                Probe::Admitted => tokio::time::sleep(GUARD_CHECK_INTERVAL).await,
             }
-            tokio::time::sleep(GUARD_CHECK_INTERVAL).await;
         }
         Err(Error::ApplyFailed(format!(
             "admission policy {TENANT_GUARD} is not enforced yet on runtime {}; nothing is applied until it is",
@@ -160,8 +164,8 @@ impl RuntimeClient {
         )))
     }
 
-    /// Whether a Service with `externalIPs` is refused (dry run, nothing stored).
-    async fn guard_refuses_external_ips(&self, namespace: &str) -> Result<bool> {
+    /// What a dry-run Service with `externalIPs` meets (nothing is stored).
+    async fn probe_guard(&self, namespace: &str) -> Result<Probe> {
         let probe: Service = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "qleetos-guard-probe"},
@@ -176,11 +180,13 @@ impl RuntimeClient {
             .create(&dry_run, &probe)
             .await
         {
-            Ok(_) => Ok(false),
-            Err(kube::Error::Api(status)) if status.message.contains(TENANT_GUARD) => Ok(true),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-            // The tenant may not create Services at all here: nothing for the guard to refuse.
-            Err(kube::Error::Api(status)) if status.code == 403 => Ok(true),
+            Ok(_) => Ok(Probe::Admitted),
+            Err(kube::Error::Api(status)) if status.message.contains(TENANT_GUARD) => {
+                Ok(Probe::Refused)
+            }
+            // Admission passed; only the name was taken.
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Probe::Admitted),
+            Err(kube::Error::Api(status)) if status.code == 403 => Ok(Probe::TenantMayNotCreate),
             Err(kube::Error::Api(status)) => Err(Error::ApplyFailed(format!(
                 "checking admission policy {TENANT_GUARD} on runtime {}: {}",
                 self.name, status.message
@@ -188,6 +194,16 @@ impl RuntimeClient {
             Err(other) => Err(self.unreachable(other)),
         }
     }
+}
+
+/// What the guard's probe met.
+enum Probe {
+    /// The guard refused it: enforced.
+    Refused,
+    /// Admitted: the guard is not enforced yet.
+    Admitted,
+    /// RBAC refused the tenant any Service there (for now): nothing to guard.
+    TenantMayNotCreate,
 }
 
 fn not_the_tenants(name: &str, tenant: &str) -> Error {

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use qleetos_crds::{Workload, WorkloadInstance};
@@ -146,13 +147,7 @@ fn check_hosts(instance: &WorkloadInstance, ctx: &Context, fence: &Fence) -> Res
 
 /// The claim's time and name: the instance's Workload's (placements of one Workload claim
 /// when it was created, not when each was placed), or the instance's own when made by hand.
-fn workload_of(
-    instance: &WorkloadInstance,
-    ctx: &Context,
-) -> (
-    Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
-    String,
-) {
+fn workload_of(instance: &WorkloadInstance, ctx: &Context) -> (Option<Time>, String) {
     let namespace = instance.namespace().unwrap_or_default();
     let workload = instance.spec.workload_ref.as_ref().and_then(|w| {
         ctx.caches
@@ -171,7 +166,7 @@ fn workload_of(
 struct OwnedClaim {
     namespace: String,
     name: String,
-    created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    created: Option<Time>,
     hosts: BTreeSet<String>,
 }
 
@@ -190,71 +185,46 @@ impl OwnedClaim {
 /// `mine`, each kept only for the hosts its own namespace was granted: a claim the fence
 /// refuses takes nothing from anyone.
 fn other_claims(ctx: &Context, mine: &Claim<'_>) -> Vec<OwnedClaim> {
-    let overlapping = |hosts: BTreeSet<String>| -> BTreeSet<String> {
-        hosts
-            .into_iter()
-            .filter(|h| mine.hosts.iter().any(|m| hosts::overlap(h, m)))
-            .collect()
-    };
+    let workloads = ctx.caches.workloads.state();
+    let instances = ctx.caches.instances.state();
+    let by_hand = instances.iter().filter(|i| i.spec.workload_ref.is_none());
+    let claimants = workloads
+        .iter()
+        .map(|w| (&w.metadata, w.spec.expose.as_ref(), &w.spec.manifests))
+        .chain(by_hand.map(|i| (&i.metadata, i.spec.expose.as_ref(), &i.spec.manifests)));
     let mut claims = Vec::new();
-    for workload in ctx.caches.workloads.state() {
-        let namespace = workload.namespace().unwrap_or_default();
+    for (metadata, expose, manifests) in claimants {
+        let namespace = metadata.namespace.clone().unwrap_or_default();
         if namespace == mine.namespace {
             continue;
         }
-        let found = overlapping(hosts::claimed(
-            workload.spec.expose.as_ref(),
-            &workload.spec.manifests,
-        ));
+        let overlapping: BTreeSet<String> = hosts::claimed(expose, manifests)
+            .into_iter()
+            .filter(|h| mine.hosts.iter().any(|m| hosts::overlap(h, m)))
+            .collect();
         claims.extend(granted_claim(
             ctx,
-            namespace,
-            workload.name_any(),
-            workload.metadata.creation_timestamp.clone(),
-            found,
-        ));
-    }
-    for instance in ctx.caches.instances.state() {
-        let namespace = instance.namespace().unwrap_or_default();
-        if namespace == mine.namespace || instance.spec.workload_ref.is_some() {
-            continue;
-        }
-        let found = overlapping(hosts::claimed(
-            instance.spec.expose.as_ref(),
-            &instance.spec.manifests,
-        ));
-        claims.extend(granted_claim(
-            ctx,
-            namespace,
-            instance.name_any(),
-            instance.metadata.creation_timestamp.clone(),
-            found,
+            OwnedClaim {
+                namespace,
+                name: metadata.name.clone().unwrap_or_default(),
+                created: metadata.creation_timestamp.clone(),
+                hosts: overlapping,
+            },
         ));
     }
     claims
 }
 
-fn granted_claim(
-    ctx: &Context,
-    namespace: String,
-    name: String,
-    created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
-    hosts: BTreeSet<String>,
-) -> Option<OwnedClaim> {
-    if hosts.is_empty() {
+/// `claim` with only the hosts its own namespace was granted; `None` when none is left.
+fn granted_claim(ctx: &Context, mut claim: OwnedClaim) -> Option<OwnedClaim> {
+    if claim.hosts.is_empty() {
         return None;
     }
-    let fence = ctx.caches.fence(&namespace, &ctx.settings.system_namespace);
-    let hosts: BTreeSet<String> = hosts
-        .into_iter()
-        .filter(|h| fence.check_host(h).is_ok())
-        .collect();
-    (!hosts.is_empty()).then_some(OwnedClaim {
-        namespace,
-        name,
-        created,
-        hosts,
-    })
+    let fence = ctx
+        .caches
+        .fence(&claim.namespace, &ctx.settings.system_namespace);
+    claim.hosts.retain(|h| fence.check_host(h).is_ok());
+    (!claim.hosts.is_empty()).then_some(claim)
 }
 
 #[cfg(test)]
