@@ -46,6 +46,10 @@ pub fn request_counts(metrics: &str, counted: impl Fn(&str) -> bool) -> RequestC
         let (Some(verb), Some(value)) = (label(line, "verb"), value) else {
             continue;
         };
+        // A dry run (e.g. QleetOS probing its admission guard) stores nothing.
+        if label(line, "dry_run").is_some_and(|d| !d.is_empty()) {
+            continue;
+        }
         match verb {
             "GET" | "LIST" | "WATCH" => counts.reads += value,
             "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION" => {
@@ -84,6 +88,7 @@ apiserver_request_total{code="200",component="apiserver",dry_run="",group="",res
 apiserver_request_total{code="200",component="apiserver",dry_run="",group="coordination.k8s.io",resource="leases",scope="resource",subresource="",verb="PUT",version="v1"} 40
 apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="namespaces",scope="resource",subresource="",verb="POST",version="v1"} 2
 apiserver_request_total{code="0",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",verb="CONNECT",version="v1"} 3
+apiserver_request_total{code="403",component="apiserver",dry_run="All",group="",resource="services",scope="resource",subresource="",verb="POST",version="v1"} 7
 "#;
 
     #[test]
@@ -98,6 +103,8 @@ apiserver_request_total{code="0",component="apiserver",dry_run="",group="",resou
         );
         let without_leases = request_counts(SAMPLE, |resource| resource != "leases");
         assert_eq!(without_leases.writes, 14.0);
+        let dry_runs = request_counts(SAMPLE, |resource| resource == "services");
+        assert_eq!(dry_runs, RequestCounts::default());
         let config_maps = request_counts(SAMPLE, |resource| resource == "configmaps");
         assert_eq!(
             config_maps,

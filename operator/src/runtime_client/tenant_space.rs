@@ -10,8 +10,8 @@ use k8s_openapi::api::admissionregistration::v1::{
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Service};
-use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
 use qleetos_crds::{FIELD_MANAGER, PodSecurityLevel};
 use serde_json::json;
 
@@ -28,6 +28,11 @@ const POD_SECURITY_MODES: [&str; 3] = ["enforce", "warn", "audit"];
 /// How often, and how many times, a pass checks that a new guard is enforced.
 const GUARD_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 const GUARD_CHECKS: usize = 20;
+/// How long after its creation a guard found as QleetOS writes it is trusted without a probe
+/// (the API server loads a new policy within a second or two).
+const GUARD_SETTLED: i64 = 30;
+/// Annotation carrying the digest of the guard as QleetOS writes it.
+const GUARD_DIGEST: &str = "qleetos.io/guard-digest";
 
 /// Who a runtime namespace is for, and how it is kept.
 #[derive(Debug, Clone, Copy)]
@@ -122,31 +127,21 @@ impl RuntimeClient {
 
     /// Installs (once per connection) the admission policy refusing, for requests of the
     /// tenant group, what Pod Security levels do not cover: Services with `externalIPs`
-    /// (CVE-2020-8554, traffic for any address intercepted). It is in place only once the
-    /// API server enforces it: a dry-run Service with `externalIPs`, sent as `tenant` into
-    /// `namespace`, must be refused (a new policy takes the API server a moment to load).
+    /// (CVE-2020-8554, traffic for any address intercepted). A guard found as QleetOS would
+    /// write it, for longer than the API server takes to load one, is trusted as it is (a
+    /// restarted operator writes nothing); otherwise it is applied and in place only once a
+    /// dry-run Service with `externalIPs`, sent as `tenant` into `namespace`, is refused.
     pub async fn ensure_tenant_guard(&self, tenant: &RuntimeClient, namespace: &str) -> Result<()> {
         let key = "tenant-guard".to_owned();
         if self.is_ensured(&key) {
             return Ok(());
         }
         let (policy, binding) = tenant_guard()?;
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        let failed = |e: kube::Error| match e {
-            kube::Error::Api(status) => Error::ApplyFailed(format!(
-                "installing admission policy {TENANT_GUARD} on runtime {}: {}",
-                self.name, status.message
-            )),
-            other => self.unreachable(other),
-        };
-        Api::<ValidatingAdmissionPolicy>::all(self.client.clone())
-            .patch(TENANT_GUARD, &params, &Patch::Apply(&policy))
-            .await
-            .map_err(failed)?;
-        Api::<ValidatingAdmissionPolicyBinding>::all(self.client.clone())
-            .patch(TENANT_GUARD, &params, &Patch::Apply(&binding))
-            .await
-            .map_err(failed)?;
+        if self.guard_settled(&policy).await? {
+            self.remember_ensured(key);
+            return Ok(());
+        }
+        self.apply_guard(&policy, &binding).await?;
         for _ in 0..GUARD_CHECKS {
             match tenant.probe_guard(namespace).await? {
                 Probe::Refused => {
@@ -162,6 +157,55 @@ impl RuntimeClient {
             "admission policy {TENANT_GUARD} is not enforced yet on runtime {}; nothing is applied until it is",
             self.name
         )))
+    }
+
+    /// Whether the live guard and its binding carry the digest of `wanted` and the policy
+    /// is older than [`GUARD_SETTLED`].
+    async fn guard_settled(&self, wanted: &ValidatingAdmissionPolicy) -> Result<bool> {
+        let policies = Api::<ValidatingAdmissionPolicy>::all(self.client.clone());
+        let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(self.client.clone());
+        let unreachable = |e| self.unreachable(e);
+        let Some(live) = policies.get_opt(TENANT_GUARD).await.map_err(unreachable)? else {
+            return Ok(false);
+        };
+        let Some(live_binding) = bindings.get_opt(TENANT_GUARD).await.map_err(unreachable)? else {
+            return Ok(false);
+        };
+        let digest = wanted.annotations().get(GUARD_DIGEST);
+        let settled = live
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .is_some_and(|created| {
+                chrono::Utc::now().timestamp() - created.0.as_second() >= GUARD_SETTLED
+            });
+        Ok(settled
+            && live.annotations().get(GUARD_DIGEST) == digest
+            && live_binding.annotations().get(GUARD_DIGEST) == digest)
+    }
+
+    async fn apply_guard(
+        &self,
+        policy: &ValidatingAdmissionPolicy,
+        binding: &ValidatingAdmissionPolicyBinding,
+    ) -> Result<()> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let failed = |e: kube::Error| match e {
+            kube::Error::Api(status) => Error::ApplyFailed(format!(
+                "installing admission policy {TENANT_GUARD} on runtime {}: {}",
+                self.name, status.message
+            )),
+            other => self.unreachable(other),
+        };
+        Api::<ValidatingAdmissionPolicy>::all(self.client.clone())
+            .patch(TENANT_GUARD, &params, &Patch::Apply(policy))
+            .await
+            .map_err(failed)?;
+        Api::<ValidatingAdmissionPolicyBinding>::all(self.client.clone())
+            .patch(TENANT_GUARD, &params, &Patch::Apply(binding))
+            .await
+            .map_err(failed)?;
+        Ok(())
     }
 
     /// What a dry-run Service with `externalIPs` meets (nothing is stored).
@@ -239,6 +283,13 @@ fn tenant_guard() -> Result<(ValidatingAdmissionPolicy, ValidatingAdmissionPolic
         "metadata": {"name": TENANT_GUARD, "labels": labels},
         "spec": {"policyName": TENANT_GUARD, "validationActions": ["Deny"]},
     });
+    let digest = super::digest_of(&serde_json::Map::from_iter([(
+        "guard".to_owned(),
+        json!([&policy, &binding]),
+    )]));
+    let (mut policy, mut binding) = (policy, binding);
+    policy["metadata"]["annotations"] = json!({ GUARD_DIGEST: digest });
+    binding["metadata"]["annotations"] = json!({ GUARD_DIGEST: digest });
     let malformed = |e: serde_json::Error| Error::ApplyFailed(format!("{TENANT_GUARD}: {e}"));
     Ok((
         serde_json::from_value(policy).map_err(malformed)?,
