@@ -508,7 +508,8 @@ fn check_fence(fence: &Fence, desired: &[Desired]) -> Result<(), Box<Hold>> {
 
 /// Creates the runtime namespaces the objects go to (or checks they were created for this
 /// tenant) and binds the tenant's role there, as the operator (only namespaces the fence
-/// allowed reach this point); installs the runtime's tenant admission guard first.
+/// allowed reach this point); then makes sure the runtime's tenant admission guard is
+/// enforced before anything of the tenant is applied.
 async fn prepare_namespaces(plan: &Plan, desired: &[Desired]) -> Result<()> {
     let namespaces: BTreeSet<&str> = desired
         .iter()

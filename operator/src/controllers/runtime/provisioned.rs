@@ -255,19 +255,28 @@ async fn announce(
 /// new runtime is not retired in the moment between its creation and its first instance).
 fn users_of(runtime: &KubernetesRuntime, ctx: &Context) -> Vec<String> {
     let name = runtime.metadata.name.as_deref().unwrap_or_default();
+    let allowed = std::cell::RefCell::new(std::collections::HashMap::new());
+    // One fence per namespace, however many of its objects use the runtime.
+    let usable = |ctx: &Context, namespace: Option<&str>, runtime: &KubernetesRuntime| {
+        let namespace = namespace.unwrap_or_default().to_owned();
+        *allowed
+            .borrow_mut()
+            .entry(namespace)
+            .or_insert_with_key(|ns| may_use(ctx, Some(ns), runtime))
+    };
     let mut users: Vec<String> = ctx
         .caches
         .instances
         .state()
         .iter()
         .filter(|i| i.spec.runtime_ref.name == name)
-        .filter(|i| may_use(ctx, i.metadata.namespace.as_deref(), runtime))
+        .filter(|i| usable(ctx, i.metadata.namespace.as_deref(), runtime))
         .map(|i| format!("WorkloadInstance/{}", key_of(&**i)))
         .collect();
     let wants_it = |workload: &qleetos_crds::Workload| {
         let placement = &workload.spec.placement;
         workload.metadata.deletion_timestamp.is_none()
-            && may_use(ctx, workload.metadata.namespace.as_deref(), runtime)
+            && usable(ctx, workload.metadata.namespace.as_deref(), runtime)
             && placement.provision == qleetos_crds::Provisioning::IfNeeded
             && placement.regions.contains(&runtime.spec.region)
             && placement
