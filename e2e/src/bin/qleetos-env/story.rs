@@ -1,7 +1,6 @@
 //! `qleetos-env story`: the layers of a Workload deployed into an empty region, each printed
 //! as it becomes true, with the time since the Workload was created.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -37,7 +36,6 @@ struct Found {
     host: String,
     ca: Vec<u8>,
     https_port: u16,
-    rpc: Option<(String, SocketAddr)>,
 }
 
 impl Story<'_> {
@@ -225,7 +223,7 @@ impl Story<'_> {
             .then(|| exposure::https_outcome(&found.host, found.https_port, outcome)))
     }
 
-    async fn rpc_answer(&self, found: &mut Found) -> Result<Option<String>> {
+    async fn rpc_answer(&self, found: &Found) -> Result<Option<String>> {
         let cluster = found.cluster.clone().context("no cluster")?;
         let published = fleet::read_published(self.dir)
             .runtimes
@@ -236,7 +234,6 @@ impl Story<'_> {
             };
             let block = jsonrpc::block_number(&url, Some(address)).await?;
             let chain = jsonrpc::chain_id(&url, Some(address)).await?;
-            found.rpc = Some((url.clone(), address));
             return Ok(Some(format!(
                 "eth_blockNumber {block}, chain id {chain} from {} (Secret {secret}; anvil on {address})",
                 crate::shown_url(&url)
