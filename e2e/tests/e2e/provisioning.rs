@@ -542,11 +542,12 @@ pub fn scenarios() -> Vec<(&'static str, crate::harness::Exclusive)> {
     ]
 }
 
-/// The seeds' whole story on an empty region: the Web3 example (ingress, TLS, an Ethereum
-/// RPC node, the dApp) gets a new cluster first, whose stand-ins the environment's fleet
-/// starts on its own; its certificate is issued and its RPC_URL answers; deleting it leaves
-/// nothing: no runtime, cluster, stand-in process or file. The time from apply to Ready is
-/// printed (and measured by `make bench`).
+/// The seeds' whole story on an empty region: `make run`'s headline sample
+/// (examples/web3-empty-region.yaml: HTTPS, DNS, an Ethereum RPC node, the dApp) gets a new
+/// cluster first, whose stand-ins the environment's fleet starts on its own; its certificate
+/// is issued, DNS answers, Traefik serves it over HTTPS and its RPC_URL answers; deleting it
+/// leaves nothing: no runtime, cluster, stand-in process or file. The time from apply to
+/// Ready is printed.
 pub async fn the_web3_example_in_an_empty_region_gets_a_cluster_and_goes_with_it(
     env: &mut Environment,
 ) -> Result<()> {
@@ -555,16 +556,17 @@ pub async fn the_web3_example_in_an_empty_region_gets_a_cluster_and_goes_with_it
     crate::dependencies::apply_default_profiles(env, 5).await?;
     apply_runtime_profile(&client, &local_profile("web3-local", "web3-empty-1", 1)).await?;
     crate::services::apply_rpc_profile(&client, "ethereum-rpc").await?;
+    let dns = qleetos_e2e::dns::DnsServer::start(&env.dir().join("dns-web3")).await?;
     let fleet_dir = env.dir().join("fleet-web3");
     let fleet = Fleet::start(FleetConfig {
         dir: fleet_dir.clone(),
         management_kubeconfig: env.management.kubeconfig_path().to_owned(),
         runtime_selector: Some("qleetos.io/runtime-profile=web3-local".to_owned()),
-        dns: None,
+        dns: Some(dns.updates()),
         ingress_address: "127.0.0.1".to_owned(),
     })
     .await?;
-    let outcome = web3_on_a_new_cluster(env, &client, &fleet_dir).await;
+    let outcome = web3_on_a_new_cluster(env, &client, &fleet_dir, &dns).await;
     fleet.stop().await;
     outcome
 }
@@ -573,18 +575,19 @@ async fn web3_on_a_new_cluster(
     env: &Environment,
     client: &Client,
     fleet_dir: &std::path::Path,
+    dns: &qleetos_e2e::dns::DnsServer,
 ) -> Result<()> {
     use crate::services::{delete_example_policy, example_policy};
-    let (ns, name) = ("web3", "web3-local-web3-empty-1");
-    // What `make run` grants the sample (its host), and the profile to provision from.
+    let (ns, name, host) = ("web3-edge", "web3-local-web3-empty-1", "edge.qleetos.test");
+    // What `make run` grants the sample (its host), with the profile to provision from.
     let mut policy = example_policy(ns)?;
     policy["spec"]["runtimeProfiles"] = json!(["web3-local"]);
     crate::tenancy::apply_policy(client, policy.clone()).await?;
     qleetos_e2e::environment::ensure_namespace(client, ns).await?;
     policy_selects(client, crate::services::name_of(&policy)?, ns).await?;
-    let documents = crate::services::yaml_documents("web3-workload.yaml")?;
+    let documents = crate::services::yaml_documents("web3-empty-region.yaml")?;
     let mut dapp = documents[2].clone();
-    dapp["spec"]["placement"] = json!({"regions": ["web3-empty-1"], "provision": "IfNeeded"});
+    dapp["spec"]["placement"]["regions"] = json!(["web3-empty-1"]);
     let started = std::time::Instant::now();
     crate::services::apply(client, &documents[1]).await?;
     apply_workload(client, ns, &dapp).await?;
@@ -602,7 +605,7 @@ async fn web3_on_a_new_cluster(
         service.spec.runtime_ref.name
     );
     let cluster = provisioned_client(client, name).await?;
-    check_issued_certificate(&cluster, ns).await?;
+    let ca = check_issued_certificate(&cluster, ns, host).await?;
     let url = crate::services::connection(&cluster, ns, "rpc-dapp")
         .await?
         .remove("RPC_URL")
@@ -613,6 +616,7 @@ async fn web3_on_a_new_cluster(
     })
     .await?;
     qleetos_e2e::jsonrpc::wait_block_number(&url, Some(runtime.rpc_nodes[&url]), TIMEOUT).await?;
+    check_dns_and_https(dns, host, runtime.https_port, &ca).await?;
 
     Api::<qleetos_crds::WorkloadServiceDependency>::namespaced(client.clone(), ns)
         .delete("rpc", &DeleteParams::default())
@@ -624,9 +628,35 @@ async fn web3_on_a_new_cluster(
     delete_example_policy(client, &policy).await
 }
 
-/// The dApp's TLS Secret holds a certificate cert-manager issued for its host.
-async fn check_issued_certificate(cluster: &Client, ns: &str) -> Result<()> {
-    let certificate = eventually("the dApp's TLS Secret", TIMEOUT, || async {
+/// external-dns wrote the host into bind9, and Traefik serves it over HTTPS with the
+/// certificate cert-manager issued (verified against `ca`).
+async fn check_dns_and_https(
+    dns: &qleetos_e2e::dns::DnsServer,
+    host: &str,
+    https_port: u16,
+    ca: &[u8],
+) -> Result<()> {
+    let answers = eventually("the DNS record of the host", TIMEOUT, || async {
+        let answers = dns.query(host, "A").await?;
+        Ok((!answers.is_empty()).then_some(answers))
+    })
+    .await?;
+    ensure!(answers == ["127.0.0.1"], "{host} A {answers:?}");
+    eventually(
+        "HTTPS through Traefik with the issued certificate",
+        TIMEOUT,
+        || async {
+            let (verified, _) = qleetos_e2e::exposure::https_request(host, https_port, ca).await?;
+            Ok(verified.then_some(()))
+        },
+    )
+    .await
+}
+
+/// The dApp's TLS Secret holds a certificate cert-manager issued for `host`; returns the
+/// issuing CA (PEM).
+async fn check_issued_certificate(cluster: &Client, ns: &str, host: &str) -> Result<Vec<u8>> {
+    let data = eventually("the dApp's TLS Secret", TIMEOUT, || async {
         let secrets: Api<Secret> = Api::namespaced(cluster.clone(), ns);
         let found = secrets.list(&ListParams::default()).await?;
         Ok(found
@@ -634,15 +664,15 @@ async fn check_issued_certificate(cluster: &Client, ns: &str) -> Result<()> {
             .into_iter()
             .find(|s| s.type_.as_deref() == Some("kubernetes.io/tls"))
             .and_then(|s| s.data)
-            .and_then(|mut d| d.remove("tls.crt")))
+            .filter(|d| d.contains_key("tls.crt") && d.contains_key("ca.crt")))
     })
     .await?;
-    let issued = qleetos_e2e::issued::IssuedCertificate::from_pem(&certificate.0)?;
+    let issued = qleetos_e2e::issued::IssuedCertificate::from_pem(&data["tls.crt"].0)?;
     ensure!(
-        issued.valid_now && issued.dns_names == ["dapp.qleetos.test"],
+        issued.valid_now && issued.dns_names == [host],
         "issued: {issued:?}"
     );
-    Ok(())
+    Ok(data["ca.crt"].0.clone())
 }
 
 /// The fleet stops listing runtime `name`; none of the processes it ran there is left, nor
