@@ -59,6 +59,12 @@ impl Teardown<'_> {
                     runtime.name
                 ),
             );
+            self.wait("idle period over", || self.retiring(runtime))
+                .await?;
+            print(
+                "idle period over",
+                format!("runtime {} is being retired", runtime.name),
+            );
             self.wait("support services removed", || {
                 self.support_services_gone(runtime)
             })
@@ -179,6 +185,15 @@ impl Teardown<'_> {
             .is_empty()
             && units == 0
             && anvils == 0)
+    }
+
+    /// The runtime is being deleted (or is gone already).
+    async fn retiring(&self, runtime: &Runtime) -> Result<bool> {
+        let api = Api::<KubernetesRuntime>::all(self.management.clone());
+        Ok(api
+            .get_opt(&runtime.name)
+            .await?
+            .is_none_or(|r| r.metadata.deletion_timestamp.is_some()))
     }
 
     async fn support_services_gone(&self, runtime: &Runtime) -> Result<bool> {
