@@ -89,15 +89,17 @@ env-status: ## Show runtimes and workloads of the local environment
 	@$(ENV_BIN) --dir $(ENV_DIR) status
 
 .PHONY: run
-run: env-up ## Start the environment, grant the samples' namespaces their hosts and clusters on demand (examples/tenant-policies.yaml), deploy the samples (hello; hello in region local-1, which has no cluster until QleetOS provisions one; web, whose ingress, TLS and DNS QleetOS installs on demand; web3, a dApp with an Ethereum RPC node QleetOS installs as its back-end service), then show where they landed, their URLs, certificates, RPC nodes and health
+run: env-up ## Start the environment and deploy the headline sample first: the Web3 dApp (HTTPS, DNS, an Ethereum RPC node) in region local-2, where no cluster runs (examples/web3-empty-region.yaml), printing each layer as it comes (cluster, support services, RPC node, certificate, DNS, HTTPS, RPC answer, app) with its time; then the other samples (hello; hello in region local-1; web, with ingress, TLS and DNS; web3 on an existing runtime), and where they landed, their URLs, certificates, RPC nodes and health
 	@kubectl=$$(bash e2e/scripts/kube-bins.sh)/kubectl; export KUBECONFIG=$$($(ENV_BIN) --dir $(ENV_DIR) kubeconfig); \
 	$$kubectl apply -f examples/tenant-policies.yaml && \
-	$$kubectl apply -f examples/hello-workload.yaml && \
 	$$kubectl apply --server-side -f examples/support-services/ && \
-	$$kubectl apply -f examples/web-workload.yaml && \
 	$$kubectl apply -f examples/services/ethereum-rpc.yaml && \
-	$$kubectl apply -f examples/web3-workload.yaml && \
 	$$kubectl apply -f examples/runtime-profiles/local.yaml && \
+	$$kubectl apply -f examples/web3-empty-region.yaml && \
+	echo && $(ENV_BIN) --dir $(ENV_DIR) story --namespace web3-edge --workload dapp && echo && \
+	$$kubectl apply -f examples/hello-workload.yaml && \
+	$$kubectl apply -f examples/web-workload.yaml && \
+	$$kubectl apply -f examples/web3-workload.yaml && \
 	$$kubectl apply -f examples/on-demand-workload.yaml && \
 	$$kubectl wait --for=condition=Ready workload/hello -n demo --timeout=180s && \
 	$$kubectl wait --for=condition=Ready workload/hello -n anywhere --timeout=300s && \
@@ -107,4 +109,8 @@ run: env-up ## Start the environment, grant the samples' namespaces their hosts 
 	target/debug/qleetctl status && echo && target/debug/qleetctl get dependencies -A && echo && \
 	$$kubectl get kubernetesruntimeprofiles,supportservices,tenantpolicies
 	@$(ENV_BIN) --dir $(ENV_DIR) status
-	@echo; echo "The environment keeps running: export KUBECONFIG=$$($(ENV_BIN) --dir $(ENV_DIR) kubeconfig); stop it with 'make env-down'."
+	@echo; echo "The environment keeps running: export KUBECONFIG=$$($(ENV_BIN) --dir $(ENV_DIR) kubeconfig); take the headline sample away with 'make web3-down', stop everything with 'make env-down'."
+
+.PHONY: web3-down
+web3-down: ## Delete the headline sample (examples/web3-empty-region.yaml) and watch it go in reverse: the app, its RPC node, the support services, then the idle cluster; ends with the count of objects, clusters, processes and folders left (all zero)
+	@$(ENV_BIN) --dir $(ENV_DIR) teardown --namespace web3-edge

@@ -21,7 +21,36 @@ pub struct DnsServer {
     _process: ChildProcess,
 }
 
+/// How to send RFC 2136 updates to a [`DnsServer`] (what external-dns needs); a copy that
+/// outlives no one's process.
+#[derive(Clone)]
+pub struct DnsUpdates {
+    pub port: u16,
+    pub key_name: String,
+    pub key_algorithm: String,
+    pub key_secret: String,
+}
+
+impl std::fmt::Debug for DnsUpdates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsUpdates")
+            .field("port", &self.port)
+            .field("key_name", &self.key_name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl DnsServer {
+    /// Where and with which key to send updates.
+    pub fn updates(&self) -> DnsUpdates {
+        DnsUpdates {
+            port: self.port,
+            key_name: self.key_name.clone(),
+            key_algorithm: self.key_algorithm.clone(),
+            key_secret: self.key_secret.clone(),
+        }
+    }
+
     /// Writes the configuration (`e2e/scripts/bind9-zone.sh`) into `dir` and starts `named`
     /// in the foreground; ready once it answers for the zone.
     pub async fn start(dir: &Path) -> Result<Self, Error> {

@@ -277,7 +277,8 @@ impl Environment {
     }
 }
 
-fn local_clusters_dir(dir: &Path) -> PathBuf {
+/// Where the `Local` provider of an environment started in `dir` keeps its clusters.
+pub fn local_clusters_dir(dir: &Path) -> PathBuf {
     dir.join("local-clusters")
 }
 

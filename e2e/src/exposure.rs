@@ -97,7 +97,7 @@ fn published_address(ingress: &Ingress) -> Option<String> {
 }
 
 /// What the route's Secret holds, and the CA that issued it (PEM) when the Secret says.
-async fn certificate(
+pub async fn certificate(
     runtime: &Client,
     namespace: &str,
     secret: &str,
@@ -131,19 +131,35 @@ async fn certificate(
 /// trusting only `ca`): whether the certificate served verifies, and the HTTP status. The
 /// controller takes a moment to serve a freshly issued certificate, so this tries a few times.
 async fn https_probe(host: &str, port: u16, ca: &[u8]) -> Result<String, Error> {
-    let ca_file = tempfile::NamedTempFile::new()
-        .map_err(|e| Error::io("cannot create", Path::new("a temporary file"), e))?;
-    std::fs::write(ca_file.path(), ca).map_err(|e| Error::io("cannot write", ca_file.path(), e))?;
-    let url = format!("https://{host}:{port}/");
     let mut outcome = (false, String::new());
     for _ in 0..5 {
-        outcome = curl(host, port, ca_file.path(), &url).await?;
+        outcome = https_request(host, port, ca).await?;
         if outcome.0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
-    let (verified, status) = outcome;
+    Ok(https_outcome(host, port, outcome))
+}
+
+/// One HTTPS request to `host` through the ingress controller on 127.0.0.1:`port`, trusting
+/// only `ca`: whether the certificate served verified, and the HTTP status (`000`: none).
+pub async fn https_request(host: &str, port: u16, ca: &[u8]) -> Result<(bool, String), Error> {
+    let ca_file = tempfile::NamedTempFile::new()
+        .map_err(|e| Error::io("cannot create", Path::new("a temporary file"), e))?;
+    std::fs::write(ca_file.path(), ca).map_err(|e| Error::io("cannot write", ca_file.path(), e))?;
+    curl(
+        host,
+        port,
+        ca_file.path(),
+        &format!("https://{host}:{port}/"),
+    )
+    .await
+}
+
+/// What [`https_request`]'s outcome means, in words.
+pub fn https_outcome(host: &str, port: u16, (verified, status): (bool, String)) -> String {
+    let url = format!("https://{host}:{port}/");
     let tls = if verified {
         "certificate verified against its issuer's CA"
     } else {
@@ -153,10 +169,10 @@ async fn https_probe(host: &str, port: u16, ca: &[u8]) -> Result<String, Error> 
         "000" | "" => "no HTTP answer within 3 s".to_owned(),
         code => format!("HTTP {code} from behind the route"),
     };
-    Ok(format!(
+    format!(
         "{url} through the ingress controller: {tls}, {answer} (kwok simulates the pods: no \
          container of the workload answers)"
-    ))
+    )
 }
 
 /// Whether curl verified the certificate, and the HTTP status it got (`000`: none).

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod environment;
 pub mod error;
 pub mod exposure;
+pub mod fleet;
 pub mod gateway;
 pub mod http;
 pub mod issued;

@@ -88,7 +88,7 @@ impl StandInSpec {
 impl StandInSpec {
     /// external-dns for Deployment `external-dns/external-dns`, publishing the hosts of the
     /// cluster's Ingresses into `dns`'s zone through RFC 2136, owned as `owner`.
-    pub async fn external_dns(dns: &crate::dns::DnsServer, owner: &str) -> Result<Self, Error> {
+    pub async fn external_dns(dns: &crate::dns::DnsUpdates, owner: &str) -> Result<Self, Error> {
         let program = crate::binaries::external_dns().await?;
         let fixed: Vec<String> = vec![
             "--source=ingress".into(),
@@ -294,6 +294,11 @@ impl StandIn {
             shutdown,
             task,
         })
+    }
+
+    /// The component's short name (what its log is named after).
+    pub fn component(&self) -> &str {
+        &self.component
     }
 
     pub fn status(&self) -> StandInStatus {

@@ -347,7 +347,7 @@ pub(crate) async fn external_dns_on(
 ) -> Result<StandIn> {
     let cluster = env.runtime(runtime).context("runtime")?;
     let log_dir = env.dir().join(format!("external-dns-{runtime}"));
-    let spec = StandInSpec::external_dns(dns, runtime).await?;
+    let spec = StandInSpec::external_dns(&dns.updates(), runtime).await?;
     Ok(StandIn::start(spec, cluster.kubeconfig_path(), &log_dir).await?)
 }
 

@@ -15,6 +15,7 @@ use qleetos_crds::{
     SupportServiceProfile, TenantPolicy, Workload,
 };
 use qleetos_e2e::environment::Environment;
+use qleetos_e2e::fleet::{self, Fleet, FleetConfig};
 use qleetos_e2e::local_clusters;
 use qleetos_e2e::operator::OperatorOptions;
 use serde_json::{Value, json};
@@ -541,97 +542,167 @@ pub fn scenarios() -> Vec<(&'static str, crate::harness::Exclusive)> {
     ]
 }
 
-/// The seeds' whole story on an empty region: the Web3 example (ingress, TLS, an Ethereum
-/// RPC node, the dApp) gets a new cluster first; its RPC_URL answers; deleting it leaves
-/// nothing. The time from apply to Ready is printed (and measured by `make bench`).
+/// The seeds' whole story on an empty region: `make run`'s headline sample
+/// (examples/web3-empty-region.yaml: HTTPS, DNS, an Ethereum RPC node, the dApp) gets a new
+/// cluster first, whose stand-ins the environment's fleet starts on its own; its certificate
+/// is issued, DNS answers, Traefik serves it over HTTPS and its RPC_URL answers; deleting it
+/// leaves nothing: no runtime, cluster, stand-in process or file. The time from apply to
+/// Ready is printed.
 pub async fn the_web3_example_in_an_empty_region_gets_a_cluster_and_goes_with_it(
     env: &mut Environment,
 ) -> Result<()> {
-    use crate::services::{
-        apply, apply_rpc_profile, connection, delete_example_policy, example_policy, wait_services,
-        yaml_documents,
-    };
     crate::dependencies::operator_running(env).await?;
-    let (ns, client) = ("web3", env.management_client().await?);
+    let client = env.management_client().await?;
     crate::dependencies::apply_default_profiles(env, 5).await?;
     apply_runtime_profile(&client, &local_profile("web3-local", "web3-empty-1", 1)).await?;
-    apply_rpc_profile(&client, "ethereum-rpc").await?;
-    // What `make run` grants the sample (its host), and the profile to provision from.
+    crate::services::apply_rpc_profile(&client, "ethereum-rpc").await?;
+    let dns = qleetos_e2e::dns::DnsServer::start(&env.dir().join("dns-web3")).await?;
+    let fleet_dir = env.dir().join("fleet-web3");
+    let fleet = Fleet::start(FleetConfig {
+        dir: fleet_dir.clone(),
+        management_kubeconfig: env.management.kubeconfig_path().to_owned(),
+        runtime_selector: Some("qleetos.io/runtime-profile=web3-local".to_owned()),
+        dns: Some(dns.updates()),
+        ingress_address: "127.0.0.1".to_owned(),
+    })
+    .await?;
+    let outcome = web3_on_a_new_cluster(env, &client, &fleet_dir, &dns).await;
+    fleet.stop().await;
+    outcome
+}
+
+async fn web3_on_a_new_cluster(
+    env: &Environment,
+    client: &Client,
+    fleet_dir: &std::path::Path,
+    dns: &qleetos_e2e::dns::DnsServer,
+) -> Result<()> {
+    use crate::services::{delete_example_policy, example_policy};
+    let (ns, name, host) = ("web3-edge", "web3-local-web3-empty-1", "edge.qleetos.test");
+    // What `make run` grants the sample (its host), with the profile to provision from.
     let mut policy = example_policy(ns)?;
     policy["spec"]["runtimeProfiles"] = json!(["web3-local"]);
-    crate::tenancy::apply_policy(&client, policy.clone()).await?;
-    qleetos_e2e::environment::ensure_namespace(&client, ns).await?;
-    policy_selects(&client, crate::services::name_of(&policy)?, ns).await?;
-    let documents = yaml_documents("web3-workload.yaml")?;
+    crate::tenancy::apply_policy(client, policy.clone()).await?;
+    qleetos_e2e::environment::ensure_namespace(client, ns).await?;
+    policy_selects(client, crate::services::name_of(&policy)?, ns).await?;
+    let documents = crate::services::yaml_documents("web3-empty-region.yaml")?;
     let mut dapp = documents[2].clone();
-    dapp["spec"]["placement"] = json!({"regions": ["web3-empty-1"], "provision": "IfNeeded"});
+    dapp["spec"]["placement"]["regions"] = json!(["web3-empty-1"]);
     let started = std::time::Instant::now();
-    apply(&client, &documents[1]).await?;
-    apply_workload(&client, ns, &dapp).await?;
-
-    let name = "web3-local-web3-empty-1";
-    let kubeconfig = eventually(
-        "the new cluster's kubeconfig",
-        PROVISION_TIMEOUT,
-        || async {
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), "qleetos-system");
-            Ok(secrets
-                .get_opt(&format!("{name}-kubeconfig"))
-                .await?
-                .and_then(|s| s.data)
-                .and_then(|d| d.get("kubeconfig").cloned()))
-        },
-    )
-    .await?;
-    let kubeconfig_path = env.dir().join(format!("{name}.kubeconfig"));
-    std::fs::write(&kubeconfig_path, &kubeconfig.0)?;
-    let log_dir = env.dir().join(format!("stand-ins-{name}"));
-    let _cert_manager = qleetos_e2e::standin::StandIn::start(
-        qleetos_e2e::standin::StandInSpec::cert_manager().await?,
-        &kubeconfig_path,
-        &log_dir,
-    )
-    .await?;
-    let service = wait_services(&client, ns, 1).await?.remove(0);
-    let address = qleetos_e2e::cluster::free_loopback_address(crate::services::RPC_PORT)?;
-    let unit = crate::services::unit_name(&service);
-    let anvil = qleetos_e2e::standin::StandInSpec::anvil(ns, &unit, address).await?;
-    let _anvil = qleetos_e2e::standin::StandIn::start(anvil, &kubeconfig_path, &log_dir).await?;
-    ready_with_history(&client, ns, "dapp").await?;
+    crate::services::apply(client, &documents[1]).await?;
+    apply_workload(client, ns, &dapp).await?;
+    ready_with_history(client, ns, "dapp").await?;
     eprintln!(
         "the Web3 example on a new cluster: apply to Ready in {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    let service = crate::services::wait_services(client, ns, 1)
+        .await?
+        .remove(0);
     ensure!(
         service.spec.runtime_ref.name == name,
         "the RPC node went to {}",
         service.spec.runtime_ref.name
     );
-    let cluster = provisioned_client(&client, name).await?;
-    let url = connection(&cluster, ns, "rpc-dapp")
+    let cluster = provisioned_client(client, name).await?;
+    let ca = check_issued_certificate(&cluster, ns, host).await?;
+    let url = crate::services::connection(&cluster, ns, "rpc-dapp")
         .await?
         .remove("RPC_URL")
         .context("RPC_URL")?;
-    qleetos_e2e::jsonrpc::wait_block_number(&url, Some(address), TIMEOUT).await?;
-    let certificate = eventually("the dApp's TLS Secret", TIMEOUT, || async {
+    let runtime = eventually("the fleet's anvil for the RPC node", TIMEOUT, || async {
+        let published = fleet::read_published(fleet_dir).runtimes.remove(name);
+        Ok(published.filter(|r| r.rpc_nodes.contains_key(&url)))
+    })
+    .await?;
+    qleetos_e2e::jsonrpc::wait_block_number(&url, Some(runtime.rpc_nodes[&url]), TIMEOUT).await?;
+    check_dns_and_https(dns, host, runtime.https_port, &ca).await?;
+
+    Api::<qleetos_crds::WorkloadServiceDependency>::namespaced(client.clone(), ns)
+        .delete("rpc", &DeleteParams::default())
+        .await?;
+    delete_workload(client, ns, "dapp").await?;
+    wait_cluster_gone(env, name).await?;
+    wait_stand_ins_gone(fleet_dir, name, &runtime).await?;
+    delete_runtime_profile(client, "web3-local").await?;
+    delete_example_policy(client, &policy).await
+}
+
+/// external-dns wrote the host into bind9, and Traefik serves it over HTTPS with the
+/// certificate cert-manager issued (verified against `ca`).
+async fn check_dns_and_https(
+    dns: &qleetos_e2e::dns::DnsServer,
+    host: &str,
+    https_port: u16,
+    ca: &[u8],
+) -> Result<()> {
+    let answers = eventually("the DNS record of the host", TIMEOUT, || async {
+        let answers = dns.query(host, "A").await?;
+        Ok((!answers.is_empty()).then_some(answers))
+    })
+    .await?;
+    ensure!(answers == ["127.0.0.1"], "{host} A {answers:?}");
+    eventually(
+        "HTTPS through Traefik with the issued certificate",
+        TIMEOUT,
+        || async {
+            let (verified, _) = qleetos_e2e::exposure::https_request(host, https_port, ca).await?;
+            Ok(verified.then_some(()))
+        },
+    )
+    .await
+}
+
+/// The dApp's TLS Secret holds a certificate cert-manager issued for `host`; returns the
+/// issuing CA (PEM).
+async fn check_issued_certificate(cluster: &Client, ns: &str, host: &str) -> Result<Vec<u8>> {
+    let data = eventually("the dApp's TLS Secret", TIMEOUT, || async {
         let secrets: Api<Secret> = Api::namespaced(cluster.clone(), ns);
         let found = secrets.list(&ListParams::default()).await?;
         Ok(found
             .items
             .into_iter()
-            .find(|s| s.type_.as_deref() == Some("kubernetes.io/tls")))
+            .find(|s| s.type_.as_deref() == Some("kubernetes.io/tls"))
+            .and_then(|s| s.data)
+            .filter(|d| d.contains_key("tls.crt") && d.contains_key("ca.crt")))
     })
     .await?;
+    let issued = qleetos_e2e::issued::IssuedCertificate::from_pem(&data["tls.crt"].0)?;
     ensure!(
-        certificate.data.is_some_and(|d| d.contains_key("tls.crt")),
-        "no issued certificate"
+        issued.valid_now && issued.dns_names == [host],
+        "issued: {issued:?}"
     );
+    Ok(data["ca.crt"].0.clone())
+}
 
-    Api::<qleetos_crds::WorkloadServiceDependency>::namespaced(client.clone(), ns)
-        .delete("rpc", &DeleteParams::default())
-        .await?;
-    delete_workload(&client, ns, "dapp").await?;
-    wait_cluster_gone(env, name).await?;
-    delete_runtime_profile(&client, "web3-local").await?;
-    delete_example_policy(&client, &policy).await
+/// The fleet stops listing runtime `name`; none of the processes it ran there is left, nor
+/// its kubeconfig or logs.
+async fn wait_stand_ins_gone(
+    fleet_dir: &std::path::Path,
+    name: &str,
+    runtime: &fleet::PublishedRuntime,
+) -> Result<()> {
+    ensure!(
+        runtime.pids.len() >= 3,
+        "stand-ins that ran: {:?}",
+        runtime.pids
+    );
+    eventually("the fleet to drop the runtime", TIMEOUT, || async {
+        let published = fleet::read_published(fleet_dir);
+        Ok((!published.runtimes.contains_key(name)).then_some(()))
+    })
+    .await?;
+    let left: Vec<_> = runtime
+        .pids
+        .iter()
+        .filter(|(_, pid)| fleet::alive(**pid))
+        .collect();
+    ensure!(left.is_empty(), "stand-in processes left: {left:?}");
+    for path in [
+        runtime.kubeconfig.clone(),
+        fleet_dir.join("stand-ins").join(name),
+    ] {
+        ensure!(!path.exists(), "{} left", path.display());
+    }
+    Ok(())
 }

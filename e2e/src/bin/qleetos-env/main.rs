@@ -6,10 +6,8 @@
 //! there, and anvil for every Ethereum RPC node QleetOS installs as a back-end service);
 //! writes the state directory and stays in the foreground until SIGINT/SIGTERM or `down`.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -22,19 +20,18 @@ use kube::{Client, Config, ResourceExt};
 use qleetos_crds::{
     Conditions, KubernetesRuntime, SupportService, Workload, WorkloadServiceDependency,
 };
-use qleetos_e2e::cluster::free_loopback_address;
 use qleetos_e2e::dns::DnsServer;
 use qleetos_e2e::environment::{Environment, default_runtimes, delete_lab_policy};
 use qleetos_e2e::exposure;
+use qleetos_e2e::fleet::{self, Fleet, FleetConfig, Published};
 use qleetos_e2e::gateway::GatewayProcess;
 use qleetos_e2e::jsonrpc;
 use qleetos_e2e::operator::OperatorOptions;
-use qleetos_e2e::standin::{IngressPorts, StandIn, StandInSpec};
 use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
+
+mod story;
+mod teardown;
 
 #[derive(Debug, Parser)]
 #[command(about = "Run the local QleetOS environment")]
@@ -64,6 +61,25 @@ enum Command {
     Down,
     /// Print the runtimes and workloads with where they landed and their health.
     Status,
+    /// Follow a Workload deployed into an empty region, printing each layer as it becomes
+    /// true (cluster, support services, RPC node, certificate, DNS, HTTPS, RPC answer, app)
+    /// with the time since the Workload was created.
+    Story {
+        #[arg(long, default_value = "web3-edge")]
+        namespace: String,
+        #[arg(long, default_value = "dapp")]
+        workload: String,
+        #[arg(long, default_value = "600")]
+        timeout_secs: u64,
+    },
+    /// Delete a sample's namespace and print each layer as it goes (app, RPC node, support
+    /// services, the idle cluster), ending with the count of what is left: all zero.
+    Teardown {
+        #[arg(long, default_value = "web3-edge")]
+        namespace: String,
+        #[arg(long, default_value = "600")]
+        timeout_secs: u64,
+    },
     /// Exit 0 when an environment started by `up` is running.
     Running,
     /// Print the path of the management cluster's kubeconfig.
@@ -93,9 +109,6 @@ struct RuntimeState {
     name: String,
     region: String,
     kubeconfig: PathBuf,
-    /// The HTTPS entry point of the runtime's Traefik stand-in on 127.0.0.1.
-    #[serde(default)]
-    https_port: Option<u16>,
 }
 
 #[tokio::main]
@@ -112,6 +125,35 @@ async fn main() -> Result<()> {
         Command::Wait { timeout_secs } => wait(&args.dir, Duration::from_secs(timeout_secs)).await,
         Command::Down => down(&args.dir).await,
         Command::Status => status(&args.dir).await,
+        Command::Story {
+            namespace,
+            workload,
+            timeout_secs,
+        } => {
+            let state = read_state(&args.dir).context("is the environment up? (`make env-up`)")?;
+            let story = story::Story {
+                dir: &args.dir,
+                management: client_from(&state.management_kubeconfig).await?,
+                state: &state,
+                namespace,
+                workload,
+                timeout: Duration::from_secs(timeout_secs),
+            };
+            story.tell().await
+        }
+        Command::Teardown {
+            namespace,
+            timeout_secs,
+        } => {
+            let state = read_state(&args.dir).context("is the environment up? (`make env-up`)")?;
+            let teardown = teardown::Teardown {
+                dir: &args.dir,
+                management: client_from(&state.management_kubeconfig).await?,
+                namespace,
+                timeout: Duration::from_secs(timeout_secs),
+            };
+            teardown.run().await
+        }
         Command::Running => match read_state(&args.dir) {
             Ok(state) if process_alive(state.pid) && args.dir.join("ready").exists() => Ok(()),
             _ => bail!("no environment is running from {}", args.dir.display()),
@@ -175,13 +217,15 @@ async fn run_until_signalled(dir: &Path) -> Result<()> {
     let dns = DnsServer::start(&dir.join("dns"))
         .await
         .context("starting the DNS server (bind9's named and dig: `make deps` installs them)")?;
-    let ingress_ports: Vec<IngressPorts> = env
-        .runtimes
-        .iter()
-        .map(|_| IngressPorts::free(INGRESS_ADDRESS))
-        .collect::<Result<_, _>>()?;
-    let stand_ins = start_stand_ins(&env, &dns, &ingress_ports, dir).await?;
-    let rpc_node_watchers = start_rpc_node_watchers(&env, dir).await?;
+    // The stand-ins of every runtime, registered or provisioned later on.
+    let fleet = Fleet::start(FleetConfig {
+        dir: dir.to_owned(),
+        management_kubeconfig: env.management.kubeconfig_path().to_owned(),
+        runtime_selector: None,
+        dns: Some(dns.updates()),
+        ingress_address: INGRESS_ADDRESS.to_owned(),
+    })
+    .await?;
     let state = State {
         dns_port: Some(dns.port),
         gateway_url: gateway.base_url(),
@@ -191,12 +235,10 @@ async fn run_until_signalled(dir: &Path) -> Result<()> {
         runtimes: env
             .runtimes
             .iter()
-            .zip(&ingress_ports)
-            .map(|((spec, cluster), ports)| RuntimeState {
+            .map(|(spec, cluster)| RuntimeState {
                 name: spec.name.clone(),
                 region: spec.region.clone(),
                 kubeconfig: cluster.kubeconfig_path().to_owned(),
-                https_port: Some(ports.https),
             })
             .collect(),
     };
@@ -212,12 +254,7 @@ async fn run_until_signalled(dir: &Path) -> Result<()> {
         _ = terminate.recv() => {}
     }
     tracing::info!("stopping the environment");
-    for stand_in in stand_ins {
-        stand_in.stop().await;
-    }
-    for watcher in rpc_node_watchers {
-        watcher.stop().await;
-    }
+    fleet.stop().await;
     drop(dns);
     gateway.stop().await;
     env.stop().await;
@@ -227,241 +264,6 @@ async fn run_until_signalled(dir: &Path) -> Result<()> {
 /// The address Traefik publishes in the Ingresses it serves, and external-dns in DNS: the
 /// loopback, where each runtime's Traefik listens (on its own ports).
 const INGRESS_ADDRESS: &str = "127.0.0.1";
-
-/// cert-manager, external-dns and Traefik in every runtime, each started once QleetOS
-/// installs it there (kwok shows their pods Running but runs no container).
-async fn start_stand_ins(
-    env: &Environment,
-    dns: &DnsServer,
-    ingress_ports: &[IngressPorts],
-    dir: &Path,
-) -> Result<Vec<StandIn>> {
-    let mut stand_ins = Vec::new();
-    for ((spec, cluster), ports) in env.runtimes.iter().zip(ingress_ports) {
-        let logs = dir.join("stand-ins").join(&spec.name);
-        for component in [
-            StandInSpec::cert_manager().await?,
-            StandInSpec::external_dns(dns, &spec.name).await?,
-            StandInSpec::traefik(ports).await?,
-        ] {
-            stand_ins.push(StandIn::start(component, cluster.kubeconfig_path(), &logs).await?);
-        }
-    }
-    Ok(stand_ins)
-}
-
-/// The file `up` keeps up to date with the RPC node stand-ins: runtime → URL of the node's
-/// Service (`http://<name>.<namespace>.svc:8545`, what its connection Secret says) → the
-/// loopback address its anvil listens on. Per runtime, because a workload placed on two
-/// runtimes gets a node of the same name on each.
-const RPC_NODES_FILE: &str = "rpc-nodes.json";
-/// What marks the Deployment of an RPC node (examples/services/ethereum-rpc.yaml).
-const RPC_NODE_SELECTOR: &str = "app.kubernetes.io/name=ethereum-rpc";
-/// The port of an RPC node's Service, and the one its anvil listens on.
-const RPC_NODE_PORT: u16 = 8545;
-/// How often each runtime is asked for RPC node Deployments.
-const RPC_NODE_POLL_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Runtime → Service URL → address, as in [`RPC_NODES_FILE`].
-type RpcNodeMap = BTreeMap<String, BTreeMap<String, SocketAddr>>;
-
-/// [`RPC_NODES_FILE`], shared by the watchers of all runtimes.
-#[derive(Debug, Clone)]
-struct RpcNodesFile {
-    path: PathBuf,
-    nodes: Arc<Mutex<RpcNodeMap>>,
-}
-
-impl RpcNodesFile {
-    /// Replaces the nodes of `runtime` and rewrites the file atomically (readers see the old
-    /// or the new map, never a part).
-    fn set(&self, runtime: &str, nodes: BTreeMap<String, SocketAddr>) -> Result<()> {
-        let mut all = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
-        all.insert(runtime.to_owned(), nodes);
-        let temporary = self.path.with_extension("json.tmp");
-        std::fs::write(&temporary, serde_json::to_string_pretty(&*all)?)
-            .with_context(|| format!("writing {}", temporary.display()))?;
-        std::fs::rename(&temporary, &self.path).with_context(|| {
-            format!(
-                "renaming {} to {}",
-                temporary.display(),
-                self.path.display()
-            )
-        })
-    }
-}
-
-fn read_rpc_nodes(dir: &Path) -> RpcNodeMap {
-    std::fs::read_to_string(dir.join(RPC_NODES_FILE))
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or_default()
-}
-
-/// One watcher per runtime: an anvil stand-in for every RPC node QleetOS installs there.
-async fn start_rpc_node_watchers(env: &Environment, dir: &Path) -> Result<Vec<RpcNodeWatcher>> {
-    let file = RpcNodesFile {
-        path: dir.join(RPC_NODES_FILE),
-        nodes: Arc::default(),
-    };
-    let mut watchers = Vec::new();
-    for (spec, cluster) in &env.runtimes {
-        file.set(&spec.name, BTreeMap::new())?;
-        let kubeconfig = cluster.kubeconfig_path().to_owned();
-        let nodes = RpcNodes {
-            deployments: Api::all(client_from(&kubeconfig).await?),
-            runtime: spec.name.clone(),
-            kubeconfig,
-            log_dir: dir.join("stand-ins").join(&spec.name),
-            file: file.clone(),
-            running: BTreeMap::new(),
-        };
-        let (shutdown, shutdown_signal) = oneshot::channel();
-        watchers.push(RpcNodeWatcher {
-            shutdown,
-            task: tokio::spawn(nodes.run(shutdown_signal)),
-        });
-    }
-    Ok(watchers)
-}
-
-/// The background task of [`RpcNodes`]; stopping it stops its stand-ins.
-#[derive(Debug)]
-struct RpcNodeWatcher {
-    shutdown: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-impl RpcNodeWatcher {
-    async fn stop(self) {
-        drop(self.shutdown);
-        if let Err(e) = self.task.await {
-            tracing::warn!(error = %e, "the RPC node watcher failed");
-        }
-    }
-}
-
-/// The RPC node Deployments of one runtime and their anvil stand-ins.
-#[derive(Debug)]
-struct RpcNodes {
-    runtime: String,
-    kubeconfig: PathBuf,
-    log_dir: PathBuf,
-    deployments: Api<Deployment>,
-    file: RpcNodesFile,
-    /// (namespace, Deployment) → its stand-in and the address anvil listens on.
-    running: BTreeMap<(String, String), (StandIn, SocketAddr)>,
-}
-
-impl RpcNodes {
-    async fn run(mut self, mut shutdown: oneshot::Receiver<()>) {
-        let mut ticks = tokio::time::interval(RPC_NODE_POLL_INTERVAL);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                _ = ticks.tick() => {}
-            }
-            self.step().await;
-        }
-        for (_, (stand_in, _)) in std::mem::take(&mut self.running) {
-            stand_in.stop().await;
-        }
-        self.publish();
-    }
-
-    async fn step(&mut self) {
-        let listed = match self
-            .deployments
-            .list(&ListParams::default().labels(RPC_NODE_SELECTOR))
-            .await
-        {
-            Ok(listed) => listed,
-            Err(e) => {
-                // Keep the stand-ins as they are while the cluster does not answer.
-                tracing::debug!(runtime = self.runtime, error = %e, "cannot list RPC node Deployments");
-                return;
-            }
-        };
-        let present: BTreeSet<(String, String)> = listed
-            .items
-            .iter()
-            .filter(|d| d.metadata.deletion_timestamp.is_none())
-            .map(|d| (d.namespace().unwrap_or_default(), d.name_any()))
-            .collect();
-        let gone: Vec<_> = self
-            .running
-            .keys()
-            .filter(|key| !present.contains(*key))
-            .cloned()
-            .collect();
-        let mut changed = false;
-        for key in gone {
-            if let Some((stand_in, _)) = self.running.remove(&key) {
-                // It has stopped its anvil already, or does so now.
-                stand_in.stop().await;
-                tracing::info!(
-                    runtime = self.runtime,
-                    deployment = format!("{}/{}", key.0, key.1),
-                    "RPC node removed"
-                );
-                changed = true;
-            }
-        }
-        for key in present {
-            if self.running.contains_key(&key) {
-                continue;
-            }
-            match self.start(&key.0, &key.1).await {
-                Ok(started) => {
-                    tracing::info!(
-                        runtime = self.runtime,
-                        deployment = format!("{}/{}", key.0, key.1),
-                        address = %started.1,
-                        "RPC node stand-in started"
-                    );
-                    self.running.insert(key, started);
-                    changed = true;
-                }
-                // Tried again on the next poll.
-                Err(e) => {
-                    tracing::warn!(
-                        runtime = self.runtime,
-                        deployment = format!("{}/{}", key.0, key.1),
-                        error = format!("{e:#}"),
-                        "cannot start the RPC node stand-in"
-                    );
-                }
-            }
-        }
-        if changed {
-            self.publish();
-        }
-    }
-
-    async fn start(&self, namespace: &str, deployment: &str) -> Result<(StandIn, SocketAddr)> {
-        let address = free_loopback_address(RPC_NODE_PORT)?;
-        let spec = StandInSpec::anvil(namespace, deployment, address).await?;
-        let stand_in = StandIn::start(spec, &self.kubeconfig, &self.log_dir).await?;
-        Ok((stand_in, address))
-    }
-
-    fn publish(&self) {
-        let nodes = self
-            .running
-            .iter()
-            .map(|((namespace, name), (_, address))| (rpc_node_url(namespace, name), *address))
-            .collect();
-        if let Err(e) = self.file.set(&self.runtime, nodes) {
-            tracing::warn!(error = format!("{e:#}"), "cannot write {RPC_NODES_FILE}");
-        }
-    }
-}
-
-/// What an RPC node's connection Secret says in `RPC_URL`: its Service in cluster DNS.
-fn rpc_node_url(namespace: &str, deployment: &str) -> String {
-    format!("http://{deployment}.{namespace}.svc:{RPC_NODE_PORT}")
-}
 
 fn print_instructions(state: &State) {
     println!("QleetOS environment is up.");
@@ -584,17 +386,17 @@ async fn status(dir: &Path) -> Result<()> {
         );
     }
     println!("WORKLOADS");
-    let rpc_nodes = read_rpc_nodes(dir);
+    let fleet = fleet::read_published(dir);
     for workload in Api::<Workload>::all(management)
         .list(&ListParams::default())
         .await?
     {
-        print_workload(&state, &rpc_nodes, &workload).await?;
+        print_workload(&state, &fleet, &workload).await?;
     }
     Ok(())
 }
 
-async fn print_workload(state: &State, rpc_nodes: &RpcNodeMap, workload: &Workload) -> Result<()> {
+async fn print_workload(state: &State, fleet: &Published, workload: &Workload) -> Result<()> {
     let status = workload.status.clone().unwrap_or_default();
     let ready = status.condition(qleetos_crds::READY);
     println!(
@@ -610,14 +412,15 @@ async fn print_workload(state: &State, rpc_nodes: &RpcNodeMap, workload: &Worklo
             "    on runtime {} ({}): ready={} {}",
             placement.runtime, placement.region, placement.ready, placement.reason
         );
-        let Some(runtime) = state.runtimes.iter().find(|r| r.name == placement.runtime) else {
+        let Some(runtime) = fleet.runtimes.get(&placement.runtime) else {
+            println!("      (no stand-ins run for this runtime yet)");
             continue;
         };
         let client = client_from(&runtime.kubeconfig).await?;
         let namespace = workload.namespace().unwrap_or_default();
         let ports = exposure::LocalPorts {
             dns: state.dns_port,
-            https: runtime.https_port,
+            https: Some(runtime.https_port),
         };
         for line in exposure::describe(&client, &namespace, ports).await? {
             println!("      {line}");
@@ -645,10 +448,9 @@ async fn print_workload(state: &State, rpc_nodes: &RpcNodeMap, workload: &Worklo
                 image.unwrap_or_default()
             );
         }
-        let nodes = rpc_nodes.get(&placement.runtime);
         for (secret, url) in rpc_urls(&client, &namespace).await? {
             println!("      RPC_URL {} (Secret {secret})", shown_url(&url));
-            let Some(&address) = nodes.and_then(|nodes| nodes.get(&url)) else {
+            let Some(&address) = runtime.rpc_nodes.get(&url) else {
                 println!("        (no local RPC node stand-in serves it)");
                 continue;
             };
