@@ -259,97 +259,27 @@ pub async fn support_and_foreign_namespaces_are_never_tenant_targets(
             .await?;
     }
 
-    ensure_namespace(&client, DNS_SUPPORT).await?;
-    let support = tenant_client(env, DNS_SUPPORT).await?;
-    apply_as(
-        &support,
-        DNS_SUPPORT,
-        &in_region("settings", vec![config_map("settings", None)], "eu-west-1"),
-    )
-    .await?;
-    refused(
-        &client,
-        DNS_SUPPORT,
-        "settings",
-        "TenancyViolation",
-        &["(TargetNamespace)"],
-    )
-    .await?;
+    settings_refused(env, DNS_SUPPORT, None, None, &["(TargetNamespace)"]).await?;
 
-    ensure_namespace(&client, PATTERN).await?;
-    apply_policy_for(
-        &client,
+    settings_refused(
+        env,
         PATTERN,
-        json!({"apiVersion": "qleetos.io/v1alpha1", "kind": "TenantPolicy",
-            "metadata": {"name": PATTERN},
-            "spec": {"namespaces": [PATTERN], "targetNamespaces": ["$(namespace)", "c*"]}}),
-    )
-    .await?;
-    let pattern = tenant_client(env, PATTERN).await?;
-    apply_as(
-        &pattern,
-        PATTERN,
-        &in_region(
-            "settings",
-            vec![config_map("settings", Some(TLS_SUPPORT))],
-            "eu-west-1",
-        ),
-    )
-    .await?;
-    refused(
-        &client,
-        PATTERN,
-        "settings",
-        "TenancyViolation",
+        Some(json!(["$(namespace)", "c*"])),
+        Some(TLS_SUPPORT),
         &["(TargetNamespace)", TLS_SUPPORT],
     )
     .await?;
 
-    ensure_namespace(&client, EXACT).await?;
-    apply_policy_for(
-        &client,
+    settings_refused(
+        env,
         EXACT,
-        json!({"apiVersion": "qleetos.io/v1alpha1", "kind": "TenantPolicy",
-            "metadata": {"name": EXACT},
-            "spec": {"namespaces": [EXACT], "targetNamespaces": [FOREIGN]}}),
-    )
-    .await?;
-    let exact = tenant_client(env, EXACT).await?;
-    apply_as(
-        &exact,
-        EXACT,
-        &in_region(
-            "settings",
-            vec![config_map("settings", Some(FOREIGN))],
-            "eu-west-1",
-        ),
-    )
-    .await?;
-    refused(
-        &client,
-        EXACT,
-        "settings",
-        "TenancyViolation",
+        Some(json!([FOREIGN])),
+        Some(FOREIGN),
         &["(NamespaceOwner)", FOREIGN],
     )
     .await?;
 
-    ensure_namespace(&client, SQUAT).await?;
-    let squat = tenant_client(env, SQUAT).await?;
-    apply_as(
-        &squat,
-        SQUAT,
-        &in_region("settings", vec![config_map("settings", None)], "eu-west-1"),
-    )
-    .await?;
-    refused(
-        &client,
-        SQUAT,
-        "settings",
-        "TenancyViolation",
-        &["(NamespaceOwner)", SQUAT],
-    )
-    .await?;
+    settings_refused(env, SQUAT, None, None, &["(NamespaceOwner)", SQUAT]).await?;
 
     for ns in [DNS_SUPPORT, TLS_SUPPORT, FOREIGN, SQUAT] {
         no_tenant_binding(env, ns).await?;
@@ -381,6 +311,32 @@ pub async fn support_and_foreign_namespaces_are_never_tenant_targets(
             .await?;
     }
     delete_namespaces(&client, &[DNS_SUPPORT, PATTERN, EXACT, SQUAT]).await
+}
+
+/// Management namespace `ns` (with a TenantPolicy of its own listing `target_namespaces`,
+/// when given) has its tenant apply a Workload with ConfigMap `settings` into runtime
+/// namespace `target` (its own when `None`), which must be refused `TenancyViolation` with
+/// every one of `expected` in the message.
+async fn settings_refused(
+    env: &Environment,
+    ns: &str,
+    target_namespaces: Option<Value>,
+    target: Option<&str>,
+    expected: &[&str],
+) -> Result<()> {
+    let client = env.management_client().await?;
+    ensure_namespace(&client, ns).await?;
+    if let Some(targets) = target_namespaces {
+        let policy = json!({"apiVersion": "qleetos.io/v1alpha1", "kind": "TenantPolicy",
+            "metadata": {"name": ns},
+            "spec": {"namespaces": [ns], "targetNamespaces": targets}});
+        apply_policy_for(&client, ns, policy).await?;
+    }
+    let tenant = tenant_client(env, ns).await?;
+    let settings = vec![config_map("settings", target)];
+    apply_as(&tenant, ns, &in_region("settings", settings, "eu-west-1")).await?;
+    refused(&client, ns, "settings", "TenancyViolation", expected).await?;
+    Ok(())
 }
 
 /// With no TenantPolicy a namespace gets the safe default: no cluster on demand, no host,
