@@ -195,20 +195,15 @@ impl Fence {
         if refused.is_empty() {
             return Ok(());
         }
-        let mut allowed: Vec<&str> = self
-            .grants
-            .iter()
-            .filter_map(|g| listed(&g.spec))
-            .flatten()
-            .map(String::as_str)
-            .collect();
-        allowed.sort_unstable();
-        allowed.dedup();
-        let allowed = if allowed.is_empty() {
-            "none".to_owned()
-        } else {
-            allowed.join(", ")
-        };
+        let allowed = sorted_list(
+            self.grants
+                .iter()
+                .filter_map(|g| listed(&g.spec))
+                .flatten()
+                .cloned()
+                .collect(),
+            "none",
+        );
         Err(Violation {
             rule,
             message: format!(
@@ -231,14 +226,7 @@ impl Fence {
         if patterns().any(|p| crate::hosts::pattern_covers(p, host)) {
             return Ok(());
         }
-        let mut granted: Vec<&str> = patterns().map(String::as_str).collect();
-        granted.sort_unstable();
-        granted.dedup();
-        let granted = if granted.is_empty() {
-            "none".to_owned()
-        } else {
-            granted.join(", ")
-        };
+        let granted = sorted_list(patterns().cloned().collect(), "none");
         Err(Violation {
             rule: "Host",
             message: format!(
@@ -420,18 +408,12 @@ impl Fence {
     }
 
     fn listed(&self, rules: fn(&TenantPolicySpec) -> &Vec<KindRule>, empty: &str) -> String {
-        let mut kinds: Vec<String> = self
+        let kinds = self
             .grants
             .iter()
             .flat_map(|g| rules(&g.spec).iter().map(describe_kind_rule))
             .collect();
-        kinds.sort();
-        kinds.dedup();
-        if kinds.is_empty() {
-            empty.to_owned()
-        } else {
-            kinds.join(", ")
-        }
+        sorted_list(kinds, empty)
     }
 
     fn policies(&self) -> String {
@@ -445,6 +427,17 @@ impl Fence {
         } else {
             format!("TenantPolicy {}", names.join(", "))
         }
+    }
+}
+
+/// `items` sorted, without repeats, comma-separated; `empty` when there are none.
+fn sorted_list(mut items: Vec<String>, empty: &str) -> String {
+    items.sort();
+    items.dedup();
+    if items.is_empty() {
+        empty.to_owned()
+    } else {
+        items.join(", ")
     }
 }
 
