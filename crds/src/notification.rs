@@ -84,6 +84,20 @@ pub enum Cause {
     Related { object: String },
 }
 
+impl Cause {
+    /// What kind of trigger it is, for logs and spans: `change`, `resync`, `probe`, `drift`
+    /// or `related`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Cause::Change => "change",
+            Cause::Resync { .. } => "resync",
+            Cause::Probe { .. } => "probe",
+            Cause::Drift { .. } => "drift",
+            Cause::Related { .. } => "related",
+        }
+    }
+}
+
 /// "Reconcile this object": kind, namespace, name, uid and the resourceVersion seen.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod context;
 pub mod controllers;
 pub mod dependencies;
+pub mod engine;
 pub mod error;
 pub mod failover;
 pub mod fence;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use kube::api::{Api, DeleteParams};
+use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{Condition, SupportService, SupportServiceProfile, SupportServiceProfileStatus};
@@ -12,7 +12,8 @@ use qleetos_crds::{Condition, SupportService, SupportServiceProfile, SupportServ
 use super::apply_status;
 use super::support::users_of;
 use crate::context::{Context, Next};
-use crate::error::{Error, Result};
+use crate::engine::writes::delete_if_present;
+use crate::error::Result;
 use crate::finalizer::{self, Phase};
 use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
@@ -119,11 +120,7 @@ pub(super) async fn retire_unused(
         let name = service.metadata.name.clone().unwrap_or_default();
         if users.is_empty() {
             if service.metadata.deletion_timestamp.is_none() {
-                match api.delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(status)) if status.code == 404 => {}
-                    Err(error) => return Err(Error::Management(error)),
-                }
+                delete_if_present(&api, &name).await?;
             }
         } else {
             in_use.push(format!(

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use kube::api::{Api, DeleteParams};
+use chrono::Utc;
+use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
-    AppliedObject, Condition, DependencyState, KubernetesRuntime, RemovalPolicy, ResourceHealth,
-    SupportService, SupportServiceProfile, SupportServiceStatus,
+    AppliedObject, Condition, DependencyState, KubernetesRuntime, ResourceHealth, SupportService,
+    SupportServiceProfile, SupportServiceStatus,
 };
 use qleetos_crds::{ServiceProfile, WorkloadInstance};
 
@@ -23,6 +23,7 @@ use crate::context::{Context, Next, key_of};
 use crate::dependencies::connection;
 use crate::dependencies::source::Source;
 use crate::dependencies::{self, provider_of, services};
+use crate::engine::lifecycle::{self, Dependency, Teardown, Verdict};
 use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
 use crate::health::{describe_failures, describe_unhealthy, summarize};
@@ -158,8 +159,8 @@ impl Report {
 }
 
 async fn install(service: &SupportService, ctx: &Context) -> Result<Next> {
-    let users = users_of(service, ctx);
-    let report = Report::from_previous(service, users);
+    let users = service.users(ctx);
+    let report = Report::from_previous(service, users.clone());
     let profile_name = &service.spec.profile_ref.name;
     let Some(source) = Source::of(service, ctx) else {
         let kind = Source::profile_kind(service);
@@ -167,9 +168,22 @@ async fn install(service: &SupportService, ctx: &Context) -> Result<Next> {
         write(service, ctx, report.waiting("ProfileNotFound", message)).await?;
         return Ok(Next::After(WAIT_POLL));
     };
-    let (report, removal) = match track_use(service, &source, report) {
-        Use::RemoveNow => return retire(service, ctx).await,
-        Use::Kept(report, removal) => (report, removal),
+    let tracked = lifecycle::track(
+        users,
+        service.unused_since(),
+        source.retention(),
+        Utc::now(),
+    );
+    if tracked.verdict == Verdict::Retire {
+        let why = format!(
+            "{} has been unused for its grace period; removing it",
+            key_of(service)
+        );
+        return lifecycle::retire(service, ctx, why).await;
+    }
+    let report = Report {
+        unused_since: tracked.unused_since.clone(),
+        ..report
     };
     let runtime_name = &service.spec.runtime_ref.name;
     let runtime = match ctx.caches.runtime(runtime_name) {
@@ -197,58 +211,13 @@ async fn install(service: &SupportService, ctx: &Context) -> Result<Next> {
         }
     };
     let report = converge(service, &source, &runtime, ctx, report).await?;
-    let next = match (report.state, removal) {
-        (DependencyState::Ready, None) => Next::Done,
-        (DependencyState::Ready, Some(left)) => Next::After(left),
-        _ => Next::After(ctx.settings.progress_poll),
+    let next = if report.state == DependencyState::Ready {
+        Next::Done
+    } else {
+        Next::After(ctx.settings.progress_poll)
     };
     write(service, ctx, report).await?;
-    Ok(next)
-}
-
-enum Use {
-    RemoveNow,
-    /// Keep it; with the time left before removal when nobody uses it.
-    Kept(Report, Option<Duration>),
-}
-
-/// Starts, keeps or clears the unused-since mark, and says whether the grace period is over.
-fn track_use(service: &SupportService, source: &Source, mut report: Report) -> Use {
-    let (policy, grace) = source.removal();
-    if !report.users.is_empty() || policy == RemovalPolicy::Retain {
-        report.unused_since = None;
-        return Use::Kept(report, None);
-    }
-    let now = Utc::now();
-    let marked = report
-        .unused_since
-        .as_deref()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok());
-    // Never removed on the pass that first finds it unused, even with no grace period: a
-    // user that has just asked for it (a new runtime's status listing it, an instance's
-    // first pass) may not have reached the cache yet. The next pass looks again.
-    let Some(since) = marked.map(|t| t.with_timezone(&Utc)) else {
-        report.unused_since = Some(now.to_rfc3339());
-        return Use::Kept(report, Some(grace + Duration::from_secs(1)));
-    };
-    let elapsed = (now - since).to_std().unwrap_or_default();
-    if elapsed >= grace {
-        tracing::info!(support_service = %key_of(service), "unused for the grace period: removing");
-        return Use::RemoveNow;
-    }
-    report.unused_since = Some(since.to_rfc3339());
-    Use::Kept(report, Some(grace - elapsed + Duration::from_secs(1)))
-}
-
-/// Deletes the SupportService itself; its finalizer then removes what it installed.
-async fn retire(service: &SupportService, ctx: &Context) -> Result<Next> {
-    let api: Api<SupportService> = Api::all(ctx.client.clone());
-    let name = service.metadata.name.clone().unwrap_or_default();
-    match api.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => Ok(Next::Done),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Next::Done),
-        Err(error) => Err(Error::Management(error)),
-    }
+    Ok(tracked.next(next))
 }
 
 /// `None` once every capability the source requires is Ready on the same runtime (creating the
@@ -547,60 +516,84 @@ fn still_there(
 /// Removes what the service installed, unless something still needs it. `Some` while
 /// waiting (users remain, or objects are still going).
 async fn remove(service: &SupportService, ctx: &Context) -> Result<Option<Report>> {
-    let users = users_of(service, ctx);
-    let report = Report::from_previous(service, users.clone());
-    if !users.is_empty() {
-        let message = format!(
-            "not removed while in use by {}; remove those needs first",
-            users.join(", ")
-        );
-        return Ok(Some(report.waiting("InUse", message)));
-    }
-    let mut report = report;
-    report.state = DependencyState::Removing;
-    report.reason = "Removing";
-    let in_management = Source::of(service, ctx).is_some_and(|s| s.in_management());
-    let client = if in_management {
-        ctx.management.clone()
-    } else {
-        let runtime_name = &service.spec.runtime_ref.name;
-        let Some(runtime) = ctx.caches.runtime(runtime_name) else {
-            return Ok(None);
-        };
-        if runtime.metadata.deletion_timestamp.is_some()
-            && runtime.spec.deletion_policy == qleetos_crds::DeletionPolicy::Abandon
-        {
-            return Ok(None);
+    let report = Report::from_previous(service, Vec::new());
+    Ok(match lifecycle::teardown(service, ctx).await? {
+        Teardown::InUse(users) => {
+            let message = format!(
+                "not removed while in use by {}; remove those needs first",
+                users.join(", ")
+            );
+            Some(Report { users, ..report }.waiting("InUse", message))
         }
-        match ctx.pool.client_for(&runtime).await {
-            Ok(client) => client,
-            Err(error) => {
-                report.message = format!("waiting to remove the installed objects: {error}");
-                return Ok(Some(report));
+        Teardown::Removing(message) => Some(Report {
+            state: DependencyState::Removing,
+            reason: "Removing",
+            message,
+            ..report
+        }),
+        Teardown::Done => None,
+    })
+}
+
+impl Dependency for SupportService {
+    fn users(&self, ctx: &Context) -> Vec<String> {
+        users_of(self, ctx)
+    }
+
+    fn unused_since(&self) -> Option<&str> {
+        self.status.as_ref()?.unused_since.as_deref()
+    }
+
+    /// Removes the installed objects in teardown order, with the operator's identity.
+    async fn remove_own(&self, ctx: &Context) -> Result<Option<String>> {
+        let in_management = Source::of(self, ctx).is_some_and(|s| s.in_management());
+        let client = if in_management {
+            ctx.management.clone()
+        } else {
+            let runtime_name = &self.spec.runtime_ref.name;
+            let Some(runtime) = ctx.caches.runtime(runtime_name) else {
+                return Ok(None);
+            };
+            if runtime.metadata.deletion_timestamp.is_some()
+                && runtime.spec.deletion_policy == qleetos_crds::DeletionPolicy::Abandon
+            {
+                return Ok(None);
             }
+            match ctx.pool.client_for(&runtime).await {
+                Ok(client) => client,
+                Err(error) => {
+                    return Ok(Some(format!(
+                        "waiting to remove the installed objects: {error}"
+                    )));
+                }
+            }
+        };
+        let uid = self.metadata.uid.clone().unwrap_or_default();
+        let inventory = self
+            .status
+            .as_ref()
+            .map(|s| s.applied_objects.clone())
+            .unwrap_or_default();
+        let remaining = match applier_for(&client, &uid).remove(&inventory).await {
+            Ok(remaining) => remaining,
+            Err(error @ Error::RuntimeUnreachable { .. }) => {
+                return Ok(Some(format!(
+                    "waiting to remove the installed objects: {error}"
+                )));
+            }
+            Err(error) => return Err(error),
+        };
+        if remaining.is_empty() {
+            tracing::info!(support_service = %key_of(self), "removed every installed object");
+            return Ok(None);
         }
-    };
-    let uid = service.metadata.uid.clone().unwrap_or_default();
-    let applier = applier_for(&client, &uid);
-    let remaining = match applier.remove(&report.inventory).await {
-        Ok(remaining) => remaining,
-        Err(error @ Error::RuntimeUnreachable { .. }) => {
-            report.message = format!("waiting to remove the installed objects: {error}");
-            return Ok(Some(report));
-        }
-        Err(error) => return Err(error),
-    };
-    if remaining.is_empty() {
-        tracing::info!(support_service = %key_of(service), "removed every installed object");
-        return Ok(None);
+        let names: Vec<String> = remaining.iter().map(describe).collect();
+        Ok(Some(format!(
+            "removing {} object(s) in teardown order: {}",
+            names.len(),
+            names.join(", ")
+        )))
     }
-    let names: Vec<String> = remaining.iter().map(describe).collect();
-    report.message = format!(
-        "removing {} object(s) in teardown order: {}",
-        names.len(),
-        names.join(", ")
-    );
-    Ok(Some(report))
 }
 
 async fn write_inventory(

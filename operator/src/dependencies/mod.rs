@@ -14,7 +14,7 @@ pub mod source;
 
 use std::sync::Arc;
 
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use qleetos_crds::template::Variables;
 use qleetos_crds::{
@@ -23,7 +23,8 @@ use qleetos_crds::{
 };
 
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::engine::writes::create_or_get;
+use crate::error::Result;
 use generated::Contributions;
 pub use providers::{provider_of, required_by, support_service_name};
 
@@ -144,16 +145,11 @@ async fn create_service_object(
         ]
         .into(),
     );
-    match api.create(&PostParams::default(), &wanted).await {
-        Ok(created) => {
-            tracing::info!(support_service = %name, "created: first need on this runtime");
-            Ok(created)
-        }
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            api.get(name).await.map_err(Error::Management)
-        }
-        Err(error) => Err(Error::Management(error)),
+    let ensured = create_or_get(&api, &wanted).await?;
+    if ensured.created {
+        tracing::info!(support_service = %name, "created: first need on this runtime");
     }
+    Ok(ensured.object)
 }
 
 /// `$(runtime.name)`, `$(runtime.region)`, `$(runtime.provider)`, `$(runtime.labels.<k>)`.

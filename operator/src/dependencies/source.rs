@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::services::variables;
 use crate::context::Context;
+use crate::engine::Retention;
 use crate::error::Result;
 
 /// The profile of a SupportService, with the unit it installs for a back-end service.
@@ -80,17 +81,17 @@ impl Source {
         }
     }
 
-    /// The removal policy and the grace period of an unused service.
-    pub fn removal(&self) -> (RemovalPolicy, Duration) {
-        match self {
-            Source::Support(p) => (
-                p.spec.removal_policy,
-                Duration::from_secs(u64::from(p.spec.grace_period_seconds)),
-            ),
-            Source::Service(p, _) => (
-                RemovalPolicy::WhenUnused,
-                Duration::from_secs(u64::from(p.spec.grace_period_seconds)),
-            ),
+    /// What becomes of the service once nobody uses it.
+    pub fn retention(&self) -> Retention {
+        let (policy, grace) = match self {
+            Source::Support(p) => (p.spec.removal_policy, p.spec.grace_period_seconds),
+            Source::Service(p, _) => (RemovalPolicy::WhenUnused, p.spec.grace_period_seconds),
+        };
+        match policy {
+            RemovalPolicy::Retain => Retention::Keep,
+            RemovalPolicy::WhenUnused => {
+                Retention::RemoveAfter(Duration::from_secs(u64::from(grace)))
+            }
         }
     }
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use qleetos_crds::{
     KubernetesRuntime, KubernetesRuntimeProfile, KubernetesRuntimeSpec, NameRef, Placement,
     Provisioning, RuntimeConnection, RuntimeProvisioning,
@@ -15,6 +15,7 @@ use qleetos_crds::{
 
 use super::{PROFILE_LABEL, kubeconfig_ref};
 use crate::context::Context;
+use crate::engine::writes::create_or_get;
 use crate::error::{Error, Result};
 use crate::failover::Stranded;
 use crate::placement::{selector_matches, unserved_regions};
@@ -265,16 +266,15 @@ async fn find_or_create(
     let api: Api<KubernetesRuntime> = Api::all(ctx.client.clone());
     let existing = match ctx.caches.runtime(&name) {
         Some(cached) => Some((*cached).clone()),
-        None => match api.create(&PostParams::default(), &wanted).await {
-            Ok(created) => {
+        None => {
+            let ensured = create_or_get(&api, &wanted).await?;
+            if ensured.created {
+                let created = ensured.object;
                 tracing::info!(runtime = %name, region = %created.spec.region, "provisioning a runtime: {why}");
                 return Ok(Some((created, true)));
             }
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                api.get_opt(&name).await.map_err(Error::Management)?
-            }
-            Err(error) => return Err(Error::Management(error)),
-        },
+            Some(ensured.object)
+        }
     };
     Ok(existing
         .filter(|r| r.metadata.deletion_timestamp.is_none())

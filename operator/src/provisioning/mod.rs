@@ -11,13 +11,14 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use qleetos_crds::{
     FIELD_MANAGER, KubernetesRuntime, KubernetesRuntimeProfile, ProvisioningPhase,
     ProvisioningProvider, SecretKeyRef,
 };
 
 use crate::context::Context;
+use crate::engine::writes::delete_if_present;
 use crate::error::{Error, Result};
 
 /// Key of the kubeconfig in the Secret QleetOS writes for a provisioned runtime.
@@ -147,14 +148,7 @@ async fn delete_kubeconfig(ctx: &Context, runtime: &KubernetesRuntime) -> Result
     let name = runtime.metadata.name.clone().unwrap_or_default();
     let reference = kubeconfig_ref(&name, &ctx.settings.system_namespace);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &reference.namespace);
-    match secrets
-        .delete(&reference.name, &DeleteParams::default())
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(Error::Management(error)),
-    }
+    delete_if_present(&secrets, &reference.name).await.map(drop)
 }
 
 /// An owner reference to `runtime` (not a controller: the Secret is QleetOS's own).

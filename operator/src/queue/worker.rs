@@ -23,6 +23,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use qleetos_crds::notification::{Cause, Notification, QleetKind};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
 
 use super::Broker;
 use super::lock::{Lock, Refresh};
@@ -184,6 +185,21 @@ impl Worker {
             self.settle(controller, message, AckKind::Term).await;
             return;
         };
+        let span = reconcile_span(controller, &notification, message);
+        self.handle_notification(qleet, &notification, message)
+            .instrument(span)
+            .await;
+    }
+
+    async fn handle_notification<K>(
+        &self,
+        qleet: &Qleet<K>,
+        notification: &Notification,
+        message: &Message,
+    ) where
+        K: QleetResource,
+    {
+        let controller = qleet.kind.token();
         let Some(lock) = self
             .lock_or_requeue(controller, &notification, message)
             .await
@@ -209,9 +225,6 @@ impl Worker {
         let release = lock.release(&self.broker.locks).await;
         self.ctx.metrics.lock_released(controller, release.label());
         tracing::info!(
-            kind = controller,
-            object = %notification.subject(),
-            uid = %notification.uid,
             replica = %self.holder,
             lock_revision = revision,
             lock = ?release,
@@ -519,6 +532,23 @@ fn version_of<K: Resource>(object: &K) -> u64 {
 
 fn version_of_notification(notification: &Notification) -> u64 {
     notification.resource_version.parse().unwrap_or(0)
+}
+
+/// The span every log line of one reconcile belongs to: which object, of which kind, why
+/// (the trigger) and which delivery of the notification it is.
+fn reconcile_span(kind: &'static str, notification: &Notification, message: &Message) -> Span {
+    let object = match &notification.namespace {
+        Some(namespace) => format!("{namespace}/{}", notification.name),
+        None => notification.name.clone(),
+    };
+    tracing::info_span!(
+        "reconcile",
+        kind,
+        %object,
+        uid = %notification.uid,
+        trigger = notification.cause.label(),
+        attempt = message.info().map_or(1, |info| info.delivered),
+    )
 }
 
 /// Whether `object` is the one `notification` was sent for, not a namesake created after

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use kube::api::{Api, DeleteParams};
+use std::sync::Arc;
+
+use kube::api::Api;
 use kube::runtime::events::EventType;
 use qleetos_crds::{
     Condition, ConditionStatus, Conditions, DependencyStatus, IdleAction, KubernetesRuntime,
@@ -18,6 +19,7 @@ use super::{Observation, observe, observed_status, reachable_condition, status_b
 use crate::context::{Context, Next, key_of};
 use crate::controllers::{apply_status, name_of};
 use crate::dependencies;
+use crate::engine::lifecycle::{self, Dependency, Retention, Teardown, Use};
 use crate::error::{Error, Result};
 use crate::provisioning::{self, Progress};
 
@@ -33,31 +35,34 @@ struct Verdict {
 /// Provisions (or keeps) the cluster, installs the profile's support services, and retires
 /// the runtime once it has been idle long enough.
 pub async fn converge(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Next> {
-    let previous = runtime.status.clone().unwrap_or_default();
-    let users = users_of(runtime, ctx);
-    let unused_since = unused_since(&previous, &users);
     let profile_name = runtime.profile().unwrap_or_default().to_owned();
     let profile = Api::<KubernetesRuntimeProfile>::all(ctx.client.clone())
         .get_opt(&profile_name)
         .await
         .map_err(Error::Management)?;
+    let retention = profile.as_ref().map_or(Retention::Keep, retention_of);
+    let tracked = lifecycle::track_use(runtime, ctx, retention);
     let Some(profile) = profile else {
         let message = format!(
             "KubernetesRuntimeProfile {profile_name} does not exist; create it again, or delete this runtime"
         );
         let verdict = Verdict::failed("ProfileNotFound", message, None);
-        write(runtime, ctx, verdict, &users, unused_since, None).await?;
+        write(runtime, ctx, verdict, &tracked, None).await?;
         return Ok(Next::After(ctx.settings.probe_interval));
     };
-    let idle_left = idle_left(&profile, unused_since.as_deref());
-    if idle_left == Some(Duration::ZERO) {
-        return retire(runtime, ctx, &profile).await;
+    if tracked.verdict == lifecycle::Verdict::Retire {
+        let why = format!(
+            "runtime {} has been unused for {}s (idle policy of profile {profile_name}); removing it and its cluster",
+            name_of(runtime)?,
+            profile.spec.idle.after_seconds,
+        );
+        return lifecycle::retire(runtime, ctx, why).await;
     }
     let progress = match provisioning::ensure(ctx, runtime, &profile).await {
         Ok(progress) => progress,
         Err(error @ Error::Provisioning { .. }) => {
             let verdict = Verdict::failed(error.reason(), error.to_string(), None);
-            write(runtime, ctx, verdict, &users, unused_since, None).await?;
+            write(runtime, ctx, verdict, &tracked, None).await?;
             return Err(error);
         }
         Err(error) => return Err(error),
@@ -71,21 +76,24 @@ pub async fn converge(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Next
         (Verdict::provisioning(waiting, progress.cluster), None)
     };
     let ready = verdict.ready.is_true();
-    write(
-        runtime,
-        ctx,
-        verdict,
-        &users,
-        unused_since,
-        observed.as_ref(),
-    )
-    .await?;
+    write(runtime, ctx, verdict, &tracked, observed.as_ref()).await?;
     let next = if ready {
         ctx.settings.probe_interval
     } else {
         ctx.settings.progress_poll
     };
-    Ok(Next::After(idle_left.map_or(next, |left| left.min(next))))
+    Ok(tracked.next(Next::After(next)))
+}
+
+/// What the profile's idle policy makes of an unused runtime.
+fn retention_of(profile: &KubernetesRuntimeProfile) -> Retention {
+    match profile.spec.idle.policy {
+        IdleAction::Keep => Retention::Keep,
+        _ => {
+            let after = u64::try_from(profile.spec.idle.after_seconds).unwrap_or(0);
+            Retention::RemoveAfter(Duration::from_secs(after))
+        }
+    }
 }
 
 impl Verdict {
@@ -185,8 +193,7 @@ async fn write(
     runtime: &KubernetesRuntime,
     ctx: &Context,
     verdict: Verdict,
-    users: &[String],
-    unused_since: Option<String>,
+    tracked: &Use,
     observed: Option<&Result<Observation>>,
 ) -> Result<()> {
     let name = name_of(runtime)?;
@@ -197,8 +204,8 @@ async fn write(
         phase: verdict.phase,
         message: message.clone(),
         cluster: verdict.cluster.or(was.cluster.clone()),
-        unused_since,
-        user_count: i64::try_from(users.len()).unwrap_or(i64::MAX),
+        unused_since: tracked.unused_since.clone(),
+        user_count: i64::try_from(tracked.users.len()).unwrap_or(i64::MAX),
     };
     let mut conditions = vec![verdict.ready.clone()];
     conditions.extend(verdict.reachable);
@@ -332,97 +339,61 @@ fn served_elsewhere(
     })
 }
 
-/// Since when nothing has used the runtime: kept from the last pass, started now when the
-/// last user just went, cleared while anything uses it.
-fn unused_since(previous: &KubernetesRuntimeStatus, users: &[String]) -> Option<String> {
-    if !users.is_empty() {
-        return None;
+impl Dependency for KubernetesRuntime {
+    fn users(&self, ctx: &Context) -> Vec<String> {
+        users_of(self, ctx)
     }
-    let kept = previous
-        .provisioning
-        .as_ref()
-        .and_then(|p| p.unused_since.clone());
-    Some(kept.unwrap_or_else(|| Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
-}
 
-/// How long until an unused runtime is retired (`Some(ZERO)`: now); `None` while it is used
-/// or its profile keeps idle clusters.
-fn idle_left(profile: &KubernetesRuntimeProfile, unused_since: Option<&str>) -> Option<Duration> {
-    if profile.spec.idle.policy == IdleAction::Keep {
-        return None;
+    /// None: the Qleet's release step has waited for every WorkloadInstance on it to move
+    /// (with its own condition and Event) before the teardown; a Workload that would
+    /// provision in its region does not hold a runtime being deleted.
+    fn removal_blocked_by(&self, _ctx: &Context) -> Vec<String> {
+        Vec::new()
     }
-    let since = DateTime::parse_from_rfc3339(unused_since?).ok()?;
-    let idle = (Utc::now() - since.with_timezone(&Utc))
-        .num_seconds()
-        .max(0);
-    let left = profile.spec.idle.after_seconds.saturating_sub(idle).max(0);
-    Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
-}
 
-/// Deletes the runtime: its finalizer then removes its support services and its cluster.
-async fn retire(
-    runtime: &KubernetesRuntime,
-    ctx: &Context,
-    profile: &KubernetesRuntimeProfile,
-) -> Result<Next> {
-    let name = name_of(runtime)?;
-    let note = format!(
-        "runtime {name} has been unused for {}s (idle policy of profile {}); removing it and its cluster",
-        profile.spec.idle.after_seconds,
-        profile.metadata.name.as_deref().unwrap_or_default()
-    );
-    tracing::info!(runtime = %name, "idle: deprovisioning");
-    ctx.event(runtime, EventType::Normal, "Idle", note).await;
-    match Api::<KubernetesRuntime>::all(ctx.client.clone())
-        .delete(&name, &DeleteParams::default())
-        .await
-    {
-        Ok(_) => Ok(Next::Done),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Next::Done),
-        Err(error) => Err(Error::Management(error)),
+    fn unused_since(&self) -> Option<&str> {
+        self.status
+            .as_ref()?
+            .provisioning
+            .as_ref()?
+            .unused_since
+            .as_deref()
+    }
+
+    fn installed_on_it(&self, ctx: &Context) -> Vec<Arc<SupportService>> {
+        dependencies::services_on(ctx, self.metadata.name.as_deref().unwrap_or_default())
+    }
+
+    /// Removes the cluster with the provider that made it.
+    async fn remove_own(&self, ctx: &Context) -> Result<Option<String>> {
+        let name = name_of(self)?;
+        let profile = Api::<KubernetesRuntimeProfile>::all(ctx.client.clone())
+            .get_opt(self.profile().unwrap_or_default())
+            .await
+            .map_err(Error::Management)?;
+        let waiting = provisioning::remove(ctx, self, profile.as_ref()).await?;
+        if waiting.is_none() {
+            let note = format!("runtime {name}: its cluster is removed");
+            ctx.event(self, EventType::Normal, "Deprovisioned", note)
+                .await;
+            ctx.pool.forget(&name);
+        }
+        Ok(waiting)
     }
 }
 
 /// Removes what QleetOS installed on the cluster, then the cluster: `true` once both are gone.
 pub async fn teardown(runtime: &KubernetesRuntime, ctx: &Context) -> Result<bool> {
-    let name = name_of(runtime)?;
-    let services = dependencies::services_on(ctx, &name);
-    if !services.is_empty() {
-        let api: Api<SupportService> = Api::all(ctx.client.clone());
-        let mut names = Vec::new();
-        for service in &services {
-            let service_name = service.metadata.name.clone().unwrap_or_default();
-            if service.metadata.deletion_timestamp.is_none() {
-                match api.delete(&service_name, &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(status)) if status.code == 404 => {}
-                    Err(error) => return Err(Error::Management(error)),
-                }
-            }
-            names.push(service_name);
-        }
-        let message = format!(
-            "removing support services {} before the cluster",
-            names.join(", ")
-        );
-        write_deprovisioning(runtime, ctx, message).await?;
-        return Ok(false);
-    }
-    let profile = Api::<KubernetesRuntimeProfile>::all(ctx.client.clone())
-        .get_opt(runtime.profile().unwrap_or_default())
-        .await
-        .map_err(Error::Management)?;
-    match provisioning::remove(ctx, runtime, profile.as_ref()).await? {
-        Some(waiting) => {
+    match lifecycle::teardown(runtime, ctx).await? {
+        Teardown::Done => Ok(true),
+        Teardown::Removing(waiting) => {
             write_deprovisioning(runtime, ctx, waiting).await?;
             Ok(false)
         }
-        None => {
-            let note = format!("runtime {name}: its cluster is removed");
-            ctx.event(runtime, EventType::Normal, "Deprovisioned", note)
-                .await;
-            ctx.pool.forget(&name);
-            Ok(true)
+        Teardown::InUse(users) => {
+            let waiting = format!("waiting for {} to let go of it", users.join(", "));
+            write_deprovisioning(runtime, ctx, waiting).await?;
+            Ok(false)
         }
     }
 }

@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, VersionMatch};
+use kube::api::{Api, ListParams, Patch, PatchParams, VersionMatch};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -21,6 +21,7 @@ use qleetos_crds::{
 use super::instance::FINALIZER as INSTANCE_FINALIZER;
 use super::{apply_status_if_changed, name_of, namespace_of, same_json};
 use crate::context::{Context, Next, key_of};
+use crate::engine::writes::delete_if_present;
 use crate::error::{Error, Result};
 use crate::failover;
 use crate::finalizer::{self, Phase};
@@ -408,11 +409,7 @@ fn leaving_placement(instance: &WorkloadInstance, region: String) -> PlacementSt
 }
 
 async fn delete_instance(instances: &Api<WorkloadInstance>, name: &str) -> Result<()> {
-    match instances.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(Error::Management(error)),
-    }
+    delete_if_present(instances, name).await.map(drop)
 }
 
 fn placement_status(
