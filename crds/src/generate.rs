@@ -3,10 +3,7 @@ use std::path::PathBuf;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{
-    KubernetesRuntime, KubernetesRuntimeProfile, ServiceProfile, SupportService,
-    SupportServiceProfile, TenantPolicy, Workload, WorkloadInstance, WorkloadServiceDependency,
-};
+use crate::TenantPolicy;
 
 /// Failure to render or write CRD manifests.
 #[derive(Debug, thiserror::Error)]
@@ -19,19 +16,12 @@ pub enum GenerateError {
     },
 }
 
-/// Every QleetOS CustomResourceDefinition, in install order.
+/// Every QleetOS CustomResourceDefinition: the kinds Qleets reconcile, and TenantPolicy
+/// (read by every Qleet, reconciled by none).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        KubernetesRuntime::crd(),
-        KubernetesRuntimeProfile::crd(),
-        Workload::crd(),
-        WorkloadInstance::crd(),
-        TenantPolicy::crd(),
-        SupportServiceProfile::crd(),
-        SupportService::crd(),
-        ServiceProfile::crd(),
-        WorkloadServiceDependency::crd(),
-    ]
+    let mut crds = crate::notification::qleet_crds();
+    crds.push(TenantPolicy::crd());
+    crds
 }
 
 /// The YAML file for each CRD, named `<plural>.<group>.yaml`, relative to a CRD folder.

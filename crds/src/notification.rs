@@ -2,6 +2,7 @@
 //! and the Qleets consuming it. A notification is only a pointer: the consumer reads the
 //! current object from the Kubernetes API.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of every work subject: `qleetos.work.<kind>.<namespace or _>.<name>`.
@@ -9,46 +10,57 @@ pub const SUBJECT_PREFIX: &str = "qleetos.work";
 /// JetStream key-value bucket holding the per-object reconcile locks.
 pub const LOCK_BUCKET: &str = "qleetos-locks";
 
-/// The QleetOS kinds a Qleet reconciles, each with its own durable work queue. Adding a kind
-/// is a variant here and its token below; streams, consumers and subjects derive from it.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum QleetKind {
-    Workload,
-    WorkloadInstance,
-    KubernetesRuntime,
-    SupportServiceProfile,
-    SupportService,
-    ServiceProfile,
-    WorkloadServiceDependency,
-    KubernetesRuntimeProfile,
+/// Declares the kinds a Qleet reconciles, once: the [`QleetKind`] enum, its tokens, the
+/// [`Queued`] link from each custom resource type to its kind, and their CRDs.
+macro_rules! qleet_kinds {
+    ($($kind:ident => $token:literal,)+) => {
+        /// The QleetOS kinds a Qleet reconciles, each with its own durable work queue;
+        /// streams, consumers and subjects derive from it.
+        #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum QleetKind {
+            $($kind,)+
+        }
+
+        impl QleetKind {
+            pub const ALL: &[QleetKind] = &[$(Self::$kind,)+];
+
+            /// Lower-case token used in subjects, consumer names and lock keys.
+            pub fn token(self) -> &'static str {
+                match self {
+                    $(Self::$kind => $token,)+
+                }
+            }
+        }
+
+        $(impl Queued for crate::$kind {
+            const QLEET: QleetKind = QleetKind::$kind;
+        })+
+
+        /// The CRDs of every kind a Qleet reconciles.
+        pub fn qleet_crds() -> Vec<CustomResourceDefinition> {
+            vec![$(<crate::$kind as kube::CustomResourceExt>::crd(),)+]
+        }
+    };
+}
+
+/// A custom resource a Qleet reconciles: which work queue its notifications go to.
+pub trait Queued {
+    const QLEET: QleetKind;
+}
+
+// Adding a kind a Qleet reconciles is one line here (and its Qleet's registration).
+qleet_kinds! {
+    KubernetesRuntime => "kubernetesruntime",
+    Workload => "workload",
+    WorkloadInstance => "workloadinstance",
+    SupportServiceProfile => "supportserviceprofile",
+    SupportService => "supportservice",
+    ServiceProfile => "serviceprofile",
+    WorkloadServiceDependency => "workloadservicedependency",
+    KubernetesRuntimeProfile => "kubernetesruntimeprofile",
 }
 
 impl QleetKind {
-    pub const ALL: [QleetKind; 8] = [
-        Self::KubernetesRuntime,
-        Self::Workload,
-        Self::WorkloadInstance,
-        Self::SupportServiceProfile,
-        Self::SupportService,
-        Self::ServiceProfile,
-        Self::WorkloadServiceDependency,
-        Self::KubernetesRuntimeProfile,
-    ];
-
-    /// Lower-case token used in subjects, consumer names and lock keys.
-    pub fn token(self) -> &'static str {
-        match self {
-            Self::Workload => "workload",
-            Self::WorkloadInstance => "workloadinstance",
-            Self::KubernetesRuntime => "kubernetesruntime",
-            Self::SupportServiceProfile => "supportserviceprofile",
-            Self::SupportService => "supportservice",
-            Self::ServiceProfile => "serviceprofile",
-            Self::WorkloadServiceDependency => "workloadservicedependency",
-            Self::KubernetesRuntimeProfile => "kubernetesruntimeprofile",
-        }
-    }
-
     /// The work-queue stream of this kind, e.g. `QLEETOS_WORKLOAD`.
     pub fn stream(self) -> String {
         format!("QLEETOS_{}", self.token().to_ascii_uppercase())

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;
 use kube::Resource;
+use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
@@ -61,42 +62,107 @@ pub enum Next {
     After(Duration),
 }
 
-/// Watch caches of the kinds reconciles read many of, filled by the notifier's watches, so a
-/// reconcile does not list them from the API server (which costs O(objects) per call).
-#[derive(Clone)]
-pub struct Caches {
-    pub workloads: Store<Workload>,
-    pub instances: Store<WorkloadInstance>,
-    pub runtimes: Store<KubernetesRuntime>,
-    pub policies: Store<TenantPolicy>,
-    pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    pub profiles: Store<SupportServiceProfile>,
-    pub support_services: Store<SupportService>,
-    pub service_profiles: Store<ServiceProfile>,
-    pub service_dependencies: Store<WorkloadServiceDependency>,
-    pub runtime_profiles: Store<KubernetesRuntimeProfile>,
-    /// Metadata of the Secrets in QleetOS's own namespace (kubeconfigs): their versions tell
-    /// whether a runtime's cached client is current.
-    pub system_secrets: Store<PartialObjectMeta<Secret>>,
-    /// The cached instances of each Workload, by its uid.
-    pub instances_by_owner: crate::owners::OwnerIndex,
-    /// Whether every cache above listed its objects once (see [`Caches::ready`]).
-    listed: Arc<tokio::sync::OnceCell<bool>>,
+/// Declares every kind the operator watches, once: the field of its watch cache in
+/// [`Caches`] and [`CacheWriters`], its type, and the API its watch lists. The caches, their
+/// writers, the readiness wait and the notifier's watches all derive from this table.
+macro_rules! watched_kinds {
+    ($($field:ident: $kind:ty => $api:expr,)+) => {
+        /// Watch caches of the kinds reconciles read many of, filled by the notifier's
+        /// watches, so a reconcile does not list them from the API server (which costs
+        /// O(objects) per call).
+        #[derive(Clone)]
+        pub struct Caches {
+            $(pub $field: Store<$kind>,)+
+            /// The cached instances of each Workload, by its uid.
+            pub instances_by_owner: crate::owners::OwnerIndex,
+            /// Whether every cache above listed its objects once (see [`Caches::ready`]).
+            listed: Arc<tokio::sync::OnceCell<bool>>,
+        }
+
+        /// The writing ends of [`Caches`], handed to the watches that fill them.
+        pub struct CacheWriters {
+            $(pub $field: Writer<$kind>,)+
+        }
+
+        /// Empty caches and their writers.
+        pub fn caches() -> (Caches, CacheWriters) {
+            $(let $field = reflector::store::<$kind>();)+
+            (
+                Caches {
+                    $($field: $field.0,)+
+                    instances_by_owner: crate::owners::OwnerIndex::default(),
+                    listed: Arc::default(),
+                },
+                CacheWriters {
+                    $($field: $field.1,)+
+                },
+            )
+        }
+
+        impl Caches {
+            /// Whether every watch listed its objects once (`false`: a watch stopped before).
+            async fn every_list(&self) -> bool {
+                $(self.$field.wait_until_ready().await.is_ok() &&)+ true
+            }
+        }
+
+        $(impl Cached for $kind {
+            fn store(caches: &Caches) -> &Store<Self> {
+                &caches.$field
+            }
+        })+
+
+        impl CacheWriters {
+            /// Runs `watch` on every kind's API into its cache, until they all stop.
+            pub(crate) async fn watch_all<W: WatchInto>(self, watch: &W, ctx: &Context) {
+                tokio::join!($(watch.watch(($api)(ctx), self.$field),)+);
+            }
+
+            /// Marks every cache as listed (for tests that fill the caches by hand).
+            #[cfg(test)]
+            pub(crate) fn all_listed(&mut self) {
+                $(self.$field.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);)+
+            }
+        }
+    };
 }
 
-/// The writing ends of [`Caches`], handed to the watches that fill them.
-pub struct CacheWriters {
-    pub workloads: Writer<Workload>,
-    pub instances: Writer<WorkloadInstance>,
-    pub runtimes: Writer<KubernetesRuntime>,
-    pub policies: Writer<TenantPolicy>,
-    pub namespaces: Writer<PartialObjectMeta<Namespace>>,
-    pub profiles: Writer<SupportServiceProfile>,
-    pub support_services: Writer<SupportService>,
-    pub service_profiles: Writer<ServiceProfile>,
-    pub service_dependencies: Writer<WorkloadServiceDependency>,
-    pub runtime_profiles: Writer<KubernetesRuntimeProfile>,
-    pub system_secrets: Writer<PartialObjectMeta<Secret>>,
+/// A kind with a watch cache: where in [`Caches`] it is.
+pub trait Cached: crate::queue::worker::QleetResource {
+    fn store(caches: &Caches) -> &Store<Self>;
+}
+
+/// What fills a watch cache: given the API of a kind and its cache's writer, watches it.
+pub(crate) trait WatchInto {
+    fn watch<K: crate::queue::worker::QleetResource>(
+        &self,
+        api: Api<K>,
+        writer: Writer<K>,
+    ) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// Every object of the kind, in every namespace.
+fn all<K: Resource<DynamicType = ()>>(ctx: &Context) -> Api<K> {
+    Api::all(ctx.client.clone())
+}
+
+// Adding a kind the operator watches is one line here.
+watched_kinds! {
+    workloads: Workload => all,
+    instances: WorkloadInstance => all,
+    runtimes: KubernetesRuntime => all,
+    policies: TenantPolicy => all,
+    namespaces: PartialObjectMeta<Namespace> => all,
+    profiles: SupportServiceProfile => all,
+    support_services: SupportService => all,
+    service_profiles: ServiceProfile => all,
+    service_dependencies: WorkloadServiceDependency => all,
+    runtime_profiles: KubernetesRuntimeProfile => all,
+    // Only QleetOS's own namespace: kubeconfig Secrets elsewhere are never read. Their
+    // versions tell whether a runtime's cached client is current.
+    system_secrets: PartialObjectMeta<Secret> => |ctx: &Context| {
+        Api::namespaced(ctx.client.clone(), &ctx.settings.system_namespace)
+    },
 }
 
 impl std::fmt::Debug for Caches {
@@ -111,51 +177,6 @@ impl std::fmt::Debug for CacheWriters {
     }
 }
 
-/// Empty caches and their writers.
-pub fn caches() -> (Caches, CacheWriters) {
-    let (workloads, workload_writer) = reflector::store();
-    let (instances, instance_writer) = reflector::store();
-    let (runtimes, runtime_writer) = reflector::store();
-    let (policies, policy_writer) = reflector::store();
-    let (namespaces, namespace_writer) = reflector::store();
-    let (profiles, profile_writer) = reflector::store();
-    let (support_services, support_writer) = reflector::store();
-    let (service_profiles, service_profile_writer) = reflector::store();
-    let (service_dependencies, service_dependency_writer) = reflector::store();
-    let (runtime_profiles, runtime_profile_writer) = reflector::store();
-    let (system_secrets, system_secret_writer) = reflector::store();
-    (
-        Caches {
-            workloads,
-            instances,
-            runtimes,
-            policies,
-            namespaces,
-            profiles,
-            support_services,
-            service_profiles,
-            service_dependencies,
-            runtime_profiles,
-            system_secrets,
-            instances_by_owner: crate::owners::OwnerIndex::default(),
-            listed: Arc::default(),
-        },
-        CacheWriters {
-            workloads: workload_writer,
-            instances: instance_writer,
-            runtimes: runtime_writer,
-            policies: policy_writer,
-            namespaces: namespace_writer,
-            profiles: profile_writer,
-            support_services: support_writer,
-            service_profiles: service_profile_writer,
-            service_dependencies: service_dependency_writer,
-            runtime_profiles: runtime_profile_writer,
-            system_secrets: system_secret_writer,
-        },
-    )
-}
-
 impl Caches {
     /// Waits until every cache holds a complete list. Only one caller at a time waits on the
     /// stores themselves: a store's own wait wakes just the latest of concurrent waiters, so
@@ -166,20 +187,6 @@ impl Caches {
         } else {
             Err(crate::error::Error::Cache("the watch cache stopped".into()))
         }
-    }
-
-    /// Whether every watch listed its objects once (`false`: a watch stopped before).
-    async fn every_list(&self) -> bool {
-        self.workloads.wait_until_ready().await.is_ok()
-            && self.instances.wait_until_ready().await.is_ok()
-            && self.runtimes.wait_until_ready().await.is_ok()
-            && self.policies.wait_until_ready().await.is_ok()
-            && self.namespaces.wait_until_ready().await.is_ok()
-            && self.profiles.wait_until_ready().await.is_ok()
-            && self.support_services.wait_until_ready().await.is_ok()
-            && self.service_profiles.wait_until_ready().await.is_ok()
-            && self.service_dependencies.wait_until_ready().await.is_ok()
-            && self.runtime_profiles.wait_until_ready().await.is_ok()
     }
 
     /// The runtime named `name`, as last seen by the watch.
@@ -311,8 +318,6 @@ pub fn key_of<K: Resource>(object: &K) -> String {
 
 #[cfg(test)]
 mod tests {
-    use kube::runtime::watcher::Event;
-
     use super::*;
 
     #[tokio::test]
@@ -325,24 +330,7 @@ mod tests {
             })
             .collect();
         tokio::task::yield_now().await;
-        writers.workloads.apply_watcher_event(&Event::InitDone);
-        writers.instances.apply_watcher_event(&Event::InitDone);
-        writers.runtimes.apply_watcher_event(&Event::InitDone);
-        writers.policies.apply_watcher_event(&Event::InitDone);
-        writers.namespaces.apply_watcher_event(&Event::InitDone);
-        writers.profiles.apply_watcher_event(&Event::InitDone);
-        writers
-            .support_services
-            .apply_watcher_event(&Event::InitDone);
-        writers
-            .service_profiles
-            .apply_watcher_event(&Event::InitDone);
-        writers
-            .service_dependencies
-            .apply_watcher_event(&Event::InitDone);
-        writers
-            .runtime_profiles
-            .apply_watcher_event(&Event::InitDone);
+        writers.all_listed();
         for waiter in waiters {
             let done = tokio::time::timeout(Duration::from_secs(5), waiter).await;
             assert!(matches!(done, Ok(Ok(Ok(())))), "a waiter was never woken");

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 use qleetos_crds::FIELD_MANAGER;
-use qleetos_crds::notification::QleetKind;
+use qleetos_crds::notification::{QleetKind, Queued};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -101,57 +101,32 @@ pub struct Registered {
     pub notified_by: fn() -> Triggers,
 }
 
-/// Every Qleet.
-pub const QLEETS: [Registered; 8] = [
-    Registered {
-        name: "runtime",
-        kind: QleetKind::KubernetesRuntime,
-        run: |worker, shutdown| Box::pin(worker.run(runtime::qleet(), shutdown)),
-        notified_by: runtime::notified_by,
-    },
-    Registered {
-        name: "workload",
-        kind: QleetKind::Workload,
-        run: |worker, shutdown| Box::pin(worker.run(workload::qleet(), shutdown)),
-        notified_by: workload::notified_by,
-    },
-    Registered {
-        name: "instance",
-        kind: QleetKind::WorkloadInstance,
-        run: |worker, shutdown| Box::pin(worker.run(instance::qleet(), shutdown)),
-        notified_by: instance::notified_by,
-    },
-    Registered {
-        name: "support",
-        kind: QleetKind::SupportService,
-        run: |worker, shutdown| Box::pin(worker.run(support::qleet(), shutdown)),
-        notified_by: support::notified_by,
-    },
-    Registered {
-        name: "profile",
-        kind: QleetKind::SupportServiceProfile,
-        run: |worker, shutdown| Box::pin(worker.run(profile::qleet(), shutdown)),
-        notified_by: profile::notified_by,
-    },
-    Registered {
-        name: "serviceprofile",
-        kind: QleetKind::ServiceProfile,
-        run: |worker, shutdown| Box::pin(worker.run(serviceprofile::qleet(), shutdown)),
-        notified_by: serviceprofile::notified_by,
-    },
-    Registered {
-        name: "servicedependency",
-        kind: QleetKind::WorkloadServiceDependency,
-        run: |worker, shutdown| Box::pin(worker.run(servicedependency::qleet(), shutdown)),
-        notified_by: servicedependency::notified_by,
-    },
-    Registered {
-        name: "runtimeprofile",
-        kind: QleetKind::KubernetesRuntimeProfile,
-        run: |worker, shutdown| Box::pin(worker.run(runtimeprofile::qleet(), shutdown)),
-        notified_by: runtimeprofile::notified_by,
-    },
-];
+/// Registers each Qleet from its module: `"<name in --qleets>" => <module>: <kind>`.
+macro_rules! qleets {
+    ($($name:literal => $module:ident: $kind:ty,)+) => {
+        /// Every Qleet.
+        pub const QLEETS: &[Registered] = &[$(
+            Registered {
+                name: $name,
+                kind: <$kind as Queued>::QLEET,
+                run: |worker, shutdown| Box::pin(worker.run($module::qleet(), shutdown)),
+                notified_by: $module::notified_by,
+            },
+        )+];
+    };
+}
+
+// Adding a Qleet is its module and one line here.
+qleets! {
+    "runtime" => runtime: qleetos_crds::KubernetesRuntime,
+    "workload" => workload: qleetos_crds::Workload,
+    "instance" => instance: qleetos_crds::WorkloadInstance,
+    "support" => support: qleetos_crds::SupportService,
+    "profile" => profile: qleetos_crds::SupportServiceProfile,
+    "serviceprofile" => serviceprofile: qleetos_crds::ServiceProfile,
+    "servicedependency" => servicedependency: qleetos_crds::WorkloadServiceDependency,
+    "runtimeprofile" => runtimeprofile: qleetos_crds::KubernetesRuntimeProfile,
+}
 
 /// What notifies every Qleet (every replica publishes for all of them, whichever it runs).
 pub fn triggers() -> Registry {

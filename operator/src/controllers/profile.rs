@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
-use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{Condition, SupportService, SupportServiceProfile, SupportServiceProfileStatus};
 
 use super::apply_status;
@@ -27,24 +26,21 @@ const IN_USE_POLL: std::time::Duration = std::time::Duration::from_secs(30);
 /// The SupportServiceProfile Qleet.
 pub fn qleet() -> Qleet<SupportServiceProfile> {
     Qleet {
-        kind: QleetKind::SupportServiceProfile,
         api: |client, _| Api::all(client),
         reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
-        cache: |caches| &caches.profiles,
     }
 }
 
 /// Its own changes, and any change of a service installed from it (its status lists them).
 pub fn notified_by() -> Triggers {
-    Triggers::of::<SupportServiceProfile>(QleetKind::SupportServiceProfile)
-        .watches::<SupportService>(|ctx, change| {
-            let profile = ObjectRef::new(&change.after.spec.profile_ref.name);
-            ctx.caches
-                .profiles
-                .get(&profile)
-                .map(|profile| vec![Target::of(&*profile)])
-                .unwrap_or_default()
-        })
+    Triggers::of::<SupportServiceProfile>().watches::<SupportService>(|ctx, change| {
+        let profile = ObjectRef::new(&change.after.spec.profile_ref.name);
+        ctx.caches
+            .profiles
+            .get(&profile)
+            .map(|profile| vec![Target::of(&*profile)])
+            .unwrap_or_default()
+    })
 }
 
 pub async fn reconcile(profile: Arc<SupportServiceProfile>, ctx: Arc<Context>) -> Result<Next> {

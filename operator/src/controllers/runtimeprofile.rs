@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
-use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
     Condition, KubernetesRuntime, KubernetesRuntimeProfile, KubernetesRuntimeProfileStatus,
 };
@@ -24,16 +23,14 @@ pub const FINALIZER: &str = "qleetos.io/provisioned-runtimes";
 /// The KubernetesRuntimeProfile Qleet.
 pub fn qleet() -> Qleet<KubernetesRuntimeProfile> {
     Qleet {
-        kind: QleetKind::KubernetesRuntimeProfile,
         api: |client, _| Api::all(client),
         reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
-        cache: |caches| &caches.runtime_profiles,
     }
 }
 
 /// Its own changes, another profile's (defaults may clash), and its runtimes' (counted).
 pub fn notified_by() -> Triggers {
-    Triggers::of::<KubernetesRuntimeProfile>(QleetKind::KubernetesRuntimeProfile)
+    Triggers::of::<KubernetesRuntimeProfile>()
         .watches::<KubernetesRuntimeProfile>(|ctx, change| {
             let uid = &change.after.metadata.uid;
             Target::all(ctx.caches.runtime_profiles.state(), |other| {

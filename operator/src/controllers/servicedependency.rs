@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
-use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
     Condition, DependencyState, ServiceBinding, ServiceProfile, Workload, WorkloadInstance,
     WorkloadServiceDependency, WorkloadServiceDependencyStatus,
@@ -24,17 +23,15 @@ use crate::queue::worker::Qleet;
 /// The WorkloadServiceDependency Qleet.
 pub fn qleet() -> Qleet<WorkloadServiceDependency> {
     Qleet {
-        kind: QleetKind::WorkloadServiceDependency,
         api: |client, namespace| Api::namespaced(client, namespace.unwrap_or_default()),
         reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
-        cache: |caches| &caches.service_dependencies,
     }
 }
 
 /// Its own changes; its profile's; a named Workload appearing or going; any change of an
 /// instance of a named workload (its status says where the service stands).
 pub fn notified_by() -> Triggers {
-    Triggers::of::<WorkloadServiceDependency>(QleetKind::WorkloadServiceDependency)
+    Triggers::of::<WorkloadServiceDependency>()
         .watches::<ServiceProfile>(|ctx, change| {
             let profile = change.after.metadata.name.clone().unwrap_or_default();
             Target::all(ctx.caches.service_dependencies.state(), |d| {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
-use qleetos_crds::notification::QleetKind;
 use qleetos_crds::template::{
     TENANT_VARIABLE_PREFIX, Variables, unknown_variables, variable_names,
 };
@@ -29,28 +28,24 @@ pub const FINALIZER: &str = "qleetos.io/services";
 /// The ServiceProfile Qleet.
 pub fn qleet() -> Qleet<ServiceProfile> {
     Qleet {
-        kind: QleetKind::ServiceProfile,
         api: |client, _| Api::all(client),
         reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
-        cache: |caches| &caches.service_profiles,
     }
 }
 
 /// Its own changes, and its services' (a deletion waits for them).
 pub fn notified_by() -> Triggers {
-    Triggers::of::<ServiceProfile>(QleetKind::ServiceProfile).watches::<SupportService>(
-        |ctx, change| {
-            if change.after.spec.service.is_none() {
-                return Vec::new();
-            }
-            let profile = ObjectRef::new(&change.after.spec.profile_ref.name);
-            ctx.caches
-                .service_profiles
-                .get(&profile)
-                .map(|profile| vec![Target::of(&*profile)])
-                .unwrap_or_default()
-        },
-    )
+    Triggers::of::<ServiceProfile>().watches::<SupportService>(|ctx, change| {
+        if change.after.spec.service.is_none() {
+            return Vec::new();
+        }
+        let profile = ObjectRef::new(&change.after.spec.profile_ref.name);
+        ctx.caches
+            .service_profiles
+            .get(&profile)
+            .map(|profile| vec![Target::of(&*profile)])
+            .unwrap_or_default()
+    })
 }
 
 pub async fn reconcile(profile: Arc<ServiceProfile>, ctx: Arc<Context>) -> Result<Next> {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use chrono::Utc;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
-use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
     AppliedObject, Condition, DependencyState, KubernetesRuntime, ResourceHealth, SupportService,
     SupportServiceProfile, SupportServiceStatus,
@@ -42,10 +41,8 @@ const WAIT_POLL: Duration = Duration::from_secs(30);
 /// The SupportService Qleet.
 pub fn qleet() -> Qleet<SupportService> {
     Qleet {
-        kind: QleetKind::SupportService,
         api: |client, _| Api::all(client),
         reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
-        cache: |caches| &caches.support_services,
     }
 }
 
@@ -53,7 +50,7 @@ pub fn qleet() -> Qleet<SupportService> {
 /// service on its runtime (it may require it); any change of an instance on its runtime
 /// that needs something (its users are derived from them).
 pub fn notified_by() -> Triggers {
-    Triggers::of::<SupportService>(QleetKind::SupportService)
+    Triggers::of::<SupportService>()
         .watches::<SupportServiceProfile>(|ctx, change| {
             if !change.intent_changed() {
                 return Vec::new();

@@ -223,12 +223,12 @@ async fn with_auth(
 /// (ack wait, lock TTL, replicas), keeping their messages and keys. Every stream is updated
 /// first, so streams scaled to more replicas catch up side by side.
 async fn ensure_layout(js: &JetStream, options: &BrokerOptions) -> Result<(kv::Store, kv::Store)> {
-    for kind in QleetKind::ALL {
+    for &kind in QleetKind::ALL {
         js.create_or_update_stream(work_stream(kind, options.replicas))
             .await
             .map_err(Error::broker)?;
     }
-    for kind in QleetKind::ALL {
+    for &kind in QleetKind::ALL {
         let consumer = consumer_once_scaled(js, kind, options).await?;
         tracing::info!(
             consumer = %kind.consumer(),

@@ -10,25 +10,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::context::PublishAckFuture;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
+use qleetos_crds::WorkloadInstance;
 use qleetos_crds::notification::{Cause, Notification, QleetKind};
-use qleetos_crds::{
-    KubernetesRuntime, KubernetesRuntimeProfile, ServiceProfile, SupportService,
-    SupportServiceProfile, TenantPolicy, Workload, WorkloadInstance, WorkloadServiceDependency,
-};
 use std::any::Any;
-
 use tokio::sync::{mpsc, watch};
 
 use super::Broker;
 use super::triggers::{Change, OwnQleet, Registry, Target};
 use super::worker::QleetResource;
-use crate::context::{CacheWriters, Context};
+use crate::context::{CacheWriters, Context, WatchInto};
 
 /// How many publishes may wait for JetStream's acknowledgement at once.
 const PUBLISHES_IN_FLIGHT: usize = 1024;
@@ -117,48 +111,8 @@ pub async fn run(
         registry,
         resyncs,
     };
-    let client = ctx.client.clone();
-    let system_secrets = Api::<PartialObjectMeta<Secret>>::namespaced(
-        client.clone(),
-        &ctx.settings.system_namespace,
-    );
     tokio::join!(
-        notifier.watch(
-            Api::<KubernetesRuntime>::all(client.clone()),
-            writers.runtimes
-        ),
-        notifier.watch(Api::<Workload>::all(client.clone()), writers.workloads),
-        notifier.watch(
-            Api::<WorkloadInstance>::all(client.clone()),
-            writers.instances
-        ),
-        notifier.watch(
-            Api::<SupportServiceProfile>::all(client.clone()),
-            writers.profiles
-        ),
-        notifier.watch(
-            Api::<SupportService>::all(client.clone()),
-            writers.support_services
-        ),
-        notifier.watch(
-            Api::<ServiceProfile>::all(client.clone()),
-            writers.service_profiles
-        ),
-        notifier.watch(
-            Api::<WorkloadServiceDependency>::all(client.clone()),
-            writers.service_dependencies
-        ),
-        notifier.watch(
-            Api::<KubernetesRuntimeProfile>::all(client.clone()),
-            writers.runtime_profiles
-        ),
-        notifier.watch(Api::<TenantPolicy>::all(client.clone()), writers.policies),
-        notifier.watch(
-            Api::<PartialObjectMeta<Namespace>>::all(client),
-            writers.namespaces
-        ),
-        // Only QleetOS's own namespace: kubeconfig Secrets elsewhere are never read.
-        notifier.watch(system_secrets, writers.system_secrets),
+        writers.watch_all(&notifier, &ctx),
         resync(&publisher, &ctx, resync_sender),
     );
 }
@@ -171,10 +125,16 @@ struct Notifier {
     resyncs: watch::Receiver<Option<Cause>>,
 }
 
-impl Notifier {
+impl WatchInto for Notifier {
     /// Watches `api` into `writer`'s cache and publishes the notifications of each change;
     /// when `K` is a Qleet's own kind, also every object of it on each resync and interval.
     async fn watch<K: QleetResource>(&self, api: Api<K>, writer: Writer<K>) {
+        self.watch_kind(api, writer).await;
+    }
+}
+
+impl Notifier {
+    async fn watch_kind<K: QleetResource>(&self, api: Api<K>, writer: Writer<K>) {
         let store = writer.as_reader();
         let own = self.registry.own_qleet::<K>();
         let events = watcher(api, watcher::Config::default().any_semantic())

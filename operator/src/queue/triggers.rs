@@ -2,7 +2,7 @@
 //! kube-runtime's `Controller::owns` and `watches` read:
 //!
 //! ```text
-//! Triggers::of::<Workload>(QleetKind::Workload)   // its own objects' intent changes
+//! Triggers::of::<Workload>()   // its own objects' intent changes
 //!     .owns::<WorkloadInstance>()                   // any change of an object it owns
 //!     .watches::<KubernetesRuntime>(|ctx, change| ...) // related objects, mapped to its own
 //! ```
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::{Resource, ResourceExt};
-use qleetos_crds::notification::{Cause, Notification, QleetKind};
+use qleetos_crds::notification::{Cause, Notification, QleetKind, Queued};
 
 use super::worker::QleetResource;
 use crate::context::{Context, Settings};
@@ -151,9 +151,9 @@ impl std::fmt::Debug for Triggers {
 impl Triggers {
     /// The triggers of the Qleet of `K`, starting with its own objects' intent changes (and
     /// every resync).
-    pub fn of<K: QleetResource>(kind: QleetKind) -> Self {
+    pub fn of<K: QleetResource + Queued>() -> Self {
         let triggers = Self {
-            kind,
+            kind: K::QLEET,
             own_type: TypeId::of::<K>(),
             own_kind: K::kind(&()).into_owned(),
             rules: Vec::new(),
@@ -360,7 +360,7 @@ mod tests {
     #[tokio::test]
     async fn own_objects_notify_on_intent_only() {
         let ctx = context_with(&[]);
-        let registry = Registry::new(vec![Triggers::of::<Workload>(QleetKind::Workload)]);
+        let registry = Registry::new(vec![Triggers::of::<Workload>()]);
         let (before, after) = (workload("shop", 1), workload("shop", 2));
         let changed = Change {
             before: Some(&before),
@@ -390,9 +390,7 @@ mod tests {
     #[tokio::test]
     async fn an_owned_object_notifies_its_owner_of_the_qleets_kind() {
         let ctx = context_with(&[]);
-        let registry = Registry::new(vec![
-            Triggers::of::<Workload>(QleetKind::Workload).owns::<WorkloadInstance>(),
-        ]);
+        let registry = Registry::new(vec![Triggers::of::<Workload>().owns::<WorkloadInstance>()]);
         let instance: WorkloadInstance = serde_json::from_value(json!({
             "apiVersion": "qleetos.io/v1alpha1", "kind": "WorkloadInstance",
             "metadata": {"name": "shop-eu", "namespace": "team", "uid": "i1", "resourceVersion": "7",

@@ -20,7 +20,7 @@ use kube::Resource;
 use kube::api::Api;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
-use qleetos_crds::notification::{Cause, Notification, QleetKind};
+use qleetos_crds::notification::{Cause, Notification, QleetKind, Queued};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
@@ -28,7 +28,7 @@ use tracing::{Instrument, Span};
 use super::Broker;
 use super::lock::{Lock, Refresh};
 use super::retry::{self, Backoff, Outcome, RetryRecord, Settle};
-use crate::context::{Caches, Context, Next};
+use crate::context::{Cached, Caches, Context, Next};
 use crate::error::{Error, Result};
 use crate::fence::Fence;
 
@@ -64,19 +64,32 @@ impl<K> QleetResource for K where
 
 pub type ReconcileFuture = Pin<Box<dyn Future<Output = Result<Next>> + Send>>;
 
-/// One Qleet: the kind it owns, how to reach that kind's API, and its reconcile.
-pub struct Qleet<K: QleetResource> {
-    pub kind: QleetKind,
+/// The kind a Qleet owns: a resource with its own work queue and watch cache.
+pub trait QleetKindOf: QleetResource + Queued + Cached {}
+
+impl<K: QleetResource + Queued + Cached> QleetKindOf for K {}
+
+/// One Qleet: how to reach its kind's API, and its reconcile.
+pub struct Qleet<K: QleetKindOf> {
     /// The API of the kind, for a namespace or cluster-wide.
     pub api: fn(kube::Client, Option<&str>) -> Api<K>,
     pub reconcile: fn(Arc<K>, Arc<Context>) -> ReconcileFuture,
-    /// The kind's watch cache, read instead of the API server once it has caught up.
-    pub cache: fn(&Caches) -> &Store<K>,
 }
 
-impl<K: QleetResource> std::fmt::Debug for Qleet<K> {
+impl<K: QleetKindOf> Qleet<K> {
+    pub fn kind(&self) -> QleetKind {
+        K::QLEET
+    }
+
+    /// The kind's watch cache, read instead of the API server once it has caught up.
+    fn cache<'a>(&self, caches: &'a Caches) -> &'a Store<K> {
+        K::store(caches)
+    }
+}
+
+impl<K: QleetKindOf> std::fmt::Debug for Qleet<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Qleet").field("kind", &self.kind).finish()
+        f.debug_struct("Qleet").field("kind", &K::QLEET).finish()
     }
 }
 
@@ -101,24 +114,24 @@ impl Worker {
     /// reconciles in flight finish (each is bounded by the reconcile timeout) and returns.
     pub async fn run<K>(self, qleet: Qleet<K>, shutdown: CancellationToken)
     where
-        K: QleetResource,
+        K: QleetKindOf,
     {
         let slots =
             (0..self.concurrency.max(1)).map(|_| self.pull_and_reconcile(&qleet, &shutdown));
         futures::future::join_all(slots).await;
-        tracing::info!(kind = qleet.kind.token(), replica = %self.holder, "work queue drained");
+        tracing::info!(kind = qleet.kind().token(), replica = %self.holder, "work queue drained");
     }
 
     async fn pull_and_reconcile<K>(&self, qleet: &Qleet<K>, shutdown: &CancellationToken)
     where
-        K: QleetResource,
+        K: QleetKindOf,
     {
-        let kind = qleet.kind.token();
+        let kind = qleet.kind().token();
         let mut messages = None;
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => return,
-                next = self.next_message(qleet.kind, &mut messages) => next,
+                next = self.next_message(qleet.kind(), &mut messages) => next,
             };
             match next {
                 Ok(message) => self.handle(qleet, message).await,
@@ -167,9 +180,9 @@ impl Worker {
 
     async fn handle<K>(&self, qleet: &Qleet<K>, message: Message)
     where
-        K: QleetResource,
+        K: QleetKindOf,
     {
-        let controller = qleet.kind.token();
+        let controller = qleet.kind().token();
         self.ctx.metrics.message(controller, "received");
         self.handle_received(qleet, &message).await;
         self.ctx.metrics.message(controller, "handled");
@@ -177,9 +190,9 @@ impl Worker {
 
     async fn handle_received<K>(&self, qleet: &Qleet<K>, message: &Message)
     where
-        K: QleetResource,
+        K: QleetKindOf,
     {
-        let controller = qleet.kind.token();
+        let controller = qleet.kind().token();
         let Ok(notification) = serde_json::from_slice::<Notification>(&message.payload) else {
             tracing::warn!(subject = %message.subject, "dropping a message that is not a notification");
             self.settle(controller, message, AckKind::Term).await;
@@ -197,22 +210,22 @@ impl Worker {
         notification: &Notification,
         message: &Message,
     ) where
-        K: QleetResource,
+        K: QleetKindOf,
     {
-        let controller = qleet.kind.token();
+        let controller = qleet.kind().token();
         let Some(lock) = self
-            .lock_or_requeue(controller, &notification, message)
+            .lock_or_requeue(controller, notification, message)
             .await
         else {
             return;
         };
         let revision = lock.revision();
         let (reconciled, lock) = self
-            .reconcile_holding(qleet, &notification, message, lock)
+            .reconcile_holding(qleet, notification, message, lock)
             .await;
         let outcome = match reconciled {
             Reconciled::Finished(result) => {
-                self.conclude(qleet, &notification, message, &result).await;
+                self.conclude(qleet, notification, message, &result).await;
                 outcome_text(&result)
             }
             Reconciled::Aborted => {
@@ -262,7 +275,7 @@ impl Worker {
         mut lock: Lock,
     ) -> (Reconciled, Lock)
     where
-        K: QleetResource,
+        K: QleetKindOf,
     {
         let started = Instant::now();
         let timeout = self.ctx.settings.reconcile_timeout;
@@ -274,7 +287,7 @@ impl Worker {
         if let Reconciled::Finished(result) = &reconciled {
             self.ctx
                 .metrics
-                .observe(qleet.kind.token(), started, result);
+                .observe(qleet.kind().token(), started, result);
         }
         (reconciled, lock)
     }
@@ -310,7 +323,7 @@ impl Worker {
         notification: &Notification,
     ) -> Result<Next>
     where
-        K: QleetResource,
+        K: QleetKindOf,
     {
         match self.current_object(qleet, notification).await? {
             Some(object) => (qleet.reconcile)(object, self.ctx.clone()).await,
@@ -326,13 +339,13 @@ impl Worker {
         notification: &Notification,
     ) -> Result<Option<Arc<K>>>
     where
-        K: QleetResource,
+        K: QleetKindOf,
     {
         if let Some(object) = self.cached_object(qleet, notification).await {
-            self.ctx.metrics.object_read(qleet.kind.token(), "cache");
+            self.ctx.metrics.object_read(qleet.kind().token(), "cache");
             return Ok(Some(object));
         }
-        self.ctx.metrics.object_read(qleet.kind.token(), "api");
+        self.ctx.metrics.object_read(qleet.kind().token(), "api");
         let api = (qleet.api)(self.ctx.client.clone(), notification.namespace.as_deref());
         match api
             .get_opt(&notification.name)
@@ -354,7 +367,7 @@ impl Worker {
         notification: &Notification,
     ) -> Option<Arc<K>>
     where
-        K: QleetResource,
+        K: QleetKindOf,
     {
         let fence = fence_of::<K>(notification);
         if let Some(fence) = &fence
@@ -366,7 +379,7 @@ impl Worker {
         if let Some(namespace) = &notification.namespace {
             reference = reference.within(namespace);
         }
-        let object = (qleet.cache)(&self.ctx.caches).get(&reference)?;
+        let object = qleet.cache(&self.ctx.caches).get(&reference)?;
         let own_change = fence.is_some_and(|fence| fence.kind == K::kind(&()));
         let fresh = !own_change || version_of(&*object) >= version_of_notification(notification);
         (is_current(notification, &*object) && fresh).then_some(object)
@@ -382,9 +395,9 @@ impl Worker {
         message: &Message,
         result: &Result<Next>,
     ) where
-        K: QleetResource,
+        K: QleetKindOf,
     {
-        let controller = qleet.kind.token();
+        let controller = qleet.kind().token();
         let key = notification.lock_key();
         let outcome = match result {
             Ok(Next::Done) => Outcome::Converged,
@@ -458,9 +471,9 @@ impl Worker {
         error: &Error,
         attempt: u32,
     ) where
-        K: QleetResource,
+        K: QleetKindOf,
     {
-        tracing::warn!(kind = qleet.kind.token(), object = %notification.subject(), attempt, reason = error.reason(), %error, "reconcile failed");
+        tracing::warn!(kind = qleet.kind().token(), object = %notification.subject(), attempt, reason = error.reason(), %error, "reconcile failed");
         if attempt != 1 && !attempt.is_multiple_of(10) {
             return;
         }

@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
-use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
     AppliedObject, Condition, Conditions, DependencyStatus, Expose, KubernetesRuntime,
     ResourceHealth, WorkloadInstance, WorkloadInstanceStatus,
@@ -53,10 +52,8 @@ const DEPENDENCY_WAIT: Duration = Duration::from_secs(30);
 /// The WorkloadInstance Qleet.
 pub fn qleet() -> Qleet<WorkloadInstance> {
     Qleet {
-        kind: QleetKind::WorkloadInstance,
         api: |client, namespace| Api::namespaced(client, namespace.unwrap_or_default()),
         reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
-        cache: |caches| &caches.instances,
     }
 }
 
@@ -65,7 +62,7 @@ pub fn qleet() -> Qleet<WorkloadInstance> {
 /// what it needs; a support service on its runtime it may depend on; a service dependency
 /// naming its workload (before or after the change), and that dependency's profile.
 pub fn notified_by() -> Triggers {
-    Triggers::of::<WorkloadInstance>(QleetKind::WorkloadInstance)
+    Triggers::of::<WorkloadInstance>()
         .watches::<TenantPolicy>(|ctx, _| {
             triggers::Target::all(ctx.caches.instances.state(), |_| true)
         })

@@ -10,7 +10,6 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
-use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
     Condition, ConditionStatus, Conditions, DeletionPolicy, KubernetesRuntime,
     KubernetesRuntimeStatus, REACHABLE, WorkloadInstance,
@@ -32,16 +31,14 @@ pub const FINALIZER: &str = "qleetos.io/runtime-in-use";
 /// The KubernetesRuntime Qleet.
 pub fn qleet() -> Qleet<KubernetesRuntime> {
     Qleet {
-        kind: QleetKind::KubernetesRuntime,
         api: |client, _| Api::all(client),
         reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
-        cache: |caches| &caches.runtimes,
     }
 }
 
 /// Its own changes, each probe interval, and a change of the kubeconfig Secret it uses.
 pub fn notified_by() -> Triggers {
-    Triggers::of::<KubernetesRuntime>(QleetKind::KubernetesRuntime)
+    Triggers::of::<KubernetesRuntime>()
         .every(|settings| settings.probe_interval)
         .watches::<PartialObjectMeta<Secret>>(|ctx, change| {
             let secret = change.after;

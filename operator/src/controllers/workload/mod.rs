@@ -11,7 +11,6 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use qleetos_crds::TenantPolicy;
-use qleetos_crds::notification::QleetKind;
 use qleetos_crds::{
     Condition, DeletionPolicy, FIELD_MANAGER, KubernetesRuntime, PlacementStatus, RuntimeRef,
     Workload, WorkloadInstance, WorkloadInstanceSpec, WorkloadRef, WorkloadStatus,
@@ -45,10 +44,8 @@ pub const WORKLOAD_LABEL: &str = "qleetos.io/workload";
 /// The Workload Qleet.
 pub fn qleet() -> Qleet<Workload> {
     Qleet {
-        kind: QleetKind::Workload,
         api: |client, namespace| Api::namespaced(client, namespace.unwrap_or_default()),
         reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
-        cache: |caches| &caches.workloads,
     }
 }
 
@@ -57,7 +54,7 @@ pub fn qleet() -> Qleet<Workload> {
 /// that can move placements; a TenantPolicy change, or a namespace's labels (which runtimes
 /// a namespace may use).
 pub fn notified_by() -> Triggers {
-    Triggers::of::<Workload>(QleetKind::Workload)
+    Triggers::of::<Workload>()
         .owns_changes_of::<WorkloadInstance, _>(placement_view)
         .watches::<KubernetesRuntime>(|ctx, change| {
             if !change.differs(placement_relevant) {
