@@ -25,5 +25,7 @@ pub mod render;
 pub mod runtime_client;
 pub mod supervisor;
 pub mod tenancy;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use error::{Error, Result};

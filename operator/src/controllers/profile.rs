@@ -17,6 +17,10 @@ use crate::finalizer::{self, Phase};
 use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
 
+#[cfg(test)]
+#[path = "profile_tests.rs"]
+mod tests;
+
 pub const CONTROLLER: &str = "supportserviceprofile";
 /// Held until no SupportService of the profile is left.
 pub const FINALIZER: &str = "qleetos.io/support-services";

@@ -17,6 +17,10 @@ use crate::finalizer::{self, Phase};
 use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
 
+#[cfg(test)]
+#[path = "runtimeprofile_tests.rs"]
+mod tests;
+
 /// Held while any KubernetesRuntime is made from the profile.
 pub const FINALIZER: &str = "qleetos.io/provisioned-runtimes";
 

@@ -20,6 +20,10 @@ use crate::error::Result;
 use crate::queue::triggers::{Change, Target, Triggers};
 use crate::queue::worker::Qleet;
 
+#[cfg(test)]
+#[path = "servicedependency_tests.rs"]
+mod tests;
+
 /// The WorkloadServiceDependency Qleet.
 pub fn qleet() -> Qleet<WorkloadServiceDependency> {
     Qleet {

@@ -22,6 +22,10 @@ use crate::finalizer::{self, Phase};
 use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
 
+#[cfg(test)]
+#[path = "serviceprofile_tests.rs"]
+mod reconcile_tests;
+
 /// Held until no service of the profile is left.
 pub const FINALIZER: &str = "qleetos.io/services";
 

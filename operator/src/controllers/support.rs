@@ -31,6 +31,10 @@ use crate::queue::worker::Qleet;
 use crate::render::{Owner, field_manager, render};
 use crate::runtime_client::{TenantNamespace, describe};
 
+#[cfg(test)]
+#[path = "support_tests.rs"]
+mod tests;
+
 pub const CONTROLLER: &str = "supportservice";
 /// Held until every object the service applied is gone from its runtime.
 pub const FINALIZER: &str = "qleetos.io/support-objects";

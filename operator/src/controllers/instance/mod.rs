@@ -21,6 +21,8 @@ use qleetos_crds::{
 mod admission;
 mod cleanup;
 mod service_dependencies;
+#[cfg(test)]
+mod tests;
 
 use super::{apply_status_if_changed, name_of, namespace_of};
 use crate::applier::live::LiveObjects;

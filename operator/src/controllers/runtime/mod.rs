@@ -23,6 +23,8 @@ use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
 
 mod provisioned;
+#[cfg(test)]
+mod tests;
 
 pub const CONTROLLER: &str = "kubernetesruntime";
 /// Held while any WorkloadInstance still targets the runtime.

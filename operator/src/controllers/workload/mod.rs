@@ -32,6 +32,8 @@ use crate::queue::worker::Qleet;
 use crate::tenancy::Fence;
 
 mod failover_status;
+#[cfg(test)]
+mod reconcile_tests;
 
 use failover_status::{FAILED_OVER, FAILING_OVER, REPLACES_ANNOTATION, Step};
 

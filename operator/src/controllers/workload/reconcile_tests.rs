@@ -1,0 +1,218 @@
+//! The Workload Qleet's placement against a mocked API server: one instance per selected
+//! runtime, instances moved off runtimes no longer selected, a namespace's fence shown in
+//! the status, and the placements' health summed up.
+
+use std::sync::Arc;
+
+use http::Method;
+use qleetos_crds::{Workload, WorkloadInstance};
+use serde_json::json;
+
+use super::reconcile;
+use crate::context::Next;
+use crate::names::instance_name;
+use crate::testing::{
+    ApiServer, Harness, QLEET_API, Reply, Seen, condition, events, instance, namespace, object,
+    request, requests, runtime, tenant_policy, workload,
+};
+
+const STATUS: &str = "/apis/qleetos.io/v1alpha1/namespaces/team-a/workloads/web/status";
+
+fn instance_path(runtime: &str) -> String {
+    format!(
+        "{QLEET_API}/namespaces/team-a/workloadinstances/{}",
+        instance_name("web", runtime)
+    )
+}
+
+/// The instance the Workload Qleet applied in `seen` for `runtime`, as the API server
+/// would then hold it, with `ready` as its Ready condition at the current generation.
+fn applied(seen: &[Seen], runtime: &str, ready: (bool, &str, &str)) -> WorkloadInstance {
+    let body = &request(seen, &Method::PATCH, &instance_path(runtime)).body;
+    let mut instance: WorkloadInstance = object(body.clone());
+    instance.metadata.namespace = Some("team-a".into());
+    instance.metadata.uid = Some(format!("uid-{runtime}"));
+    instance.metadata.generation = Some(1);
+    instance.metadata.resource_version = Some("2".into());
+    let (ok, reason, message) = ready;
+    instance.status = Some(object(json!({
+        "observedGeneration": 1,
+        "conditions": [condition("Ready", ok, reason, message)],
+    })));
+    instance
+}
+
+/// `web` of team-a in both regions, placed once: the instances it created.
+async fn first_pass(web: &Workload) -> Vec<Seen> {
+    let harness = Harness::new()
+        .with_runtime(&runtime("eu", "eu-west"))
+        .with_runtime(&runtime("us", "us-east"));
+    let ctx = harness.ctx.clone();
+    let scenario = ApiServer::new()
+        .patch(instance_path("eu"), Reply::Echo(200))
+        .patch(instance_path("us"), Reply::Echo(200));
+    let (next, seen) = harness
+        .run(scenario, reconcile(Arc::new(web.clone()), ctx))
+        .await;
+    assert_eq!(next.expect("a pass"), Next::Done);
+    seen
+}
+
+#[tokio::test]
+async fn one_instance_is_applied_per_selected_runtime() {
+    let web = workload("team-a", "web", &["eu-west", "us-east"]);
+    let seen = first_pass(&web).await;
+
+    for runtime in ["eu", "us"] {
+        let wanted = request(&seen, &Method::PATCH, &instance_path(runtime));
+        assert!(
+            wanted.query.contains("fieldManager="),
+            "server-side apply: {}",
+            wanted.query
+        );
+        let body = &wanted.body;
+        assert_eq!(body["spec"]["runtimeRef"]["name"], runtime);
+        assert_eq!(body["spec"]["workloadRef"]["name"], "web");
+        assert_eq!(body["spec"]["manifests"], json!(web.spec.manifests));
+        assert_eq!(body["metadata"]["labels"]["qleetos.io/workload"], "web");
+        assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-web");
+        assert_eq!(
+            body["metadata"]["finalizers"],
+            json!([crate::controllers::instance::FINALIZER]),
+            "created with the instance Qleet's finalizer"
+        );
+    }
+    // Nothing reported yet: the first status waits for the placements.
+    assert!(requests(&seen, &Method::PATCH, STATUS).is_empty());
+}
+
+#[tokio::test]
+async fn ready_placements_make_the_workload_ready() {
+    let web = workload("team-a", "web", &["eu-west", "us-east"]);
+    let seen = first_pass(&web).await;
+    let eu = applied(&seen, "eu", (true, "RolledOut", "2 objects applied"));
+    let us = applied(&seen, "us", (true, "RolledOut", "2 objects applied"));
+    let harness = Harness::new()
+        .with_runtime(&runtime("eu", "eu-west"))
+        .with_runtime(&runtime("us", "us-east"))
+        .with_instance(&eu)
+        .with_instance(&us);
+    let ctx = harness.ctx.clone();
+    // The instances are as wanted: nothing is applied again, only the status written.
+    let scenario = ApiServer::new().patch(STATUS, Reply::ok(&web));
+    let (next, seen) = harness.run(scenario, reconcile(Arc::new(web), ctx)).await;
+
+    assert_eq!(next.expect("a pass"), Next::Done);
+    let written = request(&seen, &Method::PATCH, STATUS);
+    let (status, reason, message) = written.ready();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "AllPlacementsReady")
+    );
+    assert_eq!(message, "ready on 2 runtime(s)");
+    assert_eq!(written.body["status"]["readyPlacements"], "2/2");
+    assert!(events(&seen).is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_placement_is_reported_with_a_warning() {
+    let web = workload("team-a", "web", &["eu-west", "us-east"]);
+    let seen = first_pass(&web).await;
+    let eu = applied(&seen, "eu", (false, "ApplyFailed", "forbidden"));
+    let us = applied(&seen, "us", (true, "RolledOut", "2 objects applied"));
+    let harness = Harness::new()
+        .with_runtime(&runtime("eu", "eu-west"))
+        .with_runtime(&runtime("us", "us-east"))
+        .with_instance(&eu)
+        .with_instance(&us);
+    let ctx = harness.ctx.clone();
+    let scenario = ApiServer::new()
+        .event("team-a")
+        .patch(STATUS, Reply::ok(&web));
+    let (_, seen) = harness.run(scenario, reconcile(Arc::new(web), ctx)).await;
+
+    let (_, reason, message) = request(&seen, &Method::PATCH, STATUS).ready();
+    assert_eq!(reason, "PlacementFailed");
+    assert!(message.contains("eu: ApplyFailed: forbidden"), "{message}");
+    let told = events(&seen);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(
+        (told[0].0.as_str(), told[0].1.as_str()),
+        ("Warning", "PlacementFailed")
+    );
+}
+
+#[tokio::test]
+async fn an_instance_on_a_runtime_no_longer_selected_is_deleted() {
+    let web = workload("team-a", "web", &["eu-west"]);
+    let mut old = instance("team-a", "web", "old");
+    old.metadata.owner_references = Some(vec![object(json!({
+        "apiVersion": "qleetos.io/v1alpha1", "kind": "Workload", "name": "web",
+        "uid": "uid-web", "controller": true,
+    }))]);
+    let harness = Harness::new()
+        .with_runtime(&runtime("eu", "eu-west"))
+        .with_instance(&old);
+    let ctx = harness.ctx.clone();
+    let old_path = format!("{QLEET_API}/namespaces/team-a/workloadinstances/web-old");
+    let scenario = ApiServer::new()
+        .patch(instance_path("eu"), Reply::Echo(200))
+        .delete(&old_path, Reply::ok(&old));
+    let (next, seen) = harness.run(scenario, reconcile(Arc::new(web), ctx)).await;
+
+    assert_eq!(next.expect("a pass"), Next::Done);
+    assert_eq!(requests(&seen, &Method::DELETE, &old_path).len(), 1);
+    assert_eq!(
+        request(&seen, &Method::PATCH, &instance_path("eu")).body["spec"]["runtimeRef"]["name"],
+        "eu"
+    );
+}
+
+#[tokio::test]
+async fn a_namespace_fenced_out_of_every_runtime_is_told_why() {
+    let web = workload("team-a", "web", &["eu-west"]);
+    // Namespaces labelled tier=bronze may only use runtimes in us-east.
+    let bronze = tenant_policy(
+        "bronze",
+        json!({"namespaceSelector": {"matchLabels": {"tier": "bronze"}},
+               "runtimes": {"regions": ["us-east"]}}),
+    );
+    let harness = Harness::new()
+        .with_runtime(&runtime("eu", "eu-west"))
+        .with_policy(&bronze)
+        .with_namespace(&namespace("team-a", &[("tier", "bronze")]));
+    let ctx = harness.ctx.clone();
+    let scenario = ApiServer::new().patch(STATUS, Reply::ok(&web));
+    let (next, seen) = harness
+        .run(scenario, reconcile(Arc::new(web.clone()), ctx))
+        .await;
+
+    assert_eq!(next.expect("a pass"), Next::Done);
+    let (status, reason, message) = request(&seen, &Method::PATCH, STATUS).ready();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "NoMatchingRuntime")
+    );
+    assert!(
+        message.contains("1 runtime(s) are outside what this namespace may use"),
+        "{message}"
+    );
+    assert!(
+        seen.iter().all(|s| !s.path.contains("/workloadinstances/")),
+        "no instance on a runtime the namespace may not use: {seen:?}"
+    );
+
+    // Without the label the policy does not select team-a: its default grant allows every
+    // registered runtime, and the workload is placed.
+    let harness = Harness::new()
+        .with_runtime(&runtime("eu", "eu-west"))
+        .with_policy(&bronze)
+        .with_namespace(&namespace("team-a", &[]));
+    let ctx = harness.ctx.clone();
+    let scenario = ApiServer::new().patch(instance_path("eu"), Reply::Echo(200));
+    let (_, seen) = harness.run(scenario, reconcile(Arc::new(web), ctx)).await;
+    assert_eq!(
+        request(&seen, &Method::PATCH, &instance_path("eu")).body["spec"]["runtimeRef"]["name"],
+        "eu"
+    );
+}
