@@ -1,9 +1,6 @@
 use std::path::PathBuf;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
-
-use crate::TenantPolicy;
 
 /// Failure to render or write CRD manifests.
 #[derive(Debug, thiserror::Error)]
@@ -16,12 +13,9 @@ pub enum GenerateError {
     },
 }
 
-/// Every QleetOS CustomResourceDefinition: the kinds Qleets reconcile, and TenantPolicy
-/// (read by every Qleet, reconciled by none).
+/// Every QleetOS CustomResourceDefinition (each kind has its Qleet).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    let mut crds = crate::notification::qleet_crds();
-    crds.push(TenantPolicy::crd());
-    crds
+    crate::notification::qleet_crds()
 }
 
 /// The YAML file for each CRD, named `<plural>.<group>.yaml`, relative to a CRD folder.

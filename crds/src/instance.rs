@@ -156,6 +156,10 @@ pub struct DependencyStatus {
     /// For a back-end service: the WorkloadServiceDependency asking for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dependency: Option<String>,
+    /// Since when it is in this state: its Ready condition's last transition (RFC 3339), so a
+    /// wait says how long it has lasted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
 
 impl Conditions for WorkloadInstanceStatus {

@@ -58,6 +58,7 @@ qleet_kinds! {
     ServiceProfile => "serviceprofile",
     WorkloadServiceDependency => "workloadservicedependency",
     KubernetesRuntimeProfile => "kubernetesruntimeprofile",
+    TenantPolicy => "tenantpolicy",
 }
 
 impl QleetKind {

@@ -15,7 +15,7 @@ use qleetos_operator::metrics::{self, Metrics};
 use qleetos_operator::provisioning::local::LocalClusters;
 use qleetos_operator::queue::notifier::{self, Publisher};
 use qleetos_operator::queue::worker::{Worker, report_queue_depth};
-use qleetos_operator::queue::{Broker, BrokerOptions, drift, policies};
+use qleetos_operator::queue::{Broker, BrokerOptions, drift};
 use qleetos_operator::supervisor::Supervisor;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -28,14 +28,8 @@ const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 #[derive(Debug, Parser)]
 #[command(version, about, args_override_self = true)]
 struct Args {
-    /// Qleets to run (comma-separated); all by default.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "runtime,workload,instance,support,profile,serviceprofile,servicedependency,runtimeprofile",
-        value_parser = qleet_named,
-        env = "QLEETOS_QLEETS"
-    )]
+    /// Qleets to run (comma-separated); every Qleet when not given.
+    #[arg(long, value_delimiter = ',', value_parser = qleet_named, env = "QLEETOS_QLEETS")]
     qleets: Vec<Registered>,
     /// Address serving /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080", env = "QLEETOS_METRICS_ADDR")]
@@ -118,7 +112,17 @@ struct Args {
     log_json: bool,
 }
 
-/// Parses `250ms`, `30s`, `5m` or `1h`.
+impl Args {
+    /// Every Qleet when `--qleets` named none.
+    fn with_every_qleet(mut self) -> Self {
+        if self.qleets.is_empty() {
+            self.qleets = controllers::QLEETS.to_vec();
+        }
+        self
+    }
+}
+
+/// The Qleet `--qleets` names.
 fn qleet_named(name: &str) -> Result<Registered, String> {
     controllers::named(name).ok_or_else(|| {
         let names: Vec<&str> = controllers::QLEETS.iter().map(|q| q.name).collect();
@@ -137,7 +141,7 @@ fn lock_ttl(text: &str) -> Result<Duration, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = Args::parse().with_every_qleet();
     init_logging(args.log_json);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -236,7 +240,6 @@ fn start_background(
     cache_writers: CacheWriters,
 ) {
     let publisher = Publisher::new(broker.clone());
-    supervisor.spawn_until_shutdown("TenantPolicy statuses", policies::run(ctx.clone()));
     let triggers = Arc::new(controllers::triggers());
     supervisor.spawn_until_shutdown(
         "notifier",
@@ -309,7 +312,7 @@ mod tests {
 
     #[test]
     fn runs_every_qleet_by_default_and_names_them_on_a_typo() {
-        let args = Args::parse_from(["qleetos-operator", "--nats-url=nats://x"]);
+        let args = Args::parse_from(["qleetos-operator", "--nats-url=nats://x"]).with_every_qleet();
         let kinds: Vec<_> = args.qleets.iter().map(|q| q.kind).collect();
         assert_eq!(kinds.len(), controllers::QLEETS.len());
         for qleet in controllers::QLEETS {

@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use kube::Client;
 use kube::api::{Api, ListParams};
 use qleetos_crds::{
-    Conditions, DependencyStatus, PlacementStatus, READY, Workload, WorkloadInstance,
-    WorkloadServiceDependency,
+    Conditions, DependencyState, DependencyStatus, PlacementStatus, READY, Workload,
+    WorkloadInstance, WorkloadServiceDependency,
 };
 
 use crate::failure::Failure;
@@ -123,8 +123,14 @@ fn branch(placement: &PlacementStatus, dependencies: &[DependencyStatus], last: 
         } else {
             format!(": {}", dependency.message)
         };
+        let since = match &dependency.since {
+            Some(since) if dependency.state != DependencyState::Ready => {
+                format!(" since {since}")
+            }
+            _ => String::new(),
+        };
         text.push_str(&format!(
-            "{indent}{stem} {}: {provider}, {}{message}\n",
+            "{indent}{stem} {}: {provider}, {}{since}{message}\n",
             dependency.capability, dependency.state
         ));
     }
@@ -193,10 +199,11 @@ mod tests {
             state: DependencyState::Installing,
             message: "0/1 Deployments ready".into(),
             dependency: None,
+            since: Some("2026-01-01T00:00:00Z".into()),
         };
         assert_eq!(
             branch(&placement, &[dependency], true),
-            "└─ eu-west (region eu-west-1), instance web-eu-west: waiting: WaitingForDependencies: tls is Installing\n   └─ tls: SupportService cert-manager, Installing: 0/1 Deployments ready\n"
+            "└─ eu-west (region eu-west-1), instance web-eu-west: waiting: WaitingForDependencies: tls is Installing\n   └─ tls: SupportService cert-manager, Installing since 2026-01-01T00:00:00Z: 0/1 Deployments ready\n"
         );
     }
 }

@@ -7,6 +7,7 @@ pub mod runtimeprofile;
 pub mod servicedependency;
 pub mod serviceprofile;
 pub mod support;
+pub mod tenantpolicy;
 pub mod workload;
 
 use futures::future::BoxFuture;
@@ -126,6 +127,7 @@ qleets! {
     "serviceprofile" => serviceprofile: qleetos_crds::ServiceProfile,
     "servicedependency" => servicedependency: qleetos_crds::WorkloadServiceDependency,
     "runtimeprofile" => runtimeprofile: qleetos_crds::KubernetesRuntimeProfile,
+    "tenantpolicy" => tenantpolicy: qleetos_crds::TenantPolicy,
 }
 
 /// What notifies every Qleet (every replica publishes for all of them, whichever it runs).

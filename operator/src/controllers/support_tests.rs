@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::reconcile;
 use crate::context::Next;
 use crate::testing::{
-    ApiServer, DELETED_AT, Harness, Reply, ago, instance, object, request, requests,
+    ApiServer, DELETED_AT, Harness, Reply, ago, events, instance, object, request, requests,
     support_profile, support_service, tenant_policy,
 };
 
@@ -76,13 +76,22 @@ async fn unused_past_the_grace_period_it_deletes_itself() {
     let service = traefik(Some(ago(400)));
     let harness = Harness::new().with_profile(&support_profile("traefik", &["ingress"], 300));
     let ctx = harness.ctx.clone();
-    let scenario = ApiServer::new().delete(SERVICE, Reply::ok(&service));
+    let scenario = ApiServer::new()
+        .event("default")
+        .delete(SERVICE, Reply::ok(&service));
     let (next, seen) = harness
         .run(scenario, reconcile(Arc::new(service), ctx))
         .await;
 
     assert_eq!(next.expect("a pass"), Next::Done);
     assert_eq!(requests(&seen, &Method::DELETE, SERVICE).len(), 1);
+    let told = events(&seen);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!((told[0].0.as_str(), told[0].1.as_str()), ("Normal", "Idle"));
+    assert!(
+        told[0].2.contains("unused for its grace period"),
+        "{told:?}"
+    );
 }
 
 #[tokio::test]
@@ -138,13 +147,22 @@ async fn an_instance_refused_the_capability_is_nobodys_user() {
         .with_policy(&no_capabilities)
         .with_instance(&ingress_user());
     let ctx = harness.ctx.clone();
-    let scenario = ApiServer::new().delete(SERVICE, Reply::ok(&service));
+    let scenario = ApiServer::new()
+        .event("default")
+        .delete(SERVICE, Reply::ok(&service));
     let (next, seen) = harness
         .run(scenario, reconcile(Arc::new(service), ctx))
         .await;
 
     assert_eq!(next.expect("a pass"), Next::Done);
     assert_eq!(requests(&seen, &Method::DELETE, SERVICE).len(), 1);
+    let told = events(&seen);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!((told[0].0.as_str(), told[0].1.as_str()), ("Normal", "Idle"));
+    assert!(
+        told[0].2.contains("unused for its grace period"),
+        "{told:?}"
+    );
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use qleetos_crds::template::Variables;
 use qleetos_crds::{
-    DependencyState, DependencyStatus, KubernetesRuntime, NameRef, SupportService,
+    Conditions, DependencyState, DependencyStatus, KubernetesRuntime, NameRef, SupportService,
     SupportServiceProfile, SupportServiceSpec,
 };
 
@@ -99,6 +99,11 @@ pub fn status_of(capability: &str, service: &SupportService) -> DependencyStatus
             service.message()
         },
         dependency: None,
+        since: service
+            .status
+            .as_ref()
+            .and_then(|s| s.condition(qleetos_crds::READY))
+            .map(|c| c.last_transition_time.clone()),
     }
 }
 

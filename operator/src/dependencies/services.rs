@@ -168,6 +168,7 @@ pub async fn ensure(
                 state: DependencyState::Pending,
                 message: format!("ServiceProfile {profile_name} does not exist yet"),
                 dependency: Some(dependency_name),
+                since: None,
             });
             continue;
         };

@@ -18,7 +18,6 @@
 pub mod drift;
 pub mod lock;
 pub mod notifier;
-pub mod policies;
 pub mod retry;
 pub mod triggers;
 pub mod worker;

@@ -1,48 +1,61 @@
-//! Writes each TenantPolicy's status: the management namespaces it selects, or why its
-//! selector is invalid. The notifier's watches keep the policy and namespace caches current;
-//! what a policy change means for Workloads and instances is in their Qleets' triggers.
+//! TenantPolicy Qleet: writes each policy's status, the management namespaces it selects or
+//! why its selector is invalid. What a policy change means for Workloads and instances is in
+//! their Qleets' triggers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use qleetos_crds::{Condition, TenantPolicy, TenantPolicyStatus};
 
-use crate::context::Context;
-use crate::controllers::apply_status;
+use super::{apply_status_if_changed, name_of};
+use crate::context::{Context, Next};
+use crate::error::Result;
+use crate::queue::triggers::{Target, Triggers};
+use crate::queue::worker::Qleet;
 use crate::tenancy::selected_namespaces;
 
-/// How often the statuses are compared with the caches (writes happen only on a difference).
-const STATUS_EVERY: Duration = Duration::from_secs(1);
+pub const CONTROLLER: &str = "tenantpolicy";
 
-/// Writes the status of every policy whose selection or validity changed (SSA of the same
-/// content from several replicas is harmless).
-pub async fn run(ctx: Arc<Context>) {
-    if ctx.caches.ready().await.is_err() {
-        return;
+/// The TenantPolicy Qleet.
+pub fn qleet() -> Qleet<TenantPolicy> {
+    Qleet {
+        api: |client, _| Api::all(client),
+        reconcile: |object, ctx| Box::pin(reconcile(object, ctx)),
     }
-    loop {
-        let namespaces = ctx.caches.namespaces.state();
-        let labelled: Vec<(String, BTreeMap<String, String>)> = namespaces
-            .iter()
-            .map(|n| {
-                let name = n.metadata.name.clone().unwrap_or_default();
-                (name, n.metadata.labels.clone().unwrap_or_default())
-            })
-            .collect();
-        for policy in ctx.caches.policies.state() {
-            let status = status_of(&policy, &labelled);
-            if policy.status.as_ref() != Some(&status) {
-                let api: Api<TenantPolicy> = Api::all(ctx.client.clone());
-                let name = policy.metadata.name.clone().unwrap_or_default();
-                if let Err(error) = apply_status(&api, &name, &status).await {
-                    tracing::warn!(%error, policy = %name, "writing TenantPolicy status");
-                }
-            }
+}
+
+/// Its own changes, and a namespace created, deleted or relabelled (it may select it).
+pub fn notified_by() -> Triggers {
+    Triggers::of::<TenantPolicy>().watches::<PartialObjectMeta<Namespace>>(|ctx, change| {
+        if !change.deleted && !change.differs(|namespace| namespace.metadata.labels.clone()) {
+            return Vec::new();
         }
-        tokio::time::sleep(STATUS_EVERY).await;
-    }
+        Target::all(ctx.caches.policies.state(), |_| true)
+    })
+}
+
+/// Writes the policy's status when its selection or validity changed.
+pub async fn reconcile(policy: Arc<TenantPolicy>, ctx: Arc<Context>) -> Result<Next> {
+    ctx.caches.ready().await?;
+    let namespaces: Vec<(String, BTreeMap<String, String>)> = ctx
+        .caches
+        .namespaces
+        .state()
+        .iter()
+        .map(|n| {
+            let name = n.metadata.name.clone().unwrap_or_default();
+            (name, n.metadata.labels.clone().unwrap_or_default())
+        })
+        .collect();
+    let status = status_of(&policy, &namespaces);
+    let api: Api<TenantPolicy> = Api::all(ctx.client.clone());
+    let metrics = (&*ctx.metrics, CONTROLLER);
+    let current = policy.status.as_ref();
+    apply_status_if_changed(&api, &name_of(&*policy)?, current, &status, metrics).await?;
+    Ok(Next::Done)
 }
 
 fn status_of(
@@ -99,7 +112,7 @@ mod tests {
         assert_eq!(
             status_of(&policy, &namespaces),
             first,
-            "would be rewritten every second"
+            "would be rewritten on every pass"
         );
     }
 }
