@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::Api;
+use qleetos_crds::Reason;
 use qleetos_crds::{Condition, TenantPolicy, TenantPolicyStatus};
 
 use crate::context::Context;
@@ -58,13 +59,13 @@ fn status_of(
         Ok(selected) => (
             Condition::ready(
                 true,
-                "Accepted",
+                Reason::Accepted,
                 format!("in force for {} management namespace(s)", selected.len()),
             ),
             selected,
         ),
         Err(message) => (
-            Condition::ready(false, "InvalidSelector", message),
+            Condition::ready(false, Reason::InvalidSelector, message),
             Vec::new(),
         ),
     };

@@ -201,18 +201,18 @@ impl Worker {
     {
         let controller = qleet.kind.token();
         let Some(lock) = self
-            .lock_or_requeue(controller, &notification, message)
+            .lock_or_requeue(controller, notification, message)
             .await
         else {
             return;
         };
         let revision = lock.revision();
         let (reconciled, lock) = self
-            .reconcile_holding(qleet, &notification, message, lock)
+            .reconcile_holding(qleet, notification, message, lock)
             .await;
         let outcome = match reconciled {
             Reconciled::Finished(result) => {
-                self.conclude(qleet, &notification, message, &result).await;
+                self.conclude(qleet, notification, message, &result).await;
                 outcome_text(&result)
             }
             Reconciled::Aborted => {
@@ -460,7 +460,7 @@ impl Worker {
     ) where
         K: QleetResource,
     {
-        tracing::warn!(kind = qleet.kind.token(), object = %notification.subject(), attempt, reason = error.reason(), %error, "reconcile failed");
+        tracing::warn!(kind = qleet.kind.token(), object = %notification.subject(), attempt, reason = error.reason().as_str(), %error, "reconcile failed");
         if attempt != 1 && !attempt.is_multiple_of(10) {
             return;
         }
