@@ -145,6 +145,17 @@ function problem(error) {
   return el('p', { class: 'error', id: 'view-error', 'data-status': error.status }, text);
 }
 
+// The class of every reason QleetOS writes, served by the gateway as reasons.js.
+const REASON_CLASSES = self.QLEET_REASON_CLASSES || {};
+
+// The badge state of an object that is not Ready: `Failed` when its reason's class is Failed
+// (an unknown reason too, as in the operator), else `Waiting`. Without the classes (reasons.js
+// did not load) everything not Ready reads as Waiting, as before.
+function notReady(reason) {
+  if (!Object.keys(REASON_CLASSES).length) return 'Waiting';
+  return (REASON_CLASSES[reason] || 'Failed') === 'Failed' ? 'Failed' : 'Waiting';
+}
+
 function badge(state, text) {
   return el('span', { class: 'badge', 'data-state': state }, text || state);
 }
@@ -156,7 +167,7 @@ function readyCondition(object) {
 function readiness(object) {
   const ready = readyCondition(object);
   if (!ready) return badge('Pending', 'Unknown');
-  return ready.status === 'True' ? badge('Ready') : badge('Waiting', ready.reason || 'Not ready');
+  return ready.status === 'True' ? badge('Ready') : badge(notReady(ready.reason), ready.reason || 'Not ready');
 }
 
 // ------------------------------------------------------------------ log in
@@ -207,7 +218,7 @@ async function greet() {
 function placementBadges(workload) {
   const placements = (workload.status || {}).placements || [];
   if (!placements.length) return el('span', { class: 'muted' }, 'not placed yet');
-  return placements.map((p) => badge(p.ready ? 'Ready' : 'Waiting',
+  return placements.map((p) => badge(p.ready ? 'Ready' : notReady(p.reason),
     `${p.runtime} · ${p.region} · ${p.ready ? 'Ready' : p.reason || 'waiting'}`));
 }
 
@@ -287,7 +298,7 @@ function clusterNode(placement, runtime) {
   }
   const status = runtime.object.status || {};
   const ready = readyCondition(runtime.object);
-  const state = ready && ready.status === 'True' ? 'Ready' : 'Waiting';
+  const state = !ready ? 'Waiting' : ready.status === 'True' ? 'Ready' : notReady(ready.reason);
   const phase = (status.provisioning || {}).phase;
   return node('Runtime', state, placement.runtime,
     `${runtime.object.spec.provider} · region ${placement.region}`,
@@ -306,7 +317,7 @@ function dependencyNode(dependency) {
 }
 
 function workloadNode(name, placement) {
-  const state = placement.ready ? 'Ready' : 'Waiting';
+  const state = placement.ready ? 'Ready' : notReady(placement.reason);
   return node('Workload', state, name,
     !placement.ready && `${placement.reason}: ${placement.message}`,
     ...(placement.urls || []),

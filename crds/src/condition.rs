@@ -2,6 +2,8 @@ use chrono::{SecondsFormat, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::Reason;
+
 /// The condition type every QleetOS kind reports.
 pub const READY: &str = "Ready";
 
@@ -44,13 +46,13 @@ impl Condition {
     pub fn new(
         type_: &str,
         status: ConditionStatus,
-        reason: &str,
+        reason: Reason,
         message: impl Into<String>,
     ) -> Self {
         Self {
             type_: type_.to_owned(),
             status,
-            reason: reason.to_owned(),
+            reason: reason.as_str().to_owned(),
             message: message.into(),
             last_transition_time: now_rfc3339(),
             observed_generation: None,
@@ -59,7 +61,7 @@ impl Condition {
 
     pub fn ready(
         status: impl Into<ConditionStatus>,
-        reason: &str,
+        reason: Reason,
         message: impl Into<String>,
     ) -> Self {
         Self::new(READY, status.into(), reason, message)
@@ -130,21 +132,27 @@ mod tests {
     fn upsert_keeps_transition_time_when_status_is_unchanged() {
         let mut conditions = vec![Condition {
             last_transition_time: "2020-01-01T00:00:00Z".into(),
-            ..Condition::ready(true, "Ok", "")
+            ..Condition::ready(true, Reason::Valid, "")
         }];
-        upsert(&mut conditions, Condition::ready(true, "StillOk", "fine"));
+        upsert(
+            &mut conditions,
+            Condition::ready(true, Reason::Bound, "fine"),
+        );
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].last_transition_time, "2020-01-01T00:00:00Z");
-        assert_eq!(conditions[0].reason, "StillOk");
+        assert_eq!(conditions[0].reason, "Bound");
     }
 
     #[test]
     fn upsert_moves_transition_time_when_status_changes() {
         let mut conditions = vec![Condition {
             last_transition_time: "2020-01-01T00:00:00Z".into(),
-            ..Condition::ready(true, "Ok", "")
+            ..Condition::ready(true, Reason::Valid, "")
         }];
-        upsert(&mut conditions, Condition::ready(false, "Broken", "why"));
+        upsert(
+            &mut conditions,
+            Condition::ready(false, Reason::ApplyFailed, "why"),
+        );
         assert_ne!(conditions[0].last_transition_time, "2020-01-01T00:00:00Z");
         assert!(!conditions.is_ready());
     }

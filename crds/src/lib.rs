@@ -14,6 +14,7 @@ mod generate;
 mod instance;
 mod manifest;
 pub mod notification;
+mod reason;
 pub mod rollout;
 mod runtime;
 mod runtime_profile;
@@ -35,6 +36,7 @@ pub use manifest::{
     CONTAINER_LISTS, MAX_MANIFESTS, Manifest, UNIQUE_OBJECTS_MESSAGE, container_names,
     describe_unmatched_image_keys, unmatched_image_keys,
 };
+pub use reason::{Class, Reason, class_of};
 pub use runtime::{
     DeletionPolicy, KubernetesRuntime, KubernetesRuntimeSpec, KubernetesRuntimeStatus,
     ProvisioningPhase, ProvisioningStatus, REACHABLE, RuntimeConnection, RuntimeProvisioning,

@@ -1,7 +1,7 @@
 //! Whether a Workload has rolled out its current generation everywhere: the pure evaluation
 //! behind the gateway's `POST .../images?wait=` and `qleetctl wait`.
 
-use crate::{Conditions, PlacementStatus, READY, Workload};
+use crate::{Conditions, PlacementStatus, READY, Reason, Workload};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +41,7 @@ pub fn evaluate(workload: &Workload) -> RolloutReport {
     let (reason, message) = match (ready, current) {
         (Some(c), true) => (c.reason.clone(), c.message.clone()),
         (_, false) => (
-            "Progressing".to_owned(),
+            Reason::Progressing.to_string(),
             format!(
                 "generation {generation} not observed yet (status is of generation {})",
                 status
@@ -49,7 +49,7 @@ pub fn evaluate(workload: &Workload) -> RolloutReport {
                     .map_or_else(|| "none".to_owned(), |g| g.to_string())
             ),
         ),
-        (None, true) => ("Pending".to_owned(), String::new()),
+        (None, true) => (Reason::Pending.to_string(), String::new()),
     };
     RolloutReport {
         rolled_out,
@@ -86,7 +86,12 @@ mod tests {
             region: "eu".into(),
             instance: format!("web-{runtime}"),
             ready,
-            reason: if ready { "Ready" } else { "Progressing" }.into(),
+            reason: if ready {
+                "AllPlacementsReady"
+            } else {
+                "Progressing"
+            }
+            .into(),
             message: String::new(),
             urls: Vec::new(),
             replaces: None,
@@ -97,7 +102,11 @@ mod tests {
         WorkloadStatus {
             conditions: vec![Condition::ready(
                 ready,
-                if ready { "Ready" } else { "Progressing" },
+                if ready {
+                    Reason::AllPlacementsReady
+                } else {
+                    Reason::Progressing
+                },
                 "m",
             )],
             observed_generation: Some(observed),
@@ -119,7 +128,7 @@ mod tests {
         let report = evaluate(&w);
         assert!(report.rolled_out);
         assert_eq!(report.placements.len(), 2);
-        assert_eq!(report.reason, "Ready");
+        assert_eq!(report.reason, "AllPlacementsReady");
     }
 
     #[test]

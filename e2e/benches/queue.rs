@@ -62,9 +62,9 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource, ResourceExt as _};
 use qleetos_crds::{
-    AppliedObject, Condition, Conditions as _, KubernetesRuntime, PlacementStatus, RuntimeRef,
-    Workload, WorkloadInstance, WorkloadInstanceSpec, WorkloadInstanceStatus, WorkloadRef,
-    WorkloadStatus,
+    AppliedObject, Condition, Conditions as _, KubernetesRuntime, PlacementStatus, Reason,
+    RuntimeRef, Workload, WorkloadInstance, WorkloadInstanceSpec, WorkloadInstanceStatus,
+    WorkloadRef, WorkloadStatus,
 };
 use qleetos_e2e::environment::{Environment, default_runtimes};
 use qleetos_e2e::operator::OperatorOptions;
@@ -584,7 +584,9 @@ fn rolled_out_status(
         "uid": config_map.uid(),
     }))?;
     Ok(WorkloadInstanceStatus {
-        conditions: vec![Condition::ready(true, "RolledOut", message).with_generation(generation)],
+        conditions: vec![
+            Condition::ready(true, Reason::RolledOut, message).with_generation(generation),
+        ],
         observed_generation: generation,
         applied_objects: vec![applied],
         applied_count: 1,
@@ -595,7 +597,7 @@ fn rolled_out_status(
 /// The status of a Workload whose one placement is Ready.
 fn ready_status(workload: &Workload, instance: &str, target: &Target) -> WorkloadStatus {
     let generation = workload.metadata.generation;
-    let ready = Condition::ready(true, "AllPlacementsReady", "ready on 1 runtime(s)");
+    let ready = Condition::ready(true, Reason::AllPlacementsReady, "ready on 1 runtime(s)");
     WorkloadStatus {
         conditions: vec![ready.with_generation(generation)],
         observed_generation: generation,
@@ -604,7 +606,7 @@ fn ready_status(workload: &Workload, instance: &str, target: &Target) -> Workloa
             region: target.region.clone(),
             instance: instance.to_owned(),
             ready: true,
-            reason: "RolledOut".into(),
+            reason: Reason::RolledOut.into(),
             ..PlacementStatus::default()
         }],
         ready_placements: Some("1/1".into()),

@@ -13,6 +13,7 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use qleetos_crds::Reason;
 use qleetos_crds::{
     KubernetesRuntime, KubernetesRuntimeProfile, ServiceProfile, SupportService,
     SupportServiceProfile, TenantPolicy, Workload, WorkloadInstance, WorkloadServiceDependency,
@@ -291,18 +292,18 @@ impl Context {
         &self,
         object: &K,
         type_: EventType,
-        reason: &str,
+        reason: Reason,
         note: String,
     ) {
         let event = Event {
             type_,
-            reason: reason.into(),
+            reason: reason.as_str().into(),
             note: Some(note),
             action: "Reconcile".into(),
             secondary: None,
         };
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
-            tracing::warn!(%error, reason, "could not publish event");
+            tracing::warn!(%error, reason = reason.as_str(), "could not publish event");
         }
     }
 }

@@ -1,4 +1,4 @@
-use qleetos_crds::Manifest;
+use qleetos_crds::{Manifest, Reason};
 
 use crate::kubeconfig::KubeconfigProblem;
 
@@ -132,39 +132,39 @@ pub enum Error {
 
 impl Error {
     /// CamelCase reason for conditions, Events and metrics labels.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Error::Management(_) => "ManagementApiError",
-            Error::RuntimeNotFound(_) => "RuntimeNotFound",
-            Error::NoRuntimeProfile { .. } => "NoRuntimeProfile",
-            Error::Provisioning { .. } => "ProvisioningFailed",
-            Error::SecretNotFound { .. } => "KubeconfigSecretNotFound",
+            Error::Management(_) => Reason::ManagementApiError,
+            Error::RuntimeNotFound(_) => Reason::RuntimeNotFound,
+            Error::NoRuntimeProfile { .. } => Reason::NoRuntimeProfile,
+            Error::Provisioning { .. } => Reason::ProvisioningFailed,
+            Error::SecretNotFound { .. } => Reason::KubeconfigSecretNotFound,
             Error::InvalidKubeconfig { problem, .. } if problem.is_refusal() => {
-                "ForbiddenKubeconfigFeature"
+                Reason::ForbiddenKubeconfigFeature
             }
-            Error::InvalidKubeconfig { .. } => "InvalidKubeconfig",
-            Error::ForbiddenSecretNamespace { .. } => "ForbiddenSecretNamespace",
-            Error::RuntimeUnreachable { .. } => "RuntimeUnreachable",
-            Error::InvalidManifest { .. } => "InvalidManifest",
-            Error::UnknownKind { .. } => "UnknownKind",
-            Error::ApplyFailed(_) => "ApplyFailed",
-            Error::Conflict(_) => "Conflict",
-            Error::TenancyViolation(_) => "TenancyViolation",
-            Error::CleanupPending(_) => "CleanupPending",
-            Error::Finalizer(_) => "FinalizerFailed",
-            Error::InvalidSelector(_) => "InvalidPlacement",
-            Error::Cache(_) => "CacheNotReady",
-            Error::Broker(_) => "BrokerUnavailable",
-            Error::Timeout(_) => "ReconcileTimeout",
-            Error::MissingMetadata(..) => "MissingMetadata",
-            Error::NoProvider { .. } => "NoSupportServiceProfile",
-            Error::AmbiguousProvider { .. } => "AmbiguousSupportServiceProfile",
-            Error::DependencyCycle(_) => "DependencyCycle",
-            Error::InvalidExpose(_) => "InvalidExpose",
-            Error::InvalidServiceDependency { .. } => "InvalidServiceDependency",
-            Error::InvalidServiceProfile { .. } => "InvalidServiceProfile",
-            Error::TaskStopped(_) => "BackgroundTaskStopped",
-            Error::DrainTimeout(_) => "DrainTimeout",
+            Error::InvalidKubeconfig { .. } => Reason::InvalidKubeconfig,
+            Error::ForbiddenSecretNamespace { .. } => Reason::ForbiddenSecretNamespace,
+            Error::RuntimeUnreachable { .. } => Reason::RuntimeUnreachable,
+            Error::InvalidManifest { .. } => Reason::InvalidManifest,
+            Error::UnknownKind { .. } => Reason::UnknownKind,
+            Error::ApplyFailed(_) => Reason::ApplyFailed,
+            Error::Conflict(_) => Reason::Conflict,
+            Error::TenancyViolation(_) => Reason::TenancyViolation,
+            Error::CleanupPending(_) => Reason::CleanupPending,
+            Error::Finalizer(_) => Reason::FinalizerFailed,
+            Error::InvalidSelector(_) => Reason::InvalidPlacement,
+            Error::Cache(_) => Reason::CacheNotReady,
+            Error::Broker(_) => Reason::BrokerUnavailable,
+            Error::Timeout(_) => Reason::ReconcileTimeout,
+            Error::MissingMetadata(..) => Reason::MissingMetadata,
+            Error::NoProvider { .. } => Reason::NoSupportServiceProfile,
+            Error::AmbiguousProvider { .. } => Reason::AmbiguousSupportServiceProfile,
+            Error::DependencyCycle(_) => Reason::DependencyCycle,
+            Error::InvalidExpose(_) => Reason::InvalidExpose,
+            Error::InvalidServiceDependency { .. } => Reason::InvalidServiceDependency,
+            Error::InvalidServiceProfile { .. } => Reason::InvalidServiceProfile,
+            Error::TaskStopped(_) => Reason::BackgroundTaskStopped,
+            Error::DrainTimeout(_) => Reason::DrainTimeout,
         }
     }
 

@@ -304,7 +304,7 @@ mod tests {
             ..Condition::new(
                 REACHABLE,
                 ConditionStatus::from(down_for.is_none()),
-                "Probe",
+                qleetos_crds::Reason::Reachable,
                 "",
             )
         };

@@ -7,9 +7,6 @@ use kube::api::{Api, ListParams};
 use qleetos_crds::ResourceHealth;
 use serde_json::Value;
 
-/// The Ready reason of an instance whose rollout the runtime refuses to progress.
-pub const ROLLOUT_FAILED: &str = "RolloutFailed";
-
 /// Kinds whose rollout QleetOS waits for (group `apps`).
 pub const WATCHED_KINDS: [&str; 3] = ["Deployment", "StatefulSet", "DaemonSet"];
 

@@ -191,7 +191,7 @@ impl Metrics {
         if let Err(error) = result {
             let labels = FailureLabels {
                 controller,
-                reason: error.reason(),
+                reason: error.reason().as_str(),
             };
             self.failures.get_or_create(&labels).inc();
         }

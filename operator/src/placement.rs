@@ -167,7 +167,7 @@ mod tests {
                 .collect(),
         );
         runtime.status = Some(KubernetesRuntimeStatus {
-            conditions: vec![Condition::ready(ready, "Probe", "")],
+            conditions: vec![Condition::ready(ready, qleetos_crds::Reason::Reachable, "")],
             ..Default::default()
         });
         runtime
@@ -277,6 +277,6 @@ mod tests {
             ..Default::default()
         };
         let error = select(&placement, &fleet(), &BTreeSet::new()).expect_err("invalid");
-        assert_eq!(error.reason(), "InvalidPlacement");
+        assert_eq!(error.reason().as_str(), "InvalidPlacement");
     }
 }

@@ -209,7 +209,7 @@ mod tests {
             .client_for(&runtime_with_secret_in("team-a"))
             .await
             .expect_err("refused");
-        assert_eq!(error.reason(), "ForbiddenSecretNamespace");
+        assert_eq!(error.reason().as_str(), "ForbiddenSecretNamespace");
         assert!(
             error
                 .to_string()
@@ -220,6 +220,6 @@ mod tests {
             .client_for(&runtime_with_secret_in("qleetos-system"))
             .await
             .expect_err("the read fails");
-        assert_eq!(allowed.reason(), "ManagementApiError", "{allowed}");
+        assert_eq!(allowed.reason().as_str(), "ManagementApiError", "{allowed}");
     }
 }

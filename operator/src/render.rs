@@ -246,7 +246,7 @@ mod tests {
     fn rejects_manifest_without_kind_naming_its_index() {
         let bad = manifest(json!({"apiVersion": "v1", "metadata": {"name": "x"}}));
         let error = render(&[deployment(), bad], &BTreeMap::new(), &owner()).expect_err("invalid");
-        assert_eq!(error.reason(), "InvalidManifest");
+        assert_eq!(error.reason().as_str(), "InvalidManifest");
         assert!(error.to_string().contains("#1"), "{error}");
         assert!(error.to_string().contains("kind is required"), "{error}");
     }

@@ -13,6 +13,7 @@ use qleetos_crds::{
 };
 
 use crate::failure::Failure;
+use crate::output::held_by;
 
 pub async fn workload(
     client: &Client,
@@ -95,7 +96,8 @@ fn branch(placement: &PlacementStatus, dependencies: &[DependencyStatus], last: 
     let state = if placement.ready {
         "Ready".to_owned()
     } else {
-        format!("waiting: {}: {}", placement.reason, placement.message)
+        let held = held_by(&placement.reason);
+        format!("{held}: {}: {}", placement.reason, placement.message)
     };
     let mut text = format!(
         "{stem} {} (region {}), instance {}: {state}\n",
@@ -188,7 +190,7 @@ mod tests {
             region: "eu-west-1".into(),
             instance: "web-eu-west".into(),
             ready: false,
-            reason: "WaitingForDependencies".into(),
+            reason: "WaitingForSupportService".into(),
             message: "tls is Installing".into(),
             ..PlacementStatus::default()
         };
@@ -203,7 +205,24 @@ mod tests {
         };
         assert_eq!(
             branch(&placement, &[dependency], true),
-            "└─ eu-west (region eu-west-1), instance web-eu-west: waiting: WaitingForDependencies: tls is Installing\n   └─ tls: SupportService cert-manager, Installing since 2026-01-01T00:00:00Z: 0/1 Deployments ready\n"
+            "└─ eu-west (region eu-west-1), instance web-eu-west: waiting: WaitingForSupportService: tls is Installing\n   └─ tls: SupportService cert-manager, Installing since 2026-01-01T00:00:00Z: 0/1 Deployments ready\n"
+        );
+    }
+
+    #[test]
+    fn a_failed_placement_says_it_failed() {
+        let placement = PlacementStatus {
+            runtime: "eu-west".into(),
+            region: "eu-west-1".into(),
+            instance: "web-eu-west".into(),
+            ready: false,
+            reason: "RuntimeUnreachable".into(),
+            message: "runtime eu-west is unreachable".into(),
+            ..PlacementStatus::default()
+        };
+        assert_eq!(
+            branch(&placement, &[], true),
+            "└─ eu-west (region eu-west-1), instance web-eu-west: failed: RuntimeUnreachable: runtime eu-west is unreachable\n"
         );
     }
 }

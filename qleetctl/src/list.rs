@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::Kind;
 use crate::failure::Failure;
-use crate::output::{Format, age, objects, table};
+use crate::output::{Format, age, held_by, objects, table};
 
 pub async fn get(
     client: &Client,
@@ -144,8 +144,15 @@ fn ready_status(ready: Option<&Condition>) -> String {
     ready.map_or_else(|| "Unknown".to_owned(), |c| format!("{:?}", c.status))
 }
 
+/// The Ready reason, `failed: ` before it when the object is not Ready because of a failure.
 fn ready_reason(ready: Option<&Condition>) -> String {
-    ready.map(|c| c.reason.clone()).unwrap_or_default()
+    ready.map_or_else(String::new, |c| {
+        if !c.is_true() && held_by(&c.reason) == "failed" {
+            format!("failed: {}", c.reason)
+        } else {
+            c.reason.clone()
+        }
+    })
 }
 
 fn workload_rows(
@@ -264,4 +271,22 @@ fn dependency_rows(
         })
         .collect();
     (header, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use qleetos_crds::Reason;
+
+    use super::*;
+
+    #[test]
+    fn the_reason_column_says_failed_only_for_a_failure() {
+        let failed = Condition::ready(false, Reason::PlacementFailed, "a: ApplyFailed");
+        assert_eq!(ready_reason(Some(&failed)), "failed: PlacementFailed");
+        let waiting = Condition::ready(false, Reason::WaitingForRuntime, "eu is provisioning");
+        assert_eq!(ready_reason(Some(&waiting)), "WaitingForRuntime");
+        let ready = Condition::ready(true, Reason::AllPlacementsReady, "ready on 1 runtime(s)");
+        assert_eq!(ready_reason(Some(&ready)), "AllPlacementsReady");
+        assert_eq!(ready_reason(None), "");
+    }
 }

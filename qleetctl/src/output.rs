@@ -9,6 +9,15 @@ use serde::Serialize;
 
 use crate::failure::Failure;
 
+/// How a reason that holds an object back reads: `failed` when its class is Failed (an
+/// unknown reason included), `waiting` otherwise.
+pub fn held_by(reason: &str) -> &'static str {
+    match qleetos_crds::class_of(reason) {
+        qleetos_crds::Class::Failed => "failed",
+        qleetos_crds::Class::Waiting | qleetos_crds::Class::Done => "waiting",
+    }
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// Columns.

@@ -8,6 +8,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use qleetos_crds::rollout::RolloutReport;
 
+use crate::output::held_by;
+
 const BAR_TEMPLATE: &str = "{spinner} {prefix} [{bar:30}] {pos}/{len} placements ready {wide_msg}";
 const TICK: Duration = Duration::from_millis(120);
 
@@ -103,13 +105,32 @@ fn waits_on(report: &RolloutReport) -> Option<String> {
         .placements
         .iter()
         .filter(|p| !p.ready)
-        .map(|p| format!("{}: {}: {}", p.runtime, p.reason, p.message))
+        .map(|p| {
+            format!(
+                "{}: {}{}: {}",
+                p.runtime,
+                failed(&p.reason),
+                p.reason,
+                p.message
+            )
+        })
         .collect();
     Some(if waiting.is_empty() {
-        format!("{}: {}", report.reason, report.message)
+        let reason = &report.reason;
+        format!("{}{reason}: {}", failed(reason), report.message)
     } else {
         waiting.join("; ")
     })
+}
+
+/// `failed: ` before a reason whose class is Failed; nothing before a wait (the line reads
+/// as waiting already).
+fn failed(reason: &str) -> &'static str {
+    if held_by(reason) == "failed" {
+        "failed: "
+    } else {
+        ""
+    }
 }
 
 #[cfg(test)]
@@ -150,7 +171,24 @@ mod tests {
         };
         assert_eq!(
             line(&report),
-            "0/0 placements ready; NoMatchingRuntime: no runtime in region nowhere-1"
+            "0/0 placements ready; failed: NoMatchingRuntime: no runtime in region nowhere-1"
+        );
+    }
+
+    #[test]
+    fn a_failed_placement_says_it_failed_and_a_waiting_one_does_not() {
+        let failing = PlacementStatus {
+            reason: "RolloutFailed".into(),
+            message: "web: ImagePullBackOff".into(),
+            ..placement("us-east", false)
+        };
+        let report = RolloutReport {
+            placements: vec![placement("eu-west", false), failing],
+            ..RolloutReport::default()
+        };
+        assert_eq!(
+            line(&report),
+            "0/2 placements ready; eu-west: Progressing: 0/1 Deployments ready; us-east: failed: RolloutFailed: web: ImagePullBackOff"
         );
     }
 

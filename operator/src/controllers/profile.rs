@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
+use qleetos_crds::Reason;
 use qleetos_crds::{Condition, SupportService, SupportServiceProfile, SupportServiceProfileStatus};
 
 use super::apply_status;
@@ -62,7 +63,7 @@ pub async fn reconcile(profile: Arc<SupportServiceProfile>, ctx: Arc<Context>) -
                 &profile,
                 &ctx,
                 &services,
-                Condition::ready(true, "Valid", message),
+                Condition::ready(true, Reason::Valid, message),
             )
             .await?;
             Ok(Next::Done)
@@ -75,7 +76,7 @@ pub async fn reconcile(profile: Arc<SupportServiceProfile>, ctx: Arc<Context>) -
             }
             let waiting = retire_unused(&services, &ctx).await?;
             // Its services' changes (and removals) notify it; the poll is a safety net.
-            let poll = if waiting.reason == "InUse" {
+            let poll = if waiting.reason == Reason::InUse {
                 IN_USE_POLL
             } else {
                 ctx.settings.progress_poll
@@ -133,13 +134,13 @@ pub(super) async fn retire_unused(
     Ok(if in_use.is_empty() {
         Condition::ready(
             false,
-            "Deleting",
+            Reason::Deleting,
             format!("removing it from {} runtime(s)", services.len()),
         )
     } else {
         Condition::ready(
             false,
-            "InUse",
+            Reason::InUse,
             format!(
                 "deletion waits: still in use on {}; remove those needs first",
                 in_use.join("; ")

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
+use qleetos_crds::Reason;
 use qleetos_crds::{
     Condition, KubernetesRuntime, KubernetesRuntimeProfile, KubernetesRuntimeProfileStatus,
 };
@@ -63,14 +64,14 @@ pub async fn reconcile(profile: Arc<KubernetesRuntimeProfile>, ctx: Arc<Context>
             let ready = match problems(&profile, &others, &ctx) {
                 None => Condition::ready(
                     true,
-                    "Valid",
+                    Reason::Valid,
                     format!(
                         "serves {}; {} runtime(s) made from it",
                         profile.spec.regions.join(", "),
                         runtimes.len()
                     ),
                 ),
-                Some(problems) => Condition::ready(false, "InvalidRuntimeProfile", problems),
+                Some(problems) => Condition::ready(false, Reason::InvalidRuntimeProfile, problems),
             };
             write(&profile, &ctx, ready, runtimes).await?;
             Ok(Next::Done)
@@ -85,7 +86,7 @@ pub async fn reconcile(profile: Arc<KubernetesRuntimeProfile>, ctx: Arc<Context>
                 "being deleted; waits for runtimes {} made from it (removed once idle, or delete them)",
                 runtimes.join(", ")
             );
-            let waiting = Condition::ready(false, "InUse", message);
+            let waiting = Condition::ready(false, Reason::InUse, message);
             write(&profile, &ctx, waiting, runtimes).await?;
             Ok(Next::After(ctx.settings.probe_interval))
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
+use qleetos_crds::Reason;
 use qleetos_crds::{
     Condition, DependencyState, ServiceBinding, ServiceProfile, Workload, WorkloadInstance,
     WorkloadServiceDependency, WorkloadServiceDependencyStatus,
@@ -148,17 +149,17 @@ fn judge(
     else {
         return Condition::ready(
             false,
-            "ProfileNotFound",
+            Reason::ProfileNotFound,
             format!("ServiceProfile {profile_name} does not exist"),
         );
     };
     if let Err(problems) = profile.spec.resolve_parameters(&dependency.spec.parameters) {
-        return Condition::ready(false, "InvalidParameters", problems);
+        return Condition::ready(false, Reason::InvalidParameters, problems);
     }
     if bound_workloads.is_empty() {
         return Condition::ready(
             false,
-            "NoBoundWorkload",
+            Reason::NoBoundWorkload,
             format!(
                 "none of the named workloads ({}) exists",
                 dependency.spec.workloads.join(", ")
@@ -168,7 +169,7 @@ fn judge(
     if let Some(waiting) = services.iter().find(|s| s.state != DependencyState::Ready) {
         return Condition::ready(
             false,
-            "Waiting",
+            Reason::Waiting,
             format!(
                 "{} on {}: {} ({})",
                 waiting.workload, waiting.runtime, waiting.state, waiting.message
@@ -177,7 +178,7 @@ fn judge(
     }
     Condition::ready(
         true,
-        "Bound",
+        Reason::Bound,
         format!(
             "{} placement(s) of {} use it",
             services.len(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
+use qleetos_crds::Reason;
 use qleetos_crds::template::{
     TENANT_VARIABLE_PREFIX, Variables, unknown_variables, variable_names,
 };
@@ -61,13 +62,13 @@ pub async fn reconcile(profile: Arc<ServiceProfile>, ctx: Arc<Context>) -> Resul
             let ready = match problems(&profile.spec) {
                 None => Condition::ready(
                     true,
-                    "Valid",
+                    Reason::Valid,
                     format!(
                         "installed {} time(s)",
                         installed_from(&name, true, &ctx).len()
                     ),
                 ),
-                Some(problems) => Condition::ready(false, "InvalidServiceProfile", problems),
+                Some(problems) => Condition::ready(false, Reason::InvalidServiceProfile, problems),
             };
             write(&profile, &ctx, ready).await?;
             Ok(Next::Done)

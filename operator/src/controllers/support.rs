@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
+use qleetos_crds::Reason;
 use qleetos_crds::{
     AppliedObject, Condition, DependencyState, KubernetesRuntime, ResourceHealth, SupportService,
     SupportServiceProfile, SupportServiceStatus,
@@ -100,7 +101,7 @@ pub async fn reconcile(service: Arc<SupportService>, ctx: Arc<Context>) -> Resul
         Phase::Cleanup(service) => match remove(&service, &ctx).await? {
             Some(waiting) => {
                 // Users going away notify it; removals in progress are polled.
-                let poll = if waiting.reason == "InUse" {
+                let poll = if waiting.reason == Reason::InUse {
                     WAIT_POLL
                 } else {
                     ctx.settings.progress_poll
@@ -120,7 +121,7 @@ pub async fn reconcile(service: Arc<SupportService>, ctx: Arc<Context>) -> Resul
 /// One pass's findings, written as the status.
 struct Report {
     state: DependencyState,
-    reason: &'static str,
+    reason: Reason,
     message: String,
     users: Vec<String>,
     unused_since: Option<String>,
@@ -134,7 +135,7 @@ impl Report {
         let status = service.status.clone().unwrap_or_default();
         Self {
             state: DependencyState::Pending,
-            reason: "Pending",
+            reason: Reason::Pending,
             message: String::new(),
             users,
             unused_since: status.unused_since,
@@ -144,7 +145,7 @@ impl Report {
         }
     }
 
-    fn waiting(mut self, reason: &'static str, message: String) -> Self {
+    fn waiting(mut self, reason: Reason, message: String) -> Self {
         self.state = DependencyState::Pending;
         self.reason = reason;
         self.message = message;
@@ -166,7 +167,12 @@ async fn install(service: &SupportService, ctx: &Context) -> Result<Next> {
     let Some(source) = Source::of(service, ctx) else {
         let kind = Source::profile_kind(service);
         let message = format!("{kind} {profile_name} does not exist");
-        write(service, ctx, report.waiting("ProfileNotFound", message)).await?;
+        write(
+            service,
+            ctx,
+            report.waiting(Reason::ProfileNotFound, message),
+        )
+        .await?;
         return Ok(Next::After(WAIT_POLL));
     };
     let tracked = lifecycle::track(
@@ -191,7 +197,12 @@ async fn install(service: &SupportService, ctx: &Context) -> Result<Next> {
         Some(runtime) if runtime.is_reachable() => runtime,
         _ => {
             let message = format!("runtime {runtime_name} is not reachable; installing once it is");
-            write(service, ctx, report.waiting("WaitingForRuntime", message)).await?;
+            write(
+                service,
+                ctx,
+                report.waiting(Reason::WaitingForRuntime, message),
+            )
+            .await?;
             return Ok(Next::After(WAIT_POLL));
         }
     };
@@ -201,7 +212,7 @@ async fn install(service: &SupportService, ctx: &Context) -> Result<Next> {
             write(
                 service,
                 ctx,
-                report.waiting("WaitingForSupportService", waiting),
+                report.waiting(Reason::WaitingForSupportService, waiting),
             )
             .await?;
             return Ok(Next::After(WAIT_POLL));
@@ -319,19 +330,19 @@ async fn converge(
 fn judge(mut report: Report, waiting_for_kind: Option<Error>) -> Report {
     if let Some(failures) = describe_failures(&report.health) {
         report.state = DependencyState::Failed;
-        report.reason = "InstallFailed";
+        report.reason = Reason::InstallFailed;
         report.message = failures;
     } else if let Some(waiting) = waiting_for_kind {
         report.state = DependencyState::Installing;
-        report.reason = "Installing";
+        report.reason = Reason::Installing;
         report.message = format!("waiting for its CRDs to be served: {waiting}");
     } else if report.health.iter().all(|h| h.healthy) {
         report.state = DependencyState::Ready;
-        report.reason = "Installed";
+        report.reason = Reason::Installed;
         report.message = format!("installed; {}", summarize(&report.health));
     } else {
         report.state = DependencyState::Installing;
-        report.reason = "Installing";
+        report.reason = Reason::Installing;
         report.message = format!(
             "{}: {}",
             summarize(&report.health),
@@ -524,11 +535,11 @@ async fn remove(service: &SupportService, ctx: &Context) -> Result<Option<Report
                 "not removed while in use by {}; remove those needs first",
                 users.join(", ")
             );
-            Some(Report { users, ..report }.waiting("InUse", message))
+            Some(Report { users, ..report }.waiting(Reason::InUse, message))
         }
         Teardown::Removing(message) => Some(Report {
             state: DependencyState::Removing,
-            reason: "Removing",
+            reason: Reason::Removing,
             message,
             ..report
         }),

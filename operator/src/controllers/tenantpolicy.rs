@@ -8,6 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
+use qleetos_crds::Reason;
 use qleetos_crds::{Condition, TenantPolicy, TenantPolicyStatus};
 
 use super::{apply_status_if_changed, name_of};
@@ -71,13 +72,13 @@ fn status_of(
         Ok(selected) => (
             Condition::ready(
                 true,
-                "Accepted",
+                Reason::Accepted,
                 format!("in force for {} management namespace(s)", selected.len()),
             ),
             selected,
         ),
         Err(message) => (
-            Condition::ready(false, "InvalidSelector", message),
+            Condition::ready(false, Reason::InvalidSelector, message),
             Vec::new(),
         ),
     };

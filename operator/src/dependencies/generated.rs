@@ -334,7 +334,7 @@ mod tests {
             "team",
         )
         .expect_err("no Service web");
-        assert_eq!(missing.reason(), "InvalidExpose");
+        assert_eq!(missing.reason().as_str(), "InvalidExpose");
         assert!(
             missing.to_string().contains("Services there: api"),
             "{missing}"

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
+use qleetos_crds::Reason;
 use qleetos_crds::template::Variables;
 use qleetos_crds::{
     Conditions, DependencyState, DependencyStatus, KubernetesRuntime, NameRef, SupportService,
@@ -38,7 +39,7 @@ pub struct Needs {
 impl Needs {
     /// `None` when every dependency is Ready; else the first one not Ready: the reason
     /// (`WaitingForSupportService` or `WaitingForService`) and what it waits on.
-    pub fn waiting_on(&self, runtime: &str) -> Option<(&'static str, String)> {
+    pub fn waiting_on(&self, runtime: &str) -> Option<(Reason, String)> {
         self.statuses
             .iter()
             .find(|s| s.state != DependencyState::Ready)
@@ -46,13 +47,13 @@ impl Needs {
     }
 }
 
-fn describe_wait(status: &DependencyStatus, runtime: &str) -> (&'static str, String) {
+fn describe_wait(status: &DependencyStatus, runtime: &str) -> (Reason, String) {
     if let Some(dependency) = &status.dependency {
         let message = format!(
             "{dependency} ({}) on {runtime} is {} ({})",
             status.capability, status.state, status.message
         );
-        return ("WaitingForService", message);
+        return (Reason::WaitingForService, message);
     }
     let profile = status
         .name
@@ -62,7 +63,7 @@ fn describe_wait(status: &DependencyStatus, runtime: &str) -> (&'static str, Str
         "{profile} ({}) on {runtime} is {} ({})",
         status.capability, status.state, status.message
     );
-    ("WaitingForSupportService", message)
+    (Reason::WaitingForSupportService, message)
 }
 
 /// Makes sure a SupportService exists on `runtime` for each capability, and reports each.

@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn a_missing_capability_names_it() {
         let error = provider_of("dns", &[]).expect_err("nothing provides dns");
-        assert_eq!(error.reason(), "NoSupportServiceProfile");
+        assert_eq!(error.reason().as_str(), "NoSupportServiceProfile");
         assert!(error.to_string().contains("`dns`"), "{error}");
     }
 
@@ -130,7 +130,7 @@ mod tests {
             profile("nginx", &["ingress"], &[], false),
         ];
         let error = provider_of("ingress", &profiles).expect_err("ambiguous");
-        assert_eq!(error.reason(), "AmbiguousSupportServiceProfile");
+        assert_eq!(error.reason().as_str(), "AmbiguousSupportServiceProfile");
         assert!(error.to_string().contains("nginx, traefik"), "{error}");
         profiles.push(profile("haproxy", &["ingress"], &[], true));
         let chosen = provider_of("ingress", &profiles).expect("default chosen");

@@ -13,6 +13,7 @@ use kube::api::Api;
 use kube::core::ClusterResourceScope;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
+use qleetos_crds::Reason;
 use qleetos_crds::SupportService;
 use serde::de::DeserializeOwned;
 
@@ -150,7 +151,8 @@ pub fn track_use<D: Dependency>(dependency: &D, ctx: &Context, retention: Retent
 pub async fn retire<D: Dependency>(dependency: &D, ctx: &Context, why: String) -> Result<Next> {
     let api: Api<D> = Api::all(ctx.client.clone());
     tracing::info!(name = %dependency.name_any(), kind = %D::kind(&()), "unused for its retention: removing");
-    ctx.event(dependency, EventType::Normal, "Idle", why).await;
+    ctx.event(dependency, EventType::Normal, Reason::Idle, why)
+        .await;
     delete_if_present(&api, &dependency.name_any()).await?;
     Ok(Next::Done)
 }

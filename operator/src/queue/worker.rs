@@ -473,7 +473,7 @@ impl Worker {
     ) where
         K: QleetKindOf,
     {
-        tracing::warn!(kind = qleet.kind().token(), object = %notification.subject(), attempt, reason = error.reason(), %error, "reconcile failed");
+        tracing::warn!(kind = qleet.kind().token(), object = %notification.subject(), attempt, reason = error.reason().as_str(), %error, "reconcile failed");
         if attempt != 1 && !attempt.is_multiple_of(10) {
             return;
         }

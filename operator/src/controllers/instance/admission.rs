@@ -9,6 +9,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
+use qleetos_crds::Reason;
 use qleetos_crds::{Workload, WorkloadInstance};
 
 use super::Hold;
@@ -30,7 +31,7 @@ pub(super) fn admit(
     check_hosts(instance, ctx, fence)
 }
 
-fn refused(reason: &str, problems: &[String]) -> Box<Hold> {
+fn refused(reason: Reason, problems: &[String]) -> Box<Hold> {
     Hold::refused(reason, format!("nothing applied: {}", problems.join("; ")))
 }
 
@@ -55,7 +56,7 @@ fn check_manifests(instance: &WorkloadInstance, fence: &Fence) -> Result<(), Box
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(refused("TenancyViolation", &problems))
+        Err(refused(Reason::TenancyViolation, &problems))
     }
 }
 
@@ -73,7 +74,7 @@ fn check_limits(
             "the Workload has {manifests} manifests; namespace {} may have at most {max} per Workload (TenantPolicy limits.maxManifests)",
             fence.namespace()
         );
-        return Err(refused("LimitExceeded", &[message]));
+        return Err(refused(Reason::LimitExceeded, &[message]));
     }
     let Some(max) = limits.max_placements else {
         return Ok(());
@@ -84,7 +85,7 @@ fn check_limits(
             "namespace {} may have at most {max} placements (TenantPolicy limits.maxPlacements); this one is past the cap",
             fence.namespace()
         );
-        return Err(refused("LimitExceeded", &[message]));
+        return Err(refused(Reason::LimitExceeded, &[message]));
     }
     Ok(())
 }
@@ -120,7 +121,7 @@ fn check_hosts(instance: &WorkloadInstance, ctx: &Context, fence: &Fence) -> Res
         .map(|v| v.to_string())
         .collect();
     if !refused_hosts.is_empty() {
-        return Err(refused("TenancyViolation", &refused_hosts));
+        return Err(refused(Reason::TenancyViolation, &refused_hosts));
     }
     let namespace = fence.namespace().to_owned();
     let owner = workload_of(instance, ctx);
@@ -140,7 +141,7 @@ fn check_hosts(instance: &WorkloadInstance, ctx: &Context, fence: &Fence) -> Res
         .iter()
         .map(|host| format!("host {host} is served by another namespace"))
         .collect();
-    let mut hold = refused("HostConflict", &problems);
+    let mut hold = refused(Reason::HostConflict, &problems);
     hold.next = Next::After(HOST_RETRY);
     Err(hold)
 }

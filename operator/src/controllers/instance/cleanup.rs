@@ -2,6 +2,7 @@
 //! gone or abandoned.
 
 use kube::runtime::events::EventType;
+use qleetos_crds::Reason;
 use qleetos_crds::{Condition, DeletionPolicy, WorkloadInstance};
 
 use super::{find_runtime, previous_inventory};
@@ -23,7 +24,7 @@ pub(super) async fn cleanup(
         let note = format!(
             "runtime {runtime_name} no longer exists; its objects cannot be removed by QleetOS"
         );
-        ctx.event(instance, EventType::Warning, "RuntimeGone", note)
+        ctx.event(instance, EventType::Warning, Reason::RuntimeGone, note)
             .await;
         return Ok(None);
     };
@@ -33,7 +34,7 @@ pub(super) async fn cleanup(
         let note = format!(
             "runtime {runtime_name} is abandoned (deletionPolicy Abandon); its objects are left in place"
         );
-        ctx.event(instance, EventType::Warning, "RuntimeAbandoned", note)
+        ctx.event(instance, EventType::Warning, Reason::RuntimeAbandoned, note)
             .await;
         return Ok(None);
     }
@@ -47,7 +48,7 @@ pub(super) async fn cleanup(
         Err(error) => {
             return Ok(Some(Condition::ready(
                 false,
-                "Deleting",
+                Reason::Deleting,
                 format!("waiting to remove the applied objects: {error}"),
             )));
         }
@@ -65,7 +66,7 @@ pub(super) async fn cleanup(
         Err(error @ Error::RuntimeUnreachable { .. }) => {
             return Ok(Some(Condition::ready(
                 false,
-                "Deleting",
+                Reason::Deleting,
                 format!("waiting to remove the applied objects: {error}"),
             )));
         }
@@ -78,7 +79,7 @@ pub(super) async fn cleanup(
     let names: Vec<String> = remaining.iter().map(describe).collect();
     Ok(Some(Condition::ready(
         false,
-        "Deleting",
+        Reason::Deleting,
         format!(
             "removing {} object(s) in teardown order: {}",
             names.len(),

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
+use qleetos_crds::Reason;
 use qleetos_crds::{
     AppliedObject, Condition, Conditions, DependencyStatus, Expose, KubernetesRuntime,
     ResourceHealth, WorkloadInstance, WorkloadInstanceStatus,
@@ -33,7 +34,7 @@ use crate::dependencies::generated::{self, Generated};
 use crate::dependencies::{self, Needs, services};
 use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
-use crate::health::{ROLLOUT_FAILED, describe_failures, describe_unhealthy};
+use crate::health::{describe_failures, describe_unhealthy};
 use crate::queue::triggers::{self, Triggers};
 use crate::queue::worker::Qleet;
 use crate::render::{Owner, field_manager, render};
@@ -154,6 +155,7 @@ pub async fn reconcile(instance: Arc<WorkloadInstance>, ctx: Arc<Context>) -> Re
 
 /// Why a pass cannot apply anything now, and what to do meanwhile.
 struct Hold {
+    reason: Reason,
     condition: Condition,
     next: Next,
     /// A problem the user must fix (an Event says so), not a normal wait.
@@ -163,8 +165,9 @@ struct Hold {
 }
 
 impl Hold {
-    fn waiting(reason: &str, message: String) -> Box<Self> {
+    fn waiting(reason: Reason, message: String) -> Box<Self> {
         Box::new(Self {
+            reason,
             condition: Condition::ready(false, reason, message),
             next: Next::After(RUNTIME_WAIT),
             warn: false,
@@ -172,8 +175,9 @@ impl Hold {
         })
     }
 
-    fn refused(reason: &str, message: String) -> Box<Self> {
+    fn refused(reason: Reason, message: String) -> Box<Self> {
         Box::new(Self {
+            reason,
             condition: Condition::ready(false, reason, message),
             next: Next::Done,
             warn: true,
@@ -341,7 +345,7 @@ async fn dependencies_ready(
     }
     if let Err(violation) = fence.check_capabilities(&capabilities) {
         let message = format!("nothing applied: {violation}");
-        return Ok(Err(Hold::refused("TenancyViolation", message)));
+        return Ok(Err(Hold::refused(Reason::TenancyViolation, message)));
     }
     ctx.caches.ready().await?;
     let runtime = &instance.spec.runtime_ref.name;
@@ -382,7 +386,7 @@ async fn plan(instance: &WorkloadInstance, ctx: &Context) -> Result<Plan, Box<Ho
     let runtime_name = &instance.spec.runtime_ref.name;
     let Some(runtime) = find_runtime(ctx, runtime_name).await else {
         return Err(Hold::waiting(
-            "RuntimeNotFound",
+            Reason::RuntimeNotFound,
             format!(
                 "KubernetesRuntime {runtime_name} does not exist; create it or change the placement"
             ),
@@ -392,7 +396,10 @@ async fn plan(instance: &WorkloadInstance, ctx: &Context) -> Result<Plan, Box<Ho
     let fence = ctx.caches.fence(namespace, &ctx.settings.system_namespace);
     if !fence.allows_runtime(&runtime) {
         let violation = fence.runtime_violation(runtime_name);
-        return Err(Hold::refused("TenancyViolation", violation.to_string()));
+        return Err(Hold::refused(
+            Reason::TenancyViolation,
+            violation.to_string(),
+        ));
     }
     if !runtime.is_ready() {
         return Err(Hold::waiting(
@@ -428,19 +435,24 @@ async fn find_runtime(ctx: &Context, name: &str) -> Option<KubernetesRuntime> {
 }
 
 /// The runtime's own failure reason (e.g. `RuntimeUnreachable`, which the Workload reports
-/// as a failed placement); `RuntimeDeleting` or `WaitingForRuntime` for normal waits.
-fn runtime_wait_reason(runtime: &KubernetesRuntime) -> &str {
+/// as a failed placement); `RuntimeDeleting` or `WaitingForRuntime` for normal waits. A
+/// reason this operator does not know (another version wrote it) becomes `RuntimeNotReady`,
+/// a failure, as an unknown reason always was; the message still names it.
+fn runtime_wait_reason(runtime: &KubernetesRuntime) -> Reason {
     if runtime.metadata.deletion_timestamp.is_some() {
-        return "RuntimeDeleting";
+        return Reason::RuntimeDeleting;
     }
     match runtime
         .status
         .as_ref()
         .and_then(|s| s.condition(qleetos_crds::READY))
     {
-        None => "WaitingForRuntime",
-        Some(c) if c.reason == "Provisioning" => "WaitingForRuntime",
-        Some(c) => c.reason.as_str(),
+        None => Reason::WaitingForRuntime,
+        Some(c) => match Reason::parse(&c.reason) {
+            Some(Reason::Provisioning) => Reason::WaitingForRuntime,
+            Some(reason) => reason,
+            None => Reason::RuntimeNotReady,
+        },
     }
 }
 
@@ -452,7 +464,7 @@ fn runtime_not_ready(runtime: &KubernetesRuntime) -> String {
         .status
         .as_ref()
         .and_then(|s| s.condition(qleetos_crds::READY));
-    if let Some(condition) = ready.filter(|c| c.reason == "Provisioning") {
+    if let Some(condition) = ready.filter(|c| c.reason == Reason::Provisioning) {
         return format!("runtime {name}: {}", condition.message);
     }
     if runtime.status.is_none() && runtime.profile().is_some() {
@@ -500,7 +512,7 @@ fn check_fence(fence: &Fence, desired: &[Desired]) -> Result<(), Box<Hold>> {
         return Ok(());
     }
     Err(Hold::refused(
-        "TenancyViolation",
+        Reason::TenancyViolation,
         format!("nothing applied: {}", violations.join("; ")),
     ))
 }
@@ -580,7 +592,7 @@ async fn hold_pass(instance: &WorkloadInstance, ctx: &Context, hold: Box<Hold>) 
         ctx.event(
             instance,
             EventType::Warning,
-            &hold.condition.reason,
+            hold.reason,
             hold.condition.message.clone(),
         )
         .await;
@@ -700,15 +712,15 @@ fn ready_condition(
         Some(error) => Condition::ready(false, error.reason(), error.to_string()),
         None if healthy => Condition::ready(
             true,
-            "RolledOut",
+            Reason::RolledOut,
             format!(
                 "{} objects applied to runtime {runtime}; every workload is available",
                 outcome.inventory.len()
             ),
         ),
         None => match describe_failures(health) {
-            Some(failures) => Condition::ready(false, ROLLOUT_FAILED, failures),
-            None => Condition::ready(false, "Progressing", describe_unhealthy(health)),
+            Some(failures) => Condition::ready(false, Reason::RolloutFailed, failures),
+            None => Condition::ready(false, Reason::Progressing, describe_unhealthy(health)),
         },
     };
     condition.with_generation(instance.metadata.generation)

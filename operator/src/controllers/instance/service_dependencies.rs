@@ -1,6 +1,7 @@
 //! The service dependencies of one instance: the services its WorkloadServiceDependencies
 //! ask for on its runtime, within what its namespace may use, and their connection details.
 
+use qleetos_crds::Reason;
 use qleetos_crds::{DependencyStatus, ServiceTarget, WorkloadInstance};
 
 use super::{DEPENDENCY_WAIT, Hold, Plan, previous_dependencies};
@@ -27,7 +28,7 @@ pub(super) async fn services_ready(
         {
             let name = dependency.metadata.name.as_deref().unwrap_or_default();
             let message = format!("nothing applied: WorkloadServiceDependency {name}: {violation}");
-            return Ok(Err(Hold::refused("TenancyViolation", message)));
+            return Ok(Err(Hold::refused(Reason::TenancyViolation, message)));
         }
     }
     let (bound, missing) = match services::ensure(ctx, instance, runtime).await {
@@ -44,7 +45,7 @@ pub(super) async fn services_ready(
             .check_capabilities(&service.profile.spec.requires)
         {
             let message = format!("nothing applied: {violation}");
-            return Ok(Err(Hold::refused("TenancyViolation", message)));
+            return Ok(Err(Hold::refused(Reason::TenancyViolation, message)));
         }
     }
     let services = Needs {
@@ -76,7 +77,7 @@ pub(super) async fn services_ready(
                     "{dependency} ({}) on {runtime} is Ready but {waiting}",
                     service.status.capability
                 );
-                let mut hold = Hold::waiting("WaitingForService", message);
+                let mut hold = Hold::waiting(Reason::WaitingForService, message);
                 hold.next = Next::After(ctx.settings.progress_poll);
                 return Ok(Err(hold.with_dependencies(moving(instance, statuses))));
             }

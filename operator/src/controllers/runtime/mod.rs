@@ -10,6 +10,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
+use qleetos_crds::Reason;
 use qleetos_crds::{
     Condition, ConditionStatus, Conditions, DeletionPolicy, KubernetesRuntime,
     KubernetesRuntimeStatus, REACHABLE, WorkloadInstance,
@@ -100,7 +101,7 @@ async fn probe(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Next> {
     match &observed {
         Ok(_) if had_status && !was_ready => {
             let note = format!("runtime {name} is reachable again");
-            ctx.event(runtime, EventType::Normal, "Recovered", note)
+            ctx.event(runtime, EventType::Normal, Reason::Recovered, note)
                 .await;
         }
         Err(error) if was_ready || !had_status => {
@@ -124,7 +125,7 @@ pub(crate) fn reachable_condition(observed: &Result<Observation>) -> Condition {
         Ok(o) => Condition::new(
             REACHABLE,
             ConditionStatus::True,
-            "Reachable",
+            Reason::Reachable,
             format!("API server {} answers", o.server_version),
         ),
         Err(error) => Condition::new(
@@ -215,7 +216,7 @@ async fn release(runtime: &KubernetesRuntime, ctx: &Context) -> Result<bool> {
         let note = format!(
             "runtime {name} is abandoned: its placements are released without removing their objects"
         );
-        ctx.event(runtime, EventType::Warning, "RuntimeAbandoned", note)
+        ctx.event(runtime, EventType::Warning, Reason::RuntimeAbandoned, note)
             .await;
         ctx.pool.forget(&name);
         return Ok(true);
@@ -241,19 +242,23 @@ async fn release(runtime: &KubernetesRuntime, ctx: &Context) -> Result<bool> {
     let previous = runtime.status.clone().unwrap_or_default();
     let unchanged = previous
         .condition(qleetos_crds::READY)
-        .is_some_and(|c| c.reason == "WaitingForWorkloads" && c.message == message);
+        .is_some_and(|c| c.reason == Reason::WaitingForWorkloads && c.message == message);
     if !unchanged {
         ctx.event(
             runtime,
             EventType::Normal,
-            "WaitingForWorkloads",
+            Reason::WaitingForWorkloads,
             message.clone(),
         )
         .await;
         let status = status_base(
             runtime,
             &previous,
-            vec![Condition::ready(false, "WaitingForWorkloads", message)],
+            vec![Condition::ready(
+                false,
+                Reason::WaitingForWorkloads,
+                message,
+            )],
         );
         apply_status(
             &Api::<KubernetesRuntime>::all(ctx.client.clone()),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use kube::api::Api;
 use kube::runtime::events::EventType;
+use qleetos_crds::Reason;
 use qleetos_crds::{
     Condition, ConditionStatus, Conditions, DependencyStatus, IdleAction, KubernetesRuntime,
     KubernetesRuntimeProfile, KubernetesRuntimeStatus, ProvisioningPhase, ProvisioningStatus,
@@ -46,7 +47,7 @@ pub async fn converge(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Next
         let message = format!(
             "KubernetesRuntimeProfile {profile_name} does not exist; create it again, or delete this runtime"
         );
-        let verdict = Verdict::failed("ProfileNotFound", message, None);
+        let verdict = Verdict::failed(Reason::ProfileNotFound, message, None);
         write(runtime, ctx, verdict, &tracked, None).await?;
         return Ok(Next::After(ctx.settings.probe_interval));
     };
@@ -97,7 +98,7 @@ fn retention_of(profile: &KubernetesRuntimeProfile) -> Retention {
 }
 
 impl Verdict {
-    fn failed(reason: &str, message: String, cluster: Option<String>) -> Self {
+    fn failed(reason: Reason, message: String, cluster: Option<String>) -> Self {
         Self {
             phase: ProvisioningPhase::Failed,
             ready: Condition::ready(false, reason, message),
@@ -110,7 +111,7 @@ impl Verdict {
     fn provisioning(message: String, cluster: Option<String>) -> Self {
         Self {
             phase: ProvisioningPhase::Provisioning,
-            ready: Condition::ready(false, "Provisioning", message),
+            ready: Condition::ready(false, Reason::Provisioning, message),
             reachable: None,
             cluster,
             support_services: Vec::new(),
@@ -178,7 +179,7 @@ async fn judge(
     }
     verdict.ready = Condition::ready(
         true,
-        "Provisioned",
+        Reason::Provisioned,
         format!(
             "cluster from profile {} answers (API server {}, {} nodes)",
             profile.metadata.name.as_deref().unwrap_or_default(),
@@ -241,7 +242,7 @@ async fn announce(
         ctx.event(
             runtime,
             EventType::Warning,
-            "ProvisioningFailed",
+            Reason::ProvisioningFailed,
             now.message,
         )
         .await;
@@ -252,7 +253,7 @@ async fn announce(
             .condition(qleetos_crds::READY)
             .map(|c| c.message.clone())
             .unwrap_or_default();
-        ctx.event(runtime, EventType::Normal, "Provisioned", note)
+        ctx.event(runtime, EventType::Normal, Reason::Provisioned, note)
             .await;
     }
 }
@@ -374,7 +375,7 @@ impl Dependency for KubernetesRuntime {
         let waiting = provisioning::remove(ctx, self, profile.as_ref()).await?;
         if waiting.is_none() {
             let note = format!("runtime {name}: its cluster is removed");
-            ctx.event(self, EventType::Normal, "Deprovisioned", note)
+            ctx.event(self, EventType::Normal, Reason::Deprovisioned, note)
                 .await;
             ctx.pool.forget(&name);
         }
@@ -415,8 +416,13 @@ async fn write_deprovisioning(
         runtime,
         &previous,
         vec![
-            Condition::ready(false, "Deprovisioning", message.clone()),
-            Condition::new(REACHABLE, ConditionStatus::Unknown, "Deprovisioning", ""),
+            Condition::ready(false, Reason::Deprovisioning, message.clone()),
+            Condition::new(
+                REACHABLE,
+                ConditionStatus::Unknown,
+                Reason::Deprovisioning,
+                "",
+            ),
         ],
     );
     status.provisioning = Some(ProvisioningStatus {

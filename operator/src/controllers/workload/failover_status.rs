@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
+use qleetos_crds::Reason;
 use qleetos_crds::{
     Condition, ConditionStatus, KubernetesRuntime, PlacementStatus, WorkloadInstance,
 };
@@ -12,10 +13,9 @@ use crate::failover::Assignment;
 
 /// On a failover WorkloadInstance: the runtime it stands in for.
 pub const REPLACES_ANNOTATION: &str = "qleetos.io/replaces";
-/// Condition type (and Event reason) telling whether placements run on a stand-in runtime.
-pub const FAILED_OVER: &str = "FailedOver";
-/// Home placement reason while its stand-in is not Ready yet.
-pub const FAILING_OVER: &str = "FailingOver";
+/// Condition type telling whether placements run on a stand-in runtime; also its reason
+/// and the Event reason ([`Reason::FailedOver`]) once they do.
+pub const FAILED_OVER: &str = Reason::FailedOver.as_str();
 
 pub fn replaces_of(instance: &WorkloadInstance) -> Option<String> {
     instance.annotations().get(REPLACES_ANNOTATION).cloned()
@@ -73,12 +73,12 @@ pub fn mark_homes(
             continue;
         };
         let (reason, now_on) = if stand_in.ready {
-            (FAILED_OVER, "now on")
+            (Reason::FailedOver, "now on")
         } else {
-            (FAILING_OVER, "moving to")
+            (Reason::FailingOver, "moving to")
         };
         home.ready = false;
-        home.reason = reason.to_owned();
+        home.reason = reason.to_string();
         home.message = format!(
             "runtime {} ({}) unreachable since {}; {now_on} {} ({})",
             home.runtime,
@@ -98,7 +98,7 @@ pub fn condition(placements: &[PlacementStatus]) -> Condition {
         return Condition::new(
             FAILED_OVER,
             ConditionStatus::False,
-            "OnOriginalRuntimes",
+            Reason::OnOriginalRuntimes,
             "every placement runs on a runtime of its own region",
         );
     }
@@ -111,10 +111,20 @@ pub fn condition(placements: &[PlacementStatus]) -> Condition {
         .collect::<Vec<_>>()
         .join(", ");
     if stand_ins.iter().all(|p| p.ready) {
-        Condition::new(FAILED_OVER, ConditionStatus::True, FAILED_OVER, moves)
+        Condition::new(
+            FAILED_OVER,
+            ConditionStatus::True,
+            Reason::FailedOver,
+            moves,
+        )
     } else {
         let message = format!("{moves}: not Ready there yet");
-        Condition::new(FAILED_OVER, ConditionStatus::False, FAILING_OVER, message)
+        Condition::new(
+            FAILED_OVER,
+            ConditionStatus::False,
+            Reason::FailingOver,
+            message,
+        )
     }
 }
 

@@ -11,6 +11,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use qleetos_crds::TenantPolicy;
+use qleetos_crds::{Class, Reason, class_of};
 use qleetos_crds::{
     Condition, DeletionPolicy, FIELD_MANAGER, KubernetesRuntime, PlacementStatus, RuntimeRef,
     Workload, WorkloadInstance, WorkloadInstanceSpec, WorkloadRef, WorkloadStatus,
@@ -35,7 +36,7 @@ mod failover_status;
 #[cfg(test)]
 mod reconcile_tests;
 
-use failover_status::{FAILED_OVER, FAILING_OVER, REPLACES_ANNOTATION, Step};
+use failover_status::{FAILED_OVER, REPLACES_ANNOTATION, Step};
 
 pub const CONTROLLER: &str = "workload";
 /// Held until every WorkloadInstance of the Workload is gone.
@@ -230,7 +231,7 @@ async fn plan_placement(
                 "runtime {} is lost and no runtime can stand in for it: provisioning runtime {} in {}",
                 stand_in.home, stand_in.runtime, stand_in.region
             );
-            ctx.event(workload, EventType::Warning, FAILING_OVER, note)
+            ctx.event(workload, EventType::Warning, Reason::FailingOver, note)
                 .await;
         }
     }
@@ -401,7 +402,7 @@ fn leaving_placement(instance: &WorkloadInstance, region: String) -> PlacementSt
         region,
         instance: instance.name_any(),
         ready: instance.is_ready_at_current_generation(),
-        reason: "RuntimeDeleting".into(),
+        reason: Reason::RuntimeDeleting.into(),
         urls: urls_of(instance),
         replaces: failover_status::replaces_of(instance),
     }
@@ -432,7 +433,7 @@ fn placement_status(
         ready: rendered_from_current && instance.is_ready_at_current_generation(),
         reason: ready_condition
             .map(|c| c.reason.clone())
-            .unwrap_or_else(|| "Pending".into()),
+            .unwrap_or_else(|| Reason::Pending.into()),
         message: ready_condition
             .map(|c| c.message.clone())
             .unwrap_or_default(),
@@ -460,7 +461,7 @@ fn ready_condition(placements: &[PlacementStatus], fenced_out: usize) -> Conditi
         };
         return Condition::ready(
             false,
-            "NoMatchingRuntime",
+            Reason::NoMatchingRuntime,
             format!(
                 "no KubernetesRuntime matches spec.placement; check its regions and runtimeSelector against `kubectl get kubernetesruntimes --show-labels`{fence_note}"
             ),
@@ -479,39 +480,28 @@ fn ready_condition(placements: &[PlacementStatus], fenced_out: usize) -> Conditi
     if waiting.is_empty() {
         Condition::ready(
             true,
-            "AllPlacementsReady",
+            Reason::AllPlacementsReady,
             format!("ready on {} runtime(s)", placements.len()),
         )
     } else {
         let waits_on = placements
             .iter()
-            .find(|p| !p.ready && p.reason.starts_with("WaitingFor"));
+            .filter(|p| !p.ready)
+            .filter_map(|p| Reason::parse(&p.reason))
+            .find(|r| r.as_str().starts_with("WaitingFor"));
         let reason = if placements.iter().any(|p| is_failure(&p.reason)) {
-            "PlacementFailed"
-        } else if let Some(placement) = waits_on {
-            placement.reason.as_str()
+            Reason::PlacementFailed
         } else {
-            "Progressing"
+            waits_on.unwrap_or(Reason::Progressing)
         };
         Condition::ready(false, reason, waiting.join("; "))
     }
 }
 
+/// Whether a placement's reason (read back from its instance) is a failure; an unknown one
+/// is (see [`class_of`]), so a new wait must be declared as one in [`Reason`].
 fn is_failure(reason: &str) -> bool {
-    !matches!(
-        reason,
-        "Progressing"
-            | "Pending"
-            | "RolledOut"
-            | "WaitingForRuntime"
-            | "WaitingForSupportService"
-            | "WaitingForService"
-            | "RuntimeDeleting"
-            | "Provisioning"
-            | "Deleting"
-            | FAILED_OVER
-            | FAILING_OVER
-    )
+    class_of(reason) == Class::Failed
 }
 
 /// The placements the Workload's readiness counts: not those a Ready failover placement
@@ -538,11 +528,8 @@ fn with_image_check(workload: &Workload, ready: Condition) -> Condition {
             ready.reason, ready.message
         ));
     }
-    Condition::ready(false, UNKNOWN_IMAGE_CONTAINER, message)
+    Condition::ready(false, Reason::UnknownImageContainer, message)
 }
-
-/// Ready reason of a Workload whose `spec.images` names a container no pod template has.
-pub const UNKNOWN_IMAGE_CONTAINER: &str = "UnknownImageContainer";
 
 /// A placement that started or stopped failing since the last status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -570,7 +557,12 @@ fn placement_changes<'a>(
                 (Some(before), true) if before.reason == now.reason => None,
                 (_, true) => Some(PlacementChange::Failed(now)),
                 // Told as a failover step instead.
-                (Some(_), false) if matches!(now.reason.as_str(), FAILED_OVER | FAILING_OVER) => {
+                (Some(_), false)
+                    if matches!(
+                        Reason::parse(&now.reason),
+                        Some(Reason::FailedOver | Reason::FailingOver)
+                    ) =>
+                {
                     None
                 }
                 (Some(_), false) => Some(PlacementChange::Recovered(now)),
@@ -593,12 +585,12 @@ async fn emit_events(
         let (type_, reason, note) = match change {
             PlacementChange::Failed(p) => (
                 EventType::Warning,
-                "PlacementFailed",
+                Reason::PlacementFailed,
                 format!("runtime {}: {}: {}", p.runtime, p.reason, p.message),
             ),
             PlacementChange::Recovered(p) => (
                 EventType::Normal,
-                "PlacementRecovered",
+                Reason::PlacementRecovered,
                 format!("runtime {}: no longer failing ({})", p.runtime, p.reason),
             ),
         };
@@ -608,11 +600,16 @@ async fn emit_events(
         tell_failover_step(workload, ctx, step).await;
     }
     let was_unknown_image = qleetos_crds::Conditions::condition(&previous, qleetos_crds::READY)
-        .is_some_and(|c| c.reason == UNKNOWN_IMAGE_CONTAINER);
-    if ready.reason == UNKNOWN_IMAGE_CONTAINER && !was_unknown_image {
+        .is_some_and(|c| c.reason == Reason::UnknownImageContainer);
+    if ready.reason == Reason::UnknownImageContainer && !was_unknown_image {
         let note = event_note(ready.message.clone());
-        ctx.event(workload, EventType::Warning, UNKNOWN_IMAGE_CONTAINER, note)
-            .await;
+        ctx.event(
+            workload,
+            EventType::Warning,
+            Reason::UnknownImageContainer,
+            note,
+        )
+        .await;
     }
 }
 
@@ -628,19 +625,24 @@ async fn tell_failover_step(workload: &Workload, ctx: &Context, step: Step) {
             let note = format!(
                 "{home_region} unreachable for {down_for} (runtime {home}); now on {region} (runtime {to})"
             );
-            (EventType::Warning, FAILED_OVER, "moved", note)
+            (EventType::Warning, Reason::FailedOver, "moved", note)
         }
         Step::Returned { home, from } => {
             let note = format!(
                 "runtime {home} is reachable again: the workload is back on it and is removed from {from}"
             );
-            (EventType::Normal, "FailedBack", "returned", note)
+            (EventType::Normal, Reason::FailedBack, "returned", note)
         }
         Step::Stayed { home, on } => {
             let note = format!(
                 "runtime {home} is reachable again: the workload stays on {on} (failover.onRecovery: Stay) and is removed from {home}"
             );
-            (EventType::Normal, "StayedAfterFailover", "stayed", note)
+            (
+                EventType::Normal,
+                Reason::StayedAfterFailover,
+                "stayed",
+                note,
+            )
         }
     };
     ctx.metrics.failover(outcome);
@@ -770,6 +772,51 @@ mod tests {
     }
 
     #[test]
+    fn waits_and_done_reasons_are_not_failures_and_the_rest_are() {
+        // Exactly the reasons the string list of `is_failure` allowed before `Reason`.
+        for allowed in [
+            "Progressing",
+            "Pending",
+            "RolledOut",
+            "WaitingForRuntime",
+            "WaitingForSupportService",
+            "WaitingForService",
+            "RuntimeDeleting",
+            "Provisioning",
+            "Deleting",
+            "FailedOver",
+            "FailingOver",
+        ] {
+            assert!(!is_failure(allowed), "{allowed}");
+        }
+        for failure in [
+            "RuntimeNotFound",
+            "HostConflict",
+            "TenancyViolation",
+            "RuntimeUnreachable",
+            "ApplyFailed",
+            "RolloutFailed",
+            "LimitExceeded",
+            "ProfileNotFound",
+            "ProvisioningFailed",
+            "CleanupPending",
+            "CacheNotReady",
+            "RuntimeNotReady",
+            "NotAReasonQleetOsWrites",
+        ] {
+            assert!(is_failure(failure), "{failure}");
+        }
+    }
+
+    #[test]
+    fn a_placement_waiting_on_a_declared_wait_is_no_failure() {
+        let waiting = failing("a", "WaitingForService");
+        assert!(!is_failing(&waiting));
+        let ready = ready_condition(&[waiting], 0);
+        assert_eq!(ready.reason, "WaitingForService");
+    }
+
+    #[test]
     fn failing_placement_is_reported_as_failure() {
         let failed = ready_condition(&[placement("a", false, "ApplyFailed")], 0);
         assert_eq!(failed.reason, "PlacementFailed");
@@ -824,10 +871,10 @@ mod tests {
 
     #[test]
     fn unknown_image_keys_make_the_workload_not_ready() {
-        let ready = Condition::ready(true, "AllPlacementsReady", "ready on 1 runtime(s)");
+        let ready = Condition::ready(true, Reason::AllPlacementsReady, "ready on 1 runtime(s)");
         let checked = with_image_check(&workload_with_images(&[("wbe", "nginx:2")]), ready.clone());
         assert!(!checked.is_true());
-        assert_eq!(checked.reason, UNKNOWN_IMAGE_CONTAINER);
+        assert_eq!(checked.reason, Reason::UnknownImageContainer);
         assert!(
             checked.message.contains("pod template: wbe;"),
             "{}",
@@ -840,7 +887,7 @@ mod tests {
         );
         let fine = with_image_check(&workload_with_images(&[("web", "nginx:2")]), ready);
         assert!(fine.is_true());
-        let failing = Condition::ready(false, "PlacementFailed", "a: ApplyFailed x");
+        let failing = Condition::ready(false, Reason::PlacementFailed, "a: ApplyFailed x");
         let both = with_image_check(&workload_with_images(&[("db", "pg")]), failing);
         assert!(
             both.message
