@@ -242,6 +242,9 @@ pub struct StandInStatus {
     pub starts: u32,
     /// Why the last start failed or the process last exited on its own.
     pub last_error: Option<String>,
+    /// How many times the cluster answered whether the Deployment exists (each poll that
+    /// could decide to start or stop the process).
+    pub checks: u64,
 }
 
 /// Keeps a component's process running while its Deployment exists in one cluster.
@@ -313,6 +316,13 @@ impl StandIn {
         Ok(status.pid.unwrap_or_default())
     }
 
+    /// Waits until the cluster has answered `count` polls in all (see
+    /// [`StandInStatus::checks`]).
+    pub async fn wait_checks(&self, count: u64, timeout: Duration) -> Result<StandInStatus, Error> {
+        self.wait_until("to poll its cluster", timeout, |s| s.checks >= count)
+            .await
+    }
+
     /// Waits until no process runs (it has been stopped and reaped).
     pub async fn wait_stopped(&self, timeout: Duration) -> Result<(), Error> {
         self.wait_until("to stop", timeout, |s| s.pid.is_none())
@@ -376,7 +386,10 @@ impl Supervisor {
     async fn step(&mut self) {
         self.notice_exit();
         let wanted = match self.deployment_exists().await {
-            Ok(exists) => exists,
+            Ok(exists) => {
+                self.status.send_modify(|s| s.checks += 1);
+                exists
+            }
             Err(e) => {
                 // Leave the process as it is while the cluster does not answer.
                 tracing::debug!(component = self.spec.component, error = %e, "cannot read the Deployment");

@@ -112,6 +112,31 @@ async fn wait_runtime_refused(client: &Client, name: &str, reason: &str) -> Resu
     .await
 }
 
+/// Waits until the runtime Qleet has probed runtime `name` `times` more times (its status's
+/// lastProbeTime moved on that often): a positive sign that it looked at the runtime, and its
+/// kubeconfig, again.
+async fn wait_probed_again(client: &Client, name: &str, times: usize) -> Result<()> {
+    let runtimes: Api<KubernetesRuntime> = Api::all(client.clone());
+    let probed = || async {
+        let runtime = runtimes.get(name).await?;
+        Ok::<_, anyhow::Error>(runtime.status.and_then(|s| s.last_probe_time))
+    };
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let (mut last, mut seen) = (probed().await?, 0);
+    while seen < times {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "runtime {name} probed {seen} more time(s) in {TIMEOUT:?}, not {times} (last at {last:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = probed().await?;
+        if now != last {
+            (last, seen) = (now, seen + 1);
+        }
+    }
+    Ok(())
+}
+
 async fn remove_runtime(client: &Client, name: &str, secret_namespace: &str) -> Result<()> {
     let runtimes: Api<KubernetesRuntime> = Api::all(client.clone());
     runtimes.delete(name, &DeleteParams::default()).await?;
@@ -248,7 +273,7 @@ pub async fn exec_plugin_kubeconfig_is_refused(env: &Environment) -> Result<()> 
             && message.contains("--allow-kubeconfig-exec"),
         "condition message: {message}"
     );
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    wait_probed_again(&client, name, 2).await?;
     wait_runtime_refused(&client, name, "ForbiddenKubeconfigFeature").await?;
     ensure!(!marker.exists(), "the exec plugin ran inside the operator");
     remove_runtime(&client, name, SYSTEM_NAMESPACE).await
@@ -268,7 +293,7 @@ pub async fn secret_outside_the_system_namespace_is_not_read(env: &Environment) 
             && message.contains("only from its own namespace qleetos-system"),
         "condition message: {message}"
     );
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    wait_probed_again(&client, name, 2).await?;
     wait_runtime_refused(&client, name, "ForbiddenSecretNamespace").await?;
     let runtime = Api::<KubernetesRuntime>::all(client.clone())
         .get(name)

@@ -2,6 +2,7 @@
 //! with the real cert-manager controller standing in for its pod, reused, rolled out,
 //! removed after the grace period with nothing left behind; bad input reported.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,10 +17,10 @@ use qleetos_crds::{
 };
 use qleetos_e2e::dns::DnsServer;
 use qleetos_e2e::environment::{Environment, RuntimeSpec};
+use qleetos_e2e::fleet::{self, Fleet, FleetConfig, PublishedRuntime};
 use qleetos_e2e::http::Responder;
 use qleetos_e2e::issued::IssuedCertificate;
 use qleetos_e2e::operator::OperatorOptions;
-use qleetos_e2e::standin::{IngressPorts, StandIn, StandInSpec};
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -99,16 +100,92 @@ fn web_workload(name: &str, host: &str, region: &str) -> Value {
     })
 }
 
-pub(crate) async fn cert_manager_on(env: &Environment, runtime: &str) -> Result<StandIn> {
-    let cluster = env.runtime(runtime).context("runtime")?;
-    let log_dir = env.dir().join(format!("cert-manager-{runtime}"));
-    std::fs::create_dir_all(&log_dir)?;
-    Ok(StandIn::start(
-        StandInSpec::cert_manager().await?,
-        cluster.kubeconfig_path(),
-        &log_dir,
-    )
-    .await?)
+/// The environment's fleet of stand-ins (what `make run` runs): for every runtime of the
+/// environment, the real cert-manager, Traefik (publishing [`INGRESS_ADDRESS`]), external-dns
+/// (into `dns`, when given) and anvil for every RPC node, each running while QleetOS has
+/// installed it there.
+#[derive(Debug)]
+pub(crate) struct StandIns {
+    fleet: Fleet,
+    dir: PathBuf,
+}
+
+impl StandIns {
+    /// Starts the fleet; it logs under `<env dir>/fleet-<tag>/`.
+    pub(crate) async fn start(
+        env: &Environment,
+        tag: &str,
+        dns: Option<&DnsServer>,
+    ) -> Result<Self> {
+        let dir = env.dir().join(format!("fleet-{tag}"));
+        let fleet = Fleet::start(FleetConfig {
+            dir: dir.clone(),
+            management_kubeconfig: env.management.kubeconfig_path().to_owned(),
+            runtime_selector: None,
+            dns: dns.map(DnsServer::updates),
+            ingress_address: INGRESS_ADDRESS.to_owned(),
+        })
+        .await?;
+        Ok(Self { fleet, dir })
+    }
+
+    /// What the fleet runs for `runtime`, once it watches it and `ready` holds.
+    pub(crate) async fn runtime_when(
+        &self,
+        runtime: &str,
+        what: &str,
+        ready: impl Fn(&PublishedRuntime) -> bool,
+    ) -> Result<PublishedRuntime> {
+        eventually(
+            &format!("the fleet's {what} on {runtime}"),
+            TIMEOUT,
+            || async {
+                let published = fleet::read_published(&self.dir).runtimes.remove(runtime);
+                Ok(published.filter(|r| ready(r)))
+            },
+        )
+        .await
+    }
+
+    /// The HTTPS port of `runtime`'s Traefik (on 127.0.0.1).
+    pub(crate) async fn https_port(&self, runtime: &str) -> Result<u16> {
+        let published = self.runtime_when(runtime, "Traefik", |_| true).await?;
+        Ok(published.https_port)
+    }
+
+    /// Where the anvil of the RPC node whose connection Secret says `url` listens.
+    pub(crate) async fn rpc_node(&self, runtime: &str, url: &str) -> Result<SocketAddr> {
+        let published = self
+            .runtime_when(runtime, "anvil for the RPC node", |r| {
+                r.rpc_nodes.contains_key(url)
+            })
+            .await?;
+        Ok(published.rpc_nodes[url])
+    }
+
+    /// Waits until none of `components` runs on `runtime` (QleetOS removed them) and none of
+    /// the processes that ran for them is left.
+    pub(crate) async fn wait_stopped(&self, runtime: &str, components: &[&str]) -> Result<()> {
+        let published = self
+            .runtime_when(runtime, &format!("{components:?} stopped"), |r| {
+                components.iter().all(|c| !r.pids.contains_key(*c))
+            })
+            .await?;
+        let left: Vec<_> = published
+            .pids
+            .iter()
+            .filter(|(component, pid)| {
+                components.contains(&component.as_str()) && fleet::alive(**pid)
+            })
+            .collect();
+        ensure!(left.is_empty(), "stand-in processes left: {left:?}");
+        Ok(())
+    }
+
+    /// Stops every stand-in, waiting until their processes have exited.
+    pub(crate) async fn stop(self) {
+        self.fleet.stop().await;
+    }
 }
 
 async fn support_services(client: &Client) -> Result<Vec<SupportService>> {
@@ -164,13 +241,23 @@ pub async fn web_workload_gets_its_support_services_and_a_real_certificate(
     env: &mut Environment,
 ) -> Result<()> {
     operator_running(env).await?;
-    let (ns, client) = ("dep-web", env.management_client().await?);
+    let client = env.management_client().await?;
     apply_default_profiles(env, 5).await?;
-    let cert_manager = cert_manager_on(env, "eu-west").await?;
     let dns = DnsServer::start(&env.dir().join("dns")).await?;
-    let external_dns = external_dns_on(env, "eu-west", &dns).await?;
-    let ingress = IngressPorts::free(INGRESS_ADDRESS)?;
-    let traefik = traefik_on(env, "eu-west", &ingress).await?;
+    let stand_ins = StandIns::start(env, "web", Some(&dns)).await?;
+    let outcome = web_workload_with_its_stand_ins(env, &client, &dns, &stand_ins).await;
+    stand_ins.stop().await;
+    outcome
+}
+
+async fn web_workload_with_its_stand_ins(
+    env: &Environment,
+    client: &Client,
+    dns: &DnsServer,
+    stand_ins: &StandIns,
+) -> Result<()> {
+    let (ns, client) = ("dep-web", client.clone());
+    let https_port = stand_ins.https_port("eu-west").await?;
     let token = format!("qleetos-shop-{}", std::process::id());
     let backend = Responder::start(&token).await?;
     let shop_workload = web_workload_behind("shop", HOST, "eu-west-1", backend.port);
@@ -207,7 +294,7 @@ pub async fn web_workload_gets_its_support_services_and_a_real_certificate(
     let ca = check_route_and_certificate(&runtime, ns).await?;
     workload_applied_after_its_certificate(&runtime, ns, "shop").await?;
     let answer = eventually("an HTTPS answer through Traefik", TIMEOUT, || async {
-        Ok(https_get(HOST, ingress.https, &ca).await.ok())
+        Ok(https_get(HOST, https_port, &ca).await.ok())
     })
     .await?;
     ensure!(
@@ -240,10 +327,27 @@ pub async fn web_workload_gets_its_support_services_and_a_real_certificate(
         Ok(dns.query(HOST, "A").await?.is_empty().then_some(()))
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let kept = support_services(&client).await?;
+    // The services took note that shop went: blog still uses each of them, shop none.
+    let user = |s: &SupportService, workload: &str| {
+        s.status
+            .iter()
+            .flat_map(|s| &s.users)
+            .any(|u| u.starts_with(&format!("{ns}/{workload}-")))
+    };
+    let kept = eventually(
+        "the support services used by blog, not shop",
+        TIMEOUT,
+        || async {
+            let services = support_services(&client).await?;
+            let noted = services.iter().all(|s| user(s, "blog") && !user(s, "shop"));
+            Ok(noted.then_some(services))
+        },
+    )
+    .await?;
     ensure!(
-        same_uids(&installed, &kept),
+        same_uids(&installed, &kept)
+            && kept.iter().all(|s| s.metadata.deletion_timestamp.is_none()
+                && s.status.as_ref().is_some_and(|s| s.unused_since.is_none())),
         "support services went while blog still needs them"
     );
 
@@ -254,9 +358,9 @@ pub async fn web_workload_gets_its_support_services_and_a_real_certificate(
     .await?;
     let left = managed_objects_left(env, "eu-west").await?;
     ensure!(left.is_empty(), "objects left in the runtime: {left:?}");
-    cert_manager.wait_stopped(TIMEOUT).await?;
-    external_dns.wait_stopped(TIMEOUT).await?;
-    traefik.wait_stopped(TIMEOUT).await?;
+    stand_ins
+        .wait_stopped("eu-west", &["cert-manager", "external-dns", "traefik"])
+        .await?;
     for name in ["cert-manager", "traefik", "external-dns"] {
         delete_profile(&client, name).await?;
     }
@@ -305,17 +409,6 @@ async fn workload_applied_after_its_certificate(
 /// writes it into DNS); requests reach Traefik on 127.0.0.1.
 pub(crate) const INGRESS_ADDRESS: &str = "192.0.2.10";
 
-pub(crate) async fn traefik_on(
-    env: &Environment,
-    runtime: &str,
-    ports: &IngressPorts,
-) -> Result<StandIn> {
-    let cluster = env.runtime(runtime).context("runtime")?;
-    let log_dir = env.dir().join(format!("traefik-{runtime}"));
-    let spec = StandInSpec::traefik(ports).await?;
-    Ok(StandIn::start(spec, cluster.kubeconfig_path(), &log_dir).await?)
-}
-
 /// `GET https://<host>:<port>/` with the real curl, resolving the host to 127.0.0.1 and
 /// trusting only `ca` (PEM): succeeds only when the certificate served is one `ca` issued
 /// for `host`.
@@ -338,17 +431,6 @@ pub(crate) async fn https_get(host: &str, port: u16, ca: &[u8]) -> Result<String
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-pub(crate) async fn external_dns_on(
-    env: &Environment,
-    runtime: &str,
-    dns: &DnsServer,
-) -> Result<StandIn> {
-    let cluster = env.runtime(runtime).context("runtime")?;
-    let log_dir = env.dir().join(format!("external-dns-{runtime}"));
-    let spec = StandInSpec::external_dns(&dns.updates(), runtime).await?;
-    Ok(StandIn::start(spec, cluster.kubeconfig_path(), &log_dir).await?)
 }
 
 /// Checks the generated Ingress and the issued certificate; returns the issuing CA (PEM).
@@ -636,7 +718,19 @@ async fn capability_outside_the_policy_is_refused(client: &Client) -> Result<()>
         message.contains("may not need audit; allowed: cache") && message.contains(policy),
         "{message}"
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The refusal reached the Workload too: the instance's pass that refused the need is
+    // over, and the Workload summed it up at its current generation.
+    let workloads: Api<Workload> = Api::namespaced(client.clone(), ns);
+    eventually("the Workload telling the refusal", TIMEOUT, || async {
+        let workload = workloads.get("greedy").await?;
+        let status = workload.status.clone().unwrap_or_default();
+        let told = status.observed_generation == workload.metadata.generation
+            && status
+                .condition(qleetos_crds::READY)
+                .is_some_and(|c| !c.is_true() && c.message.contains("may not need audit"));
+        Ok(told.then_some(()))
+    })
+    .await?;
     let installed = Api::<SupportService>::all(client.clone())
         .get_opt("audit.eu-west")
         .await?;

@@ -342,7 +342,17 @@ async fn refused_pods_fail_the_rollout_with_events(env: &Environment) -> Result<
         "kubectl describe shows no Events: {described}"
     );
     // Reconciles keep running while it fails; the Warning is told once, not on every pass.
-    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    // A new annotation notifies the Workload Qleet of the Workload; wait until it has
+    // reconciled it again, then count.
+    let marks = log_marks(env);
+    merge_patch_workload(
+        &client,
+        ns,
+        "web",
+        json!({"metadata": {"annotations": {"e2e.qleetos.io/touched": "once"}}}),
+    )
+    .await?;
+    wait_reconciled(env, &marks, "workload", ns, "web", 1).await?;
     let warnings = count_events(&client, ns, "web", "PlacementFailed").await?;
     ensure!(warnings == 1, "{warnings} PlacementFailed Events");
 

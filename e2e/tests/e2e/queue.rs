@@ -139,6 +139,43 @@ pub(crate) fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Waits until a replica has seen the change of every Workload `w-<i>` of a burst into `ns`
+/// made while NATS is down and said it could not publish its notification (what the resync
+/// once NATS is back makes up for). `logs_from` is where each replica's log stood before.
+pub(crate) async fn wait_publishes_missed(
+    env: &Environment,
+    logs_from: &[usize],
+    ns: &str,
+    count: usize,
+) -> Result<()> {
+    eventually(
+        &format!("the replicas telling the notifications of {ns} missed"),
+        TIMEOUT,
+        || async {
+            let mut missed = std::collections::BTreeSet::new();
+            for (operator, from) in env.operators().iter().zip(logs_from) {
+                let log = operator.log();
+                let since = log.get(*from..).unwrap_or_default();
+                for line in since.lines().filter(|l| {
+                    l.contains("could not publish") || l.contains("was not acknowledged")
+                }) {
+                    let marker = format!(".workload.{ns}.");
+                    if let Some(at) = line.find(&marker) {
+                        let name: String = line[at + marker.len()..]
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                            .collect();
+                        missed.insert(name);
+                    }
+                }
+            }
+            let all = (0..count).all(|i| missed.contains(&format!("w-{i}")));
+            Ok(all.then_some(()))
+        },
+    )
+    .await
+}
+
 pub(crate) async fn restart_replicas(env: &mut Environment, count: usize) -> Result<()> {
     restart_replicas_with(env, count, &[]).await
 }
@@ -264,12 +301,25 @@ fn ensure_no_lock_lost(metrics: &str) -> Result<()> {
 
 pub async fn pending_work_waits_for_an_operator(env: &mut Environment) -> Result<()> {
     let (ns, client) = ("q-offline", env.management_client().await?);
+    let stopped: Vec<u32> = env.operators().iter().map(OperatorProcess::pid).collect();
     env.stop_operators().await;
     apply_burst(&client, ns, 20).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // No QleetOS process is left to act: every replica has exited (nothing runs that could
+    // reconcile), and the API server holds the whole burst.
+    eventually("every stopped replica gone", TIMEOUT, || async {
+        let gone = env.operators().is_empty()
+            && stopped.iter().all(|pid| !qleetos_e2e::fleet::alive(*pid));
+        Ok(gone.then_some(()))
+    })
+    .await?;
     let untouched = Api::<Workload>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await?;
+    ensure!(
+        untouched.items.len() == 20,
+        "{} Workloads stored",
+        untouched.items.len()
+    );
     ensure!(
         untouched.items.iter().all(|w| w.status.is_none()),
         "something reconciled with no operator running"
@@ -369,13 +419,24 @@ pub async fn pull_stream_interruption_cancels_nothing(env: &mut Environment) -> 
     );
     let log_before = env.operators()[0].log().len();
     env.nats.pause();
-    tokio::time::sleep(Duration::from_secs(15)).await;
-    let during = env.operators()[0]
-        .log()
-        .get(log_before..)
-        .unwrap_or_default()
-        .to_owned();
+    // Frozen until the replica has seen the pull stream fail (its heartbeats missed) and a
+    // reconcile in flight at the freeze has finished.
+    let during = eventually(
+        "the interruption seen while NATS is frozen",
+        TIMEOUT,
+        || async {
+            let during = env.operators()[0]
+                .log()
+                .get(log_before..)
+                .unwrap_or_default()
+                .to_owned();
+            let seen = during.contains("work queue interrupted") && during.contains("reconciled");
+            Ok(seen.then_some(during))
+        },
+    )
+    .await;
     env.nats.unpause();
+    let during = during?;
     wait_all_ready(&client, ns, DISRUPTED_BURST).await?;
     assert_all_applied(env, ns, DISRUPTED_BURST).await?;
     let operator = &env.operators()[0];
@@ -606,9 +667,10 @@ pub async fn work_survives_a_nats_restart(env: &mut Environment) -> Result<()> {
     let (ns, client) = ("q-nats", env.management_client().await?);
     restart_replicas(env, 1).await?;
     apply_burst(&client, ns, 50).await?;
+    let log_before = env.operators()[0].log().len();
     env.nats.stop().await;
     apply_burst(&client, "q-nats-down", 30).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_publishes_missed(env, &[log_before], "q-nats-down", 30).await?;
     env.nats.resume().await?;
     wait_all_ready(&client, ns, 50).await?;
     wait_all_ready(&client, "q-nats-down", 30).await?;

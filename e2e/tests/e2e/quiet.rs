@@ -2,7 +2,7 @@
 //! operator restart and a full resync reconcile every object again and write nothing to
 //! either API server (counted from the API servers' own request metrics).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context as _, Result, ensure};
 use kube::Client;
@@ -20,6 +20,8 @@ const RESYNC: &str = "--resync=5s";
 /// What QleetOS writes for a converged Workload, in the management cluster and a runtime.
 const MANAGEMENT_RESOURCES: [&str; 3] = ["workloads", "workloadinstances", "events"];
 const RUNTIME_RESOURCES: [&str; 4] = ["configmaps", "namespaces", "rolebindings", "services"];
+/// The Qleets of Workloads and their instances.
+const KINDS: [&str; 2] = ["workload", "workloadinstance"];
 
 /// Writes so far to the resources QleetOS writes for Workloads, on the management cluster and
 /// on runtime eu-west.
@@ -57,8 +59,9 @@ async fn delete_every_workload(client: &Client) -> Result<()> {
     .await
 }
 
-/// Waits until the replica reconciled every Workload and instance at least `times` times,
-/// and the write counters stood still for a while; returns the counters then.
+/// Waits until the replica reconciled every Workload and instance at least `times` times
+/// and has nothing of them left to do (their work queues drained, every message received
+/// handled); returns the write counters then, once two such readings agree.
 async fn settled_writes(
     env: &Environment,
     clients: (&Client, &Client),
@@ -78,20 +81,53 @@ async fn settled_writes(
         Ok(enough.then_some(()))
     })
     .await?;
-    let deadline = Instant::now() + TIMEOUT;
-    let mut last = writes(clients.0, clients.1).await?;
-    loop {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let now = writes(clients.0, clients.1).await?;
-        if now == last {
-            return Ok(now);
+    let last = std::sync::Mutex::new(None);
+    eventually(
+        "the replica idle with the same writes twice",
+        TIMEOUT,
+        || async {
+            if !idle(env).await? {
+                return Ok(None);
+            }
+            let now = writes(clients.0, clients.1).await?;
+            let previous = last
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .replace(now);
+            Ok((previous == Some(now)).then_some(now))
+        },
+    )
+    .await
+}
+
+/// Whether the replica has nothing of Workloads and instances left: no message of theirs
+/// pending or unacknowledged in NATS, and every message it received handled.
+async fn idle(env: &Environment) -> Result<bool> {
+    let report: serde_json::Value = serde_json::from_str(&env.nats.jetstream_report().await?)?;
+    let streams = report["account_details"][0]["stream_detail"]
+        .as_array()
+        .context("no streams in /jsz")?;
+    let operator = env.operators().first().context("a running replica")?;
+    let text = operator.metrics().await?;
+    for kind in KINDS {
+        let consumer = streams
+            .iter()
+            .flat_map(|s| s["consumer_detail"].as_array().into_iter().flatten())
+            .find(|c| c["name"] == format!("qleet-{kind}"))
+            .with_context(|| format!("consumer qleet-{kind} not in /jsz"))?;
+        let waiting = consumer["num_pending"].as_u64().unwrap_or(u64::MAX)
+            + consumer["num_ack_pending"].as_u64().unwrap_or(u64::MAX);
+        let count = |outcome: &str| {
+            metric(
+                &text,
+                &format!(r#"qleetos_messages_total{{controller="{kind}",outcome="{outcome}"}}"#),
+            )
+        };
+        if waiting != 0 || count("received") != count("handled") {
+            return Ok(false);
         }
-        ensure!(
-            Instant::now() < deadline,
-            "QleetOS kept writing for {TIMEOUT:?}: {last:?} -> {now:?}"
-        );
-        last = now;
     }
+    Ok(true)
 }
 
 pub async fn a_restart_and_resync_of_converged_workloads_write_nothing(

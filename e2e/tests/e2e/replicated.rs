@@ -263,11 +263,12 @@ pub async fn nats_cluster_catches_up_after_a_full_restart(env: &mut Environment)
     restart_replicas(env, 2).await?;
     apply_burst(&client, ns, 20).await?;
     wait_all_ready(&client, ns, 20).await?;
+    let logs_from: Vec<usize> = env.operators().iter().map(|o| o.log().len()).collect();
     for server in env.nats_servers_mut() {
         server.stop().await;
     }
     apply_burst(&client, "r-restart-down", 30).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    crate::queue::wait_publishes_missed(env, &logs_from, "r-restart-down", 30).await?;
     futures::future::try_join_all(env.nats_servers_mut().map(NatsServer::resume)).await?;
     futures::future::try_join_all(env.nats_servers_mut().map(NatsServer::wait_current)).await?;
     wait_all_ready(&client, "r-restart-down", 30).await?;

@@ -4,9 +4,7 @@
 //! or a profile swap; admission of bad parameters; a service whose readiness never comes;
 //! removal when the dependency or the last workload goes.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -16,16 +14,13 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use qleetos_crds::{
     Conditions, ServiceProfile, SupportService, TenantPolicy, Workload, WorkloadServiceDependency,
 };
-use qleetos_e2e::cluster::free_loopback_address;
 use qleetos_e2e::environment::{Environment, ensure_namespace};
 use qleetos_e2e::jsonrpc;
-use qleetos_e2e::standin::{ANVIL_CHAIN_ID, StandIn, StandInSpec};
+use qleetos_e2e::standin::ANVIL_CHAIN_ID;
 use serde_json::{Value, json};
 
-use crate::dependencies::{apply_default_profiles, cert_manager_on, operator_running, wait_gone};
+use crate::dependencies::{StandIns, apply_default_profiles, operator_running, wait_gone};
 use crate::support::{TIMEOUT, apply_workload, delete_workload, eventually, wait_workload_ready};
-
-pub(crate) const RPC_PORT: u16 = 8545;
 
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -154,24 +149,6 @@ pub(crate) fn unit_name(service: &SupportService) -> String {
         .unwrap_or_default()
 }
 
-/// anvil standing in for the pods of the RPC node `service` installs, on a loopback
-/// address of its own: the tests play cluster DNS by resolving the Service to it.
-async fn rpc_node_for(
-    env: &Environment,
-    runtime: &str,
-    ns: &str,
-    service: &SupportService,
-) -> Result<(StandIn, SocketAddr)> {
-    let cluster = env.runtime(runtime).context("runtime")?;
-    let address = free_loopback_address(RPC_PORT)?;
-    let name = unit_name(service);
-    let log_dir = env.dir().join(format!("anvil-{name}"));
-    std::fs::create_dir_all(&log_dir)?;
-    let spec = StandInSpec::anvil(ns, &name, address).await?;
-    let standin = StandIn::start(spec, cluster.kubeconfig_path(), &log_dir).await?;
-    Ok((standin, address))
-}
-
 /// The connection Secret's values, decoded.
 pub(crate) async fn connection(
     runtime: &Client,
@@ -242,9 +219,20 @@ pub async fn web3_app_gets_an_rpc_node_whose_injected_url_answers(
     env: &mut Environment,
 ) -> Result<()> {
     operator_running(env).await?;
-    let (ns, client) = ("web3", env.management_client().await?);
+    let client = env.management_client().await?;
     apply_default_profiles(env, 5).await?;
-    let _cert_manager = cert_manager_on(env, "eu-west").await?;
+    let stand_ins = StandIns::start(env, "web3", None).await?;
+    let outcome = web3_app_with_its_stand_ins(env, &client, &stand_ins).await;
+    stand_ins.stop().await;
+    outcome
+}
+
+async fn web3_app_with_its_stand_ins(
+    env: &Environment,
+    client: &Client,
+    stand_ins: &StandIns,
+) -> Result<()> {
+    let (ns, client) = ("web3", client.clone());
     apply_rpc_profile(&client, "ethereum-rpc").await?;
     // What `make run` grants the sample (its host), and nothing more.
     let policy = example_policy(ns)?;
@@ -256,7 +244,6 @@ pub async fn web3_app_gets_an_rpc_node_whose_injected_url_answers(
     apply_workload(&client, ns, &documents[2]).await?;
 
     let service = wait_services(&client, ns, 1).await?.remove(0);
-    let (_anvil, address) = rpc_node_for(env, "eu-west", ns, &service).await?;
     wait_workload_ready(&client, ns, "dapp").await?;
     let runtime = env.runtime("eu-west").context("runtime")?.client().await?;
     let details = connection(&runtime, ns, "rpc-dapp").await?;
@@ -271,6 +258,7 @@ pub async fn web3_app_gets_an_rpc_node_whose_injected_url_answers(
         hash.is_some() && env_from == ["rpc-dapp"],
         "injected: {env_from:?}"
     );
+    let address = stand_ins.rpc_node("eu-west", url).await?;
     jsonrpc::wait_block_number(url, Some(address), TIMEOUT).await?;
     ensure!(jsonrpc::chain_id(url, Some(address)).await? == ANVIL_CHAIN_ID);
     let rpc_deployment = unit_name(&service);
@@ -312,6 +300,11 @@ pub async fn web3_app_gets_an_rpc_node_whose_injected_url_answers(
     )
     .await?;
     wait_gone(&Api::<Secret>::namespaced(runtime.clone(), ns), "rpc-dapp").await?;
+    stand_ins
+        .runtime_when("eu-west", "anvil stopped", |r| {
+            !r.rpc_nodes.contains_key(url.as_str())
+        })
+        .await?;
     wait_workload_ready(&client, ns, "dapp").await?;
     delete_workload(&client, ns, "dapp").await?;
     wait_gone(&Api::<Workload>::namespaced(client.clone(), ns), "dapp").await?;
@@ -389,9 +382,17 @@ pub async fn shared_and_dedicated_services_follow_their_users(env: &mut Environm
 
     delete_workload(&client, ns, "alpha").await?;
     wait_gone(&Api::<Deployment>::namespaced(runtime.clone(), ns), "alpha").await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let api: Api<SupportService> = Api::all(client.clone());
-    let kept = api.get(&shared_name).await?;
+    // The shared service took note that alpha went: one user left.
+    let kept = eventually("the shared service down to one user", TIMEOUT, || async {
+        let service = api.get(&shared_name).await?;
+        let users = service.status.as_ref().map(|s| s.users.clone());
+        let alpha_gone = users
+            .as_ref()
+            .is_some_and(|u| !u.iter().any(|u| u.starts_with(&format!("{ns}/alpha-"))));
+        Ok(alpha_gone.then_some(service))
+    })
+    .await?;
     ensure!(
         kept.metadata.deletion_timestamp.is_none(),
         "the shared service went with its first user"
@@ -575,7 +576,17 @@ pub async fn bad_parameters_are_refused_and_a_never_ready_service_waits_quietly(
         message.contains("slow (never-ready) on us-east is Installing"),
         "the wait says: {message}"
     );
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // The service's Qleet checks its health again and again, and it stays Installing.
+    let slow = wait_services(&client, ns, 1).await?.remove(0);
+    let marks = crate::support::log_marks(env);
+    let slow_name = slow.metadata.name.clone().unwrap_or_default();
+    crate::support::wait_reconciled(env, &marks, "supportservice", "_", &slow_name, 3).await?;
+    let slow = wait_services(&client, ns, 1).await?.remove(0);
+    ensure!(
+        slow.state() == qleetos_crds::DependencyState::Installing,
+        "the never-ready service is {:?}",
+        slow.state()
+    );
     let runtime = env.runtime("us-east").context("runtime")?.client().await?;
     ensure!(
         Api::<Deployment>::namespaced(runtime, ns)
@@ -625,7 +636,21 @@ async fn profile_outside_the_policy_is_refused(client: &Client) -> Result<()> {
         message.contains("may not use ServiceProfile ethereum-rpc; allowed: postgres"),
         "{message}"
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The dependency's Qleet has looked at it since the Workload exists: it names it as
+    // bound, at its current generation.
+    let dependencies: Api<WorkloadServiceDependency> = Api::namespaced(client.clone(), ns);
+    eventually(
+        "the fenced dependency binding the Workload",
+        TIMEOUT,
+        || async {
+            let found = dependencies.get("rpc").await?;
+            let status = found.status.clone().unwrap_or_default();
+            let seen = status.observed_generation == found.metadata.generation
+                && status.bound_workloads == ["fenced"];
+            Ok(seen.then_some(()))
+        },
+    )
+    .await?;
     ensure!(
         services_in(client, ns).await?.is_empty(),
         "a refused dependency installed its service"
@@ -653,9 +678,16 @@ async fn refused(client: &Client, object: &Value, expected: &str) -> Result<()> 
 /// issued key pair (the Secret cert-manager writes) is the connection, mounted as a volume.
 pub async fn a_certificate_from_cert_manager_is_a_service(env: &mut Environment) -> Result<()> {
     operator_running(env).await?;
-    let (ns, client) = ("svc-cert", env.management_client().await?);
+    let client = env.management_client().await?;
     apply_default_profiles(env, 5).await?;
-    let _cert_manager = cert_manager_on(env, "eu-west").await?;
+    let stand_ins = StandIns::start(env, "svc-cert", None).await?;
+    let outcome = certificate_service_with_cert_manager(env, &client).await;
+    stand_ins.stop().await;
+    outcome
+}
+
+async fn certificate_service_with_cert_manager(env: &Environment, client: &Client) -> Result<()> {
+    let (ns, client) = ("svc-cert", client.clone());
     let profile = json!({
         "apiVersion": "qleetos.io/v1alpha1", "kind": "ServiceProfile",
         "metadata": {"name": "client-certificate"},

@@ -55,7 +55,8 @@ async fn install_issue_uninstall(
 ) -> Result<()> {
     apply_crds(client, crds).await?;
     // Several polls later, still nothing runs: cert-manager's Deployment does not exist yet.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let checked = stand_in.status().checks;
+    stand_in.wait_checks(checked + 3, TIMEOUT).await?;
     ensure!(
         stand_in.status().starts == 0,
         "started without a Deployment: {:?}",

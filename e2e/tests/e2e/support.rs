@@ -238,3 +238,43 @@ pub fn placed_on(instances: &[WorkloadInstance]) -> Vec<String> {
     runtimes.sort();
     runtimes
 }
+
+/// Where each running operator's log stands now, for [`wait_reconciled`].
+pub fn log_marks(env: &qleetos_e2e::environment::Environment) -> Vec<usize> {
+    env.operators().iter().map(|o| o.log().len()).collect()
+}
+
+/// Waits until the operators have logged `times` finished reconciles of the `kind` object
+/// `namespace/name` (`_` for a cluster-scoped one) since `marks` ([`log_marks`]): a positive
+/// sign that its Qleet looked at it again.
+pub async fn wait_reconciled(
+    env: &qleetos_e2e::environment::Environment,
+    marks: &[usize],
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    times: usize,
+) -> Result<()> {
+    let object = format!(".{kind}.{namespace}.{} ", name.replace('.', "_"));
+    eventually(
+        &format!("{times} reconcile(s) of {kind} {namespace}/{name}"),
+        TIMEOUT,
+        || async {
+            let done: usize = env
+                .operators()
+                .iter()
+                .zip(marks)
+                .map(|(operator, mark)| {
+                    let log = operator.log();
+                    let since = log.get(*mark..).unwrap_or_default();
+                    since
+                        .lines()
+                        .filter(|l| l.contains(" reconciled ") && l.contains(&object))
+                        .count()
+                })
+                .sum();
+            Ok((done >= times).then_some(()))
+        },
+    )
+    .await
+}

@@ -3,31 +3,26 @@
 
 use super::*;
 
-/// The default support-service profiles, and the real Traefik, external-dns (writing into
-/// a bind9 server of its own) and, for TLS, cert-manager standing in for their pods on
-/// eu-west.
+/// The default support-service profiles, and the environment's fleet: the real Traefik,
+/// external-dns (writing into a bind9 server of its own) and cert-manager standing in for
+/// their pods on each runtime where QleetOS installs them.
 #[derive(Debug)]
 struct Exposure {
     dns: DnsServer,
-    ingress: IngressPorts,
-    stand_ins: Vec<StandIn>,
+    /// The HTTPS port of eu-west's Traefik.
+    https: u16,
+    stand_ins: StandIns,
 }
 
 impl Exposure {
-    async fn start(env: &Environment, tag: &str, tls: bool) -> Result<Self> {
+    async fn start(env: &Environment, tag: &str) -> Result<Self> {
         apply_default_profiles(env, 5).await?;
         let dns = DnsServer::start(&env.dir().join(format!("dns-{tag}"))).await?;
-        let ingress = IngressPorts::free(INGRESS_ADDRESS)?;
-        let mut stand_ins = vec![
-            traefik_on(env, "eu-west", &ingress).await?,
-            external_dns_on(env, "eu-west", &dns).await?,
-        ];
-        if tls {
-            stand_ins.push(cert_manager_on(env, "eu-west").await?);
-        }
+        let stand_ins = StandIns::start(env, tag, Some(&dns)).await?;
+        let https = stand_ins.https_port("eu-west").await?;
         Ok(Self {
             dns,
-            ingress,
+            https,
             stand_ins,
         })
     }
@@ -47,9 +42,7 @@ impl Exposure {
             )
         })
         .await?;
-        for stand_in in self.stand_ins {
-            stand_in.stop().await;
-        }
+        self.stand_ins.stop().await;
         for name in ["cert-manager", "traefik", "external-dns"] {
             delete_profile(client, name).await?;
         }
@@ -99,7 +92,7 @@ async fn served(
         route,
         certificate,
         dns: exposure.answers(host).await?,
-        https: https_get(host, exposure.ingress.https, &ca).await?,
+        https: https_get(host, exposure.https, &ca).await?,
     })
 }
 
@@ -161,7 +154,7 @@ pub async fn hosts_have_owners(env: &mut Environment) -> Result<()> {
     const SNEAKY: &str = "ht-sneaky.qleetos.test";
     operator_running(env).await?;
     let client = env.management_client().await?;
-    let exposure = Exposure::start(env, "hosts", true).await?;
+    let exposure = Exposure::start(env, "hosts").await?;
     let runtime = env.runtime("eu-west").context("eu-west")?.client().await?;
 
     crate::support::lab_namespace(&client, VICTIM).await?;
@@ -360,7 +353,7 @@ pub async fn dns_publishes_only_generated_records(env: &mut Environment) -> Resu
     const HANDMADE: &str = "ht-handmade.qleetos.test";
     operator_running(env).await?;
     let client = env.management_client().await?;
-    let exposure = Exposure::start(env, "records", false).await?;
+    let exposure = Exposure::start(env, "records").await?;
     let runtime = env.runtime("eu-west").context("eu-west")?.client().await?;
     crate::support::lab_namespace(&client, NS).await?;
     let tenant = tenant_client(env, NS).await?;

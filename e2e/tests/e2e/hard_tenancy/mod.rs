@@ -27,7 +27,6 @@ use qleetos_e2e::dns::DnsServer;
 use qleetos_e2e::environment::{Environment, ensure_namespace};
 use qleetos_e2e::http::Responder;
 use qleetos_e2e::issued::IssuedCertificate;
-use qleetos_e2e::standin::{IngressPorts, StandIn};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
@@ -42,9 +41,9 @@ use runtimes::{
 };
 
 use crate::dependencies::{
-    INGRESS_ADDRESS, INSTALL_TIMEOUT, apply_default_profiles, apply_profile, cert_manager_on,
-    delete_profile, external_dns_on, https_get, operator_running, profile, traefik_on, wait_gone,
-    wait_ready_within, web_workload_behind,
+    INGRESS_ADDRESS, INSTALL_TIMEOUT, StandIns, apply_default_profiles, apply_profile,
+    delete_profile, https_get, operator_running, profile, wait_gone, wait_ready_within,
+    web_workload_behind,
 };
 use crate::harness::{Exclusive, Scenario, SharedEnv, TakingTurns, own_trial, shared_trial};
 use crate::support::{TIMEOUT, eventually, instances_of, kubectl, web_manifests, workload};
