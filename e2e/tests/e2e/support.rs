@@ -255,7 +255,11 @@ pub async fn wait_reconciled(
     name: &str,
     times: usize,
 ) -> Result<()> {
-    let object = format!(".{kind}.{namespace}.{} ", name.replace('.', "_"));
+    // The worker's `reconcile` span names the kind and the object of every line in it.
+    let object = match namespace {
+        "_" => format!("kind=\"{kind}\" object={name} "),
+        namespace => format!("kind=\"{kind}\" object={namespace}/{name} "),
+    };
     eventually(
         &format!("{times} reconcile(s) of {kind} {namespace}/{name}"),
         TIMEOUT,
