@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use aide::OperationInput;
+use aide::generate::GenContext;
+use aide::openapi::Operation;
 use axum::extract::FromRequestParts;
 use futures::{Stream, StreamExt as _};
 use http::request::Parts;
@@ -72,7 +75,17 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = auth::bearer_token(&parts.headers)?;
         let identity = auth::review(state.client(), token).await?;
+        // The request span names the caller from here on (the name only; never the token).
+        tracing::Span::current().record("user", identity.username.as_str());
         tracing::debug!(user = identity.username, "caller authenticated");
         Ok(Self::new(state.client().clone(), identity))
+    }
+}
+
+/// A route taking a `Caller` needs a bearer token and answers the shared error shape; the
+/// document says so for exactly those routes.
+impl OperationInput for Caller {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        crate::openapi::authenticated(ctx, operation);
     }
 }

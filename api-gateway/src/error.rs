@@ -208,6 +208,12 @@ impl From<kube::core::request::Error> for ApiError {
     }
 }
 
+/// Handlers return `Result<_, ApiError>`; the error response itself is documented once, for
+/// every route that takes a `Caller` (`openapi::authenticated`).
+impl aide::OperationOutput for ApiError {
+    type Inner = ErrorBody;
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();

@@ -1,4 +1,5 @@
-//! The QleetOS kinds the gateway serves and where.
+//! The QleetOS kinds the gateway serves and where: one table (`gateway_kinds!`). Adding a
+//! row serves the kind's routes and documents them.
 
 use kube::Resource;
 use qleetos_crds::notification::QleetKind;
@@ -20,47 +21,60 @@ pub trait GatewayKind:
     const COLLECTION: &'static str;
 }
 
-impl GatewayKind for Workload {
-    const QLEET: QleetKind = QleetKind::Workload;
-    const COLLECTION: &'static str = "/v1/namespaces/{namespace}/workloads";
+/// Something done once per kind, e.g. declaring its routes (`resources::all_kinds`).
+pub trait KindVisitor {
+    fn visit<K: GatewayKind>(&mut self);
 }
 
-impl GatewayKind for WorkloadInstance {
-    const QLEET: QleetKind = QleetKind::WorkloadInstance;
-    const COLLECTION: &'static str = "/v1/namespaces/{namespace}/workloadinstances";
+/// The kind table: each row implements [`GatewayKind`] (the Qleet has the kind's name) and
+/// joins [`visit_all`], from which the routes and their documentation are derived.
+macro_rules! gateway_kinds {
+    ($($kind:ident => $collection:literal,)+) => {
+        $(
+            impl GatewayKind for $kind {
+                const QLEET: QleetKind = QleetKind::$kind;
+                const COLLECTION: &'static str = $collection;
+            }
+        )+
+
+        /// Calls `visitor` with every kind the gateway serves, in the table's order.
+        pub fn visit_all(visitor: &mut impl KindVisitor) {
+            $(visitor.visit::<$kind>();)+
+        }
+    };
 }
 
-impl GatewayKind for KubernetesRuntime {
-    const QLEET: QleetKind = QleetKind::KubernetesRuntime;
-    const COLLECTION: &'static str = "/v1/runtimes";
+gateway_kinds! {
+    Workload => "/v1/namespaces/{namespace}/workloads",
+    WorkloadInstance => "/v1/namespaces/{namespace}/workloadinstances",
+    KubernetesRuntime => "/v1/runtimes",
+    SupportServiceProfile => "/v1/supportserviceprofiles",
+    SupportService => "/v1/supportservices",
+    ServiceProfile => "/v1/serviceprofiles",
+    WorkloadServiceDependency => "/v1/namespaces/{namespace}/workloadservicedependencies",
+    KubernetesRuntimeProfile => "/v1/runtimeprofiles",
 }
 
-impl GatewayKind for SupportServiceProfile {
-    const QLEET: QleetKind = QleetKind::SupportServiceProfile;
-    const COLLECTION: &'static str = "/v1/supportserviceprofiles";
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl GatewayKind for SupportService {
-    const QLEET: QleetKind = QleetKind::SupportService;
-    const COLLECTION: &'static str = "/v1/supportservices";
-}
+    struct Collections(Vec<&'static str>);
 
-impl GatewayKind for ServiceProfile {
-    const QLEET: QleetKind = QleetKind::ServiceProfile;
-    const COLLECTION: &'static str = "/v1/serviceprofiles";
-}
+    impl KindVisitor for Collections {
+        fn visit<K: GatewayKind>(&mut self) {
+            self.0.push(K::COLLECTION);
+        }
+    }
 
-impl GatewayKind for WorkloadServiceDependency {
-    const QLEET: QleetKind = QleetKind::WorkloadServiceDependency;
-    const COLLECTION: &'static str = "/v1/namespaces/{namespace}/workloadservicedependencies";
-}
-
-impl GatewayKind for KubernetesRuntimeProfile {
-    const QLEET: QleetKind = QleetKind::KubernetesRuntimeProfile;
-    const COLLECTION: &'static str = "/v1/runtimeprofiles";
-}
-
-/// `true` for kinds living in a namespace.
-pub fn is_namespaced<K: GatewayKind>() -> bool {
-    K::COLLECTION.contains("{namespace}")
+    #[test]
+    fn the_table_names_each_collection_once() {
+        let mut seen = Collections(Vec::new());
+        visit_all(&mut seen);
+        assert_eq!(seen.0.len(), 8);
+        let mut unique = seen.0.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), seen.0.len(), "{:?}", seen.0);
+    }
 }

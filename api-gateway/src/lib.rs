@@ -17,66 +17,65 @@ pub use qleetos_crds::rollout;
 pub mod routes;
 pub mod state;
 
+use aide::axum::ApiRouter;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use qleetos_crds::{
-    KubernetesRuntime, KubernetesRuntimeProfile, ServiceProfile, SupportService,
-    SupportServiceProfile, Workload, WorkloadInstance, WorkloadServiceDependency,
-};
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::{Level, Span};
 
 pub use error::{ApiError, ErrorBody};
 pub use state::{AppState, Settings};
 
-use crate::kinds::GatewayKind;
 use crate::routes::{console, identity, images, resources, system, watch};
 
-/// The whole HTTP API.
+/// The whole HTTP API. Every documented route is declared once, in `routes/*`; the router and
+/// `/openapi.json` are both derived from those declarations.
 pub fn app(state: AppState) -> Router {
-    let limited = Router::new()
-        .merge(resources::routes::<Workload>())
-        .merge(resources::routes::<WorkloadInstance>())
-        .merge(resources::routes::<KubernetesRuntime>())
-        .merge(resources::routes::<SupportServiceProfile>())
-        .merge(resources::routes::<SupportService>())
-        .merge(resources::routes::<ServiceProfile>())
-        .merge(resources::routes::<WorkloadServiceDependency>())
-        .merge(resources::routes::<KubernetesRuntimeProfile>())
-        .route("/v1/whoami", get(identity::whoami))
-        .route(
-            &format!("{}/{{name}}/permissions", Workload::COLLECTION),
-            get(identity::workload_permissions),
-        )
+    openapi::begin();
+    let limited = resources::all_kinds()
+        .merge(identity::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), time_limit));
     // The image hook bounds itself by `?wait=`; a watch lasts until the client leaves.
-    let long = Router::new()
-        .route(
-            &format!("{}/{{name}}/images", Workload::COLLECTION),
-            post(images::set_images),
-        )
-        .route(
-            &format!("{}/{{name}}/watch", Workload::COLLECTION),
-            get(watch::watch_workload),
-        );
-    Router::new()
+    let long = images::routes().merge(watch::routes());
+    let documented = ApiRouter::new()
         .merge(limited)
         .merge(long)
+        .merge(system::routes());
+    let (api, document) = openapi::finish(documented);
+    api
+        // The console's static files are not part of the REST API (see the route test).
         .merge(console::routes())
-        .route("/healthz", get(system::healthz))
-        .route("/readyz", get(system::readyz))
-        .route("/metrics", get(system::metrics))
-        .route("/version", get(system::version))
-        .route("/openapi.json", get(system::openapi))
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
+        .layer(Extension(document))
         .layer(DefaultBodyLimit::max(state.settings().max_body_bytes))
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.metrics().clone(),
             metrics::track,
         ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
         .with_state(state)
+}
+
+/// The span of one request: method and route template (never the URI's query, never a
+/// header). `user` is recorded once the caller's token has been reviewed (`Caller`).
+fn request_span(request: &Request) -> Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route = %route,
+        user = tracing::field::Empty,
+    )
 }
 
 /// Answers 503 when a request takes longer than the configured request timeout.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use qleetos_crds::notification::{Cause, NatsAuth, Notification, QleetKind, server_urls};
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use crate::metrics::Metrics;
 
@@ -50,7 +51,7 @@ impl Notifier {
             return;
         };
         let metrics = metrics.clone();
-        tokio::spawn(async move {
+        let task = async move {
             let result = publish(&jetstream, &notification).await;
             match result {
                 Ok(()) => metrics.notification("published"),
@@ -59,7 +60,9 @@ impl Notifier {
                     tracing::debug!(subject = notification.subject(), %error, "notification not published; the operator's watch will pick the change up");
                 }
             }
-        });
+        };
+        // In the request's span, so its log line names the request.
+        tokio::spawn(task.in_current_span());
     }
 }
 

@@ -14,6 +14,7 @@ pub struct ListQuery {
     /// Kubernetes label selector, e.g. `app=web,tier!=dev`.
     pub label_selector: Option<String>,
     /// Maximum number of items to return (1–1000); use `continue` for the next page.
+    #[schemars(range(min = 1, max = MAX_LIMIT))]
     pub limit: Option<u32>,
     /// Continue token of the previous page (`metadata.continue`).
     #[serde(rename = "continue")]
@@ -50,6 +51,7 @@ impl ListQuery {
 pub struct WaitQuery {
     /// Wait until every placement has rolled out the new images and is Ready, at most this
     /// long: `<number><unit>` with unit `ms`, `s`, `m` or `h` (a bare number means seconds).
+    #[schemars(regex(pattern = r"^[0-9]{1,9}(ms|s|m|h)?$"))]
     pub wait: Option<String>,
 }
 

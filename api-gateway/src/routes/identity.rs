@@ -2,16 +2,20 @@
 //! `GET /v1/namespaces/{ns}/workloads/{name}/permissions`. The console uses them to greet the
 //! user and to offer only the actions RBAC allows; the API itself still checks every call.
 
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
 use axum::Json;
-use axum::extract::Path;
-use axum::extract::rejection::PathRejection;
+use qleetos_crds::Workload;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::access::{self, Attributes};
 use crate::caller::Caller;
 use crate::error::ApiError;
+use crate::kinds::GatewayKind as _;
+use crate::openapi::{OperationExt as _, json};
 use crate::routes::resources::ObjectPath;
+use crate::state::AppState;
 
 /// The caller as the management cluster's TokenReview names them.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
@@ -30,7 +34,27 @@ pub struct WorkloadPermissions {
     pub delete: bool,
 }
 
-pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
+pub fn routes() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/v1/whoami",
+            get_with(whoami, |op| {
+                op.id("whoami")
+                    .summary("The caller's user name and groups, as the management cluster's TokenReview gives them")
+                    .respond(200, json::<WhoAmI>("The caller"))
+            }),
+        )
+        .api_route(
+            &format!("{}/{{name}}/permissions", Workload::COLLECTION),
+            get_with(workload_permissions, |op| {
+                op.id("workloadPermissions")
+                    .summary("What the caller may do with a Workload (get, watch, patch, delete), as RBAC decides")
+                    .respond(200, json::<WorkloadPermissions>("One flag per verb"))
+            }),
+        )
+}
+
+async fn whoami(caller: Caller) -> Json<WhoAmI> {
     let identity = caller.identity();
     Json(WhoAmI {
         username: identity.username.clone(),
@@ -38,11 +62,10 @@ pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
     })
 }
 
-pub async fn workload_permissions(
+async fn workload_permissions(
     caller: Caller,
-    path: Result<Path<ObjectPath>, PathRejection>,
+    path: ObjectPath,
 ) -> Result<Json<WorkloadPermissions>, ApiError> {
-    let path = ObjectPath::from_rejection(path)?;
     let may = |verb| {
         let attributes = Attributes {
             verb,

@@ -6,10 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use aide::axum::ApiRouter;
+use aide::axum::routing::post_with;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use kube::api::{GetParams, Patch, PatchParams};
@@ -21,6 +23,8 @@ use serde_json::{Value, json};
 
 use crate::caller::Caller;
 use crate::error::ApiError;
+use crate::kinds::GatewayKind as _;
+use crate::openapi::{JSON, OperationExt as _, json, schema};
 use crate::query::{WaitQuery, wait_duration};
 use crate::rollout::{RolloutReport, evaluate};
 use crate::routes::resources::{
@@ -53,6 +57,30 @@ pub struct ImagesResponse {
     pub rollout: Option<RolloutReport>,
 }
 
+/// `POST .../workloads/{name}/images`, bounded by its own `?wait=` (no request time limit).
+pub fn routes() -> ApiRouter<AppState> {
+    ApiRouter::new().api_route(
+        &format!("{}/{{name}}/images", Workload::COLLECTION),
+        post_with(set_images, |op| {
+            op.id("setWorkloadImages")
+                .summary("Set container images of a Workload (the CI hook)")
+                .body(JSON, schema::<ImagesRequest>())
+                .respond(
+                    200,
+                    json::<ImagesResponse>(
+                        "Images set (and, with wait, rolled out everywhere)",
+                    ),
+                )
+                .respond(
+                    504,
+                    json::<ImagesResponse>(
+                        "The wait ended before every placement was Ready; `rollout` says which are not",
+                    ),
+                )
+        }),
+    )
+}
+
 fn parse_request(body: &[u8]) -> Result<ImagesRequest, ApiError> {
     let object = Value::Object(json_object(body)?);
     let request: ImagesRequest = serde_json::from_value(object).map_err(|e| {
@@ -77,14 +105,13 @@ fn parse_request(body: &[u8]) -> Result<ImagesRequest, ApiError> {
     Ok(request)
 }
 
-pub async fn set_images(
+async fn set_images(
     State(state): State<AppState>,
     caller: Caller,
-    path: Result<Path<ObjectPath>, PathRejection>,
+    path: ObjectPath,
     query: Result<Query<WaitQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let path = ObjectPath::from_rejection(path)?;
     let query = query
         .map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request("InvalidQuery", e.body_text()))?;

@@ -1,30 +1,34 @@
 //! List, get, create, replace, merge-patch and delete of every kind, and its `/status`.
 
+use aide::OperationInput;
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::routing::get;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use http::request::Parts;
 use http::{HeaderMap, StatusCode, header::CONTENT_TYPE};
 use kube::api::GetParams;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::Request;
 use kube::core::params::ValidationDirective;
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, json_schema};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::caller::Caller;
 use crate::error::ApiError;
-use crate::kinds::{GatewayKind, is_namespaced};
+use crate::kinds::{self, GatewayKind, KindVisitor};
+use crate::openapi::{JSON, OperationExt as _, json, response, schema};
 use crate::query::{ListQuery, validate_name, validate_namespace};
 use crate::state::AppState;
 
 /// Field manager of every write the gateway makes on a caller's behalf.
 pub const FIELD_MANAGER: &str = "qleetos-gateway";
 
-/// `{namespace}` and `{name}` of a route, whichever it has.
+/// `{namespace}` and `{name}` of a route, whichever it has: 400 when the path does not parse,
+/// 422 when a name is not a valid Kubernetes name. Documented from the route template.
 #[derive(Deserialize, Debug, Clone, Default)]
 pub struct ObjectPath {
     pub namespace: Option<String>,
@@ -53,6 +57,17 @@ impl ObjectPath {
     }
 }
 
+impl<S: Send + Sync> FromRequestParts<S> for ObjectPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Self::from_rejection(Path::from_request_parts(parts, state).await)
+    }
+}
+
+/// The path parameters are documented from the route template (`openapi.rs`).
+impl OperationInput for ObjectPath {}
+
 /// What a delete answers: gone, or still finalizing.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -64,18 +79,103 @@ pub struct DeleteResponse {
     pub finalizing: bool,
 }
 
-pub fn routes<K: GatewayKind>() -> Router<AppState> {
+/// The routes of every kind in the table (`kinds.rs`).
+pub fn all_kinds() -> ApiRouter<AppState> {
+    struct Routes(ApiRouter<AppState>);
+    impl KindVisitor for Routes {
+        fn visit<K: GatewayKind>(&mut self) {
+            let routes = std::mem::replace(&mut self.0, ApiRouter::new());
+            self.0 = routes.merge(self::routes::<K>());
+        }
+    }
+    let mut routes = Routes(ApiRouter::new());
+    kinds::visit_all(&mut routes);
+    routes.0
+}
+
+/// The routes of one kind, each with its documentation.
+pub fn routes<K: GatewayKind>() -> ApiRouter<AppState> {
     let collection = K::COLLECTION;
-    Router::new()
-        .route(collection, get(list::<K>).post(create::<K>))
-        .route(
-            &format!("{collection}/{{name}}"),
-            get(get_one::<K>)
-                .put(replace::<K>)
-                .patch(merge_patch::<K>)
-                .delete(delete::<K>),
+    let kind = K::kind(&());
+    let kind = kind.as_ref();
+    let object = || schema::<K>();
+    ApiRouter::new()
+        .api_route(
+            collection,
+            get_with(list::<K>, |op| {
+                op.id(&format!("list{kind}"))
+                    .summary(&format!("List {kind} objects"))
+                    .respond(200, response("The list", JSON, list_schema(kind, object())))
+            })
+            .post_with(create::<K>, |op| {
+                op.id(&format!("create{kind}"))
+                    .summary(&format!("Create a {kind}"))
+                    .body(JSON, object())
+                    .respond(201, json::<K>("Created"))
+            }),
         )
-        .route(&format!("{collection}/{{name}}/status"), get(status::<K>))
+        .api_route(
+            &format!("{collection}/{{name}}"),
+            get_with(get_one::<K>, |op| {
+                op.id(&format!("read{kind}"))
+                    .summary(&format!("Read a {kind}"))
+                    .respond(200, json::<K>("The object"))
+            })
+            .put_with(replace::<K>, |op| {
+                op.id(&format!("replace{kind}"))
+                    .summary(&format!("Replace a {kind} (send metadata.resourceVersion)"))
+                    .body(JSON, object())
+                    .respond(200, json::<K>("Replaced"))
+            })
+            .patch_with(merge_patch::<K>, |op| {
+                op.id(&format!("patch{kind}"))
+                    .summary(&format!("Merge-patch a {kind}"))
+                    .body(
+                        "application/merge-patch+json",
+                        json_schema!({"type": "object"}),
+                    )
+                    .respond(200, json::<K>("Patched"))
+            })
+            .delete_with(delete::<K>, |op| {
+                op.id(&format!("delete{kind}"))
+                    .summary(&format!("Delete a {kind}"))
+                    .respond(200, json::<DeleteResponse>("Deleted"))
+                    .respond(
+                        202,
+                        json::<DeleteResponse>("Deletion started; finalizers still run"),
+                    )
+            }),
+        )
+        .api_route(
+            &format!("{collection}/{{name}}/status"),
+            get_with(status::<K>, |op| {
+                op.id(&format!("read{kind}Status"))
+                    .summary(&format!("Read a {kind} with its status"))
+                    .respond(200, json::<K>("The object and its status"))
+            }),
+        )
+}
+
+/// A page of objects as the management API answers it.
+fn list_schema(kind: &str, item: Schema) -> Schema {
+    json_schema!({
+        "type": "object",
+        "description": format!("A page of {kind} objects"),
+        "required": ["items"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {
+                "type": "object",
+                "properties": {
+                    "continue": {"type": "string"},
+                    "resourceVersion": {"type": "string"},
+                    "remainingItemCount": {"type": "integer"}
+                }
+            },
+            "items": {"type": "array", "items": item}
+        }
+    })
 }
 
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
@@ -191,10 +291,9 @@ pub async fn with_retry_version<K: GatewayKind>(
 
 async fn list<K: GatewayKind>(
     caller: Caller,
-    path: Result<Path<ObjectPath>, PathRejection>,
+    path: ObjectPath,
     params: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let path = ObjectPath::from_rejection(path)?;
     let params = query(params)?.list_params()?;
     let request = path.request::<K>().list(&params)?;
     Ok(Json(caller.send(request).await?))
@@ -202,20 +301,15 @@ async fn list<K: GatewayKind>(
 
 async fn get_one<K: GatewayKind>(
     caller: Caller,
-    path: Result<Path<ObjectPath>, PathRejection>,
+    path: ObjectPath,
 ) -> Result<Json<Value>, ApiError> {
-    let path = ObjectPath::from_rejection(path)?;
     let request = path
         .request::<K>()
         .get(path.name(), &GetParams::default())?;
     Ok(Json(caller.send(request).await?))
 }
 
-async fn status<K: GatewayKind>(
-    caller: Caller,
-    path: Result<Path<ObjectPath>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let path = ObjectPath::from_rejection(path)?;
+async fn status<K: GatewayKind>(caller: Caller, path: ObjectPath) -> Result<Json<Value>, ApiError> {
     let request = path.request::<K>().get_subresource("status", path.name())?;
     Ok(Json(caller.send(request).await?))
 }
@@ -223,10 +317,9 @@ async fn status<K: GatewayKind>(
 async fn create<K: GatewayKind>(
     State(state): State<AppState>,
     caller: Caller,
-    path: Result<Path<ObjectPath>, PathRejection>,
+    path: ObjectPath,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let path = ObjectPath::from_rejection(path)?;
     let mut object = json_object(&body_bytes(body)?)?;
     prepare::<K>(&mut object, &path)?;
     let name = object
@@ -250,10 +343,9 @@ async fn create<K: GatewayKind>(
 async fn replace<K: GatewayKind>(
     State(state): State<AppState>,
     caller: Caller,
-    path: Result<Path<ObjectPath>, PathRejection>,
+    path: ObjectPath,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let path = ObjectPath::from_rejection(path)?;
     let mut object = json_object(&body_bytes(body)?)?;
     prepare::<K>(&mut object, &path)?;
     let data = serde_json::to_vec(&object).map_err(|e| ApiError::Invalid(e.to_string()))?;
@@ -293,11 +385,10 @@ fn require_merge_patch(headers: &HeaderMap) -> Result<(), ApiError> {
 async fn merge_patch<K: GatewayKind>(
     State(state): State<AppState>,
     caller: Caller,
-    path: Result<Path<ObjectPath>, PathRejection>,
+    path: ObjectPath,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let path = ObjectPath::from_rejection(path)?;
     require_merge_patch(&headers)?;
     let patch = Value::Object(json_object(&body_bytes(body)?)?);
     let request = path
@@ -318,9 +409,8 @@ async fn merge_patch<K: GatewayKind>(
 async fn delete<K: GatewayKind>(
     State(state): State<AppState>,
     caller: Caller,
-    path: Result<Path<ObjectPath>, PathRejection>,
+    path: ObjectPath,
 ) -> Result<(StatusCode, Json<DeleteResponse>), ApiError> {
-    let path = ObjectPath::from_rejection(path)?;
     let request = path
         .request::<K>()
         .delete(path.name(), &DeleteParams::background())?;
@@ -348,11 +438,6 @@ async fn delete<K: GatewayKind>(
         finalizing,
     };
     Ok((code, Json(response)))
-}
-
-/// Whether `K` takes a namespace (used by the OpenAPI document).
-pub fn namespaced<K: GatewayKind>() -> bool {
-    is_namespaced::<K>()
 }
 
 #[cfg(test)]

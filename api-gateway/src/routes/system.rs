@@ -1,16 +1,18 @@
-//! Health, readiness, metrics, version and the OpenAPI document.
+//! Health, readiness, metrics, version and the OpenAPI document; none needs a token.
 
 use std::time::Duration;
 
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::header::CONTENT_TYPE;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::openapi::{self, OperationExt as _, json, text};
 use crate::state::AppState;
 
 /// How long `/readyz` waits for the management API.
@@ -23,28 +25,52 @@ pub struct VersionInfo {
     pub version: String,
 }
 
-/// The data of a `status` event of the watch stream.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct WatchEventDoc {
-    pub generation: Option<i64>,
-    pub resource_version: Option<String>,
-    pub status: Option<qleetos_crds::WorkloadStatus>,
+pub fn routes() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/healthz",
+            get_with(healthz, |op| {
+                op.id("healthz").respond(200, text("The process is alive"))
+            }),
+        )
+        .api_route(
+            "/readyz",
+            get_with(readyz, |op| {
+                op.id("readyz")
+                    .respond(200, text("The management API is reachable"))
+                    .respond(503, json::<ErrorBody>("The management API is unreachable"))
+            }),
+        )
+        .api_route(
+            "/metrics",
+            get_with(metrics, |op| {
+                op.id("metrics")
+                    .respond(200, text("Prometheus text exposition"))
+            }),
+        )
+        .api_route(
+            "/version",
+            get_with(version, |op| {
+                op.id("version")
+                    .respond(200, json::<VersionInfo>("Gateway version"))
+            }),
+        )
+        .api_route("/openapi.json", openapi::route())
 }
 
-pub async fn version() -> Json<VersionInfo> {
+async fn version() -> Json<VersionInfo> {
     Json(VersionInfo {
         name: env!("CARGO_PKG_NAME").to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     })
 }
 
-pub async fn healthz() -> &'static str {
+async fn healthz() -> &'static str {
     "ok"
 }
 
 /// Ready while the management API answers (as the gateway itself).
-pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     match tokio::time::timeout(READY_TIMEOUT, state.client().apiserver_version()).await {
         Ok(Ok(_)) => Ok("ok"),
         Ok(Err(error)) => Err(ApiError::Unavailable(error.to_string())),
@@ -55,16 +81,12 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics().encode(),
     )
         .into_response()
-}
-
-pub async fn openapi() -> Json<&'static Value> {
-    Json(crate::openapi::document())
 }
 
 pub async fn not_found() -> ApiError {

@@ -6,29 +6,62 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::Path;
-use axum::extract::rejection::PathRejection;
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::{Stream, StreamExt as _};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
 use kube::api::{GetParams, WatchParams};
 use kube::core::WatchEvent;
 use qleetos_crds::Workload;
+use schemars::{JsonSchema, json_schema};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::access;
 use crate::caller::Caller;
 use crate::error::ApiError;
+use crate::kinds::GatewayKind as _;
+use crate::openapi::{OperationExt as _, response, schema};
 use crate::routes::resources::ObjectPath;
+use crate::state::AppState;
 
 const WATCH_TIMEOUT_SECS: u32 = 30;
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-pub async fn watch_workload(
-    caller: Caller,
-    path: Result<Path<ObjectPath>, PathRejection>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let path = ObjectPath::from_rejection(path)?;
+/// The data of a `status` event of the watch stream (documentation only; see
+/// [`status_event`]).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchEventDoc {
+    pub generation: Option<i64>,
+    pub resource_version: Option<String>,
+    pub status: Option<qleetos_crds::WorkloadStatus>,
+}
+
+/// `GET .../workloads/{name}/watch`: lasts until the client leaves (no request time limit).
+pub fn routes() -> ApiRouter<AppState> {
+    ApiRouter::new().api_route(
+        &format!("{}/{{name}}/watch", Workload::COLLECTION),
+        get_with(watch_workload, |op| {
+            let event = schema::<WatchEventDoc>();
+            op.id("watchWorkloadStatus")
+                .summary("Follow a Workload's status as server-sent events (`status`, `deleted`, `error`)")
+                .respond(
+                    200,
+                    response(
+                        "An event stream; each `status` event's data is a WatchEventDoc",
+                        "text/event-stream",
+                        json_schema!({"type": "string", "description": "data lines hold JSON", "contentSchema": event}),
+                    ),
+                )
+        }),
+    )
+}
+
+async fn watch_workload(caller: Caller, path: ObjectPath) -> Result<Response, ApiError> {
     // Authorisation (get and watch) and existence are checked before the stream starts.
     let first = get(&caller, &path).await?;
     access::ensure(
@@ -42,11 +75,16 @@ pub async fn watch_workload(
     )
     .await?;
     let (sender, receiver) = mpsc::channel(16);
-    tokio::spawn(follow(caller, path, first, sender));
+    tokio::spawn(follow(caller, path, first, sender).in_current_span());
     let events = futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|event| (Ok(event), receiver))
+        receiver
+            .recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), receiver))
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 async fn get(caller: &Caller, path: &ObjectPath) -> Result<Value, ApiError> {
