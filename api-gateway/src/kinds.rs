@@ -2,7 +2,7 @@
 //! row serves the kind's routes and documents them.
 
 use kube::Resource;
-use qleetos_crds::notification::QleetKind;
+use qleetos_crds::notification::Queued;
 use qleetos_crds::{
     KubernetesRuntime, KubernetesRuntimeProfile, ServiceProfile, SupportService,
     SupportServiceProfile, Workload, WorkloadInstance, WorkloadServiceDependency,
@@ -12,11 +12,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// A kind served as a JSON resource mirroring its CRD.
+/// Which Qleet reconciles it (for notifications) comes from the kind table of the CRDs
+/// ([`Queued`]).
 pub trait GatewayKind:
-    Resource<DynamicType = ()> + JsonSchema + Serialize + DeserializeOwned + Send + Sync + 'static
+    Resource<DynamicType = ()>
+    + Queued
+    + JsonSchema
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
 {
-    /// Which Qleet reconciles it (for notifications).
-    const QLEET: QleetKind;
     /// The gateway collection path, with `{namespace}` for namespaced kinds.
     const COLLECTION: &'static str;
 }
@@ -26,13 +33,12 @@ pub trait KindVisitor {
     fn visit<K: GatewayKind>(&mut self);
 }
 
-/// The kind table: each row implements [`GatewayKind`] (the Qleet has the kind's name) and
+/// The kind table: each row implements [`GatewayKind`] and
 /// joins [`visit_all`], from which the routes and their documentation are derived.
 macro_rules! gateway_kinds {
     ($($kind:ident => $collection:literal,)+) => {
         $(
             impl GatewayKind for $kind {
-                const QLEET: QleetKind = QleetKind::$kind;
                 const COLLECTION: &'static str = $collection;
             }
         )+
