@@ -5,7 +5,8 @@ use kube::runtime::events::EventType;
 use qleetos_crds::Reason;
 use qleetos_crds::{Condition, DeletionPolicy, WorkloadInstance};
 
-use super::{find_runtime, previous_inventory};
+use super::dereference::find_runtime;
+use super::status::previous_inventory;
 use crate::applier::Applier;
 use crate::context::{Context, key_of};
 use crate::error::{Error, Result};

@@ -4,7 +4,10 @@
 use qleetos_crds::Reason;
 use qleetos_crds::{DependencyStatus, ServiceTarget, WorkloadInstance};
 
-use super::{DEPENDENCY_WAIT, Hold, Plan, previous_dependencies};
+use super::DEPENDENCY_WAIT;
+use super::dereference::Plan;
+use super::status::previous_dependencies;
+use super::stop::{Hold, Stop};
 use crate::context::{Context, Next};
 use crate::dependencies::connection::{self, Connection};
 use crate::dependencies::{Needs, services};
@@ -18,7 +21,7 @@ pub(super) async fn services_ready(
     ctx: &Context,
     plan: &Plan,
     needs: &Needs,
-) -> Result<Result<(Vec<DependencyStatus>, Vec<Connection>), Box<Hold>>> {
+) -> Result<(Vec<DependencyStatus>, Vec<Connection>), Stop> {
     let runtime = &instance.spec.runtime_ref.name;
     let mut statuses = needs.statuses.clone();
     for dependency in services::dependencies_of(ctx, instance) {
@@ -28,15 +31,17 @@ pub(super) async fn services_ready(
         {
             let name = dependency.metadata.name.as_deref().unwrap_or_default();
             let message = format!("nothing applied: WorkloadServiceDependency {name}: {violation}");
-            return Ok(Err(Hold::refused(Reason::TenancyViolation, message)));
+            return Err(Stop::from(Hold::refused(Reason::TenancyViolation, message)));
         }
     }
     let (bound, missing) = match services::ensure(ctx, instance, runtime).await {
         Ok(found) => found,
-        Err(error @ Error::Management(_)) => return Err(error),
+        Err(error @ Error::Management(_)) => return Err(error.into()),
         Err(error) => {
             let hold = Hold::refused(error.reason(), error.to_string());
-            return Ok(Err(hold.with_dependencies(moving(instance, statuses))));
+            return Err(Stop::from(
+                hold.with_dependencies(moving(instance, statuses)),
+            ));
         }
     };
     for service in &bound {
@@ -45,7 +50,7 @@ pub(super) async fn services_ready(
             .check_capabilities(&service.profile.spec.requires)
         {
             let message = format!("nothing applied: {violation}");
-            return Ok(Err(Hold::refused(Reason::TenancyViolation, message)));
+            return Err(Stop::from(Hold::refused(Reason::TenancyViolation, message)));
         }
     }
     let services = Needs {
@@ -60,7 +65,9 @@ pub(super) async fn services_ready(
     if let Some((reason, waiting)) = services.waiting_on(runtime) {
         let mut hold = Hold::waiting(reason, waiting);
         hold.next = Next::After(DEPENDENCY_WAIT);
-        return Ok(Err(hold.with_dependencies(moving(instance, statuses))));
+        return Err(Stop::from(
+            hold.with_dependencies(moving(instance, statuses)),
+        ));
     }
     let mut connections = Vec::with_capacity(bound.len());
     for service in &bound {
@@ -79,11 +86,13 @@ pub(super) async fn services_ready(
                 );
                 let mut hold = Hold::waiting(Reason::WaitingForService, message);
                 hold.next = Next::After(ctx.settings.progress_poll);
-                return Ok(Err(hold.with_dependencies(moving(instance, statuses))));
+                return Err(Stop::from(
+                    hold.with_dependencies(moving(instance, statuses)),
+                ));
             }
         }
     }
-    Ok(Ok((statuses, connections)))
+    Ok((statuses, connections))
 }
 
 /// `statuses` plus the services the instance listed before and no longer needs: the
