@@ -6,37 +6,37 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ListParams, Patch, PatchParams, VersionMatch};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
+use qleetos_crds::Reason;
 use qleetos_crds::TenantPolicy;
-use qleetos_crds::{Class, Reason, class_of};
-use qleetos_crds::{
-    Condition, DeletionPolicy, FIELD_MANAGER, KubernetesRuntime, PlacementStatus, RuntimeRef,
-    Workload, WorkloadInstance, WorkloadInstanceSpec, WorkloadRef, WorkloadStatus,
-    describe_unmatched_image_keys, unmatched_image_keys,
-};
+use qleetos_crds::{Condition, KubernetesRuntime, Workload, WorkloadInstance};
 
-use super::instance::FINALIZER as INSTANCE_FINALIZER;
-use super::{apply_status_if_changed, name_of, namespace_of, same_json};
-use crate::context::{Context, Next, key_of};
-use crate::engine::writes::delete_if_present;
-use crate::error::{Error, Result};
+use super::namespace_of;
+use crate::context::{Context, Next};
+use crate::error::Result;
 use crate::failover;
 use crate::finalizer::{self, Phase};
-use crate::names::{instance_name, label_value};
-use crate::placement::Selected;
+use crate::names::instance_name;
 use crate::provisioning::demand;
 use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
 use crate::tenancy::Fence;
 
+mod events;
 mod failover_status;
+mod instances;
 #[cfg(test)]
 mod reconcile_tests;
+mod status;
 
-use failover_status::{FAILED_OVER, REPLACES_ANNOTATION, Step};
+use instances::{
+    apply_instance, cached_instances, delete_instance, desired_instance, is_up_to_date,
+    owned_instances, remove_unselected,
+};
+use status::{placement_status, ready_condition, write_status};
 
 pub const CONTROLLER: &str = "workload";
 /// Held until every WorkloadInstance of the Workload is gone.
@@ -243,462 +243,6 @@ fn ready_of(instance: &WorkloadInstance) -> Option<&Condition> {
     qleetos_crds::Conditions::condition(status, qleetos_crds::READY)
 }
 
-/// The Workload's instances, from the watch cache (the hot path: no API list per reconcile).
-fn cached_instances(ctx: &Context, workload: &Workload) -> Vec<WorkloadInstance> {
-    let Some(uid) = workload.metadata.uid.as_deref() else {
-        return Vec::new();
-    };
-    ctx.caches
-        .instances_by_owner
-        .owned_by(uid, &ctx.caches.instances)
-        .into_iter()
-        .filter(|i| i.metadata.namespace == workload.metadata.namespace)
-        .map(|i| (*i).clone())
-        .collect()
-}
-
-fn is_owned_by(instance: &WorkloadInstance, workload: &Workload) -> bool {
-    let uid = workload.metadata.uid.as_deref();
-    instance
-        .owner_references()
-        .iter()
-        .any(|o| Some(o.uid.as_str()) == uid)
-}
-
-/// The Workload's instances, listed from the API (deletion must not act on a stale cache).
-async fn owned_instances(
-    instances: &Api<WorkloadInstance>,
-    workload: &Workload,
-) -> Result<Vec<WorkloadInstance>> {
-    let selector = format!("{WORKLOAD_LABEL}={}", label_value(&workload.name_any()));
-    let params = ListParams::default().labels(&selector);
-    // Every instance made before the Workload was deleted is at least as old as the Workload
-    // this reconcile reads: a list not older than it (served from the API server's cache
-    // instead of a quorum read of every instance) misses none. When that cache lags too far
-    // behind (504 "Too large resource version"), a quorum read it is.
-    let from_cache = match workload.resource_version() {
-        Some(version) => {
-            let at_least = params
-                .clone()
-                .at(&version)
-                .matching(VersionMatch::NotOlderThan);
-            instances.list(&at_least).await
-        }
-        None => instances.list(&params).await,
-    };
-    let listed = match from_cache {
-        Err(kube::Error::Api(status)) if status.code == 504 => instances.list(&params).await,
-        other => other,
-    }
-    .map_err(Error::Management)?;
-    Ok(listed
-        .items
-        .into_iter()
-        .filter(|i| is_owned_by(i, workload))
-        .collect())
-}
-
-/// The instance carrying `workload` to one runtime, created with the instance Qleet's
-/// finalizer so that Qleet need not add it in a write of its own.
-fn desired_instance(workload: &Workload, placement: &Selected, name: &str) -> WorkloadInstance {
-    let mut instance = WorkloadInstance::new(
-        name,
-        WorkloadInstanceSpec {
-            workload_ref: Some(WorkloadRef {
-                name: workload.name_any(),
-                generation: workload.metadata.generation,
-            }),
-            runtime_ref: RuntimeRef {
-                name: placement.runtime.clone(),
-            },
-            manifests: workload.spec.manifests.clone(),
-            images: workload.spec.images.clone(),
-            expose: workload.spec.expose.clone(),
-            needs: workload.spec.needs.clone(),
-        },
-    );
-    instance.metadata.labels =
-        Some([(WORKLOAD_LABEL.to_owned(), label_value(&workload.name_any()))].into());
-    instance.metadata.owner_references = workload.controller_owner_ref(&()).map(|o| vec![o]);
-    instance.metadata.annotations = placement
-        .replaces
-        .as_ref()
-        .map(|home| [(REPLACES_ANNOTATION.to_owned(), home.clone())].into());
-    instance.metadata.finalizers = Some(vec![INSTANCE_FINALIZER.to_owned()]);
-    instance
-}
-
-/// Whether `current` already has everything `wanted` sets: its spec, label, owner and
-/// finalizer.
-fn is_up_to_date(current: &WorkloadInstance, wanted: &WorkloadInstance) -> bool {
-    let contains = |have: &[String], want: &Option<Vec<String>>| {
-        want.iter().flatten().all(|w| have.contains(w))
-    };
-    let labels = current.labels();
-    let owners = current.owner_references();
-    same_json(&current.spec, &wanted.spec)
-        && failover_status::replaces_of(current) == failover_status::replaces_of(wanted)
-        && wanted
-            .labels()
-            .iter()
-            .all(|(key, value)| labels.get(key) == Some(value))
-        && wanted.owner_references().iter().all(|o| owners.contains(o))
-        && contains(current.finalizers(), &wanted.metadata.finalizers)
-}
-
-async fn apply_instance(
-    instances: &Api<WorkloadInstance>,
-    wanted: &WorkloadInstance,
-) -> Result<WorkloadInstance> {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    instances
-        .patch(&wanted.name_any(), &params, &Patch::Apply(wanted))
-        .await
-        .map_err(Error::Management)
-}
-
-/// Deletes the instances no longer selected, except those on a runtime being deleted while
-/// their replacement is not Ready yet (make before break): those are kept, and returned as
-/// placements so the status shows where the workload still runs.
-async fn remove_unselected(
-    ctx: &Context,
-    instances: &Api<WorkloadInstance>,
-    existing: Vec<WorkloadInstance>,
-    selected: &[Selected],
-    placements: &[PlacementStatus],
-) -> Result<Vec<PlacementStatus>> {
-    let mut leaving = Vec::new();
-    for instance in existing {
-        let runtime_name = &instance.spec.runtime_ref.name;
-        if selected.iter().any(|s| &s.runtime == runtime_name) {
-            continue;
-        }
-        let runtime = ctx.caches.runtime(runtime_name);
-        let deleting = runtime.as_ref().is_some_and(|r| {
-            r.metadata.deletion_timestamp.is_some()
-                && r.spec.deletion_policy == DeletionPolicy::Wait
-        });
-        let region = runtime
-            .as_ref()
-            .map(|r| r.spec.region.clone())
-            .unwrap_or_default();
-        if deleting && !placements.iter().any(|p| p.ready && p.region == region) {
-            leaving.push(leaving_placement(&instance, region));
-            continue;
-        }
-        tracing::info!(instance = %key_of(&instance), "placement moved away; deleting instance");
-        delete_instance(instances, &instance.name_any()).await?;
-    }
-    Ok(leaving)
-}
-
-fn leaving_placement(instance: &WorkloadInstance, region: String) -> PlacementStatus {
-    let runtime = instance.spec.runtime_ref.name.clone();
-    PlacementStatus {
-        message: format!(
-            "runtime {runtime} is being deleted; the workload stays there until a placement in region {region} is Ready"
-        ),
-        runtime,
-        region,
-        instance: instance.name_any(),
-        ready: instance.is_ready_at_current_generation(),
-        reason: Reason::RuntimeDeleting.into(),
-        urls: urls_of(instance),
-        replaces: failover_status::replaces_of(instance),
-    }
-}
-
-async fn delete_instance(instances: &Api<WorkloadInstance>, name: &str) -> Result<()> {
-    delete_if_present(instances, name).await.map(drop)
-}
-
-fn placement_status(
-    workload: &Workload,
-    placement: &Selected,
-    instance: &WorkloadInstance,
-) -> PlacementStatus {
-    let rendered_from_current = instance
-        .spec
-        .workload_ref
-        .as_ref()
-        .is_some_and(|r| r.generation == workload.metadata.generation);
-    let ready_condition = instance
-        .status
-        .as_ref()
-        .and_then(|s| qleetos_crds::Conditions::condition(s, qleetos_crds::READY));
-    PlacementStatus {
-        runtime: placement.runtime.clone(),
-        region: placement.region.clone(),
-        instance: instance.name_any(),
-        ready: rendered_from_current && instance.is_ready_at_current_generation(),
-        reason: ready_condition
-            .map(|c| c.reason.clone())
-            .unwrap_or_else(|| Reason::Pending.into()),
-        message: ready_condition
-            .map(|c| c.message.clone())
-            .unwrap_or_default(),
-        urls: urls_of(instance),
-        replaces: placement.replaces.clone(),
-    }
-}
-
-fn urls_of(instance: &WorkloadInstance) -> Vec<String> {
-    instance
-        .status
-        .as_ref()
-        .map(|s| s.urls.clone())
-        .unwrap_or_default()
-}
-
-fn ready_condition(placements: &[PlacementStatus], fenced_out: usize) -> Condition {
-    if placements.is_empty() {
-        let fence_note = if fenced_out > 0 {
-            format!(
-                " ({fenced_out} runtime(s) are outside what this namespace may use: see its TenantPolicy)"
-            )
-        } else {
-            String::new()
-        };
-        return Condition::ready(
-            false,
-            Reason::NoMatchingRuntime,
-            format!(
-                "no KubernetesRuntime matches spec.placement; check its regions and runtimeSelector against `kubectl get kubernetesruntimes --show-labels`{fence_note}"
-            ),
-        );
-    }
-    let placements = counted(placements);
-    let waiting: Vec<String> = placements
-        .iter()
-        .filter(|p| !p.ready)
-        .map(|p| {
-            format!("{}: {}: {}", p.runtime, p.reason, p.message)
-                .trim_end()
-                .to_owned()
-        })
-        .collect();
-    if waiting.is_empty() {
-        Condition::ready(
-            true,
-            Reason::AllPlacementsReady,
-            format!("ready on {} runtime(s)", placements.len()),
-        )
-    } else {
-        let waits_on = placements
-            .iter()
-            .filter(|p| !p.ready)
-            .filter_map(|p| Reason::parse(&p.reason))
-            .find(|r| r.as_str().starts_with("WaitingFor"));
-        let reason = if placements.iter().any(|p| is_failure(&p.reason)) {
-            Reason::PlacementFailed
-        } else {
-            waits_on.unwrap_or(Reason::Progressing)
-        };
-        Condition::ready(false, reason, waiting.join("; "))
-    }
-}
-
-/// Whether a placement's reason (read back from its instance) is a failure; an unknown one
-/// is (see [`class_of`]), so a new wait must be declared as one in [`Reason`].
-fn is_failure(reason: &str) -> bool {
-    class_of(reason) == Class::Failed
-}
-
-/// The placements the Workload's readiness counts: not those a Ready failover placement
-/// stands in for.
-fn counted(placements: &[PlacementStatus]) -> Vec<&PlacementStatus> {
-    placements
-        .iter()
-        .filter(|p| !failover_status::is_covered(p, placements))
-        .collect()
-}
-
-/// Ready=False `UnknownImageContainer` when `spec.images` names a container no pod template
-/// has (the override would change nothing), keeping what the placements say in the message.
-fn with_image_check(workload: &Workload, ready: Condition) -> Condition {
-    let spec = &workload.spec;
-    let unmatched = unmatched_image_keys(&spec.manifests, spec.images.keys());
-    if unmatched.is_empty() {
-        return ready;
-    }
-    let mut message = describe_unmatched_image_keys(&spec.manifests, &unmatched);
-    if !ready.is_true() {
-        message.push_str(&format!(
-            "; placements: {}: {}",
-            ready.reason, ready.message
-        ));
-    }
-    Condition::ready(false, Reason::UnknownImageContainer, message)
-}
-
-/// A placement that started or stopped failing since the last status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum PlacementChange<'a> {
-    Failed(&'a PlacementStatus),
-    Recovered(&'a PlacementStatus),
-}
-
-fn is_failing(placement: &PlacementStatus) -> bool {
-    !placement.ready && is_failure(&placement.reason)
-}
-
-/// The placements whose failure started (or changed reason) or ended between `previous` and
-/// `current`, so each transition is told once, not on every reconcile.
-fn placement_changes<'a>(
-    previous: &[PlacementStatus],
-    current: &'a [PlacementStatus],
-) -> Vec<PlacementChange<'a>> {
-    current
-        .iter()
-        .filter_map(|now| {
-            let before = previous.iter().find(|p| p.runtime == now.runtime);
-            let failed_before = before.filter(|p| is_failing(p));
-            match (failed_before, is_failing(now)) {
-                (Some(before), true) if before.reason == now.reason => None,
-                (_, true) => Some(PlacementChange::Failed(now)),
-                // Told as a failover step instead.
-                (Some(_), false)
-                    if matches!(
-                        Reason::parse(&now.reason),
-                        Some(Reason::FailedOver | Reason::FailingOver)
-                    ) =>
-                {
-                    None
-                }
-                (Some(_), false) => Some(PlacementChange::Recovered(now)),
-                (None, false) => None,
-            }
-        })
-        .collect()
-}
-
-/// Events on the Workload for what changed since its last status: placements that fail or
-/// recover, and an image key turning unknown.
-async fn emit_events(
-    workload: &Workload,
-    ctx: &Context,
-    placements: &[PlacementStatus],
-    ready: &Condition,
-) {
-    let previous = workload.status.clone().unwrap_or_default();
-    for change in placement_changes(&previous.placements, placements) {
-        let (type_, reason, note) = match change {
-            PlacementChange::Failed(p) => (
-                EventType::Warning,
-                Reason::PlacementFailed,
-                format!("runtime {}: {}: {}", p.runtime, p.reason, p.message),
-            ),
-            PlacementChange::Recovered(p) => (
-                EventType::Normal,
-                Reason::PlacementRecovered,
-                format!("runtime {}: no longer failing ({})", p.runtime, p.reason),
-            ),
-        };
-        ctx.event(workload, type_, reason, event_note(note)).await;
-    }
-    for step in failover_status::steps(&previous.placements, placements) {
-        tell_failover_step(workload, ctx, step).await;
-    }
-    let was_unknown_image = qleetos_crds::Conditions::condition(&previous, qleetos_crds::READY)
-        .is_some_and(|c| c.reason == Reason::UnknownImageContainer);
-    if ready.reason == Reason::UnknownImageContainer && !was_unknown_image {
-        let note = event_note(ready.message.clone());
-        ctx.event(
-            workload,
-            EventType::Warning,
-            Reason::UnknownImageContainer,
-            note,
-        )
-        .await;
-    }
-}
-
-/// One Event and one count per failover step.
-async fn tell_failover_step(workload: &Workload, ctx: &Context, step: Step) {
-    let (type_, reason, outcome, note) = match step {
-        Step::Moved { home, to, region } => {
-            let runtime = ctx.caches.runtime(&home);
-            let home_region = runtime
-                .as_ref()
-                .map_or(home.clone(), |r| r.spec.region.clone());
-            let down_for = failover_status::unreachable_for(runtime.as_deref(), chrono::Utc::now());
-            let note = format!(
-                "{home_region} unreachable for {down_for} (runtime {home}); now on {region} (runtime {to})"
-            );
-            (EventType::Warning, Reason::FailedOver, "moved", note)
-        }
-        Step::Returned { home, from } => {
-            let note = format!(
-                "runtime {home} is reachable again: the workload is back on it and is removed from {from}"
-            );
-            (EventType::Normal, Reason::FailedBack, "returned", note)
-        }
-        Step::Stayed { home, on } => {
-            let note = format!(
-                "runtime {home} is reachable again: the workload stays on {on} (failover.onRecovery: Stay) and is removed from {home}"
-            );
-            (
-                EventType::Normal,
-                Reason::StayedAfterFailover,
-                "stayed",
-                note,
-            )
-        }
-    };
-    ctx.metrics.failover(outcome);
-    ctx.event(workload, type_, reason, event_note(note)).await;
-}
-
-/// Event notes are limited to 1 kB by the API server.
-fn event_note(mut note: String) -> String {
-    const MAX: usize = 1000;
-    if note.len() > MAX {
-        let mut end = MAX - 3;
-        while !note.is_char_boundary(end) {
-            end -= 1;
-        }
-        note.truncate(end);
-        note.push_str("...");
-    }
-    note
-}
-
-async fn write_status(
-    workload: &Workload,
-    ctx: &Context,
-    placements: Vec<PlacementStatus>,
-    ready: Condition,
-) -> Result<()> {
-    let ready = with_image_check(workload, ready);
-    emit_events(workload, ctx, &placements, &ready).await;
-    let counted = counted(&placements);
-    let ready_count = counted.iter().filter(|p| p.ready).count();
-    let ready_placements = Some(format!("{ready_count}/{}", counted.len()));
-    let has_policy = workload.spec.placement.failover.is_some();
-    let previous: Vec<Condition> = workload
-        .status
-        .iter()
-        .flat_map(|s| s.conditions.iter())
-        .filter(|c| has_policy || c.type_ != FAILED_OVER)
-        .cloned()
-        .collect();
-    let generation = workload.metadata.generation;
-    let mut conditions = vec![ready.with_generation(generation)];
-    if has_policy {
-        conditions.push(failover_status::condition(&placements).with_generation(generation));
-    }
-    let status = WorkloadStatus {
-        conditions: qleetos_crds::merged(&previous, conditions),
-        observed_generation: generation,
-        ready_placements,
-        placements,
-    };
-    let api: Api<Workload> = Api::namespaced(ctx.client.clone(), &namespace_of(workload)?);
-    let current = workload.status.as_ref();
-    let metrics = (&*ctx.metrics, CONTROLLER);
-    apply_status_if_changed(&api, &name_of(workload)?, current, &status, metrics).await
-}
-
 /// Deletes every instance; true once they are gone (their own finalizers remove the objects
 /// from the runtimes first). Waiting for them is normal, not a failure. While the watch cache
 /// still shows instances they are deleted from it; only the last look, before the Workload is
@@ -724,6 +268,10 @@ async fn cleanup(workload: &Workload, ctx: &Context) -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    use qleetos_crds::PlacementStatus;
+
+    use super::events::{PlacementChange, event_note, is_failing, placement_changes};
+    use super::status::{is_failure, with_image_check};
     use super::*;
 
     fn placement(runtime: &str, ready: bool, reason: &str) -> PlacementStatus {
