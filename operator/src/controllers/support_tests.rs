@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::reconcile;
 use crate::context::Next;
 use crate::testing::{
-    ApiServer, DELETED_AT, Harness, Reply, ago, events, instance, object, request, requests,
+    ApiServer, DELETED_AT, Harness, Reply, Seen, ago, events, instance, object, request, requests,
     support_profile, support_service, tenant_policy,
 };
 
@@ -47,6 +47,18 @@ fn time(value: &Value) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
         .expect("RFC 3339")
         .with_timezone(&Utc)
+}
+
+/// One DELETE of the service, after a Normal `Idle` Event saying why.
+fn assert_retired_with_an_event(seen: &[Seen]) {
+    assert_eq!(requests(seen, &Method::DELETE, SERVICE).len(), 1);
+    let told = events(seen);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!((told[0].0.as_str(), told[0].1.as_str()), ("Normal", "Idle"));
+    assert!(
+        told[0].2.contains("unused for its grace period"),
+        "{told:?}"
+    );
 }
 
 #[tokio::test]
@@ -84,14 +96,7 @@ async fn unused_past_the_grace_period_it_deletes_itself() {
         .await;
 
     assert_eq!(next.expect("a pass"), Next::Done);
-    assert_eq!(requests(&seen, &Method::DELETE, SERVICE).len(), 1);
-    let told = events(&seen);
-    assert_eq!(told.len(), 1, "{told:?}");
-    assert_eq!((told[0].0.as_str(), told[0].1.as_str()), ("Normal", "Idle"));
-    assert!(
-        told[0].2.contains("unused for its grace period"),
-        "{told:?}"
-    );
+    assert_retired_with_an_event(&seen);
 }
 
 #[tokio::test]
@@ -155,14 +160,7 @@ async fn an_instance_refused_the_capability_is_nobodys_user() {
         .await;
 
     assert_eq!(next.expect("a pass"), Next::Done);
-    assert_eq!(requests(&seen, &Method::DELETE, SERVICE).len(), 1);
-    let told = events(&seen);
-    assert_eq!(told.len(), 1, "{told:?}");
-    assert_eq!((told[0].0.as_str(), told[0].1.as_str()), ("Normal", "Idle"));
-    assert!(
-        told[0].2.contains("unused for its grace period"),
-        "{told:?}"
-    );
+    assert_retired_with_an_event(&seen);
 }
 
 #[tokio::test]

@@ -299,26 +299,13 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::context::{Settings, caches};
-    use crate::kubeconfig::KubeconfigPolicy;
+    use crate::context::caches;
 
     /// A context whose caches hold `workloads`; its client is never called.
     fn context_with(workloads: &[Workload]) -> Context {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
         let client = kube::Client::try_from(config).expect("a client");
-        let settings = Settings {
-            resync: Duration::from_secs(300),
-            probe_interval: Duration::from_secs(30),
-            failover_after: Duration::from_secs(120),
-            progress_poll: Duration::from_secs(2),
-            base_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(120),
-            reconcile_timeout: Duration::from_secs(60),
-            system_namespace: "qleetos-system".into(),
-            per_runtime_concurrency: 1,
-            kubeconfig: KubeconfigPolicy::default(),
-            local_clusters: None,
-        };
+        let settings = crate::testing::settings();
         let (caches, mut writers) = caches();
         for workload in workloads {
             writers
