@@ -548,6 +548,8 @@ async fn remove(service: &SupportService, ctx: &Context) -> Result<Option<Report
 }
 
 impl Dependency for SupportService {
+    const NOUN: &'static str = "support service";
+
     fn users(&self, ctx: &Context) -> Vec<String> {
         users_of(self, ctx)
     }

@@ -41,6 +41,9 @@ pub trait Dependency:
     + Send
     + Sync
 {
+    /// What users call it in messages, e.g. `cluster`.
+    const NOUN: &'static str;
+
     /// Who needs it now, from the live objects (never from a stored list), sorted.
     fn users(&self, ctx: &Context) -> Vec<String>;
 
@@ -187,21 +190,13 @@ pub async fn teardown<D: Dependency>(dependency: &D, ctx: &Context) -> Result<Te
         return Ok(Teardown::Removing(format!(
             "removing support services {} before the {}",
             names.join(", "),
-            noun::<D>()
+            D::NOUN
         )));
     }
     Ok(match dependency.remove_own(ctx).await? {
         Some(waiting) => Teardown::Removing(waiting),
         None => Teardown::Done,
     })
-}
-
-/// `cluster` for a runtime, else the kind.
-fn noun<D: Dependency>() -> String {
-    match D::kind(&()).as_ref() {
-        "KubernetesRuntime" => "cluster".to_owned(),
-        kind => kind.to_owned(),
-    }
 }
 
 #[cfg(test)]

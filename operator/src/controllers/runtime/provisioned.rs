@@ -341,6 +341,8 @@ fn served_elsewhere(
 }
 
 impl Dependency for KubernetesRuntime {
+    const NOUN: &'static str = "cluster";
+
     fn users(&self, ctx: &Context) -> Vec<String> {
         users_of(self, ctx)
     }
