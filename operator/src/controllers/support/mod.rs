@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kube::api::Api;
-use kube::runtime::reflector::ObjectRef;
 use qleetos_crds::Reason;
 use qleetos_crds::{
     AppliedObject, Condition, DependencyState, KubernetesRuntime, ResourceHealth, SupportService,
@@ -17,12 +16,11 @@ use qleetos_crds::{
 use qleetos_crds::{ServiceProfile, WorkloadInstance};
 
 use super::apply_status;
-use super::instance::FINALIZER as INSTANCE_FINALIZER;
 use crate::applier::{self, Applier, Desired};
 use crate::context::{Context, Next, key_of};
+use crate::dependencies;
 use crate::dependencies::connection;
 use crate::dependencies::source::Source;
-use crate::dependencies::{self, provider_of, services};
 use crate::engine::lifecycle::{self, Dependency, Teardown, Verdict};
 use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
@@ -30,11 +28,13 @@ use crate::health::{describe_failures, describe_unhealthy, summarize};
 use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
 use crate::render::{Owner, field_manager, render};
-use crate::runtime_client::{TenantNamespace, describe};
+use crate::runtime_client::TenantNamespace;
 
+mod dependency;
 #[cfg(test)]
-#[path = "support_tests.rs"]
 mod tests;
+
+pub use dependency::users_of;
 
 pub const CONTROLLER: &str = "supportservice";
 /// Held until every object the service applied is gone from its runtime.
@@ -412,119 +412,6 @@ async fn exported_secret_health(
     })
 }
 
-/// Whether the instance's namespace may need `capabilities` (a refused instance is nobody's
-/// user).
-fn may_need(instance: &WorkloadInstance, capabilities: &[String], ctx: &Context) -> bool {
-    let namespace = instance.metadata.namespace.as_deref().unwrap_or_default();
-    ctx.caches
-        .fence(namespace, &ctx.settings.system_namespace)
-        .check_capabilities(capabilities)
-        .is_ok()
-}
-
-/// Who needs the service now, from the live objects (never from a stored list): the
-/// WorkloadInstances on its runtime that list it or need it and are not fully torn down,
-/// and, for a support service, the services there whose profile requires what it provides.
-pub fn users_of(service: &SupportService, ctx: &Context) -> Vec<String> {
-    let mut users = if service.spec.service.is_some() {
-        instance_users(service, ctx, |instance| {
-            services::needed_by(ctx, instance, service)
-        })
-    } else {
-        support_users(service, ctx)
-    };
-    users.sort();
-    users
-}
-
-/// `namespace/name` of the instances on the service's runtime, still there, that list the
-/// service among their dependencies or for which `needs` holds.
-fn instance_users(
-    service: &SupportService,
-    ctx: &Context,
-    needs: impl Fn(&WorkloadInstance) -> bool,
-) -> Vec<String> {
-    let name = service.metadata.name.clone().unwrap_or_default();
-    let runtime = &service.spec.runtime_ref.name;
-    ctx.caches
-        .instances
-        .state()
-        .iter()
-        .filter(|i| &i.spec.runtime_ref.name == runtime)
-        .filter(|i| still_there(&i.metadata, INSTANCE_FINALIZER))
-        .filter(|i| {
-            let listed = i
-                .status
-                .iter()
-                .flat_map(|s| &s.dependencies)
-                .any(|d| d.name == name);
-            listed || needs(i)
-        })
-        .map(|i| key_of(&**i))
-        .collect()
-}
-
-fn support_users(service: &SupportService, ctx: &Context) -> Vec<String> {
-    let name = service.metadata.name.clone().unwrap_or_default();
-    let runtime = &service.spec.runtime_ref.name;
-    let profiles = ctx.caches.profiles.state();
-    let own_profile = ctx
-        .caches
-        .profiles
-        .get(&ObjectRef::new(&service.spec.profile_ref.name));
-    let provides = |capability: &str| {
-        own_profile
-            .as_ref()
-            .is_some_and(|p| p.spec.provides.iter().any(|c| c == capability))
-    };
-    // Resolved to this profile; or this profile provides it and nothing else can (it is
-    // being deleted, or no single default): its users keep it until they stop needing it.
-    let provided_here = |capability: &str| match provider_of(capability, &profiles) {
-        Ok(p) => p.metadata.name.as_deref() == Some(&service.spec.profile_ref.name),
-        Err(_) => provides(capability),
-    };
-    let mut users = instance_users(service, ctx, |i| {
-        i.spec
-            .capabilities()
-            .iter()
-            .any(|c| provided_here(c) && may_need(i, std::slice::from_ref(c), ctx))
-    });
-    for other in dependencies::services_on(ctx, runtime) {
-        let other_name = other.metadata.name.clone().unwrap_or_default();
-        if other_name == name || !still_there(&other.metadata, FINALIZER) {
-            continue;
-        }
-        let requires_it = Source::of(&other, ctx)
-            .is_some_and(|source| source.requires().iter().any(|c| provided_here(c)));
-        if requires_it {
-            users.push(format!("SupportService/{other_name}"));
-        }
-    }
-    users.extend(runtime_user(service, ctx));
-    users
-}
-
-/// `KubernetesRuntime/<name>` when the service is one its runtime's profile gives every
-/// cluster (listed in the runtime's status), until the runtime is deleted.
-fn runtime_user(service: &SupportService, ctx: &Context) -> Option<String> {
-    let runtime = ctx.caches.runtime(&service.spec.runtime_ref.name)?;
-    let name = service.metadata.name.as_deref()?;
-    let lists_it = runtime
-        .status
-        .as_ref()
-        .is_some_and(|s| s.support_services.iter().any(|d| d.name == name));
-    (lists_it && runtime.metadata.deletion_timestamp.is_none())
-        .then(|| format!("KubernetesRuntime/{}", service.spec.runtime_ref.name))
-}
-
-/// Not deleted, or deleted but still tearing down (holding its finalizer).
-fn still_there(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    finalizer: &str,
-) -> bool {
-    meta.deletion_timestamp.is_none() || meta.finalizers.iter().flatten().any(|f| f == finalizer)
-}
-
 /// Removes what the service installed, unless something still needs it. `Some` while
 /// waiting (users remain, or objects are still going).
 async fn remove(service: &SupportService, ctx: &Context) -> Result<Option<Report>> {
@@ -545,69 +432,6 @@ async fn remove(service: &SupportService, ctx: &Context) -> Result<Option<Report
         }),
         Teardown::Done => None,
     })
-}
-
-impl Dependency for SupportService {
-    const NOUN: &'static str = "support service";
-
-    fn users(&self, ctx: &Context) -> Vec<String> {
-        users_of(self, ctx)
-    }
-
-    fn unused_since(&self) -> Option<&str> {
-        self.status.as_ref()?.unused_since.as_deref()
-    }
-
-    /// Removes the installed objects in teardown order, with the operator's identity.
-    async fn remove_own(&self, ctx: &Context) -> Result<Option<String>> {
-        let in_management = Source::of(self, ctx).is_some_and(|s| s.in_management());
-        let client = if in_management {
-            ctx.management.clone()
-        } else {
-            let runtime_name = &self.spec.runtime_ref.name;
-            let Some(runtime) = ctx.caches.runtime(runtime_name) else {
-                return Ok(None);
-            };
-            if runtime.metadata.deletion_timestamp.is_some()
-                && runtime.spec.deletion_policy == qleetos_crds::DeletionPolicy::Abandon
-            {
-                return Ok(None);
-            }
-            match ctx.pool.client_for(&runtime).await {
-                Ok(client) => client,
-                Err(error) => {
-                    return Ok(Some(format!(
-                        "waiting to remove the installed objects: {error}"
-                    )));
-                }
-            }
-        };
-        let uid = self.metadata.uid.clone().unwrap_or_default();
-        let inventory = self
-            .status
-            .as_ref()
-            .map(|s| s.applied_objects.clone())
-            .unwrap_or_default();
-        let remaining = match applier_for(&client, &uid).remove(&inventory).await {
-            Ok(remaining) => remaining,
-            Err(error @ Error::RuntimeUnreachable { .. }) => {
-                return Ok(Some(format!(
-                    "waiting to remove the installed objects: {error}"
-                )));
-            }
-            Err(error) => return Err(error),
-        };
-        if remaining.is_empty() {
-            tracing::info!(support_service = %key_of(self), "removed every installed object");
-            return Ok(None);
-        }
-        let names: Vec<String> = remaining.iter().map(describe).collect();
-        Ok(Some(format!(
-            "removing {} object(s) in teardown order: {}",
-            names.len(),
-            names.join(", ")
-        )))
-    }
 }
 
 async fn write_inventory(
