@@ -24,13 +24,12 @@ use qleetos_crds::KubernetesRuntime;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
 
 use self::rpc_nodes::RpcNodes;
 pub use self::rpc_nodes::{RPC_NODE_PORT, rpc_node_url};
 use crate::dns::DnsUpdates;
 use crate::error::Error;
-use crate::standin::{IngressPorts, StandIn, StandInSpec};
+use crate::standin::{IngressPorts, Polls, StandIn, StandInSpec};
 
 /// How often the management cluster is asked for runtimes (and each runtime for RPC nodes).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -159,14 +158,9 @@ struct FleetState {
 }
 
 impl FleetState {
-    async fn run(mut self, mut shutdown: oneshot::Receiver<()>) {
-        let mut ticks = tokio::time::interval(POLL_INTERVAL);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                _ = ticks.tick() => {}
-            }
+    async fn run(mut self, shutdown: oneshot::Receiver<()>) {
+        let mut polls = Polls::new(POLL_INTERVAL, shutdown);
+        while polls.next().await {
             self.step().await;
         }
         for (_, runtime) in std::mem::take(&mut self.running) {

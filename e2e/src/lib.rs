@@ -21,3 +21,13 @@ pub mod requests;
 pub mod standin;
 
 pub use error::Error;
+
+/// Logs of the environment's own programs to stderr: `RUST_LOG`, else `info,kube=warn`.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .init();
+}

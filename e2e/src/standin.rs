@@ -358,6 +358,29 @@ impl StandIn {
     }
 }
 
+/// The ticks of a background poller, every `interval` (a late tick is not caught up), until
+/// `shutdown` fires or its sender is dropped.
+pub(crate) struct Polls {
+    ticks: tokio::time::Interval,
+    shutdown: oneshot::Receiver<()>,
+}
+
+impl Polls {
+    pub(crate) fn new(interval: Duration, shutdown: oneshot::Receiver<()>) -> Self {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self { ticks, shutdown }
+    }
+
+    /// `true` at the next tick, `false` once it is time to stop.
+    pub(crate) async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = &mut self.shutdown => false,
+            _ = self.ticks.tick() => true,
+        }
+    }
+}
+
 /// The background task of a [`StandIn`]; it owns the process.
 struct Supervisor {
     spec: StandInSpec,
@@ -370,14 +393,9 @@ struct Supervisor {
 
 impl Supervisor {
     /// Polls until `shutdown` fires or its sender is dropped, then stops the process.
-    async fn run(mut self, mut shutdown: oneshot::Receiver<()>) {
-        let mut ticks = tokio::time::interval(POLL_INTERVAL);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                _ = ticks.tick() => {}
-            }
+    async fn run(mut self, shutdown: oneshot::Receiver<()>) {
+        let mut polls = Polls::new(POLL_INTERVAL, shutdown);
+        while polls.next().await {
             self.step().await;
         }
         self.stop_child().await;

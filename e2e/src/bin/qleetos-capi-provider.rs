@@ -23,12 +23,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .init();
+    qleetos_e2e::init_logging();
     let client = kube::Client::try_default()
         .await
         .context("connecting to the management cluster (KUBECONFIG)")?;

@@ -114,12 +114,7 @@ struct RuntimeState {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .init();
+    qleetos_e2e::init_logging();
     match args.command {
         Command::Up => up(&args.dir).await,
         Command::Wait { timeout_secs } => wait(&args.dir, Duration::from_secs(timeout_secs)).await,
