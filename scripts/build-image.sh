@@ -40,6 +40,9 @@ done
 for binary in "${binaries[@]}"; do
   "${buildah[@]}" copy --chmod 0555 "$container" "target/$profile/$binary" "/$binary" >/dev/null
 done
+# The chart renderer: the pinned helm (a static Go binary), as /helm.
+helm=$(bash e2e/scripts/helm.sh)
+"${buildah[@]}" copy --chmod 0555 "$container" "$helm" /helm >/dev/null
 "${buildah[@]}" copy "$container" /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt >/dev/null
 passwd=$(mktemp)
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' > "$passwd"
@@ -49,6 +52,7 @@ rm -f "$passwd"
 revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 "${buildah[@]}" config \
   --user 65532:65532 \
+  --env QLEETOS_HELM=/helm \
   --entrypoint '["/qleetos-operator"]' \
   --label org.opencontainers.image.title=qleetos \
   --label "org.opencontainers.image.description=QleetOS control plane: qleetos-operator and qleetos-api-gateway" \
@@ -63,6 +67,9 @@ for binary in "${binaries[@]}"; do
   [ "$printed" = "$binary $version" ] || { echo "error: /$binary --version in the image printed '$printed', expected '$binary $version'" >&2; exit 1; }
   echo "in the image, as user 65532: $printed"
 done
+
+printed=$("${buildah[@]}" run --isolation chroot --user 65532:65532 "$container" /helm version --short)
+case "$printed" in v3.*) echo "in the image, as user 65532: helm $printed" ;; *) echo "error: /helm version in the image printed '$printed'" >&2; exit 1 ;; esac
 
 "${buildah[@]}" commit --quiet "$container" "$tag" >/dev/null
 if $check; then

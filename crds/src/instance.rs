@@ -4,6 +4,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::chart::{Chart, ChartStatus};
 use crate::condition::{Condition, Conditions};
 use crate::expose::Expose;
 use crate::manifest::Manifest;
@@ -48,6 +49,7 @@ use crate::support::DependencyState;
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new(crate::chart::ONE_SOURCE_RULE).message(crate::chart::ONE_SOURCE_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadInstanceSpec {
     /// The Workload this instance belongs to, absent for an instance created directly.
@@ -57,8 +59,12 @@ pub struct WorkloadInstanceSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("runtimeRef is immutable: create a new instance to move a workload"))]
     pub runtime_ref: RuntimeRef,
     /// The Kubernetes objects to apply to the runtime.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::manifest::manifest_list_schema")]
     pub manifests: Vec<Manifest>,
+    /// A Helm chart instead of `manifests`, rendered for the runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<Chart>,
     /// Container name → image overrides applied to every pod template before applying.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, String>,
@@ -135,6 +141,9 @@ pub struct WorkloadInstanceStatus {
     /// Where the workload answers on this runtime.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub urls: Vec<String>,
+    /// The chart rendered for this runtime, when the source is a chart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartStatus>,
 }
 
 /// One dependency of an instance and how far it is.

@@ -7,6 +7,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod admission;
+mod chart;
 mod condition;
 mod duration;
 mod expose;
@@ -24,6 +25,7 @@ pub mod template;
 mod tenancy;
 mod workload;
 
+pub use chart::{Chart, ChartStatus, ImageValues, split_image};
 pub use condition::{Condition, ConditionStatus, Conditions, READY, merged, upsert};
 pub use duration::parse_duration;
 pub use expose::{Expose, ServicePort};

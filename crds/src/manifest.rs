@@ -121,11 +121,10 @@ fn unique_objects_message() -> String {
 /// What the API server answers when a list holds the same object twice (followed by the object).
 pub const UNIQUE_OBJECTS_MESSAGE: &str = "rule unique-manifests: each object (kind, API group, namespace and name; the version in apiVersion does not count) may appear only once in manifests";
 
-/// Schema of a list of 1 to 200 manifests in which every object appears once (CEL).
+/// Schema of a list of up to 200 manifests (at least one unless a chart is the source) in which every object appears once (CEL).
 pub(crate) fn manifest_list_schema(generator: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "array",
-        "minItems": 1,
         "maxItems": MAX_MANIFESTS,
         "items": generator.subschema_for::<Manifest>(),
         "x-kubernetes-validations": [{
@@ -248,7 +247,10 @@ mod tests {
         let schema = schemars::SchemaGenerator::default().into_root_schema_for::<Holder>();
         let list = &schema.as_value()["properties"]["manifests"];
         assert_eq!(list["maxItems"], 200);
-        assert_eq!(list["minItems"], 1);
+        assert!(
+            list.get("minItems").is_none(),
+            "a chart may replace the manifests"
+        );
         let rule = &list["x-kubernetes-validations"][0];
         assert!(
             rule["rule"]

@@ -113,6 +113,8 @@ reasons! {
     ForbiddenSecretNamespace => Failed,
     RuntimeUnreachable => Failed,
     InvalidManifest => Failed,
+    ChartUnavailable => Failed,
+    ChartRenderFailed => Failed,
     UnknownKind => Failed,
     ApplyFailed => Failed,
     Conflict => Failed,

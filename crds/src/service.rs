@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::chart::Chart;
 use crate::condition::{Condition, Conditions};
 use crate::manifest::Manifest;
 use crate::support::{HealthCheck, NameRef};
@@ -39,6 +40,7 @@ use crate::support::{HealthCheck, NameRef};
     )
 )]
 #[x_kube(validation = Rule::new("self.parameters.all(p, self.parameters.exists_one(q, q.name == p.name))").message("parameter names must be unique"))]
+#[x_kube(validation = Rule::new(crate::chart::ONE_SOURCE_RULE).message(crate::chart::ONE_SOURCE_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceProfileSpec {
     /// The parameters a dependency may set. A dependency setting one not listed here, or
@@ -65,8 +67,12 @@ pub struct ServiceProfileSpec {
     /// runtime namespace (cluster-wide parts belong in a SupportServiceProfile it requires).
     /// String values may use `$(service.name)`, `$(service.namespace)`,
     /// `$(parameters.<name>)` and `$(runtime.name|region|provider)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::manifest::manifest_list_schema")]
     pub manifests: Vec<Manifest>,
+    /// A Helm chart instead of `manifests`; its string values may use the same variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<Chart>,
     /// Conditions beyond rollouts that must be `True` (e.g. a database `Cluster`'s `Ready`);
     /// names may use the variables. Every Deployment, StatefulSet and DaemonSet among the
     /// manifests must also be available.

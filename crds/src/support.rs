@@ -7,6 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::chart::{Chart, ChartStatus};
 use crate::condition::{Condition, Conditions};
 use crate::instance::{AppliedObject, ResourceHealth};
 use crate::manifest::Manifest;
@@ -41,6 +42,7 @@ use crate::manifest::Manifest;
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new(crate::chart::ONE_SOURCE_RULE).message(crate::chart::ONE_SOURCE_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct SupportServiceProfileSpec {
     /// Capabilities this service provides to workloads, e.g. `ingress`, `tls`, `dns`.
@@ -73,8 +75,13 @@ pub struct SupportServiceProfileSpec {
     /// The service's Kubernetes objects (CRDs, RBAC, Deployments, issuers...). String values
     /// may use `$(runtime.name)`, `$(runtime.region)`, `$(runtime.provider)` and
     /// `$(runtime.labels.<key>)`, replaced per runtime.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::manifest::manifest_list_schema")]
     pub manifests: Vec<Manifest>,
+    /// A Helm chart instead of `manifests`, rendered for each runtime into `namespace`; its
+    /// string values may use the same variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<Chart>,
     /// How health is judged beyond rollouts (every Deployment, StatefulSet and DaemonSet
     /// among the manifests must be available).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -221,6 +228,12 @@ impl Conditions for SupportServiceProfileStatus {
     ),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Users", type_ = "integer", json_path = ".status.userCount"),
+    printcolumn(name = "Chart", type_ = "string", json_path = ".status.chart.name"),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.chart.version"
+    ),
     printcolumn(
         name = "Message",
         type_ = "string",
@@ -313,6 +326,9 @@ pub struct SupportServiceStatus {
     /// Health of its workload controllers and of its health checks.
     #[serde(default)]
     pub health: Vec<ResourceHealth>,
+    /// The chart rendered, when the profile's source is a chart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartStatus>,
 }
 
 impl Conditions for SupportServiceStatus {

@@ -5,13 +5,14 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::chart::Chart;
 use crate::condition::{Condition, Conditions};
 use crate::expose::Expose;
 use crate::manifest::Manifest;
 
 /// What a developer applies: the workload's Kubernetes objects, the images CI updates, and
 /// where it runs. QleetOS creates one WorkloadInstance per selected runtime.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "qleetos.io",
     version = "v1alpha1",
@@ -44,15 +45,23 @@ use crate::manifest::Manifest;
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new(crate::chart::ONE_SOURCE_RULE).message(crate::chart::ONE_SOURCE_MESSAGE))]
+#[x_kube(validation = Rule::new(crate::chart::CHART_IMAGES_RULE).message(crate::chart::CHART_IMAGES_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSpec {
     /// The Kubernetes objects making up the workload (Deployments, Services, ConfigMaps, any
     /// kind the runtime serves). Namespaced objects without `metadata.namespace` go to the
     /// namespace of the same name as this Workload's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::manifest::manifest_list_schema")]
     pub manifests: Vec<Manifest>,
+    /// A Helm chart instead of `manifests`: QleetOS renders it for each runtime and applies
+    /// the result as it applies manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<Chart>,
     /// Container name → image. Overrides the image of every container (and init container)
-    /// with that name in every pod template of the manifests. CI updates these.
+    /// with that name in every pod template of the manifests; with a `chart`, image key →
+    /// image, written where `chart.images` says. CI updates these.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, String>,
     /// Which runtimes (workload clusters) the workload runs on.
@@ -71,6 +80,42 @@ pub struct WorkloadSpec {
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     ))]
     pub needs: Vec<String>,
+}
+
+impl WorkloadSpec {
+    /// The `keys` an image update may not set: with manifests, those naming no container of
+    /// any pod template (the override would change nothing); with a chart, those naming no
+    /// entry of `chart.images`.
+    pub fn unmatched_image_keys<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a String>,
+    ) -> Vec<String> {
+        match &self.chart {
+            Some(chart) => keys
+                .into_iter()
+                .filter(|key| !chart.images.contains_key(*key))
+                .cloned()
+                .collect(),
+            None => crate::manifest::unmatched_image_keys(&self.manifests, keys),
+        }
+    }
+
+    /// A one-line explanation of [`Self::unmatched_image_keys`], naming the keys that exist.
+    pub fn describe_unmatched_image_keys(&self, unmatched: &[String]) -> String {
+        let Some(chart) = &self.chart else {
+            return crate::manifest::describe_unmatched_image_keys(&self.manifests, unmatched);
+        };
+        let known: Vec<&str> = chart.images.keys().map(String::as_str).collect();
+        format!(
+            "spec.images names no entry of spec.chart.images: {}; entries are: {}",
+            unmatched.join(", "),
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )
+    }
 }
 
 /// Where a workload runs. At least one of `regions` and `runtimeSelector` is required.

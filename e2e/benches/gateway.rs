@@ -105,7 +105,7 @@ async fn bench(env: &Environment, calls: usize) -> Result<()> {
         &[],
     )
     .await?;
-    let http = reqwest::Client::new();
+    let http = qleetos_e2e::http::client_builder().build()?;
     let url = format!(
         "{}/v1/namespaces/{NS}/workloads/web/images",
         gateway.base_url()

@@ -556,6 +556,7 @@ fn instance_for(workload: &Workload, runtime: &str) -> Result<WorkloadInstance> 
                 name: runtime.to_owned(),
             },
             manifests: workload.spec.manifests.clone(),
+            chart: workload.spec.chart.clone(),
             images: workload.spec.images.clone(),
             expose: workload.spec.expose.clone(),
             needs: workload.spec.needs.clone(),

@@ -195,7 +195,7 @@ async fn nats_server() -> Result<PathBuf, Error> {
 }
 
 /// Runs one of the e2e/scripts installers and returns the last line it printed.
-async fn run_install_script(script: &str) -> Result<String, String> {
+pub(crate) async fn run_install_script(script: &str) -> Result<String, String> {
     let output = tokio::process::Command::new("bash")
         .arg(script)
         .stdin(std::process::Stdio::null())

@@ -123,3 +123,14 @@ impl Drop for Responder {
         self.task.abort();
     }
 }
+
+/// A reqwest client builder that works however the workspace's features unify: when another
+/// crate of the build enables reqwest's rustls without a provider (the operator does, for chart
+/// repositories), a client needs a process-wide rustls provider; ring is installed then.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may have installed one meanwhile; either is ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    reqwest::Client::builder()
+}

@@ -82,7 +82,9 @@ async fn call(
         detail,
     };
     let parsed = reqwest::Url::parse(url).map_err(|e| fail(format!("invalid URL: {e}")))?;
-    let mut builder = reqwest::Client::builder().no_proxy().timeout(CALL_TIMEOUT);
+    let mut builder = crate::http::client_builder()
+        .no_proxy()
+        .timeout(CALL_TIMEOUT);
     if let Some(address) = resolve_to {
         let host = parsed
             .host_str()

@@ -2,6 +2,7 @@
 
 pub mod binaries;
 pub mod certs;
+pub mod charts;
 pub mod cluster;
 pub mod cluster_api;
 pub mod dns;

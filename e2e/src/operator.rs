@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::charts::ChartRepository;
 use crate::cluster::free_port;
 use crate::error::Error;
 use crate::process::{ChildProcess, ProcessSpec, spawn};
@@ -61,6 +62,7 @@ impl OperatorProcess {
         let program = workspace_binary("qleetos-operator")?;
         let metrics_port = free_port()?;
         let mut args = vec![format!("--metrics-addr=127.0.0.1:{metrics_port}")];
+        args.extend(ChartRepository::get().await?.operator_args());
         args.extend(options.extra_args);
         let log_path = dir.join(format!("operator-{index}.log"));
         let mut env = vec![

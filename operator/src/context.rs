@@ -235,6 +235,8 @@ pub struct Context {
     pub live: crate::applier::live::LiveRegistry,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// Renders charts; `None` when the operator runs without chart support (unit tests).
+    pub charts: Option<Arc<crate::chart::Charts>>,
     recorder: Recorder,
     runtime_slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
 }
@@ -268,8 +270,15 @@ impl Context {
             client,
             metrics,
             settings,
+            charts: None,
             runtime_slots: Arc::default(),
         }
+    }
+
+    /// The same context rendering charts with `charts`.
+    pub fn with_charts(mut self, charts: crate::chart::Charts) -> Self {
+        self.charts = Some(Arc::new(charts));
+        self
     }
 
     /// One of the runtime's reconcile slots, or `None` when all are taken (the caller

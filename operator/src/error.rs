@@ -67,6 +67,12 @@ pub enum Error {
         kind: String,
     },
 
+    #[error("chart {chart}: {problem}")]
+    ChartUnavailable { chart: String, problem: String },
+
+    #[error("chart {chart} did not render: {problem}")]
+    ChartRender { chart: String, problem: String },
+
     #[error("{0}")]
     ApplyFailed(String),
 
@@ -147,6 +153,8 @@ impl Error {
             Error::RuntimeUnreachable { .. } => Reason::RuntimeUnreachable,
             Error::InvalidManifest { .. } => Reason::InvalidManifest,
             Error::UnknownKind { .. } => Reason::UnknownKind,
+            Error::ChartUnavailable { .. } => Reason::ChartUnavailable,
+            Error::ChartRender { .. } => Reason::ChartRenderFailed,
             Error::ApplyFailed(_) => Reason::ApplyFailed,
             Error::Conflict(_) => Reason::Conflict,
             Error::TenancyViolation(_) => Reason::TenancyViolation,

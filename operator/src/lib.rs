@@ -3,6 +3,7 @@
 
 pub mod applier;
 pub mod backoff;
+pub mod chart;
 pub mod context;
 pub mod controllers;
 pub mod dependencies;

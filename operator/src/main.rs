@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use qleetos_crds::notification::{NatsAuth, redact_url};
 use qleetos_crds::parse_duration;
+use qleetos_operator::chart::{ChartSettings, Charts};
 use qleetos_operator::context::{CacheWriters, Context, Settings, caches};
 use qleetos_operator::controllers::{self, Registered};
 use qleetos_operator::kubeconfig::KubeconfigPolicy;
@@ -104,6 +105,18 @@ struct Args {
         env = "QLEETOS_LOCAL_CLUSTERS_DIR"
     )]
     local_clusters_dir: std::path::PathBuf,
+    /// The pinned Helm CLI that renders charts (`helm template`) and pulls them from OCI
+    /// registries.
+    #[arg(long, default_value = "helm", env = "QLEETOS_HELM")]
+    helm: std::path::PathBuf,
+    /// Where fetched chart archives and helm's own state are kept; default: a folder of the
+    /// temporary directory.
+    #[arg(long, env = "QLEETOS_CHART_CACHE")]
+    chart_cache: Option<std::path::PathBuf>,
+    /// `FROM=TO`: fetch charts whose repository starts with FROM from TO instead (a mirror,
+    /// e.g. for air-gapped sites). Repeatable.
+    #[arg(long, value_parser = chart_mirror, env = "QLEETOS_CHART_MIRRORS", value_delimiter = ',')]
+    chart_mirror: Vec<(String, String)>,
     /// Name of this replica in locks and logs; defaults to <hostname>-<pid>.
     #[arg(long, env = "QLEETOS_REPLICA_ID")]
     replica_id: Option<String>,
@@ -130,6 +143,18 @@ fn qleet_named(name: &str) -> Result<Registered, String> {
     })
 }
 
+/// A chart mirror: `FROM=TO`, both repository prefixes.
+fn chart_mirror(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((from, to)) if !from.is_empty() && !to.is_empty() => {
+            Ok((from.to_owned(), to.to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?}: a chart mirror is FROM=TO (two repository prefixes)"
+        )),
+    }
+}
+
 /// A lock TTL: a duration of at least one second (it is refreshed every third of it).
 fn lock_ttl(text: &str) -> Result<Duration, String> {
     let ttl = parse_duration(text)?;
@@ -152,7 +177,17 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting to the management cluster")?;
     let (caches, cache_writers) = caches();
-    let ctx = Arc::new(Context::new(client, settings(&args), metrics, caches));
+    let charts = Charts::new(ChartSettings {
+        helm: args.helm.clone(),
+        cache: args
+            .chart_cache
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("qleetos-charts")),
+        mirrors: args.chart_mirror.clone(),
+    })
+    .context("setting up chart rendering")?;
+    let ctx = Context::new(client, settings(&args), metrics, caches).with_charts(charts);
+    let ctx = Arc::new(ctx);
     let replica = args.replica_id.clone().unwrap_or_else(default_replica_id);
     let qleets: Vec<&str> = args.qleets.iter().map(|q| q.name).collect();
     tracing::info!(addr = %args.metrics_addr, ?qleets, %replica, nats = %redact_url(&args.nats_url), "qleetos-operator starting");

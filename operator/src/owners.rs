@@ -126,6 +126,7 @@ mod tests {
                 workload_ref: None,
                 runtime_ref: RuntimeRef { name: "eu".into() },
                 manifests: Vec::new(),
+                chart: None,
                 images: Default::default(),
                 expose: None,
                 needs: Vec::new(),

@@ -21,8 +21,11 @@ use crate::render::{
 };
 use crate::tenancy::{TENANT_BINDING, TENANT_GROUP};
 
+mod capabilities;
+mod kept;
 mod tenant_space;
 
+pub use capabilities::Capabilities;
 pub use tenant_space::{TENANT_GUARD, TENANT_LABEL, TenantNamespace};
 
 type KindCache = HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>;
@@ -38,6 +41,7 @@ pub struct RuntimeClient {
     /// Namespaces and tenant bindings known to be in place, so a pass does not ask again;
     /// forgotten when an apply is refused for a missing namespace or permission.
     ensured: Arc<Mutex<HashSet<String>>>,
+    capabilities: capabilities::CachedCapabilities,
 }
 
 impl std::fmt::Debug for RuntimeClient {
@@ -86,6 +90,7 @@ impl RuntimeClient {
             kinds: Arc::default(),
             tenants: Arc::default(),
             ensured: Arc::default(),
+            capabilities: Arc::default(),
         }
     }
 
@@ -177,8 +182,9 @@ impl RuntimeClient {
             if let Some(live) = live {
                 let ours = owner_uid_of(&live) == Some(ownership.owner_uid);
                 // Only objects QleetOS did not create: another instance's stay a conflict.
-                let adoptable =
-                    ownership.adopt && wants_adoption(manifest) && owner_uid_of(&live).is_none();
+                let adoptable = owner_uid_of(&live).is_none()
+                    && ((ownership.adopt && wants_adoption(manifest))
+                        || kept::retaken(manifest, &live));
                 if !ours && !adoptable {
                     return Err(self.conflict(&resolved.object, &describe_owner(&live)));
                 }
@@ -264,6 +270,9 @@ impl RuntimeClient {
             .is_some_and(|u| live.uid().as_ref() != Some(u));
         if owner_uid_of(&live) != Some(owner_uid) || recorded_uid_differs {
             return Ok(Deletion::NotOurs(describe_owner(&live)));
+        }
+        if kept::is_kept(&live) {
+            return self.let_go(&api, object).await;
         }
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),

@@ -244,6 +244,7 @@ mod tests {
                     name: "eu-west".into(),
                 },
                 manifests: Vec::new(),
+                chart: None,
                 images: Default::default(),
                 expose: None,
                 needs: Vec::new(),

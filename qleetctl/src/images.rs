@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
-use qleetos_crds::{Workload, describe_unmatched_image_keys, unmatched_image_keys};
+use qleetos_crds::Workload;
 use serde_json::json;
 
 use crate::failure::Failure;
@@ -39,11 +39,11 @@ pub async fn set(
         .patch(name, &params, &patch)
         .await
         .map_err(|e| Failure::api(e, &what))?;
-    let unmatched = unmatched_image_keys(&preview.spec.manifests, images.keys());
+    let unmatched = preview.spec.unmatched_image_keys(images.keys());
     if !unmatched.is_empty() {
         return Err(Failure::Usage(format!(
             "{what}: {}; nothing was changed",
-            describe_unmatched_image_keys(&preview.spec.manifests, &unmatched)
+            preview.spec.describe_unmatched_image_keys(&unmatched)
         )));
     }
     params.dry_run = false;

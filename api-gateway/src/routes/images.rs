@@ -15,8 +15,8 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use kube::api::{GetParams, Patch, PatchParams};
+use qleetos_crds::Workload;
 use qleetos_crds::notification::QleetKind;
-use qleetos_crds::{Workload, describe_unmatched_image_keys, unmatched_image_keys};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -177,14 +177,14 @@ fn dry_run_params() -> PatchParams {
 /// 422 when an image key names no container of the Workload's pod templates: the override
 /// would change nothing, so the caller's rollout would never happen.
 fn reject_unknown_containers(workload: &Workload, request: &ImagesRequest) -> Result<(), ApiError> {
-    let manifests = &workload.spec.manifests;
-    let unmatched = unmatched_image_keys(manifests, request.images.keys());
+    let spec = &workload.spec;
+    let unmatched = spec.unmatched_image_keys(request.images.keys());
     if unmatched.is_empty() {
         return Ok(());
     }
     Err(ApiError::Invalid(format!(
         "{}; nothing was changed",
-        describe_unmatched_image_keys(manifests, &unmatched)
+        spec.describe_unmatched_image_keys(&unmatched)
     )))
 }
 

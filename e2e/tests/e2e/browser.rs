@@ -157,7 +157,7 @@ impl Browser {
 /// connection closes, which chromedriver's keep-alive never does.)
 async fn wait_for_driver(driver: &mut ChildProcess, url: &str) -> Result<()> {
     let deadline = tokio::time::Instant::now() + DRIVER_READY;
-    let client = reqwest::Client::new();
+    let client = qleetos_e2e::http::client_builder().build()?;
     loop {
         driver.check_running()?;
         let answer = client.get(format!("{url}/status")).send().await;

@@ -39,7 +39,9 @@ pub async fn chart_ships_the_default_profiles(env: &Environment) -> Result<()> {
             "supportServices.certManager.issuer=acme",
             "supportServices.certManager.acme.email=ops@example.com",
             "supportServices.externalDns.enabled=true",
-            "supportServices.externalDns.args={--source=ingress,--provider=aws,--registry=txt}",
+            "supportServices.externalDns.values.provider.name=aws",
+            "supportServices.externalDns.values.sources={ingress}",
+            "supportServices.externalDns.values.labelFilter=app=anything",
         ])
         .await?,
     )?;
@@ -67,10 +69,14 @@ pub async fn chart_ships_the_default_profiles(env: &Environment) -> Result<()> {
         .iter()
         .find(|p| name(p) == "external-dns")
         .context("external-dns enabled but not rendered")?;
-    let args = external_dns.to_string();
+    let values = &external_dns["spec"]["chart"]["values"];
     ensure!(
-        args.contains("--provider=aws") && !args.contains("rfc2136"),
-        "external-dns must take the given provider arguments: {args}"
+        values["provider"]["name"] == "aws" && !values.to_string().contains("rfc2136"),
+        "external-dns must take the given provider values: {values}"
+    );
+    ensure!(
+        values["labelFilter"] == "qleetos.io/dns=published",
+        "external-dns must publish only the routes QleetOS generates: {values}"
     );
     server_dry_run(management, &production).await?;
     cert_manager_accepts(management, issuers[0]).await

@@ -410,7 +410,8 @@ async fn watch_without_permission_answers_403(env: &Environment) -> Result<()> {
 
     let watcher = json!([{"apiGroups": ["qleetos.io"], "resources": ["workloads"], "verbs": ["get", "watch"]}]);
     let token = service_account_token(&client, ns, "watcher", watcher, None).await?;
-    let response = reqwest::Client::new()
+    let response = qleetos_e2e::http::client_builder()
+        .build()?
         .get(format!("{}{path}", gateway.base_url()))
         .bearer_auth(&token)
         .send()

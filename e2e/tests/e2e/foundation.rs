@@ -268,7 +268,37 @@ pub async fn schema_rejects_malformed_workloads(env: &Environment) -> Result<()>
         ),
         (
             workload("no-manifests", vec![], json!({"regions": ["eu-west-1"]})),
-            "spec.manifests",
+            "set either manifests (one or more) or chart",
+        ),
+        (
+            {
+                let mut both = workload(
+                    "both",
+                    web_manifests(1, "nginx"),
+                    json!({"regions": ["eu-west-1"]}),
+                );
+                both["spec"]["chart"] = json!({"repository": "https://charts.example.com", "name": "web", "version": "1.0.0"});
+                both
+            },
+            "set either manifests (one or more) or chart, not both",
+        ),
+        (
+            {
+                let mut unmapped =
+                    workload("unmapped-image", vec![], json!({"regions": ["eu-west-1"]}));
+                unmapped["spec"]["chart"] = json!({"repository": "oci://registry.example.com/charts", "name": "web", "version": "1.0.0"});
+                unmapped["spec"]["images"] = json!({"web": "web:2"});
+                unmapped
+            },
+            "each images key must name an entry of chart.images",
+        ),
+        (
+            {
+                let mut ftp = workload("ftp-chart", vec![], json!({"regions": ["eu-west-1"]}));
+                ftp["spec"]["chart"] = json!({"repository": "ftp://charts.example.com", "name": "web", "version": "1.0.0"});
+                ftp
+            },
+            "repository must be an https:// (or http://) chart repository or an oci:// registry reference",
         ),
     ];
     for (workload, expected) in cases {

@@ -96,7 +96,7 @@ pub fn trials(runtime: &Arc<Runtime>, env: &SharedEnv, dir: &Path) -> Vec<Trial>
 // ---------------------------------------------------------------- helpers
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    qleetos_e2e::http::client_builder()
         .timeout(Duration::from_secs(180))
         .build()
         .expect("reqwest client")
@@ -206,7 +206,12 @@ pub(crate) async fn apply_dynamic(
 }
 
 /// Image of container `web` of Deployment `web` in `runtime`, polled until it is `want`.
-async fn wait_runtime_image(env: &Environment, runtime: &str, ns: &str, want: &str) -> Result<()> {
+pub(crate) async fn wait_runtime_image(
+    env: &Environment,
+    runtime: &str,
+    ns: &str,
+    want: &str,
+) -> Result<()> {
     let client = env.runtime(runtime).context("runtime")?.client().await?;
     eventually(&format!("{want} in {runtime}"), TIMEOUT, || async {
         let image = deployment_image(&client, ns).await?;
@@ -225,7 +230,12 @@ fn rv(object: &Value) -> Result<u64> {
         .parse()?)
 }
 
-fn ensure_status(status: StatusCode, want: StatusCode, body: &Value, what: &str) -> Result<()> {
+pub(crate) fn ensure_status(
+    status: StatusCode,
+    want: StatusCode,
+    body: &Value,
+    what: &str,
+) -> Result<()> {
     ensure!(
         status == want,
         "{what}: expected {want}, got {status}: {body}"

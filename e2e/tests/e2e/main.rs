@@ -7,6 +7,7 @@ mod chart;
 mod chart_gateway;
 mod chart_lifecycle;
 mod chart_nats;
+mod charted;
 mod cluster_api_env;
 mod console;
 mod credentials;
@@ -81,6 +82,9 @@ fn main() {
         chart::chart_ships_the_default_profiles,
         examples::examples_match_their_operators_crds,
         qleetctl::qleetctl_reports_and_drives_workloads,
+        charted::charted_workload_runs_in_two_regions_and_leaves_nothing,
+        charted::charted_support_service_comes_with_its_crds_and_goes_with_its_last_user,
+        charted::charted_sources_that_fail_say_why_and_apply_nothing,
     ]
     .into_iter()
     .map(|(name, scenario)| harness::shared_trial(name, &runtime, &shared_env, scenario))

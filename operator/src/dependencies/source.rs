@@ -9,15 +9,17 @@ use std::time::Duration;
 use kube::runtime::reflector::ObjectRef;
 use qleetos_crds::template::{TENANT_VARIABLE_PREFIX, Variables};
 use qleetos_crds::{
-    HealthCheck, KubernetesRuntime, Manifest, RemovalPolicy, ServiceProfile, ServiceTarget,
-    ServiceUnit, SupportService, SupportServiceProfile,
+    ChartStatus, HealthCheck, KubernetesRuntime, Manifest, RemovalPolicy, ServiceProfile,
+    ServiceTarget, ServiceUnit, SupportService, SupportServiceProfile,
 };
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::services::variables;
+use crate::chart::{Request, credentials_for};
 use crate::context::Context;
 use crate::engine::Retention;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::runtime_client::RuntimeClient;
 
 /// The profile of a SupportService, with the unit it installs for a back-end service.
 #[derive(Debug, Clone)]
@@ -160,6 +162,53 @@ impl Source {
                 }
             })
             .collect()
+    }
+
+    /// The objects to apply: [`Self::manifests`], or the profile's chart rendered for the
+    /// runtime `client` reaches (its string values with the variables replaced), with a
+    /// support service's namespace first; and what was rendered.
+    pub async fn objects(
+        &self,
+        runtime: &KubernetesRuntime,
+        ctx: &Context,
+        client: &RuntimeClient,
+    ) -> Result<(Vec<Manifest>, Option<ChartStatus>)> {
+        let (chart, release) = match self {
+            Source::Support(p) => (
+                p.spec.chart.as_ref(),
+                p.metadata.name.clone().unwrap_or_default(),
+            ),
+            Source::Service(p, unit) => (p.spec.chart.as_ref(), unit.name.clone()),
+        };
+        let Some(chart) = chart else {
+            return Ok((self.manifests(runtime), None));
+        };
+        let Some(charts) = &ctx.charts else {
+            return Err(Error::ChartRender {
+                chart: chart.name.clone(),
+                problem: "this operator runs without chart support (no --helm)".into(),
+            });
+        };
+        let mut values = Value::Object(chart.values.clone().unwrap_or_default());
+        self.variables(runtime).substitute(&mut values);
+        let credentials =
+            credentials_for(&ctx.client, &ctx.settings.system_namespace, chart, None).await?;
+        let request = Request {
+            chart,
+            values: match values {
+                Value::Object(map) => map,
+                _ => Map::new(),
+            },
+            release: chart.release_name.as_deref().unwrap_or(&release),
+            namespace: self.namespace(),
+            credentials,
+        };
+        let rendered = charts.render(&request, client).await?;
+        let manifests = match self {
+            Source::Support(p) => with_namespace_first(&p.spec.namespace, &rendered.manifests),
+            Source::Service(..) => rendered.manifests,
+        };
+        Ok((manifests, Some(rendered.status)))
     }
 
     /// The health checks, variables replaced; a service's default to its namespace.

@@ -298,6 +298,7 @@ mod tests {
                     name: runtime.into(),
                 },
                 manifests: Vec::new(),
+                chart: None,
                 images: Default::default(),
                 expose: None,
                 needs: Vec::new(),

@@ -145,9 +145,18 @@ impl Story<'_> {
         if on_runtime.len() < wanted || !ready {
             return Ok(None);
         }
+        // A charted service shows its chart and the version rendered.
         let names: Vec<_> = on_runtime
             .iter()
-            .map(|s| s.spec.profile_ref.name.clone())
+            .map(
+                |s| match s.status.as_ref().and_then(|status| status.chart.as_ref()) {
+                    Some(chart) => format!(
+                        "{} (chart {} {})",
+                        s.spec.profile_ref.name, chart.name, chart.version
+                    ),
+                    None => s.spec.profile_ref.name.clone(),
+                },
+            )
             .collect();
         Ok(Some(format!(
             "{} Ready on {}",

@@ -2,7 +2,9 @@
 //! manifests with the service connections injected, each resolved against the runtime's
 //! API and checked against the fence; the generated objects go first.
 
-use qleetos_crds::{AppliedObject, DependencyStatus, Manifest, Reason, WorkloadInstance};
+use qleetos_crds::{
+    AppliedObject, ChartStatus, DependencyStatus, Manifest, Reason, WorkloadInstance,
+};
 
 use super::dereference::Plan;
 use super::status::previous_inventory;
@@ -25,6 +27,8 @@ pub(super) struct Built {
     pub(super) resolve_failure: Option<Error>,
     pub(super) generated: Generated,
     pub(super) previous: Vec<AppliedObject>,
+    /// The chart rendered, when the instance's source is a chart.
+    pub(super) chart: Option<ChartStatus>,
 }
 
 /// The instance's `expose` must be consistent with its manifests before anything else.
@@ -69,6 +73,7 @@ pub(super) async fn build(
         resolve_failure,
         generated,
         previous,
+        chart: None,
     })
 }
 

@@ -17,6 +17,7 @@ use qleetos_crds::{
 
 mod admission;
 mod build;
+mod chart;
 mod cleanup;
 mod dereference;
 mod service_dependencies;
@@ -168,7 +169,8 @@ async fn deploy(
     }
 }
 
-/// One pass, step by step: dereference (runtime, fence, clients) → validate (admission,
+/// One pass, step by step: dereference (runtime, fence, clients) → a chart rendered into
+/// manifests → validate (admission,
 /// `expose`) → the dependency graph in order (support services, then back-end services) →
 /// build (generated objects first, rendering, the fence over every object) → apply and
 /// report. A step that cannot go on stops the pass with `?`.
@@ -178,12 +180,15 @@ async fn converge(
     live: Option<&LiveObjects>,
 ) -> Result<Next, Stop> {
     let plan = dereference::plan(instance, ctx).await?;
+    let (instance, chart) = chart::materialize(instance, ctx, &plan).await?;
+    let instance = instance.as_ref();
     admission::admit(instance, ctx, &plan.fence)?;
     build::validate_expose(instance)?;
     let needs = dependencies_ready(instance, ctx, &plan.fence).await?;
     let (statuses, connections) =
         service_dependencies::services_ready(instance, ctx, &plan, &needs).await?;
-    let built = build::build(instance, &plan, &needs, &connections, &statuses).await?;
+    let mut built = build::build(instance, &plan, &needs, &connections, &statuses).await?;
+    built.chart = chart;
     Ok(apply(instance, ctx, live, &plan, built, statuses).await?)
 }
 
@@ -203,10 +208,11 @@ async fn apply(
         resolve_failure,
         generated,
         previous,
+        chart,
     } = built;
     if let Err(error) = prepare_namespaces(plan, &desired).await {
         let outcome = status::previous_outcome(previous, error);
-        return status::finish(instance, ctx, outcome, Vec::new(), statuses).await;
+        return status::finish(instance, ctx, outcome, Vec::new(), statuses, chart).await;
     }
     if let Some(pending) = applier::with_pending(&previous, &desired) {
         status::record_inventory(instance, ctx, pending).await?;
@@ -230,7 +236,7 @@ async fn apply(
             Vec::new()
         }
     };
-    status::finish(instance, ctx, outcome, health, statuses).await
+    status::finish(instance, ctx, outcome, health, statuses, chart).await
 }
 
 async fn read_all_health(

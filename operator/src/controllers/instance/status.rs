@@ -4,8 +4,8 @@
 use kube::api::Api;
 use kube::runtime::events::EventType;
 use qleetos_crds::{
-    AppliedObject, Condition, Conditions, DependencyStatus, Expose, Reason, ResourceHealth,
-    WorkloadInstance, WorkloadInstanceStatus,
+    AppliedObject, ChartStatus, Condition, Conditions, DependencyStatus, Expose, Reason,
+    ResourceHealth, WorkloadInstance, WorkloadInstanceStatus,
 };
 
 use super::CONTROLLER;
@@ -30,6 +30,7 @@ pub(super) async fn finish(
     outcome: Outcome,
     health: Vec<ResourceHealth>,
     dependencies: Vec<DependencyStatus>,
+    chart: Option<ChartStatus>,
 ) -> Result<Next> {
     let healthy = health.iter().all(|h| h.healthy);
     let ready = ready_condition(instance, &outcome, &health, healthy);
@@ -37,6 +38,7 @@ pub(super) async fn finish(
         inventory: outcome.inventory,
         health,
         dependencies,
+        chart,
     };
     write_status(instance, ctx, report, ready).await?;
     if let Some(error) = outcome.failure {
@@ -80,6 +82,7 @@ pub(super) async fn hold_pass(
         inventory: previous_inventory(instance),
         health: previous_health(instance),
         dependencies,
+        chart: previous_chart(instance),
     };
     write_status(instance, ctx, report, condition).await?;
     Ok(hold.next)
@@ -106,6 +109,7 @@ pub(super) struct Report {
     pub(super) inventory: Vec<AppliedObject>,
     pub(super) health: Vec<ResourceHealth>,
     pub(super) dependencies: Vec<DependencyStatus>,
+    pub(super) chart: Option<ChartStatus>,
 }
 
 pub(super) async fn write_status(
@@ -127,6 +131,7 @@ pub(super) async fn write_status(
             .as_ref()
             .map(Expose::urls)
             .unwrap_or_default(),
+        chart: report.chart,
     };
     write_if_changed(instance, ctx, &status).await
 }
@@ -156,6 +161,7 @@ pub(super) async fn write_condition(
         inventory: previous_inventory(instance),
         health: previous_health(instance),
         dependencies: previous_dependencies(instance),
+        chart: previous_chart(instance),
     };
     let ready = ready.with_generation(instance.metadata.generation);
     write_status(instance, ctx, report, ready).await
@@ -214,6 +220,10 @@ pub(super) fn previous_dependencies(instance: &WorkloadInstance) -> Vec<Dependen
         .as_ref()
         .map(|s| s.dependencies.clone())
         .unwrap_or_default()
+}
+
+pub(super) fn previous_chart(instance: &WorkloadInstance) -> Option<ChartStatus> {
+    instance.status.as_ref().and_then(|s| s.chart.clone())
 }
 
 pub(super) fn previous_health(instance: &WorkloadInstance) -> Vec<ResourceHealth> {

@@ -10,8 +10,8 @@ use chrono::Utc;
 use kube::api::Api;
 use qleetos_crds::Reason;
 use qleetos_crds::{
-    AppliedObject, Condition, DependencyState, KubernetesRuntime, ResourceHealth, SupportService,
-    SupportServiceProfile, SupportServiceStatus,
+    AppliedObject, ChartStatus, Condition, DependencyState, KubernetesRuntime, ResourceHealth,
+    SupportService, SupportServiceProfile, SupportServiceStatus,
 };
 use qleetos_crds::{ServiceProfile, WorkloadInstance};
 
@@ -128,6 +128,7 @@ struct Report {
     inventory: Vec<AppliedObject>,
     health: Vec<ResourceHealth>,
     profile_generation: Option<i64>,
+    chart: Option<ChartStatus>,
 }
 
 impl Report {
@@ -142,6 +143,7 @@ impl Report {
             inventory: status.applied_objects,
             health: status.health,
             profile_generation: status.profile_generation,
+            chart: status.chart,
         }
     }
 
@@ -279,7 +281,15 @@ async fn converge(
         name: &name,
         uid: &uid,
     };
-    let rendered = match render(&source.manifests(runtime), &Default::default(), &owner) {
+    let manifests = match source.objects(runtime, ctx, &client).await {
+        Ok((manifests, chart)) => {
+            report.chart = chart;
+            manifests
+        }
+        Err(error @ Error::Management(_)) => return Err(error),
+        Err(error) => return Ok(report.failed(&error)),
+    };
+    let rendered = match render(&manifests, &Default::default(), &owner) {
         Ok(rendered) => rendered,
         Err(error) => return Ok(report.failed(&error)),
     };
@@ -462,6 +472,7 @@ async fn write(service: &SupportService, ctx: &Context, report: Report) -> Resul
         unused_since: report.unused_since,
         applied_objects: report.inventory,
         health: report.health,
+        chart: report.chart,
     };
     if status == previous {
         return Ok(());

@@ -80,6 +80,7 @@ pub(super) fn desired_instance(
                 name: placement.runtime.clone(),
             },
             manifests: workload.spec.manifests.clone(),
+            chart: workload.spec.chart.clone(),
             images: workload.spec.images.clone(),
             expose: workload.spec.expose.clone(),
             needs: workload.spec.needs.clone(),

@@ -3,8 +3,7 @@
 use kube::ResourceExt;
 use kube::api::Api;
 use qleetos_crds::{
-    Class, Condition, PlacementStatus, Reason, Workload, WorkloadInstance, WorkloadStatus,
-    class_of, describe_unmatched_image_keys, unmatched_image_keys,
+    Class, Condition, PlacementStatus, Reason, Workload, WorkloadInstance, WorkloadStatus, class_of,
 };
 
 use super::CONTROLLER;
@@ -121,11 +120,11 @@ pub(super) fn counted(placements: &[PlacementStatus]) -> Vec<&PlacementStatus> {
 /// has (the override would change nothing), keeping what the placements say in the message.
 pub(super) fn with_image_check(workload: &Workload, ready: Condition) -> Condition {
     let spec = &workload.spec;
-    let unmatched = unmatched_image_keys(&spec.manifests, spec.images.keys());
+    let unmatched = spec.unmatched_image_keys(spec.images.keys());
     if unmatched.is_empty() {
         return ready;
     }
-    let mut message = describe_unmatched_image_keys(&spec.manifests, &unmatched);
+    let mut message = spec.describe_unmatched_image_keys(&unmatched);
     if !ready.is_true() {
         message.push_str(&format!(
             "; placements: {}: {}",
