@@ -84,6 +84,11 @@ impl Variables {
     }
 
     /// Replaces variables in every string value of `value`, recursively.
+    /// [`Self::substitute`] over every value of `map` (a chart's values), keys untouched.
+    pub fn substitute_values(&self, map: &mut serde_json::Map<String, Value>) {
+        map.values_mut().for_each(|v| self.substitute(v));
+    }
+
     pub fn substitute(&self, value: &mut Value) {
         match value {
             Value::String(text) if text.contains("$(") => *value = self.expand(text),

@@ -275,6 +275,16 @@ impl Context {
         }
     }
 
+    /// The chart renderer, or the error saying this operator runs without one.
+    pub fn charts(&self) -> crate::error::Result<&crate::chart::Charts> {
+        self.charts
+            .as_deref()
+            .ok_or_else(|| crate::error::Error::ChartRender {
+                chart: "(any)".into(),
+                problem: "this operator runs without chart support (start it with --helm)".into(),
+            })
+    }
+
     /// The same context rendering charts with `charts`.
     pub fn with_charts(mut self, charts: crate::chart::Charts) -> Self {
         self.charts = Some(Arc::new(charts));

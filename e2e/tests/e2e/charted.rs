@@ -403,7 +403,7 @@ pub async fn charted_sources_that_fail_say_why_and_apply_nothing(env: &Environme
         workload["metadata"]["name"] = json!(name);
         apply_workload(&client, ns, &workload).await?;
     }
-    for (name, _, reason, message) in cases {
+    for (name, _, reason, message) in cases.clone() {
         let instance = eventually(
             &format!("{name}: Ready=False {reason}"),
             TIMEOUT,
@@ -436,13 +436,7 @@ pub async fn charted_sources_that_fail_say_why_and_apply_nothing(env: &Environme
     let eu = env.runtime("eu-west").context("runtime")?.client().await?;
     let left = chart_objects_in(&eu, ns).await?;
     ensure!(left.is_empty(), "half-applied: {left:?}");
-    for (name, ..) in [
-        ("no-chart", 0),
-        ("no-version", 0),
-        ("unreachable", 0),
-        ("template-error", 0),
-        ("values-error", 0),
-    ] {
+    for (name, ..) in &cases {
         delete_workload(&client, ns, name).await?;
     }
     Ok(())

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 use qleetos_crds::Chart;
 
-use super::repository::unavailable;
+use super::unavailable;
 use crate::error::{Error, Result};
 
 /// Annotation on a credentials Secret: the namespaces (comma-separated) whose Workloads may

@@ -12,9 +12,8 @@ use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::Credentials;
-use super::repository::unavailable;
-use crate::error::{Error, Result};
+use super::{Credentials, not_rendered, unavailable};
+use crate::error::Result;
 use crate::runtime_client::Capabilities;
 
 /// Longest one `helm` run may take.
@@ -29,10 +28,10 @@ pub struct Helm {
     home: PathBuf,
 }
 
-/// An archive `helm pull` wrote.
+/// An archive `helm pull` fetched.
 #[derive(Debug)]
 pub struct Pulled {
-    pub path: PathBuf,
+    pub bytes: Vec<u8>,
     pub version: String,
 }
 
@@ -68,15 +67,10 @@ impl Helm {
         let values = serde_json::to_vec(request.values).unwrap_or_default();
         let output = self.run(chart, command, &values).await?;
         if !output.status.success() {
-            return Err(Error::ChartRender {
-                chart: format!("{} {}", chart.name, chart.version),
-                problem: helm_message(&output.stderr),
-            });
+            return Err(not_rendered(chart, helm_message(&output.stderr)));
         }
-        String::from_utf8(output.stdout).map_err(|_| Error::ChartRender {
-            chart: format!("{} {}", chart.name, chart.version),
-            problem: "the rendered objects are not UTF-8".into(),
-        })
+        String::from_utf8(output.stdout)
+            .map_err(|_| not_rendered(chart, "the rendered objects are not UTF-8".into()))
     }
 
     /// Pulls `reference` (`oci://registry/path/name`) at the chart's version (or range).
@@ -122,10 +116,10 @@ impl Helm {
         let Some((file, version)) = found else {
             return Err(unavailable(chart, "helm pull wrote no archive".into()));
         };
-        let path = self.home.join(format!("pulled-{}", file));
-        std::fs::rename(work.path().join(&file), &path)
-            .map_err(|e| unavailable(chart, format!("keeping the pulled archive: {e}")))?;
-        Ok(Pulled { path, version })
+        let bytes = tokio::fs::read(work.path().join(&file))
+            .await
+            .map_err(|e| unavailable(chart, format!("reading the pulled archive: {e}")))?;
+        Ok(Pulled { bytes, version })
     }
 
     /// `helm` with its state under `home`, never the operator's home directory.
@@ -150,12 +144,12 @@ impl Helm {
         mut command: Command,
         stdin: &[u8],
     ) -> Result<std::process::Output> {
-        let failed = |e: std::io::Error| Error::ChartRender {
-            chart: format!("{} {}", chart.name, chart.version),
-            problem: format!(
-                "cannot run the renderer {}: {e} (install the pinned helm, see docs/design.md)",
-                self.binary.display()
-            ),
+        let failed = |e: std::io::Error| {
+            let binary = self.binary.display();
+            let problem = format!(
+                "cannot run the renderer {binary}: {e} (install the pinned helm, see docs/design.md)"
+            );
+            not_rendered(chart, problem)
         };
         let mut child = command.spawn().map_err(failed)?;
         if let Some(mut input) = child.stdin.take() {
@@ -163,10 +157,10 @@ impl Helm {
         }
         match tokio::time::timeout(HELM_TIMEOUT, child.wait_with_output()).await {
             Ok(output) => output.map_err(failed),
-            Err(_) => Err(Error::ChartRender {
-                chart: format!("{} {}", chart.name, chart.version),
-                problem: format!("helm did not finish within {HELM_TIMEOUT:?}"),
-            }),
+            Err(_) => Err(not_rendered(
+                chart,
+                format!("helm did not finish within {HELM_TIMEOUT:?}"),
+            )),
         }
     }
 }

@@ -20,7 +20,7 @@ pub use credentials::{CHART_NAMESPACES_ANNOTATION, Credentials, credentials_for}
 use helm::{Helm, Template};
 use repository::Repositories;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::runtime_client::RuntimeClient;
 
 /// Renders kept before the oldest are dropped.
@@ -117,6 +117,22 @@ impl Charts {
         }
         cache.insert(key, rendered.clone());
         Ok(rendered)
+    }
+}
+
+/// `chart` could not be fetched: `problem` says why.
+pub(crate) fn unavailable(chart: &Chart, problem: String) -> Error {
+    Error::ChartUnavailable {
+        chart: format!("{} {}", chart.name, chart.version),
+        problem,
+    }
+}
+
+/// `chart` could not be rendered: `problem` says why (helm's own message when it has one).
+pub(crate) fn not_rendered(chart: &Chart, problem: String) -> Error {
+    Error::ChartRender {
+        chart: format!("{} {}", chart.name, chart.version),
+        problem,
     }
 }
 

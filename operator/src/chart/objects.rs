@@ -8,7 +8,8 @@ use qleetos_crds::{Chart, Manifest};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use super::not_rendered;
+use crate::error::Result;
 
 const HOOK_ANNOTATION: &str = "helm.sh/hook";
 const HOOK_WEIGHT_ANNOTATION: &str = "helm.sh/hook-weight";
@@ -51,13 +52,6 @@ pub fn in_apply_order(chart: &Chart, rendered: &str) -> Result<Vec<Manifest>> {
     }
     objects.sort_by_key(|(phase, weight, rank, position, _)| (*phase, *weight, *rank, *position));
     Ok(objects.into_iter().map(|(.., manifest)| manifest).collect())
-}
-
-fn not_rendered(chart: &Chart, problem: String) -> Error {
-    Error::ChartRender {
-        chart: format!("{} {}", chart.name, chart.version),
-        problem,
-    }
 }
 
 fn annotation<'a>(manifest: &'a Manifest, key: &str) -> Option<&'a str> {

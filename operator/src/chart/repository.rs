@@ -12,8 +12,8 @@ use qleetos_crds::Chart;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::Credentials;
 use super::helm::Helm;
+use super::{Credentials, unavailable};
 use crate::error::{Error, Result};
 
 /// How long the version a range resolved to is reused.
@@ -151,13 +151,25 @@ impl Repositories {
                 format!("{url} does not match the digest the index gives (sha256:{expected})"),
             ));
         }
+        self.store(chart, &bytes, &digest, entry.version.clone())
+            .await
+    }
+
+    /// Keeps an archive on disk by its digest.
+    async fn store(
+        &self,
+        chart: &Chart,
+        bytes: &[u8],
+        digest: &str,
+        version: String,
+    ) -> Result<Archive> {
         let path = self.cache.join(format!("{digest}.tgz"));
-        write_atomically(&path, &bytes)
+        write_atomically(&path, bytes)
             .await
             .map_err(|e| unavailable(chart, format!("cannot store the archive: {e}")))?;
         Ok(Archive {
             path,
-            version: entry.version.clone(),
+            version,
             digest: format!("sha256:{digest}"),
         })
     }
@@ -205,19 +217,9 @@ impl Repositories {
     ) -> Result<Archive> {
         let reference = format!("{}/{}", location.trim_end_matches('/'), chart.name);
         let pulled = helm.pull(chart, &reference, credentials).await?;
-        let bytes = tokio::fs::read(&pulled.path)
+        let digest = hex_sha256(&pulled.bytes);
+        self.store(chart, &pulled.bytes, &digest, pulled.version)
             .await
-            .map_err(|e| unavailable(chart, format!("reading the pulled archive: {e}")))?;
-        let digest = hex_sha256(&bytes);
-        let path = self.cache.join(format!("{digest}.tgz"));
-        write_atomically(&path, &bytes)
-            .await
-            .map_err(|e| unavailable(chart, format!("cannot store the archive: {e}")))?;
-        Ok(Archive {
-            path,
-            version: pulled.version,
-            digest: format!("sha256:{digest}"),
-        })
     }
 }
 
@@ -295,10 +297,7 @@ fn strip_query(url: &str) -> &str {
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -308,13 +307,6 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let staging = path.with_extension(format!("part-{}", std::process::id()));
     tokio::fs::write(&staging, bytes).await?;
     tokio::fs::rename(&staging, path).await
-}
-
-pub(super) fn unavailable(chart: &Chart, problem: String) -> Error {
-    Error::ChartUnavailable {
-        chart: format!("{} {}", chart.name, chart.version),
-        problem,
-    }
 }
 
 /// rustls with ring and the platform's roots, as the Kubernetes client uses.

@@ -12,13 +12,13 @@ use qleetos_crds::{
     ChartStatus, HealthCheck, KubernetesRuntime, Manifest, RemovalPolicy, ServiceProfile,
     ServiceTarget, ServiceUnit, SupportService, SupportServiceProfile,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::services::variables;
 use crate::chart::{Request, credentials_for};
 use crate::context::Context;
 use crate::engine::Retention;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::runtime_client::RuntimeClient;
 
 /// The profile of a SupportService, with the unit it installs for a back-end service.
@@ -183,22 +183,14 @@ impl Source {
         let Some(chart) = chart else {
             return Ok((self.manifests(runtime), None));
         };
-        let Some(charts) = &ctx.charts else {
-            return Err(Error::ChartRender {
-                chart: chart.name.clone(),
-                problem: "this operator runs without chart support (no --helm)".into(),
-            });
-        };
-        let mut values = Value::Object(chart.values.clone().unwrap_or_default());
-        self.variables(runtime).substitute(&mut values);
+        let charts = ctx.charts()?;
+        let mut values = chart.values.clone().unwrap_or_default();
+        self.variables(runtime).substitute_values(&mut values);
         let credentials =
             credentials_for(&ctx.client, &ctx.settings.system_namespace, chart, None).await?;
         let request = Request {
             chart,
-            values: match values {
-                Value::Object(map) => map,
-                _ => Map::new(),
-            },
+            values,
             release: chart.release_name.as_deref().unwrap_or(&release),
             namespace: self.namespace(),
             credentials,

@@ -6,8 +6,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use qleetos_crds::{ChartStatus, Reason, WorkloadInstance};
-use serde_json::Value;
+use qleetos_crds::{ChartStatus, WorkloadInstance};
 
 use super::dereference::Plan;
 use super::stop::{Hold, Stop};
@@ -31,10 +30,7 @@ pub(super) async fn materialize<'a>(
     let Some(chart) = &instance.spec.chart else {
         return Ok((Cow::Borrowed(instance), None));
     };
-    let Some(charts) = &ctx.charts else {
-        let message = "this operator runs without chart support (no --helm); nothing applied";
-        return Err(Hold::refused(Reason::ChartRenderFailed, message.into()).into());
-    };
+    let charts = ctx.charts().map_err(not_rendered)?;
     let namespace = namespace_of(instance)?;
     let credentials = credentials_for(
         &ctx.client,
@@ -44,15 +40,8 @@ pub(super) async fn materialize<'a>(
     )
     .await
     .map_err(not_rendered)?;
-    let mut values = Value::Object(chart.values_with_images(&instance.spec.images));
-    runtime_variables(&plan.runtime).substitute(&mut values);
-    let Value::Object(values) = values else {
-        return Err(Error::ChartRender {
-            chart: chart.name.clone(),
-            problem: "values are not a map".into(),
-        }
-        .into());
-    };
+    let mut values = chart.values_with_images(&instance.spec.images);
+    runtime_variables(&plan.runtime).substitute_values(&mut values);
     let workload = services::workload_of(instance);
     let request = Request {
         chart,
