@@ -119,6 +119,17 @@ pub struct TenantPolicySpec {
         )
     ))]
     pub hosts: Option<Vec<String>>,
+    /// Chart repositories the selected namespaces' Workloads may render charts from (the
+    /// operator fetches them): URL prefixes ending at a path boundary, e.g.
+    /// `https://charts.example.com/team-a` covers `.../team-a` and `.../team-a/stable`, not
+    /// `.../team-a-other`. Absent or empty: no chart at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[schemars(inner(
+        length(min = 1, max = 512),
+        regex(pattern = r"^(https?|oci)://[^\s]+$")
+    ))]
+    pub chart_repositories: Option<Vec<String>>,
     /// Pod Security Standard enforced (`pod-security.kubernetes.io/enforce`) on the runtime
     /// namespaces QleetOS creates for the selected namespaces. Absent: `baseline`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

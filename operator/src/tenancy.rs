@@ -237,6 +237,27 @@ impl Fence {
         })
     }
 
+    /// Whether some grant lets the namespace's Workloads render charts from `repository`.
+    pub fn check_chart_repository(&self, repository: &str) -> Result<(), Violation> {
+        let allowed = || {
+            self.grants
+                .iter()
+                .flat_map(|g| g.spec.chart_repositories.iter().flatten())
+        };
+        if allowed().any(|a| crate::chart::repository_within(a, repository)) {
+            return Ok(());
+        }
+        let granted = sorted_list(allowed().cloned().collect(), "none");
+        Err(Violation {
+            rule: "ChartRepository",
+            message: format!(
+                "namespace {} may not render charts from {repository}; allowed chart repositories: {granted} ({})",
+                self.namespace,
+                self.policies()
+            ),
+        })
+    }
+
     /// Whether `Secret` manifests may be carried inline in the namespace's Workloads.
     pub fn allows_inline_secrets(&self) -> bool {
         self.grants.iter().any(|g| g.spec.allow_inline_secrets)
@@ -460,6 +481,7 @@ fn default_grant() -> TenantPolicySpec {
         service_profiles: None,
         runtime_profiles: Some(Vec::new()),
         hosts: None,
+        chart_repositories: None,
         pod_security: None,
         allow_inline_secrets: false,
         limits: None,
@@ -851,6 +873,14 @@ mod tests {
             "{host}"
         );
         assert!(fence.check_runtime_profile("local").is_err());
+        let chart = fence
+            .check_chart_repository("http://169.254.169.254/latest")
+            .expect_err("no chart repository");
+        assert_eq!(chart.rule, "ChartRepository");
+        assert!(
+            chart.message.contains("allowed chart repositories: none"),
+            "{chart}"
+        );
         assert!(!fence.allows_inline_secrets());
         assert_eq!(fence.pod_security("team-a"), PodSecurityLevel::Baseline);
     }
@@ -874,6 +904,29 @@ mod tests {
                 .message
                 .contains("granted hosts: *.team-a.example.com, shop.example.com"),
             "{wildcard}"
+        );
+    }
+
+    #[test]
+    fn granted_chart_repositories_cover_what_is_below_them() {
+        let granted = TenantPolicySpec {
+            chart_repositories: Some(vec!["https://charts.example.com/team-a".into()]),
+            ..spec_for(&["team-a"])
+        };
+        let fence = fence(&[policy("charts", granted)]);
+        assert!(
+            fence
+                .check_chart_repository("https://charts.example.com/team-a/stable")
+                .is_ok()
+        );
+        let other = fence
+            .check_chart_repository("https://charts.example.com/team-b")
+            .expect_err("not granted");
+        assert!(
+            other
+                .message
+                .contains("allowed chart repositories: https://charts.example.com/team-a"),
+            "{other}"
         );
     }
 

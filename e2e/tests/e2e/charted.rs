@@ -10,9 +10,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
-use qleetos_crds::{Conditions, SupportService, SupportServiceProfile, WorkloadInstance};
+use qleetos_crds::{
+    Conditions, SupportService, SupportServiceProfile, TenantPolicy, WorkloadInstance,
+};
 use qleetos_e2e::charts::ChartRepository;
-use qleetos_e2e::environment::Environment;
+use qleetos_e2e::environment::{Environment, ensure_namespace};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -40,11 +42,32 @@ fn charted_web(repository: &str, version: &str, values: Value, placement: Value)
     })
 }
 
+/// A TenantPolicy letting management namespace `namespace` render charts from `repositories`
+/// (no namespace may by default), once the operator has it in force.
+async fn allow_charts(client: &Client, namespace: &str, repositories: &[&str]) -> Result<()> {
+    ensure_namespace(client, namespace).await?;
+    let name = format!("{namespace}-charts");
+    let policy = json!({
+        "apiVersion": "qleetos.io/v1alpha1", "kind": "TenantPolicy",
+        "metadata": {"name": name},
+        "spec": {"namespaces": [namespace], "chartRepositories": repositories}
+    });
+    let api: Api<TenantPolicy> = Api::all(client.clone());
+    api.patch(
+        &name,
+        &PatchParams::apply("e2e-test").force(),
+        &Patch::Apply(&policy),
+    )
+    .await?;
+    policy_selects(client, &name, namespace).await
+}
+
 pub async fn charted_workload_runs_in_two_regions_and_leaves_nothing(
     env: &Environment,
 ) -> Result<()> {
     let (ns, client) = ("charted-web", env.management_client().await?);
     let repository = ChartRepository::get().await?;
+    allow_charts(&client, ns, &[&repository.url]).await?;
     let placement = json!({"regions": ["eu-west-1", "us-east-1"]});
     apply_workload(
         &client,
@@ -347,6 +370,7 @@ async fn support_service_on(
 pub async fn charted_sources_that_fail_say_why_and_apply_nothing(env: &Environment) -> Result<()> {
     let (ns, client) = ("charted-bad", env.management_client().await?);
     let repository = ChartRepository::get().await?;
+    allow_charts(&client, ns, &[&repository.url, "http://127.0.0.1:9/charts"]).await?;
     let placement = json!({"regions": ["eu-west-1"]});
     let cases = [
         (
@@ -444,4 +468,53 @@ pub async fn charted_sources_that_fail_say_why_and_apply_nothing(env: &Environme
 
 fn applied_count(instance: &WorkloadInstance) -> i64 {
     instance.status.as_ref().map_or(0, |s| s.applied_count)
+}
+
+/// A namespace no TenantPolicy lets render charts: its chart is refused before the operator
+/// fetches anything, whatever the URL (here one only the operator's network would reach).
+pub async fn charted_workloads_use_only_the_repositories_their_namespace_may(
+    env: &Environment,
+) -> Result<()> {
+    let (ns, client) = ("charted-unlisted", env.management_client().await?);
+    let placement = json!({"regions": ["eu-west-1"]});
+    let workload = charted_web(
+        "http://169.254.169.254/latest",
+        "1.0.0",
+        json!({}),
+        placement,
+    );
+    apply_workload(&client, ns, &workload).await?;
+    let instance = eventually(
+        "the chart refused by the tenancy fence",
+        TIMEOUT,
+        || async {
+            let instances = instances_of(&client, ns, "web").await?;
+            Ok(instances.into_iter().find(|i| {
+                i.status
+                    .as_ref()
+                    .and_then(|s| s.condition(qleetos_crds::READY))
+                    .is_some_and(|c| c.reason == "TenancyViolation")
+            }))
+        },
+    )
+    .await?;
+    let ready = instance
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(qleetos_crds::READY))
+        .cloned()
+        .context("ready")?;
+    ensure!(
+        ready
+            .message
+            .contains("may not render charts from http://169.254.169.254/latest")
+            && ready.message.contains("(ChartRepository)"),
+        "{}",
+        ready.message
+    );
+    ensure!(
+        instance.status.and_then(|s| s.chart).is_none(),
+        "a chart was rendered"
+    );
+    delete_workload(&client, ns, "web").await
 }

@@ -120,6 +120,17 @@ impl Charts {
     }
 }
 
+/// Whether `repository` is `allowed` or below it at a path boundary (trailing slashes aside):
+/// `https://r/team-a` covers `https://r/team-a/stable`, never `https://r/team-a-x` or
+/// `https://r.evil.io`.
+pub fn repository_within(allowed: &str, repository: &str) -> bool {
+    let allowed = allowed.trim_end_matches('/');
+    let repository = repository.trim_end_matches('/');
+    repository
+        .strip_prefix(allowed)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// `chart` could not be fetched: `problem` says why.
 pub(crate) fn unavailable(chart: &Chart, problem: String) -> Error {
     Error::ChartUnavailable {
@@ -153,4 +164,33 @@ fn render_key(
         hash.update([0]);
     }
     format!("{:x}", hash.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repository_within;
+
+    #[test]
+    fn a_repository_is_within_an_allowed_prefix_only_at_a_path_boundary() {
+        assert!(repository_within(
+            "https://r.example.com/team-a",
+            "https://r.example.com/team-a"
+        ));
+        assert!(repository_within(
+            "https://r.example.com/team-a/",
+            "https://r.example.com/team-a/stable"
+        ));
+        assert!(!repository_within(
+            "https://r.example.com/team-a",
+            "https://r.example.com/team-ab"
+        ));
+        assert!(!repository_within(
+            "https://r.example.com",
+            "https://r.example.com.evil.io/x"
+        ));
+        assert!(!repository_within(
+            "https://r.example.com",
+            "http://r.example.com"
+        ));
+    }
 }

@@ -1,12 +1,12 @@
-//! A charted instance's objects: its chart rendered for its runtime (values with the
-//! instance's images and the runtime's `$(runtime.*)` variables), read by every later step
-//! as if they were its manifests, so admission, the fence and the applier see the rendered
-//! objects.
+//! A charted instance's objects: its chart, from a repository its namespace may use, rendered
+//! for its runtime (values with the instance's images and the runtime's `$(runtime.*)`
+//! variables), read by every later step as if they were its manifests, so admission, the
+//! fence and the applier see the rendered objects.
 
 use std::borrow::Cow;
 use std::time::Duration;
 
-use qleetos_crds::{ChartStatus, WorkloadInstance};
+use qleetos_crds::{ChartStatus, Reason, WorkloadInstance};
 
 use super::dereference::Plan;
 use super::stop::{Hold, Stop};
@@ -30,6 +30,10 @@ pub(super) async fn materialize<'a>(
     let Some(chart) = &instance.spec.chart else {
         return Ok((Cow::Borrowed(instance), None));
     };
+    if let Err(violation) = plan.fence.check_chart_repository(&chart.repository) {
+        let message = format!("nothing applied: {violation}");
+        return Err(Hold::refused(Reason::TenancyViolation, message).into());
+    }
     let charts = ctx.charts().map_err(not_rendered)?;
     let namespace = namespace_of(instance)?;
     let credentials = credentials_for(
