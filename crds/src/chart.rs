@@ -103,6 +103,10 @@ pub struct ChartStatus {
     pub digest: String,
     /// How many objects the chart rendered (hooks QleetOS honours included).
     pub objects: i64,
+    /// The hosts the rendered objects name (Ingress rules, certificates, DNS records...): a
+    /// charted Workload's claim on them, as a Workload's manifests make theirs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 fn values_schema(_: &mut SchemaGenerator) -> Schema {

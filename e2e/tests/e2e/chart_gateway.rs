@@ -98,13 +98,23 @@ async fn creates_and_notifies(
         .await?;
     ensure!(code == 201, "POST {path}: {code} {body}");
     wait_workload_ready(&client, NS, "via-gateway").await?;
-    let (_, metrics) = https.call(None, "GET", "/metrics", None).await?;
-    ensure!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("qleetos_gateway_notifications_total{result=\"published\"}")),
-        "no notification published on the chart's NATS:\n{metrics}"
-    );
+    // The gateway publishes after answering, and counts a notification once the replicated
+    // stream acknowledged it: the Workload may be Ready (through the operator's watch) first.
+    eventually(
+        "a notification published on the chart's NATS",
+        TIMEOUT,
+        || async {
+            let (_, metrics) = https.call(None, "GET", "/metrics", None).await?;
+            let published = metrics.lines().any(|l| {
+                l.starts_with("qleetos_gateway_notifications_total{result=\"published\"}")
+            });
+            if published {
+                return Ok(Some(()));
+            }
+            bail!("no notification published on the chart's NATS:\n{metrics}")
+        },
+    )
+    .await?;
     let (code, body) = https
         .call(Some(&token), "DELETE", &format!("{path}/via-gateway"), None)
         .await?;

@@ -518,3 +518,58 @@ pub async fn charted_workloads_use_only_the_repositories_their_namespace_may(
     );
     delete_workload(&client, ns, "web").await
 }
+
+/// Hosts a chart renders are claimed like those of manifests: another namespace granted the
+/// same names cannot take them while the charted Workload holds them.
+pub async fn charted_workloads_claim_the_hosts_their_charts_render(
+    env: &Environment,
+) -> Result<()> {
+    let (holder, taker) = ("charted-host-a", "charted-host-b");
+    let client = env.management_client().await?;
+    let repository = ChartRepository::get().await?;
+    lab_namespace(&client, holder).await?;
+    allow_charts(&client, holder, &[&repository.url]).await?;
+    let host = "charted-web.qleetos.test";
+    let placement = json!({"regions": ["eu-west-1"]});
+    apply_workload(
+        &client,
+        holder,
+        &charted_web(
+            &repository.url,
+            "1.0.0",
+            json!({"host": host}),
+            placement.clone(),
+        ),
+    )
+    .await?;
+    wait_workload_ready(&client, holder, "web").await?;
+    let instances = instances_of(&client, holder, "web").await?;
+    let chart = instances
+        .first()
+        .and_then(|i| i.status.clone())
+        .and_then(|s| s.chart)
+        .context("chart status")?;
+    ensure!(chart.hosts == [host], "rendered hosts: {chart:?}");
+
+    let mut taking = workload("web", web_manifests(1, "nginx:1.27"), placement);
+    taking["spec"]["expose"] = json!({"hosts": [host], "service": {"name": "web", "port": 80}});
+    apply_lab_workload(&client, taker, &taking).await?;
+    let message = eventually(
+        "the second claim on the charted host refused",
+        TIMEOUT,
+        || async {
+            let instances = instances_of(&client, taker, "web").await?;
+            Ok(instances.iter().find_map(|i| {
+                let ready = i.status.as_ref()?.condition(qleetos_crds::READY)?;
+                (ready.reason == "HostConflict").then(|| ready.message.clone())
+            }))
+        },
+    )
+    .await?;
+    ensure!(
+        message.contains(&format!("host {host} is served by another namespace")),
+        "{message}"
+    );
+    delete_workload(&client, taker, "web").await?;
+    delete_workload(&client, holder, "web").await
+}

@@ -86,6 +86,7 @@ fn main() {
         charted::charted_support_service_comes_with_its_crds_and_goes_with_its_last_user,
         charted::charted_sources_that_fail_say_why_and_apply_nothing,
         charted::charted_workloads_use_only_the_repositories_their_namespace_may,
+        charted::charted_workloads_claim_the_hosts_their_charts_render,
     ]
     .into_iter()
     .map(|(name, scenario)| harness::shared_trial(name, &runtime, &shared_env, scenario))

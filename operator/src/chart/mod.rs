@@ -108,6 +108,9 @@ impl Charts {
                 version: archive.version,
                 digest: archive.digest,
                 objects: i64::try_from(manifests.len()).unwrap_or(i64::MAX),
+                hosts: crate::hosts::claimed(None, &manifests)
+                    .into_iter()
+                    .collect(),
             },
             manifests,
         };

@@ -3,7 +3,8 @@
 //! another namespace holds, manifests no tenant may write (CertificateRequests, QleetOS's
 //! own labels, inline Secrets unless allowed), and the namespace's caps.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -188,6 +189,7 @@ impl OwnedClaim {
 fn other_claims(ctx: &Context, mine: &Claim<'_>) -> Vec<OwnedClaim> {
     let workloads = ctx.caches.workloads.state();
     let instances = ctx.caches.instances.state();
+    let rendered = rendered_hosts(&instances);
     let by_hand = instances.iter().filter(|i| i.spec.workload_ref.is_none());
     let claimants = workloads
         .iter()
@@ -199,21 +201,49 @@ fn other_claims(ctx: &Context, mine: &Claim<'_>) -> Vec<OwnedClaim> {
         if namespace == mine.namespace {
             continue;
         }
+        let name = metadata.name.clone().unwrap_or_default();
+        let charted = rendered
+            .get(&(namespace.clone(), name.clone()))
+            .into_iter()
+            .flatten();
         let overlapping: BTreeSet<String> = hosts::claimed(expose, manifests)
             .into_iter()
+            .chain(charted.cloned())
             .filter(|h| mine.hosts.iter().any(|m| hosts::overlap(h, m)))
             .collect();
         claims.extend(granted_claim(
             ctx,
             OwnedClaim {
                 namespace,
-                name: metadata.name.clone().unwrap_or_default(),
+                name,
                 created: metadata.creation_timestamp.clone(),
                 hosts: overlapping,
             },
         ));
     }
     claims
+}
+
+/// (namespace, Workload or hand-made instance) → the hosts its charts rendered, from its
+/// instances' status: a chart's hosts are only known once rendered.
+fn rendered_hosts(instances: &[Arc<WorkloadInstance>]) -> BTreeMap<(String, String), Vec<String>> {
+    let mut rendered: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for instance in instances {
+        let Some(chart) = instance.status.as_ref().and_then(|s| s.chart.as_ref()) else {
+            continue;
+        };
+        let owner = instance
+            .spec
+            .workload_ref
+            .as_ref()
+            .map_or_else(|| instance.name_any(), |w| w.name.clone());
+        let key = (instance.namespace().unwrap_or_default(), owner);
+        rendered
+            .entry(key)
+            .or_default()
+            .extend(chart.hosts.iter().cloned());
+    }
+    rendered
 }
 
 /// `claim` with only the hosts its own namespace was granted; `None` when none is left.
