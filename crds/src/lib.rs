@@ -20,6 +20,7 @@ pub mod rollout;
 mod runtime;
 mod runtime_profile;
 mod service;
+pub mod staged;
 mod support;
 pub mod template;
 mod tenancy;

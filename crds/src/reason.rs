@@ -82,6 +82,8 @@ reasons! {
     WaitingForService => Waiting,
     WaitingForWorkloads => Waiting,
     FailingOver => Waiting,
+    WaveStarted => Waiting,
+    Baking => Waiting,
 
     // Where it should be.
     RolledOut => Done,
@@ -101,6 +103,7 @@ reasons! {
     Accepted => Done,
     Idle => Done,
     RuntimeAbandoned => Done,
+    RolloutComplete => Done,
 
     // Failures of a reconcile (`Error::reason()` in the operator).
     ManagementApiError => Failed,
@@ -149,6 +152,8 @@ reasons! {
     InvalidSelector => Failed,
     RuntimeGone => Failed,
     RuntimeNotReady => Failed,
+    RolloutHalted => Failed,
+    RevisionNotFound => Failed,
 }
 
 impl Reason {

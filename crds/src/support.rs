@@ -11,6 +11,7 @@ use crate::chart::{Chart, ChartStatus};
 use crate::condition::{Condition, Conditions};
 use crate::instance::{AppliedObject, ResourceHealth};
 use crate::manifest::Manifest;
+use crate::staged::{ProfileRollout, RuntimeRevision, StagedRolloutStatus};
 
 /// How to install one supporting service (an ingress controller, cert-manager, external-dns,
 /// anything operations choose) into a runtime, what it provides, and when to remove it.
@@ -35,6 +36,12 @@ use crate::manifest::Manifest;
         name = "Installed",
         type_ = "integer",
         json_path = ".status.installedCount"
+    ),
+    printcolumn(name = "Revision", type_ = "integer", json_path = ".status.revision"),
+    printcolumn(
+        name = "Rollout",
+        type_ = "string",
+        json_path = ".status.rollout.phase"
     ),
     printcolumn(
         name = "Age",
@@ -100,6 +107,10 @@ pub struct SupportServiceProfileSpec {
     /// What a workload's generated objects get from this service.
     #[serde(default)]
     pub workload_objects: WorkloadObjects,
+    /// How a change of this profile (a new revision) reaches the runtimes: in waves gated on
+    /// health, with pinned runtimes. Absent: every runtime gets it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<ProfileRollout>,
 }
 
 fn default_grace_period() -> u32 {
@@ -191,6 +202,19 @@ pub struct SupportServiceProfileStatus {
     /// Number of runtimes it is installed in.
     #[serde(default)]
     pub installed_count: i64,
+    /// The latest revision of the spec (a ControllerRevision in QleetOS's namespace holds
+    /// each); a change of anything but `rollout` makes a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// Hash of the spec the latest revision holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_hash: Option<String>,
+    /// The rollout of the latest revision, with `spec.rollout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<StagedRolloutStatus>,
+    /// Each runtime's wave and revision, with `spec.rollout`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtimes: Vec<RuntimeRevision>,
 }
 
 impl Conditions for SupportServiceProfileStatus {
@@ -234,6 +258,7 @@ impl Conditions for SupportServiceProfileStatus {
         type_ = "string",
         json_path = ".status.chart.version"
     ),
+    printcolumn(name = "Revision", type_ = "integer", json_path = ".status.revision"),
     printcolumn(
         name = "Message",
         type_ = "string",
@@ -259,6 +284,11 @@ pub struct SupportServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("service is immutable"))]
     pub service: Option<crate::service::ServiceUnit>,
+    /// The profile revision to install, set by the profile's rollout; absent: the profile as
+    /// it is now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub revision: Option<i64>,
 }
 
 /// A reference by name to a cluster-scoped object.
@@ -310,6 +340,9 @@ pub struct SupportServiceStatus {
     /// The profile generation installed (a newer profile is rolled out to every runtime).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile_generation: Option<i64>,
+    /// The profile revision installed, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
     /// Who needs it now, derived from live objects on every pass: `namespace/instance` of
     /// WorkloadInstances and `SupportService/<name>` of services requiring it.
     #[serde(default)]

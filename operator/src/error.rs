@@ -129,6 +129,11 @@ pub enum Error {
     #[error("ServiceProfile {profile}: {problem}")]
     InvalidServiceProfile { profile: String, problem: String },
 
+    #[error(
+        "revision {revision} of SupportServiceProfile {profile} does not exist (never recorded, or pruned); pin a revision listed by `kubectl get controllerrevisions -n <qleetos namespace> -l qleetos.io/profile={profile}`"
+    )]
+    RevisionNotFound { profile: String, revision: i64 },
+
     #[error("background task {0} stopped")]
     TaskStopped(&'static str),
 
@@ -171,6 +176,7 @@ impl Error {
             Error::InvalidExpose(_) => Reason::InvalidExpose,
             Error::InvalidServiceDependency { .. } => Reason::InvalidServiceDependency,
             Error::InvalidServiceProfile { .. } => Reason::InvalidServiceProfile,
+            Error::RevisionNotFound { .. } => Reason::RevisionNotFound,
             Error::TaskStopped(_) => Reason::BackgroundTaskStopped,
             Error::DrainTimeout(_) => Reason::DrainTimeout,
         }

@@ -13,6 +13,7 @@ mod list;
 mod local;
 mod output;
 mod progress;
+mod rollout;
 mod wait;
 
 use std::path::PathBuf;
@@ -79,6 +80,11 @@ enum Command {
         #[command(subcommand)]
         command: ImagesCommand,
     },
+    /// A SupportServiceProfile's staged rollout: where it is, resume it, roll it back.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Runtimes and Workloads of every namespace, at a glance.
     Status,
     /// Start the local environment in the background (unless it runs) and wait until it is ready.
@@ -113,6 +119,37 @@ enum ImagesCommand {
         wait: Option<Duration>,
     },
 }
+
+#[derive(Subcommand, Debug)]
+enum RolloutCommand {
+    /// Its revision, phase and wave, and each runtime's wave and revision.
+    Status {
+        #[arg(value_parser = PROFILE_KINDS)]
+        kind: String,
+        name: String,
+    },
+    /// Try the halted wave again.
+    Resume {
+        #[arg(value_parser = PROFILE_KINDS)]
+        kind: String,
+        name: String,
+    },
+    /// Write an earlier revision back: by default the stable one (what runtimes not reached
+    /// run); returning to the stable revision reaches every runtime at once.
+    Undo {
+        #[arg(value_parser = PROFILE_KINDS)]
+        kind: String,
+        name: String,
+        #[arg(long)]
+        to_revision: Option<i64>,
+        /// QleetOS's namespace, where revisions are kept.
+        #[arg(long, default_value = "qleetos-system", env = "QLEETOS_NAMESPACE")]
+        system_namespace: String,
+    },
+}
+
+/// Only SupportServiceProfiles roll out in stages.
+const PROFILE_KINDS: [&str; 3] = ["supportserviceprofile", "ssp", "profile"];
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -191,6 +228,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Images {
             command: ImagesCommand::Set { name, images, wait },
         } => images::set(&client, &namespace, &name, images, wait, &mut out).await,
+        Command::Rollout { command } => match command {
+            RolloutCommand::Status { name, .. } => rollout::status(&client, &name, &mut out).await,
+            RolloutCommand::Resume { name, .. } => rollout::resume(&client, &name, &mut out).await,
+            RolloutCommand::Undo {
+                name,
+                to_revision,
+                system_namespace,
+                ..
+            } => rollout::undo(&client, &name, to_revision, &system_namespace, &mut out).await,
+        },
         Command::Status => list::status(&client, &mut out).await,
         Command::Up { .. } | Command::Down { .. } | Command::Completion { .. } => Ok(()),
     }

@@ -27,6 +27,7 @@ mod queue;
 mod quiet;
 mod replicated;
 mod services;
+mod staged;
 mod standins;
 mod support;
 mod tenancy;
@@ -126,6 +127,11 @@ fn main() {
         chart_lifecycle::chart_installs_upgrades_and_uninstalls_cleanly(
             dir.path().join("chart-lifecycle"),
         ),
+    ));
+    trials.push(harness::own_trial(
+        "a_staged_profile_upgrade_halts_on_a_failing_wave_and_rolls_back",
+        &runtime,
+        staged::in_own_environment(dir.path().join("staged")),
     ));
     trials.push(harness::own_trial(
         "a_lost_runtime_fails_over_and_returns_or_stays",

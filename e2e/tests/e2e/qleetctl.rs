@@ -16,13 +16,13 @@ use crate::support::*;
 const NS: &str = "qleetctl";
 
 /// What a run of qleetctl printed and how it ended.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-async fn qleetctl(kubeconfig: &Path, args: &[&str]) -> Result<Run> {
+pub(crate) async fn qleetctl(kubeconfig: &Path, args: &[&str]) -> Result<Run> {
     let kubeconfig = kubeconfig.to_string_lossy();
     run("qleetctl", args, &[("KUBECONFIG", &kubeconfig)]).await
 }
@@ -43,7 +43,7 @@ async fn run(binary: &'static str, args: &[&str], env: &[(&str, &str)]) -> Resul
 }
 
 /// Runs qleetctl and requires exit code `code`.
-async fn expect(kubeconfig: &Path, args: &[&str], code: i32) -> Result<Run> {
+pub(crate) async fn expect(kubeconfig: &Path, args: &[&str], code: i32) -> Result<Run> {
     exited(qleetctl(kubeconfig, args).await?, args, code)
 }
 

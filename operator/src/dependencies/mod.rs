@@ -125,6 +125,7 @@ pub async fn ensure_support_service(
             name: runtime.to_owned(),
         },
         service: None,
+        revision: crate::controllers::profile::rollout::initial_revision(profile, runtime, ctx),
     };
     create_service_object(ctx, &name, spec).await
 }

@@ -211,6 +211,7 @@ async fn ensure_service(
             name: runtime.to_owned(),
         },
         service: Some(unit.clone()),
+        revision: None,
     };
     create_service_object(ctx, &name, spec).await
 }

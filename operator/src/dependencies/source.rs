@@ -17,8 +17,9 @@ use serde_json::{Value, json};
 use super::services::variables;
 use crate::chart::{Request, credentials_for};
 use crate::context::Context;
+use crate::controllers::profile::revisions;
 use crate::engine::Retention;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::runtime_client::RuntimeClient;
 
 /// The profile of a SupportService, with the unit it installs for a back-end service.
@@ -44,6 +45,41 @@ impl Source {
                 .get(&ObjectRef::new(name))
                 .map(|profile| Source::Service(profile, unit.clone())),
         }
+    }
+
+    /// The service's profile at the revision its spec names (from its ControllerRevision when
+    /// that is not the profile's current spec), and the revision installed; `None` when the
+    /// profile does not exist.
+    pub async fn at_revision(
+        service: &SupportService,
+        ctx: &Context,
+    ) -> Result<Option<(Self, Option<i64>)>> {
+        let Some(source) = Self::of(service, ctx) else {
+            return Ok(None);
+        };
+        let Source::Support(profile) = &source else {
+            return Ok(Some((source, None)));
+        };
+        let status = profile.status.clone().unwrap_or_default();
+        let hash = revisions::spec_hash(&profile.spec);
+        let current = status
+            .revision
+            .filter(|_| status.revision_hash.as_deref() == Some(hash.as_str()));
+        let wanted = match service.spec.revision {
+            Some(wanted) if Some(wanted) != current => wanted,
+            _ => return Ok(Some((source, current))),
+        };
+        let Some(spec) = revisions::spec_of(profile, wanted, ctx).await? else {
+            return Err(Error::RevisionNotFound {
+                profile: service.spec.profile_ref.name.clone(),
+                revision: wanted,
+            });
+        };
+        let earlier = SupportServiceProfile {
+            spec,
+            ..(**profile).clone()
+        };
+        Ok(Some((Source::Support(Arc::new(earlier)), Some(wanted))))
     }
 
     /// `SupportServiceProfile` or `ServiceProfile`.

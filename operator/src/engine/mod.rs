@@ -9,6 +9,8 @@
 //! which nodes they use, so a teardown needs neither templates nor inputs.
 
 pub mod lifecycle;
+pub mod revisions;
+pub mod waves;
 pub mod writes;
 
 pub use lifecycle::{Dependency, Retention, Teardown, Use, Verdict};

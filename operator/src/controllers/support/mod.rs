@@ -51,13 +51,16 @@ pub fn qleet() -> Qleet<SupportService> {
     }
 }
 
-/// Its own changes; its profile's (a changed profile rolls out to every runtime); another
+/// Its own changes; its profile's (a changed profile rolls out to every runtime, a newly
+/// recorded revision is reported); another
 /// service on its runtime (it may require it); any change of an instance on its runtime
 /// that needs something (its users are derived from them).
 pub fn notified_by() -> Triggers {
     Triggers::of::<SupportService>()
         .watches::<SupportServiceProfile>(|ctx, change| {
-            if !change.intent_changed() {
+            let revision = |p: &SupportServiceProfile| p.status.as_ref().and_then(|s| s.revision);
+            let recorded = change.before.map(revision) != Some(revision(change.after));
+            if !change.intent_changed() && !recorded {
                 return Vec::new();
             }
             let profile = change.after.metadata.name.as_deref().unwrap_or_default();
@@ -128,6 +131,8 @@ struct Report {
     inventory: Vec<AppliedObject>,
     health: Vec<ResourceHealth>,
     profile_generation: Option<i64>,
+    /// The profile revision this pass installs.
+    revision: Option<i64>,
     chart: Option<ChartStatus>,
 }
 
@@ -143,6 +148,7 @@ impl Report {
             inventory: status.applied_objects,
             health: status.health,
             profile_generation: status.profile_generation,
+            revision: status.revision,
             chart: status.chart,
         }
     }
@@ -166,17 +172,26 @@ async fn install(service: &SupportService, ctx: &Context) -> Result<Next> {
     let users = service.users(ctx);
     let report = Report::from_previous(service, users.clone());
     let profile_name = &service.spec.profile_ref.name;
-    let Some(source) = Source::of(service, ctx) else {
-        let kind = Source::profile_kind(service);
-        let message = format!("{kind} {profile_name} does not exist");
-        write(
-            service,
-            ctx,
-            report.waiting(Reason::ProfileNotFound, message),
-        )
-        .await?;
-        return Ok(Next::After(WAIT_POLL));
+    let (source, revision) = match Source::at_revision(service, ctx).await {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            let kind = Source::profile_kind(service);
+            let message = format!("{kind} {profile_name} does not exist");
+            let report = report.waiting(Reason::ProfileNotFound, message);
+            write(service, ctx, report).await?;
+            return Ok(Next::After(WAIT_POLL));
+        }
+        Err(error @ Error::Management(_)) => return Err(error),
+        Err(error) => {
+            let report = Report {
+                revision: service.spec.revision,
+                ..report
+            };
+            write(service, ctx, report.failed(&error)).await?;
+            return Ok(Next::After(WAIT_POLL));
+        }
     };
+    let report = Report { revision, ..report };
     let tracked = lifecycle::track(
         users,
         service.unused_since(),
@@ -467,6 +482,7 @@ async fn write(service: &SupportService, ctx: &Context, report: Report) -> Resul
         observed_generation: service.metadata.generation,
         state: report.state,
         profile_generation: report.profile_generation,
+        revision: report.revision,
         user_count: i64::try_from(report.users.len()).unwrap_or(i64::MAX),
         users: report.users,
         unused_since: report.unused_since,

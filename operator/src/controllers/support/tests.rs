@@ -200,3 +200,57 @@ async fn deletion_with_no_user_and_no_runtime_releases_the_finalizer() {
     let patch = &request(&seen, &Method::PATCH, SERVICE).body;
     assert_eq!(patch["metadata"]["finalizers"], json!([]));
 }
+
+#[tokio::test]
+async fn a_revision_that_is_gone_fails_with_how_to_pin_another() {
+    let mut service = traefik(None);
+    service.spec.revision = Some(4);
+    let harness = Harness::new().with_profile(&support_profile("traefik", &["ingress"], 0));
+    let ctx = harness.ctx.clone();
+    let revision = "/apis/apps/v1/namespaces/qleetos-system/controllerrevisions/traefik.r4";
+    let scenario = ApiServer::new()
+        .get(revision, Reply::not_found())
+        .patch(STATUS, Reply::ok(&service));
+    let (next, seen) = harness
+        .run(scenario, reconcile(Arc::new(service), ctx))
+        .await;
+
+    assert!(matches!(next.expect("a pass"), Next::After(_)));
+    let written = request(&seen, &Method::PATCH, STATUS);
+    let (status, reason, message) = written.ready();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "RevisionNotFound")
+    );
+    assert!(
+        message.starts_with("revision 4 of SupportServiceProfile traefik does not exist"),
+        "{message}"
+    );
+    assert_eq!(written.body["status"]["revision"], 4);
+    assert_eq!(written.body["status"]["state"], "Failed");
+}
+
+#[tokio::test]
+async fn an_earlier_revision_is_installed_from_its_record() {
+    let mut service = traefik(None);
+    service.spec.revision = Some(1);
+    let harness = Harness::new().with_profile(&support_profile("traefik", &["ingress"], 0));
+    let ctx = harness.ctx.clone();
+    let revision = "/apis/apps/v1/namespaces/qleetos-system/controllerrevisions/traefik.r1";
+    let record = json!({
+        "apiVersion": "apps/v1", "kind": "ControllerRevision", "revision": 1,
+        "metadata": {"name": "traefik.r1", "namespace": "qleetos-system",
+            "labels": {"qleetos.io/owner-uid": "uid-traefik"}},
+        "data": {"provides": ["ingress"], "namespace": "traefik-v1", "manifests": []},
+    });
+    // The runtime is not in the cache: the pass stops once it knows what it would install.
+    let scenario = ApiServer::new()
+        .get(revision, Reply::ok(&record))
+        .patch(STATUS, Reply::ok(&service));
+    let (_, seen) = harness
+        .run(scenario, reconcile(Arc::new(service), ctx))
+        .await;
+    let written = request(&seen, &Method::PATCH, STATUS);
+    assert_eq!(written.body["status"]["revision"], 1);
+    assert_eq!(written.ready().1, "WaitingForRuntime");
+}

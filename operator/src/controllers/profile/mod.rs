@@ -2,11 +2,13 @@
 //! deleted, removes its unused SupportServices and waits, naming the users, while any is
 //! still needed.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use qleetos_crds::Reason;
+use qleetos_crds::staged::RolloutPhase;
 use qleetos_crds::{Condition, SupportService, SupportServiceProfile, SupportServiceProfileStatus};
 
 use super::apply_status;
@@ -18,9 +20,13 @@ use crate::finalizer::{self, Phase};
 use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
 
+pub mod revisions;
+pub mod rollout;
 #[cfg(test)]
-#[path = "profile_tests.rs"]
 mod tests;
+
+use crate::engine::revisions::Revision;
+use rollout::Driven;
 
 pub const CONTROLLER: &str = "supportserviceprofile";
 /// Held until no SupportService of the profile is left.
@@ -54,23 +60,25 @@ pub async fn reconcile(profile: Arc<SupportServiceProfile>, ctx: Arc<Context>) -
     match finalizer::phase(&api, FINALIZER, profile).await? {
         Phase::Apply(profile) => {
             let services = installed(&profile, &ctx);
-            let message = format!(
-                "provides {}; installed in {} runtime(s)",
-                profile.spec.provides.join(", "),
-                services.len()
-            );
-            write(
-                &profile,
-                &ctx,
-                &services,
-                Condition::ready(true, Reason::Valid, message),
-            )
-            .await?;
-            Ok(Next::Done)
+            let revision = revisions::record(&profile, &ctx).await?;
+            let driven = rollout::drive(&profile, revision.number, &services, &ctx).await?;
+            revisions::revisioned(&profile, &ctx)
+                .prune(&revision, &in_use(&profile, &services, &driven))
+                .await?;
+            let ready = readiness(&profile, services.len(), &driven);
+            let next = driven.next.map_or(Next::Done, Next::After);
+            let status = Written {
+                ready,
+                revision: Some(revision),
+                driven,
+            };
+            write(&profile, &ctx, &services, status).await?;
+            Ok(next)
         }
         Phase::Cleanup(profile) => {
             let services = installed(&profile, &ctx);
             if services.is_empty() {
+                revisions::revisioned(&profile, &ctx).remove_all().await?;
                 finalizer::release(&api, FINALIZER, &*profile).await?;
                 return Ok(Next::Done);
             }
@@ -81,7 +89,12 @@ pub async fn reconcile(profile: Arc<SupportServiceProfile>, ctx: Arc<Context>) -
             } else {
                 ctx.settings.progress_poll
             };
-            write(&profile, &ctx, &services, waiting).await?;
+            let status = Written {
+                ready: waiting,
+                revision: None,
+                driven: Driven::default(),
+            };
+            write(&profile, &ctx, &services, status).await?;
             Ok(Next::After(poll))
         }
         Phase::Gone => Ok(Next::Done),
@@ -149,25 +162,88 @@ pub(super) async fn retire_unused(
     })
 }
 
+/// What one pass writes into the status.
+struct Written {
+    ready: Condition,
+    /// The latest revision; `None` keeps the recorded one.
+    revision: Option<Revision>,
+    driven: Driven,
+}
+
+/// Ready says whether the profile is usable and, with a rollout, where it is; a halted
+/// rollout makes it not Ready until resumed or rolled back.
+fn readiness(profile: &SupportServiceProfile, installed: usize, driven: &Driven) -> Condition {
+    let message = format!(
+        "provides {}; installed in {installed} runtime(s)",
+        profile.spec.provides.join(", ")
+    );
+    match &driven.rollout {
+        Some(rollout) if rollout.phase == RolloutPhase::Halted => {
+            Condition::ready(false, Reason::RolloutHalted, rollout.message.clone())
+        }
+        Some(rollout) if rollout.phase != RolloutPhase::Complete => Condition::ready(
+            true,
+            Reason::Progressing,
+            format!(
+                "{message}; rolling out revision {}: {}",
+                rollout.revision, rollout.message
+            ),
+        ),
+        _ => Condition::ready(true, Reason::Valid, message),
+    }
+}
+
+/// Revisions that must not be pruned: the latest, the stable one, pinned ones and any a
+/// service is told to run.
+fn in_use(
+    profile: &SupportServiceProfile,
+    services: &[Arc<SupportService>],
+    driven: &Driven,
+) -> BTreeSet<i64> {
+    let rollout = driven
+        .rollout
+        .iter()
+        .flat_map(|r| [r.revision, r.stable_revision]);
+    let pinned = profile
+        .spec
+        .rollout
+        .iter()
+        .flat_map(|r| r.pinned.iter().map(|p| p.revision));
+    let assigned = services.iter().filter_map(|s| s.spec.revision);
+    rollout.chain(pinned).chain(assigned).collect()
+}
+
 async fn write(
     profile: &SupportServiceProfile,
     ctx: &Context,
     services: &[Arc<SupportService>],
-    ready: Condition,
+    written: Written,
 ) -> Result<()> {
     let previous = profile.status.clone().unwrap_or_default();
     let installed_in: Vec<String> = services
         .iter()
         .map(|s| s.spec.runtime_ref.name.clone())
         .collect();
+    let (revision, revision_hash) = match written.revision {
+        Some(revision) => (Some(revision.number), Some(revision.hash)),
+        None => (previous.revision, previous.revision_hash.clone()),
+    };
     let status = SupportServiceProfileStatus {
         conditions: qleetos_crds::merged(
             &previous.conditions,
-            vec![ready.with_generation(profile.metadata.generation)],
+            vec![written.ready.with_generation(profile.metadata.generation)],
         ),
         observed_generation: profile.metadata.generation,
         installed_count: i64::try_from(installed_in.len()).unwrap_or(i64::MAX),
         installed_in,
+        revision,
+        revision_hash,
+        rollout: written
+            .driven
+            .rollout
+            .or(previous.rollout.clone())
+            .filter(|_| profile.spec.rollout.is_some()),
+        runtimes: written.driven.runtimes,
     };
     if status == previous {
         return Ok(());

@@ -1,0 +1,191 @@
+//! Staged rollouts: how a new revision (of a SupportServiceProfile) reaches its runtimes in
+//! waves, each gated on health in every runtime of the wave plus a bake time, with runtimes
+//! that may be pinned to a revision; and the labels of the ControllerRevisions that keep
+//! revisions.
+
+use std::collections::BTreeMap;
+
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Labels every ControllerRevision QleetOS keeps with its owner's uid (names may be reused).
+pub const OWNER_UID_LABEL: &str = "qleetos.io/owner-uid";
+/// Labels a ControllerRevision with the hash of the template it holds.
+pub const HASH_LABEL: &str = "qleetos.io/revision-hash";
+
+/// The annotation `qleetctl rollout resume` sets (to a fresh token) on a profile whose rollout
+/// halted: the halted wave is tried again, its deadline counted anew.
+pub const RESUME_ANNOTATION: &str = "qleetos.io/resume-rollout";
+
+/// How a change of the profile reaches the runtimes it is installed in. Absent: every runtime
+/// gets a change at once.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileRollout {
+    /// Waves in order (e.g. a canary region first); a runtime matching none of them is in a
+    /// last wave of its own. A wave matching no runtime is skipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub waves: Vec<RuntimeSelection>,
+    /// How long every runtime of a wave must stay healthy at the new revision before the next
+    /// wave starts (default 60).
+    #[serde(default = "default_bake_seconds")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub bake_seconds: u32,
+    /// How long a wave may take to become healthy before the rollout halts (default 600).
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub progress_deadline_seconds: u32,
+    /// Runtimes held at a revision whatever the latest is; they take part in no wave.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub pinned: Vec<Pin>,
+}
+
+fn default_bake_seconds() -> u32 {
+    60
+}
+
+fn default_progress_deadline() -> u32 {
+    600
+}
+
+/// Runtimes chosen by name, region and labels: each list given must contain the runtime's
+/// (name, region) and every label must match.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[x_kube(validation = Rule::new("(has(self.names) && size(self.names) > 0) || (has(self.regions) && size(self.regions) > 0) || (has(self.matchLabels) && size(self.matchLabels) > 0)").message("a runtime selection needs names, regions or matchLabels"))]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeSelection {
+    /// KubernetesRuntime names.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    #[schemars(inner(length(min = 1, max = 253)))]
+    pub names: Vec<String>,
+    /// Regions.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    #[schemars(inner(length(min = 1, max = 63)))]
+    pub regions: Vec<String>,
+    /// Labels the KubernetesRuntime must carry.
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+impl RuntimeSelection {
+    pub fn matches(&self, name: &str, region: &str, labels: &BTreeMap<String, String>) -> bool {
+        (self.names.is_empty() || self.names.iter().any(|n| n == name))
+            && (self.regions.is_empty() || self.regions.iter().any(|r| r == region))
+            && self
+                .match_labels
+                .iter()
+                .all(|(key, value)| labels.get(key) == Some(value))
+    }
+}
+
+/// Runtimes held at one revision of the profile.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pin {
+    /// The runtimes.
+    pub runtimes: RuntimeSelection,
+    /// The revision they stay on (`status.revision` names the latest).
+    #[schemars(range(min = 1))]
+    pub revision: i64,
+}
+
+/// Where a rollout is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum RolloutPhase {
+    /// A wave is being installed and is not healthy everywhere yet.
+    #[default]
+    Progressing,
+    /// Every runtime of the wave is healthy; the next wave starts after the bake time.
+    Baking,
+    /// A wave failed: the rollout stops there until resumed or rolled back; runtimes of later
+    /// waves stay on the stable revision.
+    Halted,
+    /// Every runtime not pinned runs the revision.
+    Complete,
+}
+
+impl std::fmt::Display for RolloutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Progressing => "Progressing",
+            Self::Baking => "Baking",
+            Self::Halted => "Halted",
+            Self::Complete => "Complete",
+        })
+    }
+}
+
+/// The rollout of the latest revision.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StagedRolloutStatus {
+    pub phase: RolloutPhase,
+    /// The revision being rolled out.
+    pub revision: i64,
+    /// The revision runtimes not reached yet keep (the last one rolled out everywhere).
+    pub stable_revision: i64,
+    /// The wave in progress, from 1; `waves + 1` once complete.
+    pub wave: u32,
+    /// Number of waves (the implicit last one included when some runtime is in none).
+    pub waves: u32,
+    /// When the wave in progress started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave_started_at: Option<String>,
+    /// Since when every runtime of the wave has been healthy (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_since: Option<String>,
+    /// What it waits on, or why it halted.
+    #[serde(default)]
+    pub message: String,
+    /// The last `qleetos.io/resume-rollout` token acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<String>,
+}
+
+/// One runtime's place in the rollout.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeRevision {
+    /// The KubernetesRuntime.
+    pub runtime: String,
+    /// Its wave, from 1; absent when pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<u32>,
+    /// Whether a pin holds it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
+    /// The revision it should run.
+    pub revision: i64,
+    /// The revision its SupportService last installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed_revision: Option<i64>,
+    /// The SupportService's state (`Ready`, `Failed`...).
+    pub state: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_selection_needs_every_given_list_to_match() {
+        let labels: BTreeMap<String, String> = [("tier".to_owned(), "prod".to_owned())].into();
+        let by_region = RuntimeSelection {
+            regions: vec!["eu-west-1".into()],
+            ..Default::default()
+        };
+        assert!(by_region.matches("a", "eu-west-1", &labels));
+        assert!(!by_region.matches("a", "us-east-1", &labels));
+        let both = RuntimeSelection {
+            regions: vec!["eu-west-1".into()],
+            match_labels: [("tier".to_owned(), "dev".to_owned())].into(),
+            ..Default::default()
+        };
+        assert!(!both.matches("a", "eu-west-1", &labels));
+    }
+}

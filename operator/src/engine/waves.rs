@@ -1,0 +1,340 @@
+//! A revision rolled out in waves: each wave's members get the new revision once the waves
+//! before it are healthy and baked; a failed wave halts the rollout and the members of later
+//! waves keep the stable revision. Pure: the caller reads members' health and writes the
+//! assignments and the status this decides.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use qleetos_crds::Reason;
+use qleetos_crds::staged::{RolloutPhase, StagedRolloutStatus};
+
+/// One member of a rollout (a runtime a profile is installed in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    /// Its wave, from 0; ignored when pinned.
+    pub wave: usize,
+    /// The revision a pin holds it at.
+    pub pinned: Option<i64>,
+    /// The revision it last installed (or tried to), when its status is current.
+    pub installed: Option<i64>,
+    pub health: Health,
+}
+
+/// How a member is doing at the revision it installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Healthy,
+    Progressing(String),
+    Failed(String),
+}
+
+/// The gates between waves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gates {
+    /// Number of waves.
+    pub waves: usize,
+    pub bake: Duration,
+    pub deadline: Duration,
+}
+
+/// What one pass decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub status: StagedRolloutStatus,
+    /// The revision each member should run.
+    pub assigned: BTreeMap<String, i64>,
+    /// When to look again without being notified (a bake or a deadline ending).
+    pub next: Option<Duration>,
+    /// A transition worth an Event.
+    pub event: Option<(Reason, String)>,
+}
+
+/// One pass of the rollout of `latest` over `members`, from the `previous` status, at `now`;
+/// `resume` is the resume token the object carries.
+pub fn step(
+    previous: Option<&StagedRolloutStatus>,
+    latest: i64,
+    members: &[Member],
+    gates: Gates,
+    resume: Option<&str>,
+    now: DateTime<Utc>,
+) -> Step {
+    let mut status = match previous {
+        Some(previous) if previous.revision == latest => previous.clone(),
+        Some(previous) => started(latest, stable_of(previous), now),
+        None => started(latest, latest, now),
+    };
+    status.waves = u32::try_from(gates.waves).unwrap_or(u32::MAX);
+    let mut event = previous
+        .filter(|p| p.revision != latest && latest != status.stable_revision)
+        .map(|_| {
+            let note = format!(
+                "revision {latest}: wave 1 of {} started (runtimes not reached stay on revision {})",
+                status.waves, status.stable_revision
+            );
+            (Reason::WaveStarted, note)
+        });
+    if let Some(token) = resume.filter(|t| status.resumed.as_deref() != Some(*t)) {
+        status.resumed = Some(token.to_owned());
+        if status.phase == RolloutPhase::Halted {
+            status.phase = RolloutPhase::Progressing;
+            status.wave_started_at = Some(stamp(now));
+            status.healthy_since = None;
+            event = Some((
+                Reason::WaveStarted,
+                format!(
+                    "resumed: wave {} of {} tried again",
+                    status.wave, status.waves
+                ),
+            ));
+        }
+    }
+    if status.revision == status.stable_revision {
+        return finished(status, members, previous, event);
+    }
+    if status.phase == RolloutPhase::Halted {
+        let assigned = assignments(&status, members);
+        return Step {
+            status,
+            assigned,
+            next: None,
+            event,
+        };
+    }
+    advance(status, members, gates, now, event)
+}
+
+/// Walks the waves from the current one while each is healthy and baked.
+fn advance(
+    mut status: StagedRolloutStatus,
+    members: &[Member],
+    gates: Gates,
+    now: DateTime<Utc>,
+    mut event: Option<(Reason, String)>,
+) -> Step {
+    loop {
+        let wave = status.wave.saturating_sub(1) as usize;
+        if wave >= gates.waves {
+            let before = status.clone();
+            return finished(status, members, Some(&before), event);
+        }
+        let in_wave: Vec<&Member> = members
+            .iter()
+            .filter(|m| m.pinned.is_none() && m.wave == wave)
+            .collect();
+        if in_wave.is_empty() {
+            status.wave += 1;
+            status.wave_started_at = Some(stamp(now));
+            continue;
+        }
+        let verdict = judge(&in_wave, status.revision);
+        let started = parse(status.wave_started_at.as_deref()).unwrap_or(now);
+        match verdict {
+            Verdict::Failed(why) => {
+                status.phase = RolloutPhase::Halted;
+                status.healthy_since = None;
+                status.message = format!(
+                    "halted at wave {} of {}: {why}; later waves stay on revision {}",
+                    status.wave, status.waves, status.stable_revision
+                );
+                event = Some((Reason::RolloutHalted, status.message.clone()));
+                return halted(status, members, event);
+            }
+            Verdict::Waiting(what) => {
+                status.healthy_since = None;
+                let spent = elapsed(started, now);
+                if spent >= gates.deadline {
+                    status.phase = RolloutPhase::Halted;
+                    status.message = format!(
+                        "halted at wave {} of {}: not healthy within {}s ({what}); later waves stay on revision {}",
+                        status.wave,
+                        status.waves,
+                        gates.deadline.as_secs(),
+                        status.stable_revision
+                    );
+                    event = Some((Reason::RolloutHalted, status.message.clone()));
+                    return halted(status, members, event);
+                }
+                status.phase = RolloutPhase::Progressing;
+                status.message = format!(
+                    "wave {} of {}: waiting for {what}",
+                    status.wave, status.waves
+                );
+                let next = Some(gates.deadline - spent);
+                let assigned = assignments(&status, members);
+                return Step {
+                    status,
+                    assigned,
+                    next,
+                    event,
+                };
+            }
+            Verdict::Healthy => {
+                let since = parse(status.healthy_since.as_deref()).unwrap_or(now);
+                let baked = elapsed(since, now);
+                if baked < gates.bake {
+                    status.phase = RolloutPhase::Baking;
+                    status.healthy_since = Some(stamp(since));
+                    status.message = format!(
+                        "wave {} of {}: healthy, baking for {}s",
+                        status.wave,
+                        status.waves,
+                        gates.bake.as_secs()
+                    );
+                    let next = Some(gates.bake - baked);
+                    let assigned = assignments(&status, members);
+                    return Step {
+                        status,
+                        assigned,
+                        next,
+                        event,
+                    };
+                }
+                status.wave += 1;
+                status.wave_started_at = Some(stamp(now));
+                status.healthy_since = None;
+                status.phase = RolloutPhase::Progressing;
+                if (status.wave as usize) <= gates.waves {
+                    event = Some((
+                        Reason::WaveStarted,
+                        format!(
+                            "revision {}: wave {} of {} started",
+                            status.revision, status.wave, status.waves
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+enum Verdict {
+    Healthy,
+    Waiting(String),
+    Failed(String),
+}
+
+/// A wave is healthy when each of its members runs `revision` and is healthy; it failed when
+/// one failed at `revision`.
+fn judge(in_wave: &[&Member], revision: i64) -> Verdict {
+    let mut waiting = Vec::new();
+    for member in in_wave {
+        match (&member.health, member.installed == Some(revision)) {
+            (Health::Failed(why), true) => {
+                return Verdict::Failed(format!("{}: {why}", member.name));
+            }
+            (Health::Healthy, true) => {}
+            (Health::Progressing(why), true) => waiting.push(format!("{}: {why}", member.name)),
+            (_, false) => waiting.push(format!("{} to install revision {revision}", member.name)),
+        }
+    }
+    if waiting.is_empty() {
+        Verdict::Healthy
+    } else {
+        Verdict::Waiting(waiting.join("; "))
+    }
+}
+
+fn started(revision: i64, stable: i64, now: DateTime<Utc>) -> StagedRolloutStatus {
+    StagedRolloutStatus {
+        phase: RolloutPhase::Progressing,
+        revision,
+        stable_revision: stable,
+        wave: 1,
+        wave_started_at: Some(stamp(now)),
+        ..Default::default()
+    }
+}
+
+/// The revision runtimes not yet reached keep when a newer one starts.
+fn stable_of(previous: &StagedRolloutStatus) -> i64 {
+    if previous.phase == RolloutPhase::Complete {
+        previous.revision
+    } else {
+        previous.stable_revision
+    }
+}
+
+fn finished(
+    mut status: StagedRolloutStatus,
+    members: &[Member],
+    previous: Option<&StagedRolloutStatus>,
+    event: Option<(Reason, String)>,
+) -> Step {
+    let was_complete =
+        previous.is_none_or(|p| p.phase == RolloutPhase::Complete && p.revision == status.revision);
+    status.phase = RolloutPhase::Complete;
+    status.stable_revision = status.revision;
+    status.wave = status.waves + 1;
+    status.wave_started_at = None;
+    status.healthy_since = None;
+    status.message = format!(
+        "revision {} runs in every runtime not pinned",
+        status.revision
+    );
+    let event = if was_complete {
+        event
+    } else {
+        Some((Reason::RolloutComplete, status.message.clone()))
+    };
+    let assigned = assignments(&status, members);
+    Step {
+        status,
+        assigned,
+        next: None,
+        event,
+    }
+}
+
+fn halted(
+    status: StagedRolloutStatus,
+    members: &[Member],
+    event: Option<(Reason, String)>,
+) -> Step {
+    let assigned = assignments(&status, members);
+    Step {
+        status,
+        assigned,
+        next: None,
+        event,
+    }
+}
+
+/// Pinned members their pin; members of the waves reached the new revision; the rest the
+/// stable one.
+fn assignments(status: &StagedRolloutStatus, members: &[Member]) -> BTreeMap<String, i64> {
+    let reached = status.wave as usize;
+    members
+        .iter()
+        .map(|member| {
+            let revision = match member.pinned {
+                Some(pinned) => pinned,
+                None if status.phase == RolloutPhase::Complete || member.wave < reached => {
+                    status.revision
+                }
+                None => status.stable_revision,
+            };
+            (member.name.clone(), revision)
+        })
+        .collect()
+}
+
+fn stamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn parse(at: Option<&str>) -> Option<DateTime<Utc>> {
+    at.and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (now - since).to_std().unwrap_or_default()
+}
+
+#[cfg(test)]
+#[path = "waves_tests.rs"]
+mod tests;
