@@ -67,7 +67,7 @@ pub use tenancy::{
 };
 pub use workload::{
     Failover, Placement, PlacementStatus, PlacementStrategy, Provisioning, Recovery, Workload,
-    WorkloadSpec, WorkloadStatus,
+    WorkloadSpec, WorkloadStatus, WorkloadTemplate,
 };
 
 /// The API group of every QleetOS kind.

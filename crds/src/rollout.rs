@@ -95,6 +95,7 @@ mod tests {
             message: String::new(),
             urls: Vec::new(),
             replaces: None,
+            ..Default::default()
         }
     }
 
@@ -112,6 +113,7 @@ mod tests {
             observed_generation: Some(observed),
             placements,
             ready_placements: None,
+            ..Default::default()
         }
     }
 

@@ -51,6 +51,39 @@ fn default_progress_deadline() -> u32 {
     600
 }
 
+/// How a change of a Workload (a new revision) reaches its placements. Absent: every
+/// placement gets a change at once.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRollout {
+    /// Waves of placements in order (e.g. a canary region first); a placement matching none
+    /// is in a last wave of its own. A wave matching no placement is skipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub waves: Vec<RuntimeSelection>,
+    /// How long every placement of a wave must stay Ready at the new revision before the next
+    /// wave starts (default 60).
+    #[serde(default = "default_bake_seconds")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub bake_seconds: u32,
+    /// How long a wave may take to become Ready before the rollout halts (default 600).
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub progress_deadline_seconds: u32,
+    /// What a failed wave does: `Halt` (default) leaves the placements already moved on the new
+    /// revision; `Rollback` returns them to the stable one.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+/// What a failed wave does to the placements already moved.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum OnFailure {
+    #[default]
+    Halt,
+    Rollback,
+}
+
 /// Runtimes chosen by name, region and labels: each list given must contain the runtime's
 /// (name, region) and every label must match.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
@@ -107,6 +140,8 @@ pub enum RolloutPhase {
     Halted,
     /// Every runtime not pinned runs the revision.
     Complete,
+    /// A wave failed and every member is back on the stable revision (`onFailure: Rollback`).
+    RolledBack,
 }
 
 impl std::fmt::Display for RolloutPhase {
@@ -116,6 +151,7 @@ impl std::fmt::Display for RolloutPhase {
             Self::Baking => "Baking",
             Self::Halted => "Halted",
             Self::Complete => "Complete",
+            Self::RolledBack => "RolledBack",
         })
     }
 }
@@ -168,6 +204,28 @@ pub struct RuntimeRevision {
     pub state: String,
 }
 
+/// The revision a rollback returns to: `to` when given, else the stable revision while a
+/// rollout is under way, else the one before the `latest`.
+pub fn rollback_target(
+    to: Option<i64>,
+    latest: Option<i64>,
+    rollout: Option<&StagedRolloutStatus>,
+) -> Option<i64> {
+    to.or_else(|| {
+        rollout
+            .filter(|r| r.phase != RolloutPhase::Complete)
+            .map(|r| r.stable_revision)
+    })
+    .or_else(|| latest.map(|r| r - 1))
+    .filter(|r| *r >= 1)
+}
+
+/// The ControllerRevision holding revision `number` of object `owner`.
+pub fn revision_name(owner: &str, number: i64) -> String {
+    let owner: String = owner.chars().take(230).collect();
+    format!("{owner}.r{number}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +245,23 @@ mod tests {
             ..Default::default()
         };
         assert!(!both.matches("a", "eu-west-1", &labels));
+    }
+
+    #[test]
+    fn a_rollback_goes_to_the_stable_revision_while_rolling_out() {
+        let halted = StagedRolloutStatus {
+            phase: RolloutPhase::Halted,
+            revision: 5,
+            stable_revision: 3,
+            ..Default::default()
+        };
+        assert_eq!(rollback_target(None, Some(5), Some(&halted)), Some(3));
+        assert_eq!(rollback_target(Some(2), Some(5), Some(&halted)), Some(2));
+        assert_eq!(rollback_target(None, Some(5), None), Some(4));
+        assert_eq!(
+            rollback_target(None, Some(1), None),
+            None,
+            "nothing before 1"
+        );
     }
 }

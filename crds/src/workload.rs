@@ -9,6 +9,7 @@ use crate::chart::Chart;
 use crate::condition::{Condition, Conditions};
 use crate::expose::Expose;
 use crate::manifest::Manifest;
+use crate::staged::{StagedRolloutStatus, WorkloadRollout};
 
 /// What a developer applies: the workload's Kubernetes objects, the images CI updates, and
 /// where it runs. QleetOS creates one WorkloadInstance per selected runtime.
@@ -80,9 +81,62 @@ pub struct WorkloadSpec {
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     ))]
     pub needs: Vec<String>,
+    /// How a change reaches the placements: in waves gated on health (see
+    /// `qleetctl rollout status workload NAME`). Absent: every placement at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<WorkloadRollout>,
+    /// Earlier revisions kept for rollbacks (`qleetctl history`), beyond those in use
+    /// (default 10).
+    #[serde(default = "default_history_limit")]
+    #[schemars(range(min = 0, max = 100))]
+    pub revision_history_limit: u32,
+}
+
+fn default_history_limit() -> u32 {
+    10
+}
+
+/// What a revision of a Workload holds: everything its instances are rendered from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadTemplate {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<Manifest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<Chart>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<Expose>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
 }
 
 impl WorkloadSpec {
+    /// What a revision of this spec holds.
+    pub fn template(&self) -> WorkloadTemplate {
+        WorkloadTemplate {
+            manifests: self.manifests.clone(),
+            chart: self.chart.clone(),
+            images: self.images.clone(),
+            expose: self.expose.clone(),
+            needs: self.needs.clone(),
+        }
+    }
+
+    /// This spec with a revision's template in place of its own (a rollback); placement,
+    /// rollout and history limit stay.
+    pub fn with_template(&self, template: WorkloadTemplate) -> WorkloadSpec {
+        WorkloadSpec {
+            manifests: template.manifests,
+            chart: template.chart,
+            images: template.images,
+            expose: template.expose,
+            needs: template.needs,
+            ..self.clone()
+        }
+    }
+
     /// The `keys` an image update may not set: with manifests, those naming no container of
     /// any pod template (the override would change nothing); with a chart, those naming no
     /// entry of `chart.images`.
@@ -234,6 +288,15 @@ pub struct WorkloadStatus {
     /// Ready placements over desired placements, e.g. `2/2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_placements: Option<String>,
+    /// The latest revision (a ControllerRevision in the Workload's namespace holds each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// Hash of the template the latest revision holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_hash: Option<String>,
+    /// The staged rollout of the latest revision, with `spec.rollout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<StagedRolloutStatus>,
 }
 
 impl Conditions for WorkloadStatus {
@@ -266,6 +329,12 @@ pub struct PlacementStatus {
     /// Set on a failover placement: the unreachable runtime it stands in for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
+    /// The revision this placement should run, with `spec.rollout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// Its wave (from 1), with `spec.rollout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<u32>,
 }
 
 #[cfg(test)]

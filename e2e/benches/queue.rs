@@ -611,6 +611,7 @@ fn ready_status(workload: &Workload, instance: &str, target: &Target) -> Workloa
             ..PlacementStatus::default()
         }],
         ready_placements: Some("1/1".into()),
+        ..WorkloadStatus::default()
     }
 }
 

@@ -130,9 +130,13 @@ pub enum Error {
     InvalidServiceProfile { profile: String, problem: String },
 
     #[error(
-        "revision {revision} of SupportServiceProfile {profile} does not exist (never recorded, or pruned); pin a revision listed by `kubectl get controllerrevisions -n <qleetos namespace> -l qleetos.io/profile={profile}`"
+        "revision {revision} of {kind} {name} does not exist (never recorded, or pruned); `kubectl get controllerrevisions -l qleetos.io/owner-uid=<its uid>` lists those kept"
     )]
-    RevisionNotFound { profile: String, revision: i64 },
+    RevisionNotFound {
+        kind: &'static str,
+        name: String,
+        revision: i64,
+    },
 
     #[error("background task {0} stopped")]
     TaskStopped(&'static str),

@@ -80,10 +80,20 @@ enum Command {
         #[command(subcommand)]
         command: ImagesCommand,
     },
-    /// A SupportServiceProfile's staged rollout: where it is, resume it, roll it back.
+    /// A Workload's or a SupportServiceProfile's staged rollout: where it is, resume it,
+    /// undo it.
     Rollout {
         #[command(subcommand)]
         command: RolloutCommand,
+    },
+    /// The revisions of a Workload kept for rollbacks, and the latest.
+    History { name: String },
+    /// Write an earlier revision of a Workload back into its spec (default: the stable one
+    /// while a rollout is under way, else the one before the latest).
+    Rollback {
+        name: String,
+        #[arg(long)]
+        to_revision: Option<i64>,
     },
     /// Runtimes and Workloads of every namespace, at a glance.
     Status,
@@ -124,32 +134,39 @@ enum ImagesCommand {
 enum RolloutCommand {
     /// Its revision, phase and wave, and each runtime's wave and revision.
     Status {
-        #[arg(value_parser = PROFILE_KINDS)]
+        #[arg(value_parser = ROLLOUT_KINDS)]
         kind: String,
         name: String,
     },
     /// Try the halted wave again.
     Resume {
-        #[arg(value_parser = PROFILE_KINDS)]
+        #[arg(value_parser = ROLLOUT_KINDS)]
         kind: String,
         name: String,
     },
     /// Write an earlier revision back: by default the stable one (what runtimes not reached
     /// run); returning to the stable revision reaches every runtime at once.
     Undo {
-        #[arg(value_parser = PROFILE_KINDS)]
+        #[arg(value_parser = ROLLOUT_KINDS)]
         kind: String,
         name: String,
         #[arg(long)]
         to_revision: Option<i64>,
-        /// QleetOS's namespace, where revisions are kept.
+        /// QleetOS's namespace, where a profile's revisions are kept.
         #[arg(long, default_value = "qleetos-system", env = "QLEETOS_NAMESPACE")]
         system_namespace: String,
     },
 }
 
-/// Only SupportServiceProfiles roll out in stages.
-const PROFILE_KINDS: [&str; 3] = ["supportserviceprofile", "ssp", "profile"];
+/// What rolls out in stages.
+const ROLLOUT_KINDS: [&str; 6] = [
+    "workload",
+    "workloads",
+    "wl",
+    "supportserviceprofile",
+    "ssp",
+    "profile",
+];
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -229,17 +246,44 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             command: ImagesCommand::Set { name, images, wait },
         } => images::set(&client, &namespace, &name, images, wait, &mut out).await,
         Command::Rollout { command } => match command {
-            RolloutCommand::Status { name, .. } => rollout::status(&client, &name, &mut out).await,
-            RolloutCommand::Resume { name, .. } => rollout::resume(&client, &name, &mut out).await,
+            RolloutCommand::Status { kind, name } => {
+                rollout::status(&client, &target(&kind, name, &namespace), &mut out).await
+            }
+            RolloutCommand::Resume { kind, name } => {
+                rollout::resume(&client, &target(&kind, name, &namespace), &mut out).await
+            }
             RolloutCommand::Undo {
+                kind,
                 name,
                 to_revision,
                 system_namespace,
-                ..
-            } => rollout::undo(&client, &name, to_revision, &system_namespace, &mut out).await,
+            } => {
+                let target = target(&kind, name, &namespace);
+                rollout::rollback(&client, &target, to_revision, &system_namespace, &mut out).await
+            }
         },
+        Command::History { name } => {
+            let target = target("workload", name, &namespace);
+            rollout::history(&client, &target, "", &mut out).await
+        }
+        Command::Rollback { name, to_revision } => {
+            let target = target("workload", name, &namespace);
+            rollout::rollback(&client, &target, to_revision, "", &mut out).await
+        }
         Command::Status => list::status(&client, &mut out).await,
         Command::Up { .. } | Command::Down { .. } | Command::Completion { .. } => Ok(()),
+    }
+}
+
+/// A Workload in `namespace`, or a SupportServiceProfile, by the kind word given.
+fn target(kind: &str, name: String, namespace: &str) -> rollout::Target {
+    if matches!(kind, "workload" | "workloads" | "wl") {
+        rollout::Target::Workload {
+            namespace: namespace.to_owned(),
+            name,
+        }
+    } else {
+        rollout::Target::Profile(name)
     }
 }
 

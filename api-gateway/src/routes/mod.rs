@@ -4,5 +4,6 @@ pub mod console;
 pub mod identity;
 pub mod images;
 pub mod resources;
+pub mod rollback;
 pub mod system;
 pub mod watch;

@@ -44,7 +44,11 @@ fn charted_web(repository: &str, version: &str, values: Value, placement: Value)
 
 /// A TenantPolicy letting management namespace `namespace` render charts from `repositories`
 /// (no namespace may by default), once the operator has it in force.
-async fn allow_charts(client: &Client, namespace: &str, repositories: &[&str]) -> Result<()> {
+pub(crate) async fn allow_charts(
+    client: &Client,
+    namespace: &str,
+    repositories: &[&str],
+) -> Result<()> {
     ensure_namespace(client, namespace).await?;
     let name = format!("{namespace}-charts");
     let policy = json!({

@@ -28,6 +28,7 @@ mod quiet;
 mod replicated;
 mod services;
 mod staged;
+mod staged_workload;
 mod standins;
 mod support;
 mod tenancy;
@@ -129,7 +130,7 @@ fn main() {
         ),
     ));
     trials.push(harness::own_trial(
-        "a_staged_profile_upgrade_halts_on_a_failing_wave_and_rolls_back",
+        "staged_rollouts_of_profiles_and_workloads_halt_on_a_failing_wave_and_roll_back",
         &runtime,
         staged::in_own_environment(dir.path().join("staged")),
     ));

@@ -23,7 +23,7 @@ use crate::support::*;
 const NS: &str = "staged";
 const STABLE_IMAGE: &str = "registry.example/agent:1.0";
 /// Where each runtime pulls the new version from; us-east's mirror does not exist.
-const RUNTIMES: [(&str, &str, &str); 3] = [
+pub(crate) const RUNTIMES: [(&str, &str, &str); 3] = [
     ("eu-west", "eu-west-1", "mirror.eu-west.example"),
     ("us-east", "us-east-1", "mirror.us-east.invalid"),
     ("ap-south", "ap-south-1", "mirror.ap-south.example"),
@@ -152,17 +152,10 @@ pub async fn a_staged_profile_upgrade_halts_on_a_failing_wave_and_rolls_back(
         agent_image(env, "ap-south").await?.as_deref() == Some(STABLE_IMAGE),
         "the third wave was touched by a halted rollout"
     );
-    let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let told = events
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .any(|e| {
-            e.reason.as_deref() == Some("RolloutHalted")
-                && e.regarding.and_then(|r| r.name).as_deref() == Some("agent")
-        });
-    ensure!(told, "no RolloutHalted Event on the profile");
+    ensure!(
+        told(&client, "default", "agent", "RolloutHalted").await?,
+        "no RolloutHalted Event on the profile"
+    );
 
     let shown = expect(admin, &["rollout", "status", "ssp", "agent"], 0).await?;
     ensure!(
@@ -216,9 +209,37 @@ async fn removed_with_its_revisions(client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// Whether an Event in `namespace` with `reason` is about object `name`.
+pub(crate) async fn told(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    reason: &str,
+) -> Result<bool> {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    Ok(events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .any(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.and_then(|r| r.name).as_deref() == Some(name)
+        }))
+}
+
 pub async fn in_own_environment(dir: PathBuf) -> Result<()> {
     let env = crate::start_environment(dir, runtimes()).await?;
-    let result = a_staged_profile_upgrade_halts_on_a_failing_wave_and_rolls_back(&env).await;
+    let profile = a_staged_profile_upgrade_halts_on_a_failing_wave_and_rolls_back(&env).await;
+    let workload = if profile.is_ok() {
+        crate::staged_workload::a_workload_rollout_halts_rolls_back_and_is_rolled_back_by_hand(&env)
+            .await
+            .context("the Workload's staged rollout")
+    } else {
+        Ok(())
+    };
     env.stop().await;
-    result
+    profile
+        .context("the profile's staged upgrade")
+        .and(workload)
 }

@@ -71,7 +71,8 @@ impl Source {
         };
         let Some(spec) = revisions::spec_of(profile, wanted, ctx).await? else {
             return Err(Error::RevisionNotFound {
-                profile: service.spec.profile_ref.name.clone(),
+                kind: "SupportServiceProfile",
+                name: service.spec.profile_ref.name.clone(),
                 revision: wanted,
             });
         };

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use super::writes::{create_or_get, delete_if_present};
 use crate::error::{Error, Result};
 
-pub use qleetos_crds::staged::{HASH_LABEL, OWNER_UID_LABEL};
+pub use qleetos_crds::staged::{HASH_LABEL, OWNER_UID_LABEL, revision_name};
 
 /// The object whose revisions these are, and where they are kept.
 #[derive(Debug)]
@@ -50,12 +50,6 @@ pub fn hash_of(template: &Value) -> String {
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// The ControllerRevision holding revision `number` of object `owner`.
-pub fn revision_name(owner: &str, number: i64) -> String {
-    let owner: String = owner.chars().take(230).collect();
-    format!("{owner}.r{number}")
 }
 
 impl Revisioned<'_> {
@@ -121,6 +115,48 @@ impl Revisioned<'_> {
             data: Some(RawExtension(template)),
             revision: number,
         }
+    }
+
+    /// Keeps `template` as revision `number` (a template leaving the spec, so it can be
+    /// rolled back to); nothing when that revision is kept already.
+    pub async fn keep(&self, template: Value, number: i64) -> Result<()> {
+        let hash = hash_of(&template);
+        create_or_get(&self.api, &self.snapshot(template, number, &hash)).await?;
+        Ok(())
+    }
+
+    /// The revision `template` would be: the number of a kept revision holding the same
+    /// template (a rollback), else one past `latest` and every kept one; with what is beyond
+    /// the history limit.
+    pub async fn number_for(&self, template: &Value, latest: i64) -> Result<Revision> {
+        let hash = hash_of(template);
+        let existing = self.list().await?;
+        let same = existing
+            .iter()
+            .find(|r| r.labels().get(HASH_LABEL) == Some(&hash));
+        let number = same.map_or_else(
+            || {
+                existing
+                    .iter()
+                    .map(|r| r.revision)
+                    .max()
+                    .unwrap_or(0)
+                    .max(latest)
+                    + 1
+            },
+            |r| r.revision,
+        );
+        let mut kept: Vec<(i64, String)> = existing
+            .iter()
+            .map(|r| (r.revision, r.name_any()))
+            .collect();
+        kept.sort();
+        kept.truncate(kept.len().saturating_sub(self.history_limit));
+        Ok(Revision {
+            number,
+            hash,
+            beyond_limit: kept,
+        })
     }
 
     async fn list(&self) -> Result<Vec<ControllerRevision>> {

@@ -38,6 +38,30 @@ pub struct Gates {
     pub waves: usize,
     pub bake: Duration,
     pub deadline: Duration,
+    /// Whether a halt returns the members already moved to the stable revision.
+    pub rollback: bool,
+}
+
+impl Gates {
+    /// The gates of `selections` waves over `members`: a last wave is added when some member
+    /// not pinned matches none of them.
+    pub fn new(
+        selections: usize,
+        members: &[Member],
+        bake_seconds: u32,
+        deadline_seconds: u32,
+        rollback: bool,
+    ) -> Self {
+        let rest = members
+            .iter()
+            .any(|m| m.pinned.is_none() && m.wave == selections);
+        Gates {
+            waves: (selections + usize::from(rest)).max(1),
+            bake: Duration::from_secs(u64::from(bake_seconds)),
+            deadline: Duration::from_secs(u64::from(deadline_seconds)),
+            rollback,
+        }
+    }
 }
 
 /// What one pass decided.
@@ -79,7 +103,7 @@ pub fn step(
         });
     if let Some(token) = resume.filter(|t| status.resumed.as_deref() != Some(*t)) {
         status.resumed = Some(token.to_owned());
-        if status.phase == RolloutPhase::Halted {
+        if is_halted(status.phase) {
             status.phase = RolloutPhase::Progressing;
             status.wave_started_at = Some(stamp(now));
             status.healthy_since = None;
@@ -95,7 +119,7 @@ pub fn step(
     if status.revision == status.stable_revision {
         return finished(status, members, previous, event);
     }
-    if status.phase == RolloutPhase::Halted {
+    if is_halted(status.phase) {
         let assigned = assignments(&status, members);
         return Step {
             status,
@@ -134,11 +158,13 @@ fn advance(
         let started = parse(status.wave_started_at.as_deref()).unwrap_or(now);
         match verdict {
             Verdict::Failed(why) => {
-                status.phase = RolloutPhase::Halted;
+                status.phase = halt_phase(gates);
                 status.healthy_since = None;
                 status.message = format!(
-                    "halted at wave {} of {}: {why}; later waves stay on revision {}",
-                    status.wave, status.waves, status.stable_revision
+                    "halted at wave {} of {}: {why}; {}",
+                    status.wave,
+                    status.waves,
+                    after_halt(gates, status.stable_revision)
                 );
                 event = Some((Reason::RolloutHalted, status.message.clone()));
                 return halted(status, members, event);
@@ -147,13 +173,13 @@ fn advance(
                 status.healthy_since = None;
                 let spent = elapsed(started, now);
                 if spent >= gates.deadline {
-                    status.phase = RolloutPhase::Halted;
+                    status.phase = halt_phase(gates);
                     status.message = format!(
-                        "halted at wave {} of {}: not healthy within {}s ({what}); later waves stay on revision {}",
+                        "halted at wave {} of {}: not healthy within {}s ({what}); {}",
                         status.wave,
                         status.waves,
                         gates.deadline.as_secs(),
-                        status.stable_revision
+                        after_halt(gates, status.stable_revision)
                     );
                     event = Some((Reason::RolloutHalted, status.message.clone()));
                     return halted(status, members, event);
@@ -211,6 +237,22 @@ fn advance(
     }
 }
 
+fn halt_phase(gates: Gates) -> RolloutPhase {
+    if gates.rollback {
+        RolloutPhase::RolledBack
+    } else {
+        RolloutPhase::Halted
+    }
+}
+
+fn after_halt(gates: Gates, stable: i64) -> String {
+    if gates.rollback {
+        format!("every member is back on revision {stable}")
+    } else {
+        format!("later waves stay on revision {stable}")
+    }
+}
+
 enum Verdict {
     Healthy,
     Waiting(String),
@@ -236,6 +278,10 @@ fn judge(in_wave: &[&Member], revision: i64) -> Verdict {
     } else {
         Verdict::Waiting(waiting.join("; "))
     }
+}
+
+fn is_halted(phase: RolloutPhase) -> bool {
+    matches!(phase, RolloutPhase::Halted | RolloutPhase::RolledBack)
 }
 
 fn started(revision: i64, stable: i64, now: DateTime<Utc>) -> StagedRolloutStatus {
@@ -306,7 +352,11 @@ fn halted(
 /// Pinned members their pin; members of the waves reached the new revision; the rest the
 /// stable one.
 fn assignments(status: &StagedRolloutStatus, members: &[Member]) -> BTreeMap<String, i64> {
-    let reached = status.wave as usize;
+    let reached = if status.phase == RolloutPhase::RolledBack {
+        0
+    } else {
+        status.wave as usize
+    };
     members
         .iter()
         .map(|member| {

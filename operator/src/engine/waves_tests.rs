@@ -9,6 +9,7 @@ fn gates() -> Gates {
         waves: 3,
         bake: Duration::from_secs(30),
         deadline: Duration::from_secs(300),
+        rollback: false,
     }
 }
 
@@ -291,4 +292,42 @@ fn empty_waves_are_skipped() {
     let step = step(Some(&complete_at(1)), 2, &members, gates(), None, at(0));
     assert_eq!(step.status.wave, 3);
     assert_eq!(step.assigned["only"], 2);
+}
+
+#[test]
+fn with_rollback_a_failed_wave_returns_every_member_to_the_stable_revision() {
+    let rollback = Gates {
+        rollback: true,
+        ..gates()
+    };
+    let mut members = fleet([2, 2, 1]);
+    let mut status = step(
+        Some(&complete_at(1)),
+        2,
+        &fleet([1; 3]),
+        rollback,
+        None,
+        at(0),
+    )
+    .status;
+    status.wave = 2;
+    members[1].health = Health::Failed("ErrImagePull".into());
+    let back = step(Some(&status), 2, &members, rollback, None, at(5));
+    assert_eq!(back.status.phase, RolloutPhase::RolledBack);
+    assert!(
+        back.assigned.values().all(|r| *r == 1),
+        "{:?}",
+        back.assigned
+    );
+    assert!(
+        back.status
+            .message
+            .contains("every member is back on revision 1")
+    );
+    let still = step(Some(&back.status), 2, &fleet([1; 3]), rollback, None, at(9));
+    assert_eq!(
+        still.status.phase,
+        RolloutPhase::RolledBack,
+        "until resumed or changed"
+    );
 }

@@ -44,11 +44,13 @@ pub async fn drive(
         .iter()
         .map(|service| member(rollout, service, ctx))
         .collect();
-    let gates = Gates {
-        waves: wave_count(rollout, &members),
-        bake: Duration::from_secs(u64::from(rollout.bake_seconds)),
-        deadline: Duration::from_secs(u64::from(rollout.progress_deadline_seconds)),
-    };
+    let gates = Gates::new(
+        rollout.waves.len(),
+        &members,
+        rollout.bake_seconds,
+        rollout.progress_deadline_seconds,
+        false,
+    );
     let previous = profile.status.as_ref().and_then(|s| s.rollout.as_ref());
     let resume = profile
         .annotations()
@@ -126,14 +128,6 @@ fn member(rollout: &ProfileRollout, service: &SupportService, ctx: &Context) -> 
         installed: status.revision.filter(|_| current),
         health,
     }
-}
-
-/// The waves given, plus the implicit last one when some runtime is in none of them.
-fn wave_count(rollout: &ProfileRollout, members: &[Member]) -> usize {
-    let rest = members
-        .iter()
-        .any(|m| m.pinned.is_none() && m.wave == rollout.waves.len());
-    (rollout.waves.len() + usize::from(rest)).max(1)
 }
 
 /// Without a rollout every service installs the profile as it is.

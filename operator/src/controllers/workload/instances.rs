@@ -1,16 +1,19 @@
 //! The Workload's instances: one WorkloadInstance per placement, applied when it differs
 //! from what is wanted, and removed once its placement is no longer selected.
 
+use std::collections::BTreeMap;
+
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use qleetos_crds::{
     DeletionPolicy, FIELD_MANAGER, PlacementStatus, Reason, RuntimeRef, Workload, WorkloadInstance,
-    WorkloadInstanceSpec, WorkloadRef,
+    WorkloadInstanceSpec, WorkloadRef, WorkloadTemplate,
 };
 
 use super::WORKLOAD_LABEL;
 use super::failover_status;
 use super::failover_status::REPLACES_ANNOTATION;
+use super::rollout::REVISION_ANNOTATION;
 use super::status::urls_of;
 use crate::context::{Context, key_of};
 use crate::controllers::instance::FINALIZER as INSTANCE_FINALIZER;
@@ -62,37 +65,54 @@ pub(super) async fn owned_instances(
         .collect())
 }
 
+/// What one placement's instance carries: a revision's template, the Workload generation it
+/// belongs to, and (with a rollout) the revision's number.
+pub(super) struct Carried {
+    pub template: WorkloadTemplate,
+    pub generation: Option<i64>,
+    pub revision: Option<i64>,
+}
+
 /// The instance carrying `workload` to one runtime, created with the instance Qleet's
 /// finalizer so that Qleet need not add it in a write of its own.
 pub(super) fn desired_instance(
     workload: &Workload,
+    carried: Carried,
     placement: &Selected,
     name: &str,
 ) -> WorkloadInstance {
+    let template = carried.template;
     let mut instance = WorkloadInstance::new(
         name,
         WorkloadInstanceSpec {
             workload_ref: Some(WorkloadRef {
                 name: workload.name_any(),
-                generation: workload.metadata.generation,
+                generation: carried.generation,
             }),
             runtime_ref: RuntimeRef {
                 name: placement.runtime.clone(),
             },
-            manifests: workload.spec.manifests.clone(),
-            chart: workload.spec.chart.clone(),
-            images: workload.spec.images.clone(),
-            expose: workload.spec.expose.clone(),
-            needs: workload.spec.needs.clone(),
+            manifests: template.manifests,
+            chart: template.chart,
+            images: template.images,
+            expose: template.expose,
+            needs: template.needs,
         },
     );
     instance.metadata.labels =
         Some([(WORKLOAD_LABEL.to_owned(), label_value(&workload.name_any()))].into());
     instance.metadata.owner_references = workload.controller_owner_ref(&()).map(|o| vec![o]);
-    instance.metadata.annotations = placement
+    let annotations: BTreeMap<String, String> = placement
         .replaces
-        .as_ref()
-        .map(|home| [(REPLACES_ANNOTATION.to_owned(), home.clone())].into());
+        .iter()
+        .map(|home| (REPLACES_ANNOTATION.to_owned(), home.clone()))
+        .chain(
+            carried
+                .revision
+                .map(|r| (REVISION_ANNOTATION.to_owned(), r.to_string())),
+        )
+        .collect();
+    instance.metadata.annotations = (!annotations.is_empty()).then_some(annotations);
     instance.metadata.finalizers = Some(vec![INSTANCE_FINALIZER.to_owned()]);
     instance
 }
@@ -105,8 +125,10 @@ pub(super) fn is_up_to_date(current: &WorkloadInstance, wanted: &WorkloadInstanc
     };
     let labels = current.labels();
     let owners = current.owner_references();
+    let revision = |i: &WorkloadInstance| i.annotations().get(REVISION_ANNOTATION).cloned();
     same_json(&current.spec, &wanted.spec)
         && failover_status::replaces_of(current) == failover_status::replaces_of(wanted)
+        && (revision(wanted).is_none() || revision(current) == revision(wanted))
         && wanted
             .labels()
             .iter()
@@ -174,6 +196,7 @@ pub(super) fn leaving_placement(instance: &WorkloadInstance, region: String) -> 
         reason: Reason::RuntimeDeleting.into(),
         urls: urls_of(instance),
         replaces: failover_status::replaces_of(instance),
+        ..Default::default()
     }
 }
 

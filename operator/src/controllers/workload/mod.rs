@@ -12,6 +12,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
 use qleetos_crds::Reason;
 use qleetos_crds::TenantPolicy;
+use qleetos_crds::staged::RolloutPhase;
 use qleetos_crds::{Condition, KubernetesRuntime, Workload, WorkloadInstance};
 
 use super::namespace_of;
@@ -30,13 +31,15 @@ mod failover_status;
 mod instances;
 #[cfg(test)]
 mod reconcile_tests;
+pub mod revisions;
+pub mod rollout;
 mod status;
 
 use instances::{
-    apply_instance, cached_instances, delete_instance, desired_instance, is_up_to_date,
+    Carried, apply_instance, cached_instances, delete_instance, desired_instance, is_up_to_date,
     owned_instances, remove_unselected,
 };
-use status::{placement_status, ready_condition, write_status};
+use status::{History, placement_status, ready_condition, write_status};
 
 pub const CONTROLLER: &str = "workload";
 /// Held until every WorkloadInstance of the Workload is gone.
@@ -164,13 +167,20 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
                 ctx,
                 Vec::new(),
                 Condition::ready(false, error.reason(), error.to_string()),
+                History::previous(workload),
             )
             .await?;
             return Err(error);
         }
     };
     let selected = plan.selected;
-    let next = plan.recheck_in.map_or(Next::Done, Next::After);
+    let revision = revisions::record(workload, &existing, ctx).await?;
+    let staged = rollout::drive(workload, revision.number, &selected, &existing, ctx).await;
+    let next = match (plan.recheck_in, staged.next) {
+        (Some(a), Some(b)) => Next::After(a.min(b)),
+        (a, b) => a.or(b).map_or(Next::Done, Next::After),
+    };
+    let mut templates = revisions::Templates::new(workload, revision.number);
     let mut placements = Vec::new();
     let mut none_reported = !selected.is_empty();
     for placement in &selected {
@@ -181,7 +191,17 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
             || instance_name(&workload.name_any(), &placement.runtime),
             ResourceExt::name_any,
         );
-        let wanted = desired_instance(workload, placement, &name);
+        let assigned = staged.assigned.get(&placement.runtime).copied();
+        let carried = carried(
+            workload,
+            assigned,
+            revision.number,
+            current,
+            &mut templates,
+            ctx,
+        )
+        .await?;
+        let wanted = desired_instance(workload, carried, placement, &name);
         let instance = match current {
             // Nothing to write; a terminating instance takes no new spec (or finalizer).
             Some(current)
@@ -194,9 +214,21 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
             _ => apply_instance(&instances, &wanted).await?,
         };
         none_reported &= ready_of(&instance).is_none();
-        placements.push(placement_status(workload, placement, &instance));
+        let mut status = placement_status(workload, placement, &instance);
+        status.revision = assigned;
+        status.wave = staged.waves.get(&placement.runtime).copied();
+        placements.push(status);
     }
     let leaving = remove_unselected(ctx, &instances, existing, &selected, &placements).await?;
+    let in_use = staged
+        .status
+        .iter()
+        .flat_map(|s| [s.revision, s.stable_revision])
+        .chain(staged.assigned.values().copied())
+        .collect();
+    revisions::revisioned(workload, ctx)
+        .prune(&revision, &in_use)
+        .await?;
     // A new Workload whose placements have not reported yet would only say `Pending`: its
     // first status waits for them (their first `Ready` condition notifies it), one write less.
     if workload.status.is_none() && none_reported && leaving.is_empty() {
@@ -205,9 +237,58 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
     }
     placements.extend(leaving);
     failover_status::mark_homes(&mut placements, |name| ctx.caches.runtime(name));
-    let ready = ready_condition(&placements, fenced_out.len());
-    write_status(workload, ctx, placements, ready).await?;
+    let ready = match &staged.status {
+        Some(rollout)
+            if matches!(
+                rollout.phase,
+                RolloutPhase::Halted | RolloutPhase::RolledBack
+            ) =>
+        {
+            Condition::ready(false, Reason::RolloutHalted, rollout.message.clone())
+        }
+        _ => ready_condition(&placements, fenced_out.len()),
+    };
+    let history = History {
+        revision: Some(revision.number),
+        revision_hash: Some(revision.hash),
+        rollout: staged.status,
+    };
+    write_status(workload, ctx, placements, ready, history).await?;
     Ok(next)
+}
+
+/// What a placement's instance carries: the spec's template at the Workload's generation, or
+/// the earlier revision its wave still runs (at the generation the instance already has; read
+/// from its record only when the instance does not carry it already).
+async fn carried(
+    workload: &Workload,
+    assigned: Option<i64>,
+    latest: i64,
+    current: Option<&WorkloadInstance>,
+    templates: &mut revisions::Templates<'_>,
+    ctx: &Context,
+) -> Result<Carried> {
+    let Some(number) = assigned.filter(|n| *n != latest) else {
+        return Ok(Carried {
+            template: workload.spec.template(),
+            generation: workload.metadata.generation,
+            revision: assigned,
+        });
+    };
+    let generation = current
+        .and_then(|c| c.spec.workload_ref.as_ref())
+        .and_then(|r| r.generation);
+    let carries_it = current
+        .filter(|c| c.annotations().get(rollout::REVISION_ANNOTATION) == Some(&number.to_string()));
+    let template = match carries_it {
+        Some(instance) => revisions::template_of(instance),
+        None => templates.get(number, ctx).await?,
+    };
+    Ok(Carried {
+        template,
+        generation,
+        revision: Some(number),
+    })
 }
 
 /// Where the Workload runs: the runtimes it selects, with the ones provisioned for regions

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use http::Method;
+use kube::ResourceExt;
 use qleetos_crds::{Workload, WorkloadInstance};
 use serde_json::json;
 
@@ -214,5 +215,126 @@ async fn a_namespace_fenced_out_of_every_runtime_is_told_why() {
     assert_eq!(
         request(&seen, &Method::PATCH, &instance_path("eu")).body["spec"]["runtimeRef"]["name"],
         "eu"
+    );
+}
+
+const REVISIONS: &str = "/apis/apps/v1/namespaces/team-a/controllerrevisions";
+
+/// `web` in eu-west (wave 1) and us-east (the rest), whose instances run revision 1 (its
+/// current spec) Ready; the spec then changes `images`.
+async fn changed_with_a_rollout() -> (Workload, Vec<WorkloadInstance>) {
+    let mut web = workload("team-a", "web", &["eu-west", "us-east"]);
+    let seen = first_pass(&web).await;
+    web.spec.rollout = Some(object(
+        json!({"waves": [{"regions": ["eu-west"]}], "bakeSeconds": 0}),
+    ));
+    let mut instances = Vec::new();
+    for runtime in ["eu", "us"] {
+        let mut running = applied(&seen, runtime, (true, "RolledOut", "2 objects applied"));
+        running
+            .annotations_mut()
+            .insert(super::rollout::REVISION_ANNOTATION.into(), "1".into());
+        instances.push(running);
+    }
+    let hash = crate::engine::revisions::hash_of(&super::revisions::value_of(&web.spec.template()));
+    web.status = Some(object(json!({
+        "revision": 1, "revisionHash": hash,
+        "rollout": {"phase": "Complete", "revision": 1, "stableRevision": 1, "wave": 3, "waves": 2},
+    })));
+    web.spec.images = [("web".to_owned(), "nginx:1.29".to_owned())].into();
+    web.metadata.generation = Some(2);
+    (web, instances)
+}
+
+#[tokio::test]
+async fn a_changed_workload_records_its_new_revision_and_moves_only_the_first_wave() {
+    let (web, instances) = changed_with_a_rollout().await;
+    let kept = crate::engine::revisions::revision_name("web", 1);
+    let record = json!({
+        "apiVersion": "apps/v1", "kind": "ControllerRevision", "revision": 1,
+        "metadata": {"name": kept, "namespace": "team-a", "labels": {"qleetos.io/owner-uid": "uid-web"}},
+        "data": super::revisions::value_of(&super::revisions::template_of(&instances[1])),
+    });
+    let mut harness = Harness::new()
+        .with_runtime(&runtime("eu", "eu-west"))
+        .with_runtime(&runtime("us", "us-east"));
+    for running in &instances {
+        harness = harness.with_instance(running);
+    }
+    let ctx = harness.ctx.clone();
+    let scenario = ApiServer::new()
+        .get(REVISIONS, Reply::list("ControllerRevisionList", &[record]))
+        .post(REVISIONS, Reply::Echo(201))
+        .event("team-a")
+        .patch(instance_path("eu"), Reply::Echo(200))
+        .patch(STATUS, Reply::ok(&web));
+    let (_, seen) = harness.run(scenario, reconcile(Arc::new(web), ctx)).await;
+
+    let recorded = &request(&seen, &Method::POST, REVISIONS).body;
+    assert_eq!(recorded["metadata"]["name"], "web.r2");
+    assert_eq!(recorded["data"]["images"]["web"], "nginx:1.29");
+    let eu = &request(&seen, &Method::PATCH, &instance_path("eu")).body;
+    assert_eq!(eu["spec"]["images"]["web"], "nginx:1.29");
+    assert_eq!(eu["metadata"]["annotations"]["qleetos.io/revision"], "2");
+    assert!(
+        requests(&seen, &Method::PATCH, &instance_path("us")).is_empty(),
+        "us-east is in the last wave: it keeps revision 1"
+    );
+    let status = &request(&seen, &Method::PATCH, STATUS).body["status"];
+    assert_eq!(status["revision"], 2);
+    assert_eq!(status["rollout"]["phase"], "Progressing");
+    let placements = status["placements"].as_array().expect("placements");
+    let us = placements
+        .iter()
+        .find(|p| p["runtime"] == "us")
+        .expect("us");
+    assert_eq!(
+        (us["revision"].as_i64(), us["wave"].as_i64()),
+        (Some(1), Some(2))
+    );
+}
+
+#[tokio::test]
+async fn without_a_rollout_a_template_is_kept_when_it_leaves_the_spec() {
+    let (mut web, instances) = changed_with_a_rollout().await;
+    web.spec.rollout = None;
+    if let Some(status) = web.status.as_mut() {
+        status.rollout = None;
+    }
+    let mut harness = Harness::new()
+        .with_runtime(&runtime("eu", "eu-west"))
+        .with_runtime(&runtime("us", "us-east"));
+    for running in &instances {
+        harness = harness.with_instance(running);
+    }
+    let ctx = harness.ctx.clone();
+    let scenario = ApiServer::new()
+        .post(REVISIONS, Reply::Echo(201))
+        .get(
+            REVISIONS,
+            Reply::list::<serde_json::Value>("ControllerRevisionList", &[]),
+        )
+        .patch(instance_path("eu"), Reply::Echo(200))
+        .patch(instance_path("us"), Reply::Echo(200))
+        .patch(STATUS, Reply::ok(&web));
+    let (_, seen) = harness.run(scenario, reconcile(Arc::new(web), ctx)).await;
+
+    let kept = &request(&seen, &Method::POST, REVISIONS).body;
+    assert_eq!(kept["metadata"]["name"], "web.r1");
+    assert_eq!(
+        kept["data"]["images"],
+        json!(null),
+        "revision 1 set no images"
+    );
+    for runtime in ["eu", "us"] {
+        let body = &request(&seen, &Method::PATCH, &instance_path(runtime)).body;
+        assert_eq!(
+            body["spec"]["images"]["web"], "nginx:1.29",
+            "every placement at once"
+        );
+    }
+    assert_eq!(
+        request(&seen, &Method::PATCH, STATUS).body["status"]["revision"],
+        2
     );
 }

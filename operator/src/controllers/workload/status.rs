@@ -42,6 +42,7 @@ pub(super) fn placement_status(
             .unwrap_or_default(),
         urls: urls_of(instance),
         replaces: placement.replaces.clone(),
+        ..Default::default()
     }
 }
 
@@ -134,11 +135,32 @@ pub(super) fn with_image_check(workload: &Workload, ready: Condition) -> Conditi
     Condition::ready(false, Reason::UnknownImageContainer, message)
 }
 
+/// The revision fields of the status.
+#[derive(Debug, Default)]
+pub(super) struct History {
+    pub revision: Option<i64>,
+    pub revision_hash: Option<String>,
+    pub rollout: Option<qleetos_crds::staged::StagedRolloutStatus>,
+}
+
+impl History {
+    /// What the status says now (a pass that stops before deciding keeps it).
+    pub fn previous(workload: &Workload) -> Self {
+        let status = workload.status.clone().unwrap_or_default();
+        Self {
+            revision: status.revision,
+            revision_hash: status.revision_hash,
+            rollout: status.rollout,
+        }
+    }
+}
+
 pub(super) async fn write_status(
     workload: &Workload,
     ctx: &Context,
     placements: Vec<PlacementStatus>,
     ready: Condition,
+    history: History,
 ) -> Result<()> {
     let ready = with_image_check(workload, ready);
     emit_events(workload, ctx, &placements, &ready).await;
@@ -163,6 +185,9 @@ pub(super) async fn write_status(
         observed_generation: generation,
         ready_placements,
         placements,
+        revision: history.revision,
+        revision_hash: history.revision_hash,
+        rollout: history.rollout,
     };
     let api: Api<Workload> = Api::namespaced(ctx.client.clone(), &namespace_of(workload)?);
     let current = workload.status.as_ref();
