@@ -187,10 +187,6 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
         let current = existing
             .iter()
             .find(|i| i.spec.runtime_ref.name == placement.runtime);
-        let name = current.map_or_else(
-            || instance_name(&workload.name_any(), &placement.runtime),
-            ResourceExt::name_any,
-        );
         let assigned = staged.assigned.get(&placement.runtime).copied();
         let carried = carried(
             workload,
@@ -199,20 +195,8 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
             current,
             &mut templates,
             ctx,
-        )
-        .await?;
-        let wanted = desired_instance(workload, carried, placement, &name);
-        let instance = match current {
-            // Nothing to write; a terminating instance takes no new spec (or finalizer).
-            Some(current)
-                if current.metadata.deletion_timestamp.is_some()
-                    || is_up_to_date(current, &wanted) =>
-            {
-                ctx.metrics.write_skipped(CONTROLLER, "instance");
-                current.clone()
-            }
-            _ => apply_instance(&instances, &wanted).await?,
-        };
+        );
+        let instance = ensure_instance(workload, placement, current, carried.await?, ctx).await?;
         none_reported &= ready_of(&instance).is_none();
         let mut status = placement_status(workload, placement, &instance);
         status.revision = assigned;
@@ -237,7 +221,52 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
     }
     placements.extend(leaving);
     failover_status::mark_homes(&mut placements, |name| ctx.caches.runtime(name));
-    let ready = match &staged.status {
+    let ready = readiness(&staged, &placements, fenced_out.len());
+    let history = History {
+        revision: Some(revision.number),
+        revision_hash: Some(revision.hash),
+        rollout: staged.status,
+    };
+    write_status(workload, ctx, placements, ready, history).await?;
+    Ok(next)
+}
+
+/// The placement's instance as `carried` wants it: applied when it differs, else as it is.
+async fn ensure_instance(
+    workload: &Workload,
+    placement: &crate::placement::Selected,
+    current: Option<&WorkloadInstance>,
+    carried: Carried,
+    ctx: &Context,
+) -> Result<WorkloadInstance> {
+    let name = current.map_or_else(
+        || instance_name(&workload.name_any(), &placement.runtime),
+        ResourceExt::name_any,
+    );
+    let wanted = desired_instance(workload, carried, placement, &name);
+    match current {
+        // Nothing to write; a terminating instance takes no new spec (or finalizer).
+        Some(current)
+            if current.metadata.deletion_timestamp.is_some() || is_up_to_date(current, &wanted) =>
+        {
+            ctx.metrics.write_skipped(CONTROLLER, "instance");
+            Ok(current.clone())
+        }
+        _ => {
+            let instances: Api<WorkloadInstance> =
+                Api::namespaced(ctx.client.clone(), &namespace_of(workload)?);
+            apply_instance(&instances, &wanted).await
+        }
+    }
+}
+
+/// Ready says why a staged rollout halted, else sums the placements up.
+fn readiness(
+    staged: &rollout::Staged,
+    placements: &[qleetos_crds::PlacementStatus],
+    fenced_out: usize,
+) -> Condition {
+    match &staged.status {
         Some(rollout)
             if matches!(
                 rollout.phase,
@@ -246,15 +275,8 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
         {
             Condition::ready(false, Reason::RolloutHalted, rollout.message.clone())
         }
-        _ => ready_condition(&placements, fenced_out.len()),
-    };
-    let history = History {
-        revision: Some(revision.number),
-        revision_hash: Some(revision.hash),
-        rollout: staged.status,
-    };
-    write_status(workload, ctx, placements, ready, history).await?;
-    Ok(next)
+        _ => ready_condition(placements, fenced_out),
+    }
 }
 
 /// What a placement's instance carries: the spec's template at the Workload's generation, or
