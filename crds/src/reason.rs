@@ -83,6 +83,7 @@ reasons! {
     WaitingForWorkloads => Waiting,
     FailingOver => Waiting,
     WaveStarted => Waiting,
+    WaitingForHook => Waiting,
     Baking => Waiting,
 
     // Where it should be.

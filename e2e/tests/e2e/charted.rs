@@ -4,6 +4,7 @@
 
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -270,8 +271,28 @@ pub async fn charted_support_service_comes_with_its_crds_and_goes_with_its_last_
     let gvk = GroupVersionKind::gvk("qleetos.test", "v1", "Widget");
     let widgets: Api<DynamicObject> =
         Api::namespaced_with(eu.clone(), "widgets-system", &ApiResource::from_gvk(&gvk));
+    let jobs: Api<Job> = Api::namespaced(eu.clone(), "widgets-system");
+    let migrate = jobs.get("widgets-migrate").await?;
+    let migrated = migrate
+        .status
+        .as_ref()
+        .and_then(|s| s.completion_time.clone())
+        .context("the pre-install hook Job has not completed")?;
+    let started = migrate.creation_timestamp().context("created")?;
+    // Its pod takes 3 s (kwok's `qleetos.test/complete-after`): applied without waiting,
+    // the Widgets would be older than its completion.
+    ensure!(
+        migrated.0.as_second() - started.0.as_second() >= 2,
+        "the hook Job did not take its time: created {started:?}, completed {migrated:?}"
+    );
     for name in ["alpha", "beta"] {
         let widget = widgets.get(name).await?;
+        ensure!(
+            widget
+                .creation_timestamp()
+                .is_some_and(|t| t.0 >= migrated.0),
+            "Widget {name} applied before the pre-install hook Job completed"
+        );
         ensure!(
             widget.data["spec"]["size"] == "eu-west",
             "the runtime variable did not reach the values: {:?}",
@@ -305,8 +326,8 @@ pub async fn charted_support_service_comes_with_its_crds_and_goes_with_its_last_
         .context("no chart in the SupportService status")?;
     ensure!(chart.version == "0.3.0", "the range resolved to {chart:?}");
     ensure!(
-        chart.objects == 7,
-        "7 objects rendered (CRD, 2 Widgets, Deployment, 2 hooks, ClusterRole): {chart:?}"
+        chart.objects == 8,
+        "8 objects rendered (CRD, 2 Widgets, Deployment, 3 hooks, ClusterRole): {chart:?}"
     );
 
     delete_workload(&client, ns, "user").await?;

@@ -2,6 +2,7 @@
 //! the owner's field manager with ownership checks, an inventory that never loses an applied
 //! object, pruning and removal of owned objects only (in teardown order), and rollout health.
 
+mod hooks;
 pub mod inventory;
 pub mod live;
 
@@ -44,6 +45,46 @@ pub struct Outcome {
     /// What this pass applied.
     pub applied: Vec<AppliedObject>,
     pub failure: Option<Error>,
+    /// Set when the pass stopped at a Helm hook Job that has not completed yet: what comes
+    /// after it waits for the next pass, and nothing is pruned.
+    pub waiting: Option<String>,
+}
+
+/// Where a pass stopped at a hook Job: what is kept of what follows it, and why.
+struct Stop {
+    kept: Vec<AppliedObject>,
+    state: std::result::Result<String, Error>,
+}
+
+impl Stop {
+    /// The previous entries of the objects after the hook stay recorded (not pruned, not lost).
+    fn new(
+        rest: &[Desired],
+        previous: &[AppliedObject],
+        state: std::result::Result<String, Error>,
+    ) -> Self {
+        let kept = rest
+            .iter()
+            .filter_map(|d| inventory::find(previous, &d.resolved.object).cloned())
+            .collect();
+        Stop { kept, state }
+    }
+
+    fn outcome(self, previous: &[AppliedObject], applied: Vec<AppliedObject>) -> Outcome {
+        // Nothing is pruned while the chart is half applied: whatever was recorded stays.
+        let unpruned = previous.iter().cloned().chain(self.kept);
+        let inventory = inventory::merged(unpruned.chain(applied.iter().cloned()));
+        let (waiting, failure) = match self.state {
+            Ok(waiting) => (Some(waiting), None),
+            Err(error) => (None, Some(error)),
+        };
+        Outcome {
+            inventory,
+            applied,
+            failure,
+            waiting,
+        }
+    }
 }
 
 /// The inventory to record before applying `desired`: `previous` plus every desired object
@@ -71,10 +112,16 @@ impl Applier<'_> {
         let mut applied = Vec::new();
         let mut kept = Vec::new();
         let mut failure = None;
-        for wanted in desired {
+        for (index, wanted) in desired.iter().enumerate() {
             let object = &wanted.resolved.object;
             if let Some(unchanged) = self.unchanged(wanted, previous) {
                 applied.push(unchanged.clone());
+                if let Some(stop) = self
+                    .hook_gate(wanted, &desired[index + 1..], previous)
+                    .await
+                {
+                    return stop.outcome(previous, applied);
+                }
                 continue;
             }
             let ownership = Ownership {
@@ -88,7 +135,15 @@ impl Applier<'_> {
                 .apply_owned(&wanted.resolved, &wanted.manifest, &ownership)
                 .await
             {
-                Ok(object) => applied.push(object),
+                Ok(object) => {
+                    applied.push(object);
+                    if let Some(stop) = self
+                        .hook_gate(wanted, &desired[index + 1..], previous)
+                        .await
+                    {
+                        return stop.outcome(previous, applied);
+                    }
+                }
                 Err(error @ Error::RuntimeUnreachable { .. }) => {
                     let pending = desired.iter().map(|d| d.resolved.object.clone());
                     let inventory = previous.iter().cloned().chain(pending).chain(applied);
@@ -96,6 +151,7 @@ impl Applier<'_> {
                         inventory: inventory::merged(inventory),
                         applied: Vec::new(),
                         failure: Some(error),
+                        waiting: None,
                     };
                 }
                 Err(error) => {
@@ -123,7 +179,36 @@ impl Applier<'_> {
             inventory: inventory::merged(kept.into_iter().chain(applied.iter().cloned())),
             applied,
             failure: failure.or(prune_failure),
+            waiting: None,
         }
+    }
+
+    /// After a Helm hook Job (`helm.sh/hook` pre/post install or upgrade) is applied: `None`
+    /// once it has completed, else where the pass stops (waiting for it, or failed).
+    async fn hook_gate(
+        &self,
+        wanted: &Desired,
+        rest: &[Desired],
+        previous: &[AppliedObject],
+    ) -> Option<Stop> {
+        if !crate::chart::is_awaited_hook(&wanted.manifest) {
+            return None;
+        }
+        let object = &wanted.resolved.object;
+        let live = match self.client.get(object).await {
+            Ok(live) => live,
+            Err(error) => return Some(Stop::new(rest, previous, Err(error))),
+        };
+        let status = live.map(|l| l.data["status"].clone()).unwrap_or_default();
+        let job = format!("hook Job {}", describe(object));
+        let state = match hooks::job_state(&status) {
+            hooks::JobState::Complete => return None,
+            hooks::JobState::Running => Ok(format!(
+                "{job} has not completed yet; the rest of the chart follows it"
+            )),
+            hooks::JobState::Failed(why) => Err(Error::ApplyFailed(format!("{job} failed: {why}"))),
+        };
+        Some(Stop::new(rest, previous, state))
     }
 
     /// The inventory entry of `wanted` when the live object is still as this owner last applied

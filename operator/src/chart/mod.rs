@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 pub use credentials::{CHART_NAMESPACES_ANNOTATION, Credentials, credentials_for};
 use helm::{Helm, Template};
+pub use objects::is_awaited_hook;
 use repository::Repositories;
 
 use crate::error::{Error, Result};

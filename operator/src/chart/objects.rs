@@ -87,6 +87,14 @@ fn phase_of(manifest: &Manifest) -> Option<Phase> {
     }
 }
 
+/// Whether the applier waits for `manifest` to complete before what follows it: a Job that is
+/// a pre/post install or upgrade hook.
+pub fn is_awaited_hook(manifest: &Manifest) -> bool {
+    manifest.kind() == Some("Job")
+        && annotation(manifest, HOOK_ANNOTATION).is_some()
+        && matches!(phase_of(manifest), Some(Phase::PreHook | Phase::PostHook))
+}
+
 fn weight_of(manifest: &Manifest) -> i64 {
     annotation(manifest, HOOK_WEIGHT_ANNOTATION)
         .and_then(|w| w.trim().parse().ok())
@@ -218,6 +226,17 @@ metadata: {name: widgets.example.com}
         );
         assert_eq!(manifests[3].kind(), Some("Service"));
         assert_eq!(manifests[4].kind(), Some("Deployment"));
+    }
+
+    #[test]
+    fn install_and_upgrade_hook_jobs_are_awaited_and_nothing_else() {
+        let manifests = in_apply_order(&chart(), RENDERED).expect("parsed");
+        let awaited: Vec<&str> = manifests
+            .iter()
+            .filter(|m| is_awaited_hook(m))
+            .map(|m| m.name().unwrap_or_default())
+            .collect();
+        assert_eq!(awaited, ["schema", "migrate", "notify"]);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub(super) fn previous_outcome(previous: Vec<AppliedObject>, error: Error) -> Ou
         inventory: previous,
         applied: Vec::new(),
         failure: Some(error),
+        waiting: None,
     }
 }
 
@@ -32,7 +33,7 @@ pub(super) async fn finish(
     dependencies: Vec<DependencyStatus>,
     chart: Option<ChartStatus>,
 ) -> Result<Next> {
-    let healthy = health.iter().all(|h| h.healthy);
+    let healthy = health.iter().all(|h| h.healthy) && outcome.waiting.is_none();
     let ready = ready_condition(instance, &outcome, &health, healthy);
     let report = Report {
         inventory: outcome.inventory,
@@ -188,9 +189,10 @@ pub(super) fn ready_condition(
     healthy: bool,
 ) -> Condition {
     let runtime = &instance.spec.runtime_ref.name;
-    let condition = match &outcome.failure {
-        Some(error) => Condition::ready(false, error.reason(), error.to_string()),
-        None if healthy => Condition::ready(
+    let condition = match (&outcome.failure, &outcome.waiting) {
+        (Some(error), _) => Condition::ready(false, error.reason(), error.to_string()),
+        (None, Some(waiting)) => Condition::ready(false, Reason::WaitingForHook, waiting.clone()),
+        (None, None) if healthy => Condition::ready(
             true,
             Reason::RolledOut,
             format!(
@@ -198,7 +200,7 @@ pub(super) fn ready_condition(
                 outcome.inventory.len()
             ),
         ),
-        None => match describe_failures(health) {
+        (None, None) => match describe_failures(health) {
             Some(failures) => Condition::ready(false, Reason::RolloutFailed, failures),
             None => Condition::ready(false, Reason::Progressing, describe_unhealthy(health)),
         },

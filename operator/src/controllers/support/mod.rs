@@ -349,7 +349,15 @@ async fn converge(
         health.push(exported_secret_health(&client, namespace, &secret, &keys).await?);
     }
     report.health = health;
-    Ok(judge(report, waiting_for_kind))
+    let mut report = judge(report, waiting_for_kind);
+    if let Some(waiting) = outcome.waiting
+        && report.state != DependencyState::Failed
+    {
+        report.state = DependencyState::Installing;
+        report.reason = Reason::WaitingForHook;
+        report.message = waiting;
+    }
+    Ok(report)
 }
 
 fn judge(mut report: Report, waiting_for_kind: Option<Error>) -> Report {
