@@ -53,6 +53,8 @@ struct Observed {
     rollout: Option<StagedRolloutStatus>,
     /// RUNTIME, WAVE, REVISION, INSTALLED or READY, STATE
     rows: Vec<Vec<String>>,
+    /// What the spec holds, as a revision would (for `history`).
+    template: Value,
 }
 
 async fn observe(client: &Client, target: &Target) -> Result<Observed, Failure> {
@@ -86,6 +88,7 @@ async fn observe(client: &Client, target: &Target) -> Result<Observed, Failure> 
                 revision: status.revision,
                 rollout: status.rollout,
                 rows,
+                template: serde_json::to_value(&found.spec).unwrap_or_default(),
             })
         }
         Target::Workload { namespace, name } => {
@@ -112,6 +115,7 @@ async fn observe(client: &Client, target: &Target) -> Result<Observed, Failure> 
                 revision: status.revision,
                 rollout: status.rollout,
                 rows,
+                template: serde_json::to_value(found.spec.template()).unwrap_or_default(),
             })
         }
     }
@@ -230,7 +234,7 @@ pub async fn history(
     if let Some(latest) = observed.revision {
         rows.push(vec![
             latest.to_string(),
-            String::new(),
+            summary(&observed.template),
             "latest (the spec)".to_owned(),
         ]);
     }
