@@ -325,6 +325,21 @@ impl Context {
             tracing::warn!(%error, reason = reason.as_str(), "could not publish event");
         }
     }
+
+    /// An Event whose type follows its reason's class: Warning for a failure, else Normal.
+    pub async fn event_for<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        reason: Reason,
+        note: String,
+    ) {
+        let type_ = if reason.is_failure() {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        self.event(object, type_, reason, note).await;
+    }
 }
 
 /// `namespace/name` or `name`, the key used for backoff and logs.

@@ -9,7 +9,6 @@ use std::time::Duration;
 use chrono::Utc;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::EventType;
 use qleetos_crds::staged::{
     ProfileRollout, RESUME_ANNOTATION, RuntimeRevision, StagedRolloutStatus,
 };
@@ -63,12 +62,7 @@ pub async fn drive(
         }
     }
     if let Some((reason, note)) = step.event {
-        let type_ = if reason.is_failure() {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        ctx.event(profile, type_, reason, note).await;
+        ctx.event_for(profile, reason, note).await;
     }
     let runtimes = members
         .iter()

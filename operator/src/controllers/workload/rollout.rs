@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kube::ResourceExt;
-use kube::runtime::events::EventType;
 use qleetos_crds::staged::{OnFailure, RESUME_ANNOTATION, StagedRolloutStatus};
 use qleetos_crds::{Workload, WorkloadInstance};
 
@@ -64,12 +63,7 @@ pub async fn drive(
         .map(String::as_str);
     let step = waves::step(previous, latest, &members, gates, resume, Utc::now());
     if let Some((reason, note)) = step.event {
-        let type_ = if reason.is_failure() {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        ctx.event(workload, type_, reason, note).await;
+        ctx.event_for(workload, reason, note).await;
     }
     Staged {
         status: Some(step.status),
