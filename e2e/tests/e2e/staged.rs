@@ -93,6 +93,23 @@ pub async fn a_staged_profile_upgrade_halts_on_a_failing_wave_and_rolls_back(
 ) -> Result<()> {
     let client = env.management_client().await?;
     let admin = env.management.kubeconfig_path();
+    let mut selecting_nothing = agent(STABLE_IMAGE);
+    selecting_nothing["spec"]["rollout"]["waves"] = json!([{"regions": ["eu-west-1"]}, {}]);
+    let refused = apply_profile(&client, &selecting_nothing)
+        .await
+        .err()
+        .context("a wave that selects nothing was accepted")?;
+    ensure!(
+        format!("{refused:#}").contains("a runtime selection needs names, regions or matchLabels"),
+        "{refused:#}"
+    );
+    ensure!(
+        Api::<SupportServiceProfile>::all(client.clone())
+            .get_opt("agent")
+            .await?
+            .is_none(),
+        "a refused profile was stored"
+    );
     apply_profile(&client, &agent(STABLE_IMAGE)).await?;
     for (runtime, region, _) in RUNTIMES {
         let mut user = workload(runtime, vec![], json!({"regions": [region]}));
