@@ -296,33 +296,45 @@ pub async fn rollback(
     ))
 }
 
+/// Replaces the spec with the revision's, retrying from a fresh read when the object changed
+/// between the read and the write (the operator writes its status meanwhile): the
+/// optimistic replace never overwrites a change it did not see.
 async fn write_back(client: &Client, target: &Target, held: Value) -> Result<(), Failure> {
+    const ATTEMPTS: usize = 5;
+    for attempt in 1..=ATTEMPTS {
+        match replace_once(client, target, held.clone()).await {
+            Err(kube::Error::Api(status)) if status.code == 409 && attempt < ATTEMPTS => continue,
+            Err(error) => return Err(Failure::api(error, &target.what())),
+            Ok(()) => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+async fn replace_once(client: &Client, target: &Target, held: Value) -> kube::Result<()> {
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PostParams::default()
     };
-    let fail = |e| Failure::api(e, &target.what());
-    let unreadable = |e: serde_json::Error| {
-        Failure::Other(anyhow::Error::new(e).context("reading the revision back"))
-    };
     match target {
         Target::Profile(name) => {
             let api = Api::<SupportServiceProfile>::all(client.clone());
-            let mut found = api.get(name).await.map_err(fail)?;
+            let mut found = api.get(name).await?;
             let spec: SupportServiceProfileSpec =
-                serde_json::from_value(held).map_err(unreadable)?;
+                serde_json::from_value(held).map_err(kube::Error::SerdeError)?;
             found.spec = SupportServiceProfileSpec {
                 rollout: found.spec.rollout.clone(),
                 ..spec
             };
-            api.replace(name, &params, &found).await.map_err(fail)?;
+            api.replace(name, &params, &found).await?;
         }
         Target::Workload { namespace, name } => {
             let api = Api::<Workload>::namespaced(client.clone(), namespace);
-            let mut found = api.get(name).await.map_err(fail)?;
-            let template: WorkloadTemplate = serde_json::from_value(held).map_err(unreadable)?;
+            let mut found = api.get(name).await?;
+            let template: WorkloadTemplate =
+                serde_json::from_value(held).map_err(kube::Error::SerdeError)?;
             found.spec = found.spec.with_template(template);
-            api.replace(name, &params, &found).await.map_err(fail)?;
+            api.replace(name, &params, &found).await?;
         }
     }
     Ok(())
