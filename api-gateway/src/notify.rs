@@ -13,6 +13,10 @@ use tracing::Instrument as _;
 use crate::metrics::Metrics;
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pauses before the second and third attempt: a connection still being established or a
+/// replicated stream electing its leader is over within seconds. The message id makes a
+/// repeat that the stream already stored a no-op.
+const RETRY_PAUSES: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(2)];
 
 /// Publishes notifications; a no-op without `--nats-url`.
 #[derive(Clone, Debug, Default)]
@@ -52,7 +56,7 @@ impl Notifier {
         };
         let metrics = metrics.clone();
         let task = async move {
-            let result = publish(&jetstream, &notification).await;
+            let result = publish_with_retries(&jetstream, &notification).await;
             match result {
                 Ok(()) => metrics.notification("published"),
                 Err(error) => {
@@ -89,6 +93,21 @@ async fn with_auth(
             .require_tls(true);
     }
     Ok(options)
+}
+
+async fn publish_with_retries(
+    jetstream: &jetstream::Context,
+    n: &Notification,
+) -> Result<(), String> {
+    let mut result = publish(jetstream, n).await;
+    for pause in RETRY_PAUSES {
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        result = publish(jetstream, n).await;
+    }
+    result
 }
 
 async fn publish(jetstream: &jetstream::Context, n: &Notification) -> Result<(), String> {

@@ -15,6 +15,7 @@ mod generate;
 mod instance;
 mod manifest;
 pub mod notification;
+pub mod plan;
 mod reason;
 pub mod rollout;
 mod runtime;
@@ -38,6 +39,10 @@ pub use instance::{
 pub use manifest::{
     CONTAINER_LISTS, MAX_MANIFESTS, Manifest, UNIQUE_OBJECTS_MESSAGE, container_names,
     describe_unmatched_image_keys, unmatched_image_keys,
+};
+pub use plan::{
+    FieldChange, PlanAction, PlannedObject, PlannedPlacement, PlannedService, WorkloadPlan,
+    WorkloadPlanSpec, WorkloadPlanStatus,
 };
 pub use reason::{Class, Reason, class_of};
 pub use runtime::{

@@ -59,6 +59,7 @@ qleet_kinds! {
     WorkloadServiceDependency => "workloadservicedependency",
     KubernetesRuntimeProfile => "kubernetesruntimeprofile",
     TenantPolicy => "tenantpolicy",
+    WorkloadPlan => "workloadplan",
 }
 
 impl QleetKind {

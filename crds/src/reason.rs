@@ -105,6 +105,7 @@ reasons! {
     Idle => Done,
     RuntimeAbandoned => Done,
     RolloutComplete => Done,
+    PlanComputed => Done,
 
     // Failures of a reconcile (`Error::reason()` in the operator).
     ManagementApiError => Failed,
@@ -155,6 +156,7 @@ reasons! {
     RuntimeNotReady => Failed,
     RolloutHalted => Failed,
     RevisionNotFound => Failed,
+    PlanFailed => Failed,
 }
 
 impl Reason {

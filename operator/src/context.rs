@@ -16,7 +16,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use qleetos_crds::Reason;
 use qleetos_crds::{
     KubernetesRuntime, KubernetesRuntimeProfile, ServiceProfile, SupportService,
-    SupportServiceProfile, TenantPolicy, Workload, WorkloadInstance, WorkloadServiceDependency,
+    SupportServiceProfile, TenantPolicy, Workload, WorkloadInstance, WorkloadPlan,
+    WorkloadServiceDependency,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -159,6 +160,7 @@ watched_kinds! {
     service_profiles: ServiceProfile => all,
     service_dependencies: WorkloadServiceDependency => all,
     runtime_profiles: KubernetesRuntimeProfile => all,
+    plans: WorkloadPlan => all,
     // Only QleetOS's own namespace: kubeconfig Secrets elsewhere are never read. Their
     // versions tell whether a runtime's cached client is current.
     system_secrets: PartialObjectMeta<Secret> => |ctx: &Context| {

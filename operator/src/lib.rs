@@ -7,6 +7,7 @@ pub mod chart;
 pub mod context;
 pub mod controllers;
 pub mod dependencies;
+pub mod diff;
 pub mod engine;
 pub mod error;
 pub mod failover;

@@ -22,10 +22,12 @@ use crate::render::{
 use crate::tenancy::{TENANT_BINDING, TENANT_GROUP};
 
 mod capabilities;
+mod dry_run;
 mod kept;
 mod tenant_space;
 
 pub use capabilities::Capabilities;
+pub use dry_run::DryRun;
 pub use tenant_space::{TENANT_GUARD, TENANT_LABEL, TenantNamespace};
 
 type KindCache = HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>;
@@ -180,14 +182,7 @@ impl RuntimeClient {
                 self.api_error(&resolved.object, "reading", e)
             })?;
             if let Some(live) = live {
-                let ours = owner_uid_of(&live) == Some(ownership.owner_uid);
-                // Only objects QleetOS did not create: another instance's stay a conflict.
-                let adoptable = owner_uid_of(&live).is_none()
-                    && ((ownership.adopt && wants_adoption(manifest))
-                        || kept::retaken(manifest, &live));
-                if !ours && !adoptable {
-                    return Err(self.conflict(&resolved.object, &describe_owner(&live)));
-                }
+                self.check_takeover(resolved, manifest, ownership, &live)?;
                 force = true;
             }
         }
@@ -220,6 +215,25 @@ impl RuntimeClient {
             }),
             ..resolved.object.clone()
         })
+    }
+
+    /// Refuses to take over a live object that is not this instance's, unless QleetOS did not
+    /// create it and it may be adopted (or retaken after a `keep`).
+    fn check_takeover(
+        &self,
+        resolved: &Resolved,
+        manifest: &Manifest,
+        ownership: &Ownership<'_>,
+        live: &DynamicObject,
+    ) -> Result<()> {
+        let ours = owner_uid_of(live) == Some(ownership.owner_uid);
+        // Only objects QleetOS did not create: another instance's stay a conflict.
+        let adoptable = owner_uid_of(live).is_none()
+            && ((ownership.adopt && wants_adoption(manifest)) || kept::retaken(manifest, live));
+        if !ours && !adoptable {
+            return Err(self.conflict(&resolved.object, &describe_owner(live)));
+        }
+        Ok(())
     }
 
     /// Reads an applied object back; `None` when it no longer exists.

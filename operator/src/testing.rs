@@ -91,6 +91,7 @@ impl Harness {
             .runtime_profiles
             .apply_watcher_event(&Event::InitDone);
         writers.system_secrets.apply_watcher_event(&Event::InitDone);
+        writers.plans.apply_watcher_event(&Event::InitDone);
         let ctx = Context::new(client, settings(), Arc::default(), caches);
         // No runtime has drift watches: a reconcile does not wait for them.
         ctx.live.mark_supervised();

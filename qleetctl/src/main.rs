@@ -12,6 +12,7 @@ mod images;
 mod list;
 mod local;
 mod output;
+mod plan;
 mod progress;
 mod rollout;
 mod wait;
@@ -94,6 +95,19 @@ enum Command {
         name: String,
         #[arg(long)]
         to_revision: Option<i64>,
+    },
+    /// What applying a Workload manifest would do, computed without changing anything: the
+    /// runtimes to use or provision, the support services to install and each object to
+    /// create, update (with its changed fields) or delete, as a tree.
+    Plan {
+        /// The Workload manifest (YAML or JSON); `-` reads standard input.
+        #[arg(short, long)]
+        file: PathBuf,
+        #[arg(short, long, default_value = "table", value_parser = table_json_or_yaml())]
+        output: Format,
+        /// How long to wait for the operator to compute it.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Runtimes and Workloads of every namespace, at a glance.
     Status,
@@ -270,6 +284,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let target = target("workload", name, &namespace);
             rollout::rollback(&client, &target, to_revision, "", &mut out).await
         }
+        Command::Plan {
+            file,
+            output,
+            timeout,
+        } => plan::plan(&client, &namespace, &file, output, timeout, &mut out).await,
         Command::Status => list::status(&client, &mut out).await,
         Command::Up { .. } | Command::Down { .. } | Command::Completion { .. } => Ok(()),
     }

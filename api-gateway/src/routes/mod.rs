@@ -3,6 +3,7 @@
 pub mod console;
 pub mod identity;
 pub mod images;
+pub mod plan;
 pub mod resources;
 pub mod rollback;
 pub mod system;

@@ -20,6 +20,7 @@ mod gateway;
 mod hard_tenancy;
 mod harness;
 mod ownership;
+mod plan;
 mod provisioning;
 mod provisioning_capi;
 mod qleetctl;

@@ -9,6 +9,7 @@ pub mod serviceprofile;
 pub mod support;
 pub mod tenantpolicy;
 pub mod workload;
+pub mod workloadplan;
 
 use futures::future::BoxFuture;
 use kube::api::{Patch, PatchParams};
@@ -128,6 +129,7 @@ qleets! {
     "servicedependency" => servicedependency: qleetos_crds::WorkloadServiceDependency,
     "runtimeprofile" => runtimeprofile: qleetos_crds::KubernetesRuntimeProfile,
     "tenantpolicy" => tenantpolicy: qleetos_crds::TenantPolicy,
+    "workloadplan" => workloadplan: qleetos_crds::WorkloadPlan,
 }
 
 /// What notifies every Qleet (every replica publishes for all of them, whichever it runs).

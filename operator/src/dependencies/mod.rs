@@ -8,6 +8,7 @@
 
 pub mod connection;
 pub mod generated;
+pub mod planned;
 pub mod providers;
 pub mod services;
 pub mod source;

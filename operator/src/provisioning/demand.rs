@@ -30,6 +30,24 @@ pub async fn provision_unserved(
     fence: &Fence,
     allowed: &[KubernetesRuntime],
 ) -> Result<Vec<KubernetesRuntime>> {
+    let mut provisioned = Vec::new();
+    for wanted in wanted_for_unserved(ctx, placement, fence, allowed)? {
+        let why = "no runtime serves the region";
+        if let Some((runtime, _)) = find_or_create(ctx, wanted, why).await? {
+            provisioned.push(runtime);
+        }
+    }
+    Ok(provisioned)
+}
+
+/// The runtimes [`provision_unserved`] would provision, without creating any (for a plan):
+/// one per unserved region, each from its profile and allowed by the fence.
+pub fn wanted_for_unserved(
+    ctx: &Context,
+    placement: &Placement,
+    fence: &Fence,
+    allowed: &[KubernetesRuntime],
+) -> Result<Vec<KubernetesRuntime>> {
     if placement.provision != Provisioning::IfNeeded {
         return Ok(Vec::new());
     }
@@ -38,17 +56,14 @@ pub async fn provision_unserved(
         return Ok(Vec::new());
     }
     let profiles = live_profiles(ctx);
-    let mut provisioned = Vec::new();
+    let mut wanted = Vec::new();
     for region in regions {
         let profile = profile_for(placement, region, &profiles)?;
-        let wanted = runtime_for(ctx, &profile, region);
-        check_allowed(placement, fence, &profile, &wanted, region)?;
-        let why = "no runtime serves the region";
-        if let Some((runtime, _)) = find_or_create(ctx, wanted, why).await? {
-            provisioned.push(runtime);
-        }
+        let runtime = runtime_for(ctx, &profile, region);
+        check_allowed(placement, fence, &profile, &runtime, region)?;
+        wanted.push(runtime);
     }
-    Ok(provisioned)
+    Ok(wanted)
 }
 
 /// A runtime provisioned (or found being provisioned) to stand in for a lost one.

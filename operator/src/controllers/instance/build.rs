@@ -48,6 +48,26 @@ pub(super) async fn build(
     connections: &[Connection],
     statuses: &[DependencyStatus],
 ) -> Result<Built, Stop> {
+    let mut built = build_all(instance, plan, needs, connections, statuses).await?;
+    built.desired = generated_first(
+        &plan.operator,
+        built.desired,
+        &built.generated,
+        &built.previous,
+    )
+    .await?;
+    Ok(built)
+}
+
+/// Every object of the instance, the workload's own even while the generated ones are not
+/// ready yet (a plan shows them all).
+pub(super) async fn build_all(
+    instance: &WorkloadInstance,
+    plan: &Plan,
+    needs: &Needs,
+    connections: &[Connection],
+    statuses: &[DependencyStatus],
+) -> Result<Built, Stop> {
     let generated = generate_objects(instance, needs).map_err(|error| {
         Hold::refused(error.reason(), error.to_string()).with_dependencies(statuses.to_vec())
     })?;
@@ -66,7 +86,6 @@ pub(super) async fn build(
         applier::resolve(&plan.operator, rendered, &namespace).await?;
     check_fence(&plan.fence, &desired)?;
     let previous = previous_inventory(instance);
-    let desired = generated_first(&plan.operator, desired, &generated, &previous).await?;
     Ok(Built {
         desired,
         unresolved,

@@ -20,6 +20,7 @@ mod build;
 mod chart;
 mod cleanup;
 mod dereference;
+pub(crate) mod plan;
 mod service_dependencies;
 mod status;
 mod stop;

@@ -29,6 +29,7 @@ use crate::tenancy::Fence;
 mod events;
 mod failover_status;
 mod instances;
+pub(crate) mod plan;
 #[cfg(test)]
 mod reconcile_tests;
 pub mod revisions;

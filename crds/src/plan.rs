@@ -1,0 +1,245 @@
+//! WorkloadPlan: what applying a Workload would do, computed by the operator without changing
+//! anything anywhere (issue 27). `qleetctl plan` and the gateway's `.../plan` create one as the
+//! caller, read its status and delete it; QleetOS deletes the ones nobody deleted after
+//! `ttlSecondsAfterComputed`.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::condition::{Condition, Conditions};
+use crate::workload::WorkloadSpec;
+
+/// How long a computed plan is kept by default.
+pub const DEFAULT_PLAN_TTL_SECONDS: u32 = 900;
+/// What a plan shows in place of a Secret's value.
+pub const REDACTED: &str = "(redacted)";
+
+/// A request to plan a Workload: its name and the spec it would have.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "qleetos.io",
+    version = "v1alpha1",
+    kind = "WorkloadPlan",
+    doc = "What applying a Workload would change, computed without changing anything: the placements (runtimes to use or provision), the support services to install and, per runtime, each object to create, update (with the fields that change) or delete, checked by a server-side dry run as the tenant. Secret values never appear.",
+    plural = "workloadplans",
+    namespaced,
+    shortname = "wlplan",
+    category = "qleetos",
+    status = "WorkloadPlanStatus",
+    printcolumn(name = "Workload", type_ = "string", json_path = ".spec.workloadName"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Summary", type_ = "string", json_path = ".status.summary"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadPlanSpec {
+    /// The Workload the plan is for, in the plan's namespace; it need not exist yet.
+    #[schemars(length(min = 1, max = 253))]
+    pub workload_name: String,
+    /// The Workload's spec as it would be applied.
+    pub workload: WorkloadSpec,
+    /// Seconds the computed plan is kept before QleetOS deletes it.
+    #[serde(default = "default_ttl")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub ttl_seconds_after_computed: u32,
+}
+
+fn default_ttl() -> u32 {
+    DEFAULT_PLAN_TTL_SECONDS
+}
+
+/// The computed plan.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadPlanStatus {
+    /// `Ready` is True once the plan is computed (`PlanComputed`), False while it is being
+    /// computed or when it could not be (`PlanFailed`, saying why).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` the plan was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the plan was computed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computed_at: Option<String>,
+    /// One entry per runtime the Workload would run on.
+    #[serde(default)]
+    pub placements: Vec<PlannedPlacement>,
+    /// Counts of each action, e.g. `1 provision, 2 install, 3 create, 1 refused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+}
+
+impl Conditions for WorkloadPlanStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
+/// What would happen on one runtime.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedPlacement {
+    /// The KubernetesRuntime (existing, or the name it would be provisioned under).
+    pub runtime: String,
+    /// Its region (empty for a placement being left).
+    pub region: String,
+    /// `Provision` when the runtime does not exist yet, else `Unchanged`.
+    pub action: PlanAction,
+    /// The KubernetesRuntimeProfile the runtime would be provisioned from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// What could not be checked, or why nothing would be applied there (the tenancy fence,
+    /// Pod Security, a missing profile), in the words a Workload's status would use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The support services the placement needs on the runtime.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub support_services: Vec<PlannedService>,
+    /// The workload's own objects on the runtime.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<PlannedObject>,
+}
+
+/// A support service a placement needs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedService {
+    /// What the workload needs, e.g. `tls`, `ingress`, `dns`.
+    pub capability: String,
+    /// The SupportServiceProfile providing it.
+    pub profile: String,
+    /// The SupportService installing it on the runtime.
+    pub name: String,
+    /// `Install` when it is not on the runtime yet, else `Unchanged`.
+    pub action: PlanAction,
+}
+
+/// One object of the workload on a runtime.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedObject {
+    /// apiVersion of the object, e.g. `apps/v1`.
+    pub api_version: String,
+    /// Kind of the object, e.g. `Deployment`.
+    pub kind: String,
+    /// Namespace of the object in the runtime; absent for cluster-scoped objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name of the object.
+    pub name: String,
+    /// What would happen to it.
+    pub action: PlanAction,
+    /// For `Update`: each changed field (a Secret's values shown as `(redacted)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FieldChange>,
+    /// Why it is `Refused`, or what could not be checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One field that would change: its path and its JSON value before and after (absent when
+/// the field does not exist on that side).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldChange {
+    /// The field, e.g. `spec.template.spec.containers[0].image`.
+    pub path: String,
+    /// Its live value as JSON (absent: the field is added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// Its value after the apply as JSON (absent: the field is removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// What a plan says would happen to a runtime, a service or an object.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+pub enum PlanAction {
+    Provision,
+    Install,
+    Create,
+    Update,
+    Delete,
+    #[default]
+    Unchanged,
+    /// The runtime's API server (RBAC, admission, Pod Security) or QleetOS's tenancy fence
+    /// would refuse it.
+    Refused,
+}
+
+impl PlanAction {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PlanAction::Provision => "provision",
+            PlanAction::Install => "install",
+            PlanAction::Create => "create",
+            PlanAction::Update => "update",
+            PlanAction::Delete => "delete",
+            PlanAction::Unchanged => "unchanged",
+            PlanAction::Refused => "refused",
+        }
+    }
+}
+
+impl WorkloadPlanStatus {
+    /// Counts of every action in the plan, in a fixed order, e.g. `1 provision, 3 create`.
+    pub fn summarize(placements: &[PlannedPlacement]) -> String {
+        let actions = placements.iter().flat_map(|p| {
+            std::iter::once(p.action)
+                .chain(p.support_services.iter().map(|s| s.action))
+                .chain(p.objects.iter().map(|o| o.action))
+        });
+        let mut counts = std::collections::BTreeMap::<PlanAction, usize>::new();
+        for action in actions.filter(|a| *a != PlanAction::Unchanged) {
+            *counts.entry(action).or_default() += 1;
+        }
+        let parts: Vec<String> = counts
+            .iter()
+            .map(|(action, n)| format!("{n} {}", action.as_str()))
+            .collect();
+        if parts.is_empty() {
+            "no change".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_counts_changes_only() {
+        let object = |action| PlannedObject {
+            action,
+            ..Default::default()
+        };
+        let placements = vec![PlannedPlacement {
+            action: PlanAction::Provision,
+            objects: vec![
+                object(PlanAction::Create),
+                object(PlanAction::Create),
+                object(PlanAction::Unchanged),
+            ],
+            ..Default::default()
+        }];
+        assert_eq!(
+            WorkloadPlanStatus::summarize(&placements),
+            "1 provision, 2 create"
+        );
+        assert_eq!(WorkloadPlanStatus::summarize(&[]), "no change");
+    }
+}
