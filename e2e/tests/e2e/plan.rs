@@ -61,7 +61,7 @@ pub async fn plans_change_nothing_show_field_diffs_and_never_secret_values(
     );
 
     plans_an_image_change(env, gateway, &token).await?;
-    refuses_what_the_fence_refuses(gateway, &token).await?;
+    refuses_what_apply_would_refuse(gateway, &token).await?;
 
     let rules =
         json!([{"apiGroups": ["qleetos.io"], "resources": ["workloads"], "verbs": ["get"]}]);
@@ -327,7 +327,9 @@ async fn plans_an_image_change(
 }
 
 /// A manifest for another namespace is outside the fence: every object refused, saying why.
-async fn refuses_what_the_fence_refuses(gateway: &GatewayProcess, token: &str) -> Result<()> {
+/// A privileged container breaks the namespace's Pod Security level (`baseline`): the
+/// runtime's own admission refuses a Pod of the Deployment's template.
+async fn refuses_what_apply_would_refuse(gateway: &GatewayProcess, token: &str) -> Result<()> {
     let mut fenced = shop("nginx:1.0", PASSWORD, true, json!({}));
     fenced["spec"]["manifests"]
         .as_array_mut()
@@ -357,6 +359,44 @@ async fn refuses_what_the_fence_refuses(gateway: &GatewayProcess, token: &str) -
     ensure!(
         eu.objects.iter().all(|o| o.action == PlanAction::Refused),
         "nothing would be applied: {body}"
+    );
+
+    let mut privileged = shop("nginx:1.0", PASSWORD, true, json!({}));
+    privileged["spec"]["manifests"][0]["spec"]["template"]["spec"]["containers"][0]["securityContext"] =
+        json!({"privileged": true});
+    let (code, body) = call(
+        gateway,
+        Some(token),
+        Method::POST,
+        &path,
+        Some((JSON, privileged)),
+    )
+    .await?;
+    ensure!(
+        code == StatusCode::OK,
+        "plan of a privileged pod: {code} {body}"
+    );
+    let status: WorkloadPlanStatus = serde_json::from_value(body.clone())?;
+    let eu = placement_on(&status, "eu-west")?;
+    let verdicts: Vec<_> = eu
+        .objects
+        .iter()
+        .map(|o| (o.kind.as_str(), o.action))
+        .collect();
+    ensure!(
+        verdicts.contains(&("Deployment", PlanAction::Refused))
+            && verdicts.contains(&("Service", PlanAction::Unchanged)),
+        "only the Deployment is refused: {body}"
+    );
+    let deployment = eu
+        .objects
+        .iter()
+        .find(|o| o.kind == "Deployment")
+        .context("Deployment")?;
+    let message = deployment.message.clone().unwrap_or_default();
+    ensure!(
+        message.contains("PodSecurity") && message.contains("privileged"),
+        "{message}"
     );
     Ok(())
 }

@@ -195,6 +195,10 @@ async fn dry_run_one(
         .await
     {
         Ok(dry_run) => {
+            if let Some(refusal) = plan.tenant.dry_run_pod_of(&dry_run.result).await? {
+                let action = PlanAction::Refused;
+                return Ok(planned_object(object, action, Vec::new(), Some(refusal)));
+            }
             let Some(live) = dry_run.live else {
                 return Ok(planned_object(object, PlanAction::Create, Vec::new(), None));
             };
