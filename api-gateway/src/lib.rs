@@ -28,7 +28,7 @@ use tracing::{Level, Span};
 pub use error::{ApiError, ErrorBody};
 pub use state::{AppState, Settings};
 
-use crate::routes::{console, identity, images, plan, resources, rollback, system, watch};
+use crate::routes::{approve, console, identity, images, plan, resources, rollback, system, watch};
 
 /// The whole HTTP API. Every documented route is declared once, in `routes/*`; the router and
 /// `/openapi.json` are both derived from those declarations.
@@ -38,6 +38,7 @@ pub fn app(state: AppState) -> Router {
         .merge(identity::routes())
         .merge(rollback::routes())
         .merge(plan::routes())
+        .merge(approve::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), time_limit));
     // The image hook bounds itself by `?wait=`; a watch lasts until the client leaves.
     let long = images::routes().merge(watch::routes());

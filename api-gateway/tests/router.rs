@@ -223,9 +223,9 @@ async fn every_served_route_is_documented_and_every_documented_route_is_served()
         undocumented.is_empty() && unserved.is_empty(),
         "served but not in /openapi.json: {undocumented:?}; documented but not served: {unserved:?}"
     );
-    // 8 kinds × 7 operations, the Workload's images, rollback, plan, watch and permissions,
-    // whoami, and the five system routes.
-    assert_eq!(served.len(), 8 * 7 + 6 + 5, "{served:?}");
+    // 8 kinds × 7 operations, the Workload's images, rollback, plan, approve, watch and
+    // permissions, whoami, and the five system routes.
+    assert_eq!(served.len(), 8 * 7 + 7 + 5, "{served:?}");
 }
 
 #[tokio::test]

@@ -41,8 +41,8 @@ pub use manifest::{
     describe_unmatched_image_keys, unmatched_image_keys,
 };
 pub use plan::{
-    FieldChange, PlanAction, PlannedObject, PlannedPlacement, PlannedService, WorkloadPlan,
-    WorkloadPlanSpec, WorkloadPlanStatus,
+    Approval, ApprovalState, ApprovalStatus, FieldChange, PlanAction, PlannedObject,
+    PlannedPlacement, PlannedService, WorkloadPlan, WorkloadPlanSpec, WorkloadPlanStatus,
 };
 pub use reason::{Class, Reason, class_of};
 pub use runtime::{

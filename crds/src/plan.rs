@@ -15,6 +15,59 @@ pub const DEFAULT_PLAN_TTL_SECONDS: u32 = 900;
 /// What a plan shows in place of a Secret's value.
 pub const REDACTED: &str = "(redacted)";
 
+/// Annotation on a Workload approving the plan of the generation it names.
+pub const APPROVE_ANNOTATION: &str = "qleetos.io/approve-plan";
+
+/// Whether a Workload's changes wait for an approved plan.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Approval {
+    /// Every change is applied as it comes.
+    #[default]
+    Auto,
+    /// A change is planned, and applied once the plan is approved.
+    Required,
+}
+
+impl Approval {
+    pub fn is_auto(&self) -> bool {
+        *self == Approval::Auto
+    }
+}
+
+/// Where a Workload's approval stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ApprovalState {
+    /// The plan of `generation` waits for approval; nothing of it is applied.
+    #[default]
+    Pending,
+    /// The plan of `generation` was approved and is applied.
+    Approved,
+}
+
+/// The plan of a Workload's generation and what was approved, in the Workload's status.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalStatus {
+    pub state: ApprovalState,
+    /// The Workload generation the plan belongs to.
+    pub generation: i64,
+    /// The plan's counts, e.g. `1 update`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The plan (while it is pending), as a WorkloadPlan's status holds it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placements: Vec<PlannedPlacement>,
+    /// The last generation whose plan was approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_generation: Option<i64>,
+    /// The revision that generation is: what placements run while a newer plan waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_revision: Option<i64>,
+    /// What to do, or why an approval was refused (a stale generation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// A request to plan a Workload: its name and the spec it would have.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
@@ -217,9 +270,71 @@ impl WorkloadPlanStatus {
     }
 }
 
+/// The generation an approval of `workload` names: `requested`, or the pending plan's; an
+/// error saying why when that is not the pending plan of the current generation.
+pub fn approval_target(workload: &crate::Workload, requested: Option<i64>) -> Result<i64, String> {
+    let generation = workload.metadata.generation.unwrap_or_default();
+    let approval = workload.status.as_ref().and_then(|s| s.approval.as_ref());
+    let Some(approval) = approval else {
+        return Err("the Workload has no plan waiting for approval (approval is not required, or it was not reconciled yet)".to_owned());
+    };
+    let wanted = requested.unwrap_or(approval.generation);
+    if wanted != generation {
+        return Err(format!(
+            "the plan of generation {wanted} is stale: the Workload is at generation {generation}; review its plan and approve generation {generation}"
+        ));
+    }
+    if approval.generation != generation {
+        return Err(format!(
+            "the plan of generation {generation} is not computed yet; try again in a moment"
+        ));
+    }
+    if approval.state == ApprovalState::Approved {
+        return Err(format!(
+            "the plan of generation {generation} is approved already"
+        ));
+    }
+    Ok(generation)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn workload_at(generation: i64, approval: Option<ApprovalStatus>) -> crate::Workload {
+        let spec = serde_json::from_value(serde_json::json!({"placement": {"regions": ["eu"]}}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut workload = crate::Workload::new("web", spec);
+        workload.metadata.generation = Some(generation);
+        workload.status = Some(crate::WorkloadStatus {
+            approval,
+            ..Default::default()
+        });
+        workload
+    }
+
+    #[test]
+    fn only_the_pending_plan_of_the_current_generation_can_be_approved() {
+        let pending = |generation| ApprovalStatus {
+            generation,
+            ..ApprovalStatus::default()
+        };
+        assert_eq!(
+            approval_target(&workload_at(3, Some(pending(3))), None),
+            Ok(3)
+        );
+        assert_eq!(
+            approval_target(&workload_at(3, Some(pending(3))), Some(3)),
+            Ok(3)
+        );
+        let stale = approval_target(&workload_at(4, Some(pending(4))), Some(3));
+        assert!(stale.is_err_and(|e| e.starts_with("the plan of generation 3 is stale")));
+        let not_yet = approval_target(&workload_at(4, Some(pending(3))), None);
+        assert!(not_yet.is_err_and(|e| e.contains("stale")));
+        let computing = approval_target(&workload_at(4, Some(pending(3))), Some(4));
+        assert!(computing.is_err_and(|e| e.contains("not computed yet")));
+        assert!(approval_target(&workload_at(1, None), None).is_err());
+    }
 
     #[test]
     fn summary_counts_changes_only() {

@@ -84,6 +84,7 @@ reasons! {
     FailingOver => Waiting,
     WaveStarted => Waiting,
     WaitingForHook => Waiting,
+    PlanPendingApproval => Waiting,
     Baking => Waiting,
 
     // Where it should be.
@@ -106,6 +107,7 @@ reasons! {
     RuntimeAbandoned => Done,
     RolloutComplete => Done,
     PlanComputed => Done,
+    PlanApproved => Done,
 
     // Failures of a reconcile (`Error::reason()` in the operator).
     ManagementApiError => Failed,
@@ -157,6 +159,7 @@ reasons! {
     RolloutHalted => Failed,
     RevisionNotFound => Failed,
     PlanFailed => Failed,
+    PlanStale => Failed,
 }
 
 impl Reason {

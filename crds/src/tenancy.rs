@@ -140,6 +140,10 @@ pub struct TenantPolicySpec {
     /// or one that operations' secret tooling writes there) instead of carrying them.
     #[serde(default)]
     pub allow_inline_secrets: bool,
+    /// Whether the selected namespaces' Workloads apply a change only once its plan is
+    /// approved, as `spec.approval: Required` asks.
+    #[serde(default)]
+    pub require_plan_approval: bool,
     /// Caps on what the selected namespaces may ask for; absent: no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<TenantLimits>,

@@ -85,6 +85,12 @@ pub struct WorkloadSpec {
     /// `qleetctl rollout status workload NAME`). Absent: every placement at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<WorkloadRollout>,
+    /// `Required`: a change is planned first and applied only once that plan is approved
+    /// (`qleetctl approve NAME`, the gateway's `.../approve`, or annotation
+    /// `qleetos.io/approve-plan: "<generation>"`); placements keep the approved revision
+    /// meanwhile. A TenantPolicy with `requirePlanApproval` requires it for its namespaces.
+    #[serde(default, skip_serializing_if = "crate::plan::Approval::is_auto")]
+    pub approval: crate::plan::Approval,
     /// Earlier revisions kept for rollbacks (`qleetctl history`), beyond those in use
     /// (default 10).
     #[serde(default = "default_history_limit")]
@@ -297,6 +303,9 @@ pub struct WorkloadStatus {
     /// The staged rollout of the latest revision, with `spec.rollout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<StagedRolloutStatus>,
+    /// The plan waiting for approval, and what was approved last (with required approval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::plan::ApprovalStatus>,
 }
 
 impl Conditions for WorkloadStatus {

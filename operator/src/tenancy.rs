@@ -259,6 +259,12 @@ impl Fence {
     }
 
     /// Whether `Secret` manifests may be carried inline in the namespace's Workloads.
+    /// Whether a policy of the namespace requires changes to wait for an approved plan (one
+    /// that does is enough).
+    pub fn requires_plan_approval(&self) -> bool {
+        self.grants.iter().any(|g| g.spec.require_plan_approval)
+    }
+
     pub fn allows_inline_secrets(&self) -> bool {
         self.grants.iter().any(|g| g.spec.allow_inline_secrets)
     }
@@ -484,6 +490,7 @@ fn default_grant() -> TenantPolicySpec {
         chart_repositories: None,
         pod_security: None,
         allow_inline_secrets: false,
+        require_plan_approval: false,
         limits: None,
     }
 }

@@ -5,6 +5,7 @@
 //! Exit codes a CI job can rely on: 0 done, 1 any other failure, 2 bad usage or input,
 //! 3 not found, 4 forbidden or unauthenticated, 5 timed out waiting.
 
+mod approve;
 mod describe;
 mod events;
 mod failure;
@@ -108,6 +109,15 @@ enum Command {
         /// How long to wait for the operator to compute it.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         timeout: Duration,
+    },
+    /// Approve the plan waiting in a Workload's status (`spec.approval: Required`): QleetOS
+    /// then applies that generation.
+    Approve {
+        name: String,
+        /// The generation whose plan is approved (default: the pending plan's); refused when
+        /// the Workload moved on since.
+        #[arg(long)]
+        generation: Option<i64>,
     },
     /// Runtimes and Workloads of every namespace, at a glance.
     Status,
@@ -289,6 +299,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             output,
             timeout,
         } => plan::plan(&client, &namespace, &file, output, timeout, &mut out).await,
+        Command::Approve { name, generation } => {
+            approve::approve(&client, &namespace, &name, generation, &mut out).await
+        }
         Command::Status => list::status(&client, &mut out).await,
         Command::Up { .. } | Command::Down { .. } | Command::Completion { .. } => Ok(()),
     }

@@ -1,5 +1,6 @@
 //! The HTTP routes.
 
+pub mod approve;
 pub mod console;
 pub mod identity;
 pub mod images;

@@ -19,7 +19,10 @@ use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 use tokio::sync::OnceCell;
 
-use crate::plan::plans_change_nothing_show_field_diffs_and_never_secret_values;
+use crate::plan::{
+    approval_holds_a_change_until_its_plan_is_approved,
+    plans_change_nothing_show_field_diffs_and_never_secret_values,
+};
 use crate::support::*;
 
 const SCHEMATHESIS_VERSION: &str = "4.32.5";
@@ -69,6 +72,7 @@ pub fn trials(runtime: &Arc<Runtime>, env: &SharedEnv, dir: &Path) -> Vec<Trial>
         gateway_wait_reports_rollout_success_and_timeout,
         gateway_survives_schemathesis_fuzzing,
         plans_change_nothing_show_field_diffs_and_never_secret_values,
+        approval_holds_a_change_until_its_plan_is_approved,
     ]
     .into_iter()
     .map(|(name, scenario)| {

@@ -421,3 +421,147 @@ fn never_shows_the_password(text: &str, what: &str) -> Result<()> {
     }
     Ok(())
 }
+
+const GATED_NS: &str = "approve-e2e";
+
+/// `spec.approval: Required`: nothing is placed until the plan is approved (with qleetctl),
+/// a change waits as a pending plan showing its image diff while the runtime keeps the
+/// approved image, an approval of an older generation is refused (by the gateway, and as an
+/// annotation), and approving the current plan through the gateway applies exactly it.
+pub async fn approval_holds_a_change_until_its_plan_is_approved(
+    env: &Environment,
+    gateway: &GatewayProcess,
+) -> Result<()> {
+    let client = env.management_client().await?;
+    let gated = |image: &str| {
+        let mut gated = workload(
+            "gated",
+            web_manifests(1, image),
+            json!({"regions": ["eu-west-1"]}),
+        );
+        gated["spec"]["approval"] = json!("Required");
+        gated
+    };
+    apply_workload(&client, GATED_NS, &gated("nginx:1.0")).await?;
+    let pending = pending_plan(&client, 1).await?;
+    ensure!(
+        pending
+            .placements
+            .iter()
+            .flat_map(|p| &p.objects)
+            .all(|o| o.action == PlanAction::Create),
+        "the first plan creates everything: {pending:?}"
+    );
+    ensure!(
+        instances_of(&client, GATED_NS, "gated").await?.is_empty(),
+        "placed before approval"
+    );
+
+    let kubeconfig = env.management.kubeconfig_path();
+    let approved = expect(kubeconfig, &["approve", "gated", "-n", GATED_NS], 0).await?;
+    ensure!(
+        approved
+            .stdout
+            .contains("approved the plan of generation 1"),
+        "{}",
+        approved.stdout
+    );
+    wait_workload_ready(&client, GATED_NS, "gated").await?;
+    crate::gateway::wait_runtime_image(env, "eu-west", GATED_NS, "nginx:1.0").await?;
+
+    apply_workload(&client, GATED_NS, &gated("nginx:2.0")).await?;
+    let pending = pending_plan(&client, 2).await?;
+    let image_change = pending
+        .placements
+        .iter()
+        .flat_map(|p| &p.objects)
+        .flat_map(|o| &o.changes)
+        .any(|c| {
+            c.path.ends_with("containers[0].image") && c.after.as_deref() == Some("\"nginx:2.0\"")
+        });
+    ensure!(
+        image_change,
+        "the pending plan shows the image change: {pending:?}"
+    );
+    let runtime = env
+        .runtime("eu-west")
+        .context("runtime eu-west")?
+        .client()
+        .await?;
+    ensure!(
+        deployment_image(&runtime, GATED_NS).await?.as_deref() == Some("nginx:1.0"),
+        "the change was applied before approval"
+    );
+
+    apply_workload(&client, GATED_NS, &gated("nginx:3.0")).await?;
+    pending_plan(&client, 3).await?;
+    let rules = json!([{"apiGroups": ["qleetos.io"], "resources": ["workloads"],
+        "verbs": ["get", "patch"]}]);
+    let token = service_account_token(&client, GATED_NS, "approver", rules, None).await?;
+    let path = format!("/v1/namespaces/{GATED_NS}/workloads/gated/approve");
+    let stale = Some((JSON, json!({"generation": 2})));
+    let (code, body) = call(gateway, Some(&token), Method::POST, &path, stale).await?;
+    ensure!(
+        code == StatusCode::CONFLICT && body.to_string().contains("generation 2 is stale"),
+        "a stale approval is refused: {code} {body}"
+    );
+    let annotation =
+        json!({"metadata": {"annotations": {qleetos_crds::plan::APPROVE_ANNOTATION: "2"}}});
+    let workloads: Api<qleetos_crds::Workload> = Api::namespaced(client.clone(), GATED_NS);
+    workloads
+        .patch("gated", &PatchParams::default(), &Patch::Merge(&annotation))
+        .await?;
+    eventually("the stale annotation refused", TIMEOUT, || async {
+        let approval = workloads
+            .get("gated")
+            .await?
+            .status
+            .and_then(|s| s.approval);
+        let message = approval.and_then(|a| a.message).unwrap_or_default();
+        Ok(message
+            .starts_with("the approval of generation 2 is stale")
+            .then_some(()))
+    })
+    .await?;
+    ensure!(
+        deployment_image(&runtime, GATED_NS).await?.as_deref() == Some("nginx:1.0"),
+        "a stale approval applied a change"
+    );
+
+    let (code, body) = call(gateway, Some(&token), Method::POST, &path, None).await?;
+    ensure!(
+        code == StatusCode::OK && body["generation"] == 3,
+        "approve: {code} {body}"
+    );
+    crate::gateway::wait_runtime_image(env, "eu-west", GATED_NS, "nginx:3.0").await?;
+    wait_workload_ready(&client, GATED_NS, "gated").await?;
+
+    delete_workload(&client, GATED_NS, "gated").await?;
+    eventually("gated's instances removed", TIMEOUT, || async {
+        Ok(instances_of(&client, GATED_NS, "gated")
+            .await?
+            .is_empty()
+            .then_some(()))
+    })
+    .await
+}
+
+/// The plan pending in Workload `gated`'s status for `generation`, once the operator made it.
+async fn pending_plan(client: &Client, generation: i64) -> Result<qleetos_crds::ApprovalStatus> {
+    let workloads: Api<qleetos_crds::Workload> = Api::namespaced(client.clone(), GATED_NS);
+    eventually(
+        &format!("the plan of generation {generation} pending"),
+        TIMEOUT,
+        || async {
+            let approval = workloads
+                .get("gated")
+                .await?
+                .status
+                .and_then(|s| s.approval);
+            Ok(approval.filter(|a| {
+                a.generation == generation && a.state == qleetos_crds::ApprovalState::Pending
+            }))
+        },
+    )
+    .await
+}

@@ -26,6 +26,7 @@ use crate::queue::triggers::{Target, Triggers};
 use crate::queue::worker::Qleet;
 use crate::tenancy::Fence;
 
+mod approval;
 mod events;
 mod failover_status;
 mod instances;
@@ -175,8 +176,24 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
         }
     };
     let selected = plan.selected;
-    let revision = revisions::record(workload, &existing, ctx).await?;
-    let staged = rollout::drive(workload, revision.number, &selected, &existing, ctx).await;
+    let approval_required = workload.spec.approval == qleetos_crds::Approval::Required
+        || fence.requires_plan_approval();
+    let revision = revisions::record(workload, &existing, approval_required, ctx).await?;
+    let gate = approval::gate(workload, &fence, revision.number, &existing, ctx).await?;
+    let staged = if gate.holding {
+        rollout::Staged {
+            status: workload.status.as_ref().and_then(|s| s.rollout.clone()),
+            ..rollout::Staged::default()
+        }
+    } else {
+        rollout::drive(workload, revision.number, &selected, &existing, ctx).await
+    };
+    // Held: the placements stay where they are (moving them is part of the change).
+    let selected = if gate.holding {
+        approval::held_placements(&existing, ctx)
+    } else {
+        selected
+    };
     let next = match (plan.recheck_in, staged.next) {
         (Some(a), Some(b)) => Next::After(a.min(b)),
         (a, b) => a.or(b).map_or(Next::Done, Next::After),
@@ -188,7 +205,16 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
         let current = existing
             .iter()
             .find(|i| i.spec.runtime_ref.name == placement.runtime);
-        let assigned = staged.assigned.get(&placement.runtime).copied();
+        if gate.holding && gate.held_revision().is_none() {
+            // Nothing approved yet: what runs stays as it is, nothing new is placed.
+            if let Some(current) = current {
+                placements.push(placement_status(workload, placement, current));
+            }
+            continue;
+        }
+        let assigned = gate
+            .held_revision()
+            .or_else(|| staged.assigned.get(&placement.runtime).copied());
         let carried = carried(
             workload,
             assigned,
@@ -210,23 +236,32 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
         .iter()
         .flat_map(|s| [s.revision, s.stable_revision])
         .chain(staged.assigned.values().copied())
+        .chain(gate.status.as_ref().and_then(|s| s.approved_revision))
         .collect();
     revisions::revisioned(workload, ctx)
         .prune(&revision, &in_use)
         .await?;
     // A new Workload whose placements have not reported yet would only say `Pending`: its
     // first status waits for them (their first `Ready` condition notifies it), one write less.
-    if workload.status.is_none() && none_reported && leaving.is_empty() {
+    if workload.status.is_none() && none_reported && leaving.is_empty() && !gate.holding {
         ctx.metrics.write_skipped(CONTROLLER, "status");
         return Ok(next);
     }
     placements.extend(leaving);
     failover_status::mark_homes(&mut placements, |name| ctx.caches.runtime(name));
-    let ready = readiness(&staged, &placements, fenced_out.len());
+    let ready = match gate.status.as_ref().filter(|_| gate.holding) {
+        Some(pending) => Condition::ready(
+            false,
+            Reason::PlanPendingApproval,
+            pending.message.clone().unwrap_or_default(),
+        ),
+        None => readiness(&staged, &placements, fenced_out.len()),
+    };
     let history = History {
         revision: Some(revision.number),
         revision_hash: Some(revision.hash),
         rollout: staged.status,
+        approval: gate.status,
     };
     write_status(workload, ctx, placements, ready, history).await?;
     Ok(next)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::Method;
 use kube::ResourceExt;
 use qleetos_crds::{Workload, WorkloadInstance};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::reconcile;
 use crate::context::Next;
@@ -336,5 +336,119 @@ async fn without_a_rollout_a_template_is_kept_when_it_leaves_the_spec() {
     assert_eq!(
         request(&seen, &Method::PATCH, STATUS).body["status"]["revision"],
         2
+    );
+}
+
+/// A Workload requiring approval on a runtime not Ready yet (so its plan needs no runtime
+/// client), at `generation`, approving `approves` (the annotation), with `approval` as status.
+fn awaiting_approval(generation: i64, approves: Option<&str>, approval: Option<Value>) -> Workload {
+    let mut web = workload("team-a", "web", &["eu-west"]);
+    web.spec.approval = qleetos_crds::Approval::Required;
+    web.metadata.generation = Some(generation);
+    if let Some(approves) = approves {
+        web.metadata.annotations = Some(
+            [(
+                qleetos_crds::plan::APPROVE_ANNOTATION.to_owned(),
+                approves.to_owned(),
+            )]
+            .into(),
+        );
+    }
+    if let Some(approval) = approval {
+        web.status = Some(object(json!({"revision": 1,
+            "revisionHash": crate::engine::revisions::hash_of(
+                &super::revisions::value_of(&web.spec.template())),
+            "approval": approval})));
+    }
+    web
+}
+
+fn unready_runtime() -> qleetos_crds::KubernetesRuntime {
+    let mut eu = runtime("eu", "eu-west");
+    eu.status = Some(object(json!({"conditions": [
+        condition("Ready", false, "Unreachable", "no answer")]})));
+    eu
+}
+
+#[tokio::test]
+async fn a_workload_requiring_approval_is_planned_and_not_placed() {
+    let web = awaiting_approval(1, None, None);
+    let harness = Harness::new().with_runtime(&unready_runtime());
+    let ctx = harness.ctx.clone();
+    let scenario = ApiServer::new()
+        .post(REVISIONS, Reply::Echo(201))
+        .event("team-a")
+        .patch(STATUS, Reply::ok(&web));
+    let (next, seen) = harness.run(scenario, reconcile(Arc::new(web), ctx)).await;
+
+    next.expect("a pass");
+    assert!(
+        requests(&seen, &Method::PATCH, &instance_path("eu")).is_empty(),
+        "placed before approval"
+    );
+    let written = request(&seen, &Method::PATCH, STATUS);
+    let (status, reason, message) = written.ready();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "PlanPendingApproval")
+    );
+    assert!(message.contains("qleetctl approve web"), "{message}");
+    let approval = &written.body["status"]["approval"];
+    assert_eq!(
+        (approval["state"].as_str(), approval["generation"].as_i64()),
+        (Some("Pending"), Some(1))
+    );
+    assert_eq!(approval["placements"][0]["objects"][0]["action"], "Create");
+    assert_eq!(events(&seen)[0].1, "PlanPendingApproval");
+}
+
+#[tokio::test]
+async fn approving_the_planned_generation_places_it() {
+    let pending = json!({"state": "Pending", "generation": 1, "summary": "1 create"});
+    let web = awaiting_approval(1, Some("1"), Some(pending));
+    let harness = Harness::new().with_runtime(&unready_runtime());
+    let ctx = harness.ctx.clone();
+    let scenario = ApiServer::new()
+        .event("team-a")
+        .patch(instance_path("eu"), Reply::Echo(200))
+        .patch(STATUS, Reply::ok(&web));
+    let (next, seen) = harness.run(scenario, reconcile(Arc::new(web), ctx)).await;
+
+    next.expect("a pass");
+    assert_eq!(events(&seen)[0].1, "PlanApproved");
+    let placed = &request(&seen, &Method::PATCH, &instance_path("eu")).body;
+    assert_eq!(placed["spec"]["runtimeRef"]["name"], "eu");
+    let approval = &request(&seen, &Method::PATCH, STATUS).body["status"]["approval"];
+    assert_eq!(approval["state"], "Approved");
+    assert_eq!(
+        (
+            approval["approvedGeneration"].as_i64(),
+            approval["approvedRevision"].as_i64()
+        ),
+        (Some(1), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn an_approval_of_another_generation_is_stale_and_applies_nothing() {
+    let pending = json!({"state": "Pending", "generation": 2, "summary": "1 create"});
+    let web = awaiting_approval(2, Some("1"), Some(pending));
+    let harness = Harness::new().with_runtime(&unready_runtime());
+    let ctx = harness.ctx.clone();
+    let scenario = ApiServer::new()
+        .event("team-a")
+        .patch(STATUS, Reply::ok(&web));
+    let (next, seen) = harness.run(scenario, reconcile(Arc::new(web), ctx)).await;
+
+    next.expect("a pass");
+    assert_eq!(events(&seen)[0].1, "PlanStale");
+    assert!(requests(&seen, &Method::PATCH, &instance_path("eu")).is_empty());
+    let written = request(&seen, &Method::PATCH, STATUS);
+    let message = written.body["status"]["approval"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("the approval of generation 1 is stale"),
+        "{message}"
     );
 }

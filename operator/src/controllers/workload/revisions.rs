@@ -46,18 +46,19 @@ pub fn revisioned<'a>(workload: &'a Workload, ctx: &Context) -> Revisioned<'a> {
     }
 }
 
-/// The revision of the spec's template. Without a rollout, a template is kept when it leaves
-/// the spec, if some instance runs it; with one, when it arrives (a rollout may return to it
-/// after every instance left it).
+/// The revision of the spec's template. Without a rollout or required approval, a template
+/// is kept when it leaves the spec, if some instance runs it; with one, when it arrives (a
+/// rollout may return to it after every instance left it, an approval holds placements on it).
 pub async fn record(
     workload: &Workload,
     instances: &[WorkloadInstance],
+    approval_required: bool,
     ctx: &Context,
 ) -> Result<Revision> {
     let template = value_of(&workload.spec.template());
     let hash = hash_of(&template);
     let status = workload.status.clone().unwrap_or_default();
-    let staged = workload.spec.rollout.is_some();
+    let staged = workload.spec.rollout.is_some() || approval_required;
     let known = status.revision.zip(status.revision_hash);
     if let Some((latest, latest_hash)) = &known
         && *latest_hash == hash

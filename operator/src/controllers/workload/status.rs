@@ -141,6 +141,7 @@ pub(super) struct History {
     pub revision: Option<i64>,
     pub revision_hash: Option<String>,
     pub rollout: Option<qleetos_crds::staged::StagedRolloutStatus>,
+    pub approval: Option<qleetos_crds::ApprovalStatus>,
 }
 
 impl History {
@@ -151,6 +152,7 @@ impl History {
             revision: status.revision,
             revision_hash: status.revision_hash,
             rollout: status.rollout,
+            approval: status.approval,
         }
     }
 }
@@ -188,6 +190,7 @@ pub(super) async fn write_status(
         revision: history.revision,
         revision_hash: history.revision_hash,
         rollout: history.rollout,
+        approval: history.approval,
     };
     let api: Api<Workload> = Api::namespaced(ctx.client.clone(), &namespace_of(workload)?);
     let current = workload.status.as_ref();
