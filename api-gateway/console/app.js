@@ -365,7 +365,82 @@ async function loadPlacements(namespace, workload) {
   })));
 }
 
-function summary(workload) {
+// A plan as a tree: each runtime (and what it provisions), its support services, and each
+// object with its action and changed fields. Secret values arrive redacted from the operator.
+function planView(plan, id) {
+  const placements = plan.placements || [];
+  return el('section', { id, class: 'plan' },
+    el('p', {}, el('strong', {}, 'Plan: '), plan.summary || 'no change'),
+    placements.map((p) => el('div', { class: 'plan-runtime', 'data-runtime': p.runtime },
+      el('h3', {}, `${p.runtime}${p.region ? ` (region ${p.region})` : ''} `,
+        p.action !== 'Unchanged' && badge(p.action === 'Delete' ? 'Failed' : 'Pending',
+          p.profile ? `${p.action.toLowerCase()} from ${p.profile}` : p.action.toLowerCase())),
+      p.message && el('p', { class: 'muted' }, p.message),
+      el('ul', {},
+        (p.supportServices || []).map((s) => el('li', { 'data-action': s.action },
+          badge(s.action === 'Install' ? 'Pending' : 'Ready', s.action.toLowerCase()),
+          `support service ${s.name} (${s.capability} from ${s.profile})`)),
+        (p.objects || []).map((o) => el('li', { 'data-action': o.action, 'data-kind': o.kind },
+          badge(o.action === 'Refused' || o.action === 'Delete' ? 'Failed'
+            : o.action === 'Unchanged' ? 'Ready' : 'Pending', o.action.toLowerCase()),
+          `${o.kind} ${o.namespace ? `${o.namespace}/` : ''}${o.name}`,
+          o.message && el('div', { class: 'muted' }, o.message),
+          (o.changes || []).length > 0 && el('table', { class: 'changes' }, el('tbody', {},
+            o.changes.map((c) => el('tr', {}, el('td', {}, el('code', {}, c.path)),
+              el('td', {}, c.before ?? '(absent)'), el('td', {}, '→'), el('td', {}, c.after ?? '(absent)')))))))))));
+}
+
+// The staged rollout: its phase and wave, and each placement's wave and revision.
+function rolloutView(status) {
+  const rollout = status.rollout;
+  if (!rollout) return null;
+  const state = rollout.phase === 'Complete' ? 'Ready'
+    : ['Halted', 'RolledBack'].includes(rollout.phase) ? 'Failed' : 'Waiting';
+  const wave = rollout.wave > rollout.waves ? `all ${rollout.waves} waves` : `wave ${rollout.wave} of ${rollout.waves}`;
+  return el('section', { id: 'rollout', 'data-phase': rollout.phase },
+    el('h2', {}, 'Rollout'),
+    el('p', {}, badge(state, rollout.phase), ` revision ${rollout.revision} (stable ${rollout.stableRevision}), ${wave}`,
+      rollout.message && ` — ${rollout.message}`),
+    el('table', {}, el('thead', {}, el('tr', {}, ['Wave', 'Runtime', 'Revision', 'Ready'].map((h) => el('th', {}, h)))),
+      el('tbody', {}, [...(status.placements || [])].sort((a, b) => (a.wave || 0) - (b.wave || 0))
+        .map((p) => el('tr', { 'data-wave': p.wave ?? '' }, el('td', {}, `${p.wave ?? ''}`), el('td', {}, p.runtime),
+          el('td', {}, `${p.revision ?? ''}`), el('td', {}, badge(p.ready ? 'Ready' : notReady(p.reason),
+            p.ready ? 'Ready' : p.reason || 'waiting')))))));
+}
+
+// A plan waiting for approval (`spec.approval: Required`), with the Approve action for users
+// RBAC lets patch the Workload.
+function approvalView(path, status) {
+  const approval = status.approval;
+  if (!approval || approval.state !== 'Pending') return null;
+  // Kept by the view, outside what each refresh redraws, so the answer stays on screen.
+  const result = current.approveResult;
+  const approve = current.canPatch
+    && el('button', { type: 'button', id: 'approve' }, `Approve generation ${approval.generation}`);
+  if (approve) {
+    approve.addEventListener('click', async () => {
+      result.hidden = false;
+      try {
+        const answer = await api(`${path}/approve`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ generation: approval.generation }),
+        });
+        result.className = 'notice';
+        result.textContent = `Approved the plan of generation ${answer.generation}; applying it.`;
+      } catch (error) {
+        result.className = 'error';
+        result.textContent = `Not approved: ${error.message}`;
+      }
+    });
+  }
+  return el('section', { id: 'approval' },
+    el('h2', {}, `Plan of generation ${approval.generation} waits for approval`),
+    approval.message && el('p', { class: 'muted' }, approval.message),
+    planView(approval, 'pending-plan'), approve);
+}
+
+function summary(path, workload) {
   const status = workload.status || {};
   const conditions = status.conditions || [];
   return el('section', { id: 'summary' },
@@ -375,7 +450,9 @@ function summary(workload) {
       el('td', {}, c.type), el('td', {}, c.status), el('td', {}, c.reason), el('td', {}, c.message))))),
     el('h2', {}, 'Images'),
     Object.keys(workload.spec.images || {}).length ? el('div', { id: 'images-now' }, images(workload))
-      : el('p', { class: 'muted' }, 'No image overrides in spec.images: the manifests\' own images run.'));
+      : el('p', { class: 'muted' }, 'No image overrides in spec.images: the manifests\' own images run.'),
+    rolloutView(status),
+    approvalView(path, status));
 }
 
 function showWorkload(view, namespace, name) {
@@ -383,7 +460,9 @@ function showWorkload(view, namespace, name) {
   const live = el('span', { class: 'live', id: 'live', 'data-live': 'false' }, 'connecting…');
   const detail = el('div', { id: 'detail' });
   const actions = el('section', { id: 'actions' });
-  main().replaceChildren(el('h1', {}, 'Workload ', el('code', {}, `${namespace}/${name}`), live), detail, actions);
+  view.approveResult = el('p', { id: 'approve-result', hidden: true });
+  main().replaceChildren(el('h1', {}, 'Workload ', el('code', {}, `${namespace}/${name}`), live), detail,
+    view.approveResult, actions);
   let latest = 0;
   const refresh = async () => {
     const ticket = ++latest;
@@ -391,7 +470,7 @@ function showWorkload(view, namespace, name) {
       const workload = await api(path);
       const placements = await loadPlacements(namespace, workload);
       if (view !== current || ticket !== latest) return;
-      detail.replaceChildren(summary(workload), el('h2', {}, 'Dependency graph'),
+      detail.replaceChildren(summary(path, workload), el('h2', {}, 'Dependency graph'),
         ...(placements.length ? placements.map((p) => graph(name, p))
           : [el('p', { class: 'muted' }, 'Not placed yet.')]));
     } catch (error) {
@@ -437,6 +516,7 @@ async function offerImageUpdate(path, actions, refresh) {
     return;
   }
   if (!permissions.get) return;
+  if (current) current.canPatch = permissions.patch;
   if (!permissions.patch) {
     actions.replaceChildren(el('p', { class: 'muted', id: 'images-readonly' },
       'You may not change this Workload (RBAC does not allow patch), so the image update is not offered.'));
@@ -445,9 +525,29 @@ async function offerImageUpdate(path, actions, refresh) {
   const container = el('input', { id: 'image-container', required: true, spellcheck: 'false' });
   const image = el('input', { id: 'image-value', required: true, size: 40, spellcheck: 'false' });
   const result = el('p', { id: 'images-result', hidden: true });
+  const planned = el('div', { id: 'plan-result' });
+  const planButton = el('button', { type: 'button', id: 'images-plan' }, 'Plan');
   const form = el('form', { id: 'images' },
     el('label', {}, 'Container', container), el('label', {}, 'Image', image),
-    el('button', { type: 'submit', id: 'images-submit' }, 'Set image'));
+    planButton, el('button', { type: 'submit', id: 'images-submit' }, 'Set image'));
+  planButton.addEventListener('click', async () => {
+    result.hidden = true;
+    planned.replaceChildren(el('p', { class: 'muted' }, 'Planning…'));
+    try {
+      const workload = await api(path);
+      const spec = Object.assign({}, workload.spec, {
+        images: Object.assign({}, workload.spec.images, { [container.value.trim()]: image.value.trim() }),
+      });
+      const plan = await api(`${path}/plan`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ spec }),
+      });
+      planned.replaceChildren(planView(plan, 'plan'));
+    } catch (error) {
+      planned.replaceChildren(el('p', { class: 'error', id: 'plan-error' }, `No plan: ${error.message}`));
+    }
+  });
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     result.hidden = false;
@@ -465,7 +565,9 @@ async function offerImageUpdate(path, actions, refresh) {
       result.textContent = `Not changed: ${error.message}`;
     }
   });
-  actions.replaceChildren(el('h2', {}, 'Update an image'), form, result);
+  actions.replaceChildren(el('h2', {}, 'Update an image'),
+    el('p', { class: 'muted' }, 'Plan shows what the change would do in each runtime before you set it.'),
+    form, result, planned);
 }
 
 // ------------------------------------------------------------------ start

@@ -86,6 +86,7 @@ async fn scenario(env: &Environment, client: &Client, browser: &Browser, base: &
         json!({"regions": ["eu-west-1"]}),
     );
     shop["spec"]["needs"] = json!([GATE]);
+    shop["spec"]["rollout"] = json!({"waves": [{"regions": ["eu-west-1"]}], "bakeSeconds": 1});
     apply_workload(client, NS, &shop).await?;
 
     browser.open(&format!("{base}/ui/")).await?;
@@ -110,6 +111,8 @@ async fn scenario(env: &Environment, client: &Client, browser: &Browser, base: &
     browser.screenshot("2-ready").await?;
 
     sets_an_image_and_reports_a_refusal(env, browser).await?;
+    plans_an_image_change_and_shows_the_rollout(browser).await?;
+    approves_a_pending_plan(client, browser).await?;
     a_reader_is_not_offered_the_image_update(browser, &tokens.reader).await?;
     another_namespace_sees_nothing(browser, &tokens.outsider).await
 }
@@ -165,6 +168,69 @@ async fn sets_an_image_and_reports_a_refusal(env: &Environment, browser: &Browse
     browser.find_text("#images-result", "Not changed").await?;
     browser.find_text("#images-result", "nosuch").await?;
     Ok(())
+}
+
+/// The plan of the next image, before setting it: the Deployment's image field from the
+/// running image to the new one, in eu-west; and the rollout's one wave, complete.
+async fn plans_an_image_change_and_shows_the_rollout(browser: &Browser) -> Result<()> {
+    browser.find(r#"#rollout[data-phase="Complete"]"#).await?;
+    browser
+        .find_text(r#"#rollout tr[data-wave="1"]"#, "eu-west")
+        .await?;
+    browser.fill("#image-container", "web").await?;
+    browser.fill("#image-value", "nginx:1.29").await?;
+    browser.click("#images-plan").await?;
+    let deployment = browser
+        .find_text(
+            r#"#plan li[data-kind="Deployment"][data-action="Update"]"#,
+            "update",
+        )
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        deployment.contains("spec.template.spec.containers[0].image")
+            && deployment.contains("\"nginx:1.28\"")
+            && deployment.contains("\"nginx:1.29\""),
+        "the plan's image diff: {deployment}"
+    );
+    browser.find_text("#plan", "1 update").await?;
+    browser
+        .run("document.getElementById('plan').scrollIntoView();")
+        .await?;
+    browser.screenshot("3b-plan-and-rollout").await?;
+    Ok(())
+}
+
+/// A Workload requiring approval shows its pending plan; Approve applies it.
+async fn approves_a_pending_plan(client: &Client, browser: &Browser) -> Result<()> {
+    // Objects of their own: shop's are named `web`.
+    let mut manifests = web_manifests(1, "nginx:1.27");
+    for manifest in &mut manifests {
+        manifest["metadata"]["name"] = json!("gated");
+    }
+    let mut gated = workload("gated", manifests, json!({"regions": ["eu-west-1"]}));
+    gated["spec"]["approval"] = json!("Required");
+    apply_workload(client, NS, &gated).await?;
+    let base = browser.run("return location.origin;").await?;
+    let page = format!(
+        "{}/ui/#/namespaces/{NS}/workloads/gated",
+        base.as_str().unwrap_or_default()
+    );
+    browser.open(&page).await?;
+    browser
+        .find_text("#approval h2", "Plan of generation 1 waits for approval")
+        .await?;
+    browser
+        .find_text(r#"#pending-plan li[data-kind="Deployment"]"#, "create")
+        .await?;
+    browser.click("#approve").await?;
+    browser
+        .find_text("#approve-result", "Approved the plan of generation 1")
+        .await?;
+    browser.screenshot("3c-approved").await?;
+    wait_workload_ready(client, NS, "gated").await?;
+    delete_workload(client, NS, "gated").await
 }
 
 async fn a_reader_is_not_offered_the_image_update(browser: &Browser, token: &str) -> Result<()> {
@@ -257,8 +323,14 @@ impl Tokens {
         let runtimes = json!([{"apiGroups": ["qleetos.io"], "resources": ["kubernetesruntimes"],
             "verbs": ["get", "list"]}]);
         let write = ["get", "list", "watch", "patch"];
+        let mut developer = rule(&write);
+        developer
+            .as_array_mut()
+            .context("rules")?
+            .push(json!({"apiGroups": ["qleetos.io"],
+            "resources": ["workloadplans"], "verbs": ["create", "get", "delete"]}));
         Ok(Self {
-            developer: service_account_token(client, NS, "developer", rule(&write), Some(runtimes))
+            developer: service_account_token(client, NS, "developer", developer, Some(runtimes))
                 .await?,
             reader: service_account_token(client, NS, "reader", rule(&read), None).await?,
             outsider: service_account_token(client, OTHER_NS, "outsider", rule(&write), None)
