@@ -16,13 +16,13 @@ use qleetos_crds::notification::QleetKind;
 use qleetos_crds::plan::{APPROVE_ANNOTATION, approval_target};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::kinds::GatewayKind as _;
 use crate::openapi::{JSON, OperationExt as _, json, schema};
-use crate::routes::resources::{ObjectPath, body_bytes, json_object};
+use crate::routes::resources::{ObjectPath, action_request, body_bytes};
 use crate::state::AppState;
 
 /// Which plan to approve.
@@ -60,11 +60,7 @@ pub fn routes() -> ApiRouter<AppState> {
 }
 
 fn parse_request(body: &[u8]) -> Result<ApproveRequest, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(ApproveRequest::default());
-    }
-    serde_json::from_value(Value::Object(json_object(body)?))
-        .map_err(|e| ApiError::Invalid(format!("expected {{\"generation\": <generation>}}: {e}")))
+    action_request(body, "{\"generation\": <generation>}")
 }
 
 async fn approve(

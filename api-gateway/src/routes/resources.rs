@@ -201,6 +201,19 @@ pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
+/// An action's request body, which may be empty (`T::default()` then): a JSON object read as
+/// `T`, or 422 saying which shape was `expected`.
+pub fn action_request<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    expected: &str,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_value(Value::Object(json_object(body)?))
+        .map_err(|e| ApiError::Invalid(format!("expected {expected}: {e}")))
+}
+
 /// Fills in `apiVersion`, `kind`, `metadata.namespace` (and the name for replace) from the
 /// route, so callers may leave them out; values that contradict the route are rejected.
 pub fn prepare<K: GatewayKind>(

@@ -24,7 +24,7 @@ use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::kinds::GatewayKind as _;
 use crate::openapi::{JSON, OperationExt as _, json, schema};
-use crate::routes::resources::{ObjectPath, body_bytes, json_object};
+use crate::routes::resources::{ObjectPath, action_request, body_bytes};
 use crate::state::AppState;
 
 /// Which revision to return to.
@@ -62,12 +62,7 @@ pub fn routes() -> ApiRouter<AppState> {
 }
 
 fn parse_request(body: &[u8]) -> Result<RollbackRequest, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(RollbackRequest::default());
-    }
-    let object = Value::Object(json_object(body)?);
-    serde_json::from_value(object)
-        .map_err(|e| ApiError::Invalid(format!("expected {{\"toRevision\": <revision>}}: {e}")))
+    action_request(body, "{\"toRevision\": <revision>}")
 }
 
 async fn rollback(

@@ -48,13 +48,7 @@ pub async fn plans_change_nothing_show_field_diffs_and_never_secret_values(
         {"apiGroups": ["qleetos.io"], "resources": ["workloadplans"],
          "verbs": ["create", "get", "delete"]}]);
     let token = service_account_token(&client, NS, "planner", rules, None).await?;
-    let path = format!("/v1/namespaces/{NS}/workloads/shop/plan");
-    let (code, body) = call(gateway, Some(&token), Method::POST, &path, None).await?;
-    ensure!(
-        code == StatusCode::OK,
-        "plan of the applied spec: {code} {body}"
-    );
-    let applied: WorkloadPlanStatus = serde_json::from_value(body.clone())?;
+    let (applied, body) = gateway_plan(gateway, &token, None, "the applied spec").await?;
     ensure!(
         applied.summary.as_deref() == Some("no change"),
         "the applied spec plans as unchanged: {body}"
@@ -66,6 +60,7 @@ pub async fn plans_change_nothing_show_field_diffs_and_never_secret_values(
     let rules =
         json!([{"apiGroups": ["qleetos.io"], "resources": ["workloads"], "verbs": ["get"]}]);
     let reader = service_account_token(&client, NS, "reader", rules, None).await?;
+    let path = format!("/v1/namespaces/{NS}/workloads/shop/plan");
     let (code, body) = call(gateway, Some(&reader), Method::POST, &path, None).await?;
     ensure!(
         code == StatusCode::FORBIDDEN,
@@ -255,22 +250,9 @@ async fn plans_an_image_change(
     gateway: &GatewayProcess,
     token: &str,
 ) -> Result<()> {
-    let path = format!("/v1/namespaces/{NS}/workloads/shop/plan");
     let changed = shop("nginx:1.1", NEW_PASSWORD, false, json!({}));
-    let (code, body) = call(
-        gateway,
-        Some(token),
-        Method::POST,
-        &path,
-        Some((JSON, changed)),
-    )
-    .await?;
-    ensure!(
-        code == StatusCode::OK,
-        "plan of an image change: {code} {body}"
-    );
+    let (status, body) = gateway_plan(gateway, token, Some(changed), "an image change").await?;
     never_shows_the_password(&body.to_string(), "the gateway's plan")?;
-    let status: WorkloadPlanStatus = serde_json::from_value(body.clone())?;
     let eu = placement_on(&status, "eu-west")?;
     let object = |kind: &str| {
         eu.objects
@@ -336,20 +318,7 @@ async fn refuses_what_apply_would_refuse(gateway: &GatewayProcess, token: &str) 
         .context("manifests")?
         .push(json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "escape", "namespace": "kube-system"}}));
-    let path = format!("/v1/namespaces/{NS}/workloads/shop/plan");
-    let (code, body) = call(
-        gateway,
-        Some(token),
-        Method::POST,
-        &path,
-        Some((JSON, fenced)),
-    )
-    .await?;
-    ensure!(
-        code == StatusCode::OK,
-        "plan outside the fence: {code} {body}"
-    );
-    let status: WorkloadPlanStatus = serde_json::from_value(body.clone())?;
+    let (status, body) = gateway_plan(gateway, token, Some(fenced), "outside the fence").await?;
     let eu = placement_on(&status, "eu-west")?;
     let message = eu.message.clone().unwrap_or_default();
     ensure!(
@@ -364,19 +333,7 @@ async fn refuses_what_apply_would_refuse(gateway: &GatewayProcess, token: &str) 
     let mut privileged = shop("nginx:1.0", PASSWORD, true, json!({}));
     privileged["spec"]["manifests"][0]["spec"]["template"]["spec"]["containers"][0]["securityContext"] =
         json!({"privileged": true});
-    let (code, body) = call(
-        gateway,
-        Some(token),
-        Method::POST,
-        &path,
-        Some((JSON, privileged)),
-    )
-    .await?;
-    ensure!(
-        code == StatusCode::OK,
-        "plan of a privileged pod: {code} {body}"
-    );
-    let status: WorkloadPlanStatus = serde_json::from_value(body.clone())?;
+    let (status, body) = gateway_plan(gateway, token, Some(privileged), "a privileged pod").await?;
     let eu = placement_on(&status, "eu-west")?;
     let verdicts: Vec<_> = eu
         .objects
@@ -399,6 +356,20 @@ async fn refuses_what_apply_would_refuse(gateway: &GatewayProcess, token: &str) 
         "{message}"
     );
     Ok(())
+}
+
+/// The gateway's plan of Workload `shop` as `body` would make it (its current spec without).
+async fn gateway_plan(
+    gateway: &GatewayProcess,
+    token: &str,
+    body: Option<Value>,
+    what: &str,
+) -> Result<(WorkloadPlanStatus, Value)> {
+    let path = format!("/v1/namespaces/{NS}/workloads/shop/plan");
+    let body = body.map(|b| (JSON, b));
+    let (code, answer) = call(gateway, Some(token), Method::POST, &path, body).await?;
+    ensure!(code == StatusCode::OK, "plan of {what}: {code} {answer}");
+    Ok((serde_json::from_value(answer.clone())?, answer))
 }
 
 fn placement_on<'a>(status: &'a WorkloadPlanStatus, runtime: &str) -> Result<&'a PlannedPlacement> {
