@@ -85,6 +85,7 @@ reasons! {
     WaveStarted => Waiting,
     WaitingForHook => Waiting,
     PlanPendingApproval => Waiting,
+    RolloutPaused => Waiting,
     Baking => Waiting,
 
     // Where it should be.

@@ -17,6 +17,8 @@ pub const HASH_LABEL: &str = "qleetos.io/revision-hash";
 /// The annotation `qleetctl rollout resume` sets (to a fresh token) on a profile whose rollout
 /// halted: the halted wave is tried again, its deadline counted anew.
 pub const RESUME_ANNOTATION: &str = "qleetos.io/resume-rollout";
+/// Annotation pausing a rollout (any value): no wave starts while it is there.
+pub const PAUSE_ANNOTATION: &str = "qleetos.io/pause-rollout";
 
 /// How a change of the profile reaches the runtimes it is installed in. Absent: every runtime
 /// gets a change at once.
@@ -142,6 +144,9 @@ pub enum RolloutPhase {
     Complete,
     /// A wave failed and every member is back on the stable revision (`onFailure: Rollback`).
     RolledBack,
+    /// Paused by annotation `qleetos.io/pause-rollout`: the waves reached keep the revision,
+    /// no further wave starts until it is removed (`qleetctl rollout resume`).
+    Paused,
 }
 
 impl std::fmt::Display for RolloutPhase {
@@ -152,6 +157,7 @@ impl std::fmt::Display for RolloutPhase {
             Self::Halted => "Halted",
             Self::Complete => "Complete",
             Self::RolledBack => "RolledBack",
+            Self::Paused => "Paused",
         })
     }
 }

@@ -162,14 +162,22 @@ enum RolloutCommand {
         kind: String,
         name: String,
     },
-    /// Try the halted wave again.
+    /// Stop starting waves: the waves reached keep the new revision.
+    Pause {
+        #[arg(value_parser = ROLLOUT_KINDS)]
+        kind: String,
+        name: String,
+    },
+    /// Continue a paused rollout, or try the halted wave again.
     Resume {
         #[arg(value_parser = ROLLOUT_KINDS)]
         kind: String,
         name: String,
     },
     /// Write an earlier revision back: by default the stable one (what runtimes not reached
-    /// run); returning to the stable revision reaches every runtime at once.
+    /// run); returning to the stable revision reaches every runtime at once. `abort` is the
+    /// same without `--to-revision`.
+    #[command(alias = "abort")]
     Undo {
         #[arg(value_parser = ROLLOUT_KINDS)]
         kind: String,
@@ -272,6 +280,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Rollout { command } => match command {
             RolloutCommand::Status { kind, name } => {
                 rollout::status(&client, &target(&kind, name, &namespace), &mut out).await
+            }
+            RolloutCommand::Pause { kind, name } => {
+                rollout::pause(&client, &target(&kind, name, &namespace), &mut out).await
             }
             RolloutCommand::Resume { kind, name } => {
                 rollout::resume(&client, &target(&kind, name, &namespace), &mut out).await

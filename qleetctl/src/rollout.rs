@@ -13,8 +13,8 @@ use k8s_openapi::api::apps::v1::ControllerRevision;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use qleetos_crds::staged::{
-    OWNER_UID_LABEL, RESUME_ANNOTATION, RolloutPhase, StagedRolloutStatus, revision_name,
-    rollback_target,
+    OWNER_UID_LABEL, PAUSE_ANNOTATION, RESUME_ANNOTATION, RolloutPhase, StagedRolloutStatus,
+    revision_name, rollback_target,
 };
 use qleetos_crds::{SupportServiceProfile, SupportServiceProfileSpec, Workload, WorkloadTemplate};
 use serde_json::{Value, json};
@@ -162,23 +162,47 @@ pub async fn status(client: &Client, target: &Target, out: &mut dyn Write) -> Re
     table(out, &header, &observed.rows)
 }
 
-/// Tries the halted wave again.
+/// Continues a paused rollout (removes the pause), or tries the halted wave again.
 pub async fn resume(client: &Client, target: &Target, out: &mut dyn Write) -> Result<(), Failure> {
     let observed = observe(client, target).await?;
-    let halted = observed
-        .rollout
-        .is_some_and(|r| matches!(r.phase, RolloutPhase::Halted | RolloutPhase::RolledBack));
-    if !halted {
-        return Err(Failure::Usage(format!(
-            "{}: its rollout is not halted; nothing to resume",
-            target.what()
-        )));
-    }
-    let token = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis().to_string())
-        .unwrap_or_default();
-    let patch = Patch::Merge(json!({"metadata": {"annotations": {RESUME_ANNOTATION: token}}}));
+    let phase = observed.rollout.map(|r| r.phase);
+    let annotations = match phase {
+        Some(RolloutPhase::Paused) => json!({PAUSE_ANNOTATION: null}),
+        Some(RolloutPhase::Halted | RolloutPhase::RolledBack) => {
+            let token = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis().to_string())
+                .unwrap_or_default();
+            json!({RESUME_ANNOTATION: token, PAUSE_ANNOTATION: null})
+        }
+        _ => {
+            return Err(Failure::Usage(format!(
+                "{}: its rollout is neither paused nor halted; nothing to resume",
+                target.what()
+            )));
+        }
+    };
+    annotate(client, target, annotations).await?;
+    written(writeln!(out, "{}: rollout resumed", target.what()))
+}
+
+/// Pauses the rollout: the waves reached keep the new revision, no further wave starts.
+pub async fn pause(client: &Client, target: &Target, out: &mut dyn Write) -> Result<(), Failure> {
+    annotate(client, target, json!({PAUSE_ANNOTATION: "true"})).await?;
+    written(writeln!(
+        out,
+        "{}: rollout paused (no further wave starts until `qleetctl rollout resume`)",
+        target.what()
+    ))
+}
+
+/// Merges `annotations` (a null removes one) into the target's metadata.
+async fn annotate(
+    client: &Client,
+    target: &Target,
+    annotations: serde_json::Value,
+) -> Result<(), Failure> {
+    let patch = Patch::Merge(json!({"metadata": {"annotations": annotations}}));
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PatchParams::default()
@@ -196,8 +220,7 @@ pub async fn resume(client: &Client, target: &Target, out: &mut dyn Write) -> Re
                 .map(drop)
         }
     }
-    .map_err(fail)?;
-    written(writeln!(out, "{}: rollout resumed", target.what()))
+    .map_err(fail)
 }
 
 /// Where `target`'s revisions are kept.

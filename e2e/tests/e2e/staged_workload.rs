@@ -2,8 +2,8 @@
 //! of the staged environment: revision 2 pulls the image from each region's mirror and
 //! us-east's does not exist, so the second wave fails for real (kwok's `ErrImagePull`), the
 //! rollout halts with ap-south untouched and, with `onFailure: Rollback`, the moved placements
-//! return to revision 1; then rollbacks through qleetctl and through the gateway, and a
-//! healthy revision rolled out wave by wave.
+//! return to revision 1; then rollbacks through qleetctl and through the gateway, a healthy
+//! revision rolled out wave by wave, and one paused after its first wave, then resumed.
 
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::apps::v1::ControllerRevision;
@@ -141,9 +141,65 @@ pub async fn a_workload_rollout_halts_rolls_back_and_is_rolled_back_by_hand(
             .is_some_and(|r| r.stable_revision == 3),
         "revision 3 did not become stable"
     );
+    paused_and_resumed(env, &client, &repository.url).await?;
     rolled_back_through_the_gateway(env, &client).await?;
     settled(env, &client, RolloutPhase::Complete, 1, stable).await?;
     deleted_with_its_revisions(&client).await
+}
+
+/// Paused before revision 4: the first wave (eu-west) gets it, the others keep revision 3
+/// while the rollout says it is paused; `qleetctl rollout resume` takes it everywhere.
+async fn paused_and_resumed(env: &Environment, client: &Client, repository: &str) -> Result<()> {
+    let admin = env.management.kubeconfig_path();
+    let paused = expect(admin, &["rollout", "pause", "workload", "web", "-n", NS], 0).await?;
+    ensure!(
+        paused.stdout.contains("rollout paused"),
+        "{}",
+        paused.stdout
+    );
+    apply_workload(client, NS, &web(repository, "registry.example/web", "4.0")).await?;
+    let workloads: Api<Workload> = Api::namespaced(client.clone(), NS);
+    eventually(
+        "the rollout of revision 4 paused after eu-west",
+        TIMEOUT,
+        || async {
+            let rollout = workloads.get("web").await?.status.and_then(|s| s.rollout);
+            let paused =
+                rollout.is_some_and(|r| r.phase == RolloutPhase::Paused && r.revision == 4);
+            let canary = image_in(env, "eu-west").await?;
+            Ok((paused && canary.as_deref() == Some("registry.example/web:4.0")).then_some(()))
+        },
+    )
+    .await?;
+    for runtime in ["us-east", "ap-south"] {
+        let image = image_in(env, runtime).await?;
+        ensure!(
+            image.as_deref() == Some("registry.example/web:3.0"),
+            "{runtime} moved while paused: {image:?}"
+        );
+    }
+    let status = expect(
+        admin,
+        &["rollout", "status", "workload", "web", "-n", NS],
+        0,
+    )
+    .await?;
+    ensure!(status.stdout.contains("Paused"), "{}", status.stdout);
+    expect(
+        admin,
+        &["rollout", "resume", "workload", "web", "-n", NS],
+        0,
+    )
+    .await?;
+    settled(
+        env,
+        client,
+        RolloutPhase::Complete,
+        4,
+        "registry.example/web:4.0",
+    )
+    .await?;
+    Ok(())
 }
 
 /// The placements' waves and revisions, and the Event, say what happened.

@@ -76,14 +76,34 @@ pub struct Step {
     pub event: Option<(Reason, String)>,
 }
 
-/// One pass of the rollout of `latest` over `members`, from the `previous` status, at `now`;
-/// `resume` is the resume token the object carries.
+/// What the object asks of its rollout by annotation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Controls<'a> {
+    /// The resume token it carries: a new one tries a halted wave again.
+    pub resume: Option<&'a str>,
+    /// No wave starts while paused.
+    pub paused: bool,
+}
+
+impl<'a> Controls<'a> {
+    /// The controls an object's annotations hold.
+    pub fn of(annotations: &'a BTreeMap<String, String>) -> Self {
+        use qleetos_crds::staged::{PAUSE_ANNOTATION, RESUME_ANNOTATION};
+        Controls {
+            resume: annotations.get(RESUME_ANNOTATION).map(String::as_str),
+            paused: annotations.contains_key(PAUSE_ANNOTATION),
+        }
+    }
+}
+
+/// One pass of the rollout of `latest` over `members`, from the `previous` status, at `now`,
+/// as the object's `controls` ask.
 pub fn step(
     previous: Option<&StagedRolloutStatus>,
     latest: i64,
     members: &[Member],
     gates: Gates,
-    resume: Option<&str>,
+    controls: Controls<'_>,
     now: DateTime<Utc>,
 ) -> Step {
     let mut status = match previous {
@@ -101,7 +121,10 @@ pub fn step(
             );
             (Reason::WaveStarted, note)
         });
-    if let Some(token) = resume.filter(|t| status.resumed.as_deref() != Some(*t)) {
+    if let Some(token) = controls
+        .resume
+        .filter(|t| status.resumed.as_deref() != Some(*t))
+    {
         status.resumed = Some(token.to_owned());
         if is_halted(status.phase) {
             status.phase = RolloutPhase::Progressing;
@@ -128,7 +151,40 @@ pub fn step(
             event,
         };
     }
+    if controls.paused {
+        return paused(status, members, event);
+    }
+    if status.phase == RolloutPhase::Paused {
+        // The pause does not count against the wave's deadline or bake.
+        status.phase = RolloutPhase::Progressing;
+        status.wave_started_at = Some(stamp(now));
+        status.healthy_since = None;
+    }
     advance(status, members, gates, now, event)
+}
+
+/// Holds the rollout where it is: the waves reached keep the new revision.
+fn paused(
+    mut status: StagedRolloutStatus,
+    members: &[Member],
+    mut event: Option<(Reason, String)>,
+) -> Step {
+    let message = format!(
+        "paused at wave {} of {} (annotation qleetos.io/pause-rollout): later waves stay on revision {}; `qleetctl rollout resume` continues",
+        status.wave, status.waves, status.stable_revision
+    );
+    if status.phase != RolloutPhase::Paused {
+        event = Some((Reason::RolloutPaused, message.clone()));
+    }
+    status.phase = RolloutPhase::Paused;
+    status.message = message;
+    let assigned = assignments(&status, members);
+    Step {
+        status,
+        assigned,
+        next: None,
+        event,
+    }
 }
 
 /// Walks the waves from the current one while each is healthy and baked.

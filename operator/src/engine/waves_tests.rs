@@ -33,13 +33,33 @@ fn fleet(installed: [i64; 3]) -> Vec<Member> {
         .collect()
 }
 
+fn resume(token: &str) -> Controls<'_> {
+    Controls {
+        resume: Some(token),
+        paused: false,
+    }
+}
+
+const PAUSED: Controls<'static> = Controls {
+    resume: None,
+    paused: true,
+};
+
 fn complete_at(revision: i64) -> StagedRolloutStatus {
-    step(None, revision, &fleet([revision; 3]), gates(), None, at(0)).status
+    step(
+        None,
+        revision,
+        &fleet([revision; 3]),
+        gates(),
+        Controls::default(),
+        at(0),
+    )
+    .status
 }
 
 #[test]
 fn the_first_revision_is_complete_without_waves() {
-    let first = step(None, 1, &fleet([1; 3]), gates(), None, at(0));
+    let first = step(None, 1, &fleet([1; 3]), gates(), Controls::default(), at(0));
     assert_eq!(first.status.phase, RolloutPhase::Complete);
     assert!(first.assigned.values().all(|r| *r == 1));
     assert_eq!(first.event, None, "nothing rolled out yet: nothing to tell");
@@ -52,7 +72,7 @@ fn a_new_revision_reaches_only_the_first_wave() {
         2,
         &fleet([1; 3]),
         gates(),
-        None,
+        Controls::default(),
         at(10),
     );
     assert_eq!(step.status.phase, RolloutPhase::Progressing);
@@ -69,15 +89,29 @@ fn a_healthy_wave_bakes_before_the_next_starts() {
         2,
         &fleet([1; 3]),
         gates(),
-        None,
+        Controls::default(),
         at(0),
     );
     let members = fleet([2, 1, 1]);
-    let baking = step(Some(&started.status), 2, &members, gates(), None, at(10));
+    let baking = step(
+        Some(&started.status),
+        2,
+        &members,
+        gates(),
+        Controls::default(),
+        at(10),
+    );
     assert_eq!(baking.status.phase, RolloutPhase::Baking);
     assert_eq!(baking.next, Some(Duration::from_secs(30)));
     assert_eq!(baking.assigned["second"], 1, "not before the bake time");
-    let next = step(Some(&baking.status), 2, &members, gates(), None, at(41));
+    let next = step(
+        Some(&baking.status),
+        2,
+        &members,
+        gates(),
+        Controls::default(),
+        at(41),
+    );
     assert_eq!(next.status.wave, 2);
     assert_eq!(next.assigned["second"], 2);
     assert_eq!(next.assigned["third"], 1);
@@ -91,7 +125,7 @@ fn a_member_failing_during_the_bake_restarts_it() {
         2,
         &fleet([1; 3]),
         gates(),
-        None,
+        Controls::default(),
         at(0),
     );
     let baking = step(
@@ -99,12 +133,19 @@ fn a_member_failing_during_the_bake_restarts_it() {
         2,
         &fleet([2, 1, 1]),
         gates(),
-        None,
+        Controls::default(),
         at(10),
     );
     let mut wobbling = fleet([2, 1, 1]);
     wobbling[0].health = Health::Progressing("1/2 available".into());
-    let waiting = step(Some(&baking.status), 2, &wobbling, gates(), None, at(20));
+    let waiting = step(
+        Some(&baking.status),
+        2,
+        &wobbling,
+        gates(),
+        Controls::default(),
+        at(20),
+    );
     assert_eq!(waiting.status.phase, RolloutPhase::Progressing);
     assert_eq!(waiting.status.healthy_since, None);
     let again = step(
@@ -112,7 +153,7 @@ fn a_member_failing_during_the_bake_restarts_it() {
         2,
         &fleet([2, 1, 1]),
         gates(),
-        None,
+        Controls::default(),
         at(45),
     );
     assert_eq!(
@@ -130,13 +171,20 @@ fn a_failed_wave_halts_and_later_waves_keep_the_stable_revision() {
         2,
         &fleet([1; 3]),
         gates(),
-        None,
+        Controls::default(),
         at(0),
     )
     .status;
     status.wave = 2;
     members[1].health = Health::Failed("ErrImagePull".into());
-    let halted = step(Some(&status), 2, &members, gates(), None, at(50));
+    let halted = step(
+        Some(&status),
+        2,
+        &members,
+        gates(),
+        Controls::default(),
+        at(50),
+    );
     assert_eq!(halted.status.phase, RolloutPhase::Halted);
     assert!(halted.status.message.contains("second: ErrImagePull"));
     assert_eq!(halted.assigned["third"], 1);
@@ -150,7 +198,7 @@ fn a_failed_wave_halts_and_later_waves_keep_the_stable_revision() {
         2,
         &fleet([2, 2, 1]),
         gates(),
-        None,
+        Controls::default(),
         at(60),
     );
     assert_eq!(
@@ -168,12 +216,19 @@ fn a_wave_past_its_deadline_halts() {
         2,
         &fleet([1; 3]),
         gates(),
-        None,
+        Controls::default(),
         at(0),
     );
     let mut slow = fleet([2, 1, 1]);
     slow[0].health = Health::Progressing("0/1 available".into());
-    let halted = step(Some(&started.status), 2, &slow, gates(), None, at(301));
+    let halted = step(
+        Some(&started.status),
+        2,
+        &slow,
+        gates(),
+        Controls::default(),
+        at(301),
+    );
     assert_eq!(halted.status.phase, RolloutPhase::Halted);
     assert!(halted.status.message.contains("not healthy within 300s"));
 }
@@ -185,18 +240,25 @@ fn a_resume_tries_the_halted_wave_again_once_per_token() {
         2,
         &fleet([1; 3]),
         gates(),
-        None,
+        Controls::default(),
         at(0),
     );
     let mut failing = fleet([2, 1, 1]);
     failing[0].health = Health::Failed("CrashLoopBackOff".into());
-    let halted = step(Some(&started.status), 2, &failing, gates(), None, at(5));
+    let halted = step(
+        Some(&started.status),
+        2,
+        &failing,
+        gates(),
+        Controls::default(),
+        at(5),
+    );
     let resumed = step(
         Some(&halted.status),
         2,
         &fleet([2, 1, 1]),
         gates(),
-        Some("t1"),
+        resume("t1"),
         at(9),
     );
     assert_eq!(resumed.status.phase, RolloutPhase::Baking);
@@ -208,7 +270,7 @@ fn a_resume_tries_the_halted_wave_again_once_per_token() {
         2,
         &failing,
         gates(),
-        Some("t1"),
+        resume("t1"),
         at(20),
     );
     assert_eq!(same_token.status.phase, RolloutPhase::Halted);
@@ -223,13 +285,28 @@ fn returning_to_the_stable_revision_is_not_staged() {
         2,
         &fleet([1; 3]),
         gates(),
-        None,
+        Controls::default(),
         at(0),
     )
     .status;
     status.wave = 2;
-    let halted = step(Some(&status), 2, &members, gates(), None, at(5)).status;
-    let undone = step(Some(&halted), 1, &members, gates(), None, at(6));
+    let halted = step(
+        Some(&status),
+        2,
+        &members,
+        gates(),
+        Controls::default(),
+        at(5),
+    )
+    .status;
+    let undone = step(
+        Some(&halted),
+        1,
+        &members,
+        gates(),
+        Controls::default(),
+        at(6),
+    );
     assert_eq!(undone.status.phase, RolloutPhase::Complete);
     assert!(undone.assigned.values().all(|r| *r == 1));
     assert_eq!(undone.event.map(|e| e.0), Some(Reason::RolloutComplete));
@@ -238,9 +315,24 @@ fn returning_to_the_stable_revision_is_not_staged() {
 #[test]
 fn a_newer_revision_during_a_halt_starts_from_the_stable_one() {
     let mut status = complete_at(1);
-    status = step(Some(&status), 2, &fleet([1; 3]), gates(), None, at(0)).status;
+    status = step(
+        Some(&status),
+        2,
+        &fleet([1; 3]),
+        gates(),
+        Controls::default(),
+        at(0),
+    )
+    .status;
     status.phase = RolloutPhase::Halted;
-    let fixed = step(Some(&status), 3, &fleet([2, 1, 1]), gates(), None, at(9));
+    let fixed = step(
+        Some(&status),
+        3,
+        &fleet([2, 1, 1]),
+        gates(),
+        Controls::default(),
+        at(9),
+    );
     assert_eq!(
         (fixed.status.revision, fixed.status.stable_revision),
         (3, 1)
@@ -264,7 +356,7 @@ fn pinned_members_keep_their_revision_and_gate_nothing() {
         2,
         &fleet([1; 3]),
         two_waves,
-        None,
+        Controls::default(),
         at(0),
     )
     .status;
@@ -278,7 +370,7 @@ fn pinned_members_keep_their_revision_and_gate_nothing() {
             bake: Duration::ZERO,
             ..two_waves
         },
-        None,
+        Controls::default(),
         at(5),
     );
     assert_eq!(done.status.phase, RolloutPhase::Complete);
@@ -289,7 +381,14 @@ fn pinned_members_keep_their_revision_and_gate_nothing() {
 #[test]
 fn empty_waves_are_skipped() {
     let members = vec![member("only", 2, 1, Health::Healthy)];
-    let step = step(Some(&complete_at(1)), 2, &members, gates(), None, at(0));
+    let step = step(
+        Some(&complete_at(1)),
+        2,
+        &members,
+        gates(),
+        Controls::default(),
+        at(0),
+    );
     assert_eq!(step.status.wave, 3);
     assert_eq!(step.assigned["only"], 2);
 }
@@ -306,13 +405,20 @@ fn with_rollback_a_failed_wave_returns_every_member_to_the_stable_revision() {
         2,
         &fleet([1; 3]),
         rollback,
-        None,
+        Controls::default(),
         at(0),
     )
     .status;
     status.wave = 2;
     members[1].health = Health::Failed("ErrImagePull".into());
-    let back = step(Some(&status), 2, &members, rollback, None, at(5));
+    let back = step(
+        Some(&status),
+        2,
+        &members,
+        rollback,
+        Controls::default(),
+        at(5),
+    );
     assert_eq!(back.status.phase, RolloutPhase::RolledBack);
     assert!(
         back.assigned.values().all(|r| *r == 1),
@@ -324,10 +430,70 @@ fn with_rollback_a_failed_wave_returns_every_member_to_the_stable_revision() {
             .message
             .contains("every member is back on revision 1")
     );
-    let still = step(Some(&back.status), 2, &fleet([1; 3]), rollback, None, at(9));
+    let still = step(
+        Some(&back.status),
+        2,
+        &fleet([1; 3]),
+        rollback,
+        Controls::default(),
+        at(9),
+    );
     assert_eq!(
         still.status.phase,
         RolloutPhase::RolledBack,
         "until resumed or changed"
+    );
+}
+
+#[test]
+fn a_paused_rollout_keeps_the_waves_reached_and_the_pause_does_not_count() {
+    let members = fleet([1, 1, 1]);
+    let paused = step(Some(&complete_at(1)), 2, &members, gates(), PAUSED, at(0));
+    assert_eq!(paused.status.phase, RolloutPhase::Paused);
+    assert_eq!(
+        paused.assigned["canary"], 2,
+        "the wave reached keeps the revision"
+    );
+    assert_eq!(
+        (paused.assigned["second"], paused.assigned["third"]),
+        (1, 1)
+    );
+    assert_eq!(
+        paused.event.as_ref().map(|e| e.0),
+        Some(Reason::RolloutPaused)
+    );
+    assert_eq!(paused.next, None);
+
+    let moved = vec![
+        member("canary", 0, 2, Health::Healthy),
+        member("second", 1, 1, Health::Healthy),
+        member("third", 2, 1, Health::Healthy),
+    ];
+    let still = step(Some(&paused.status), 2, &moved, gates(), PAUSED, at(1000));
+    assert_eq!(still.status.phase, RolloutPhase::Paused);
+    assert_eq!(still.assigned["second"], 1, "no wave starts while paused");
+    assert_eq!(still.event, None, "told once");
+
+    // Far past the deadline: the pause does not count, the wave bakes from now.
+    let resumed = step(
+        Some(&still.status),
+        2,
+        &moved,
+        gates(),
+        Controls::default(),
+        at(2000),
+    );
+    assert_eq!(resumed.status.phase, RolloutPhase::Baking);
+    let done = step(
+        Some(&resumed.status),
+        2,
+        &moved,
+        gates(),
+        Controls::default(),
+        at(2031),
+    );
+    assert_eq!(
+        done.assigned["second"], 2,
+        "the next wave starts after the bake"
     );
 }

@@ -9,9 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use qleetos_crds::staged::{
-    ProfileRollout, RESUME_ANNOTATION, RuntimeRevision, StagedRolloutStatus,
-};
+use qleetos_crds::staged::{ProfileRollout, RuntimeRevision, StagedRolloutStatus};
 use qleetos_crds::{DependencyState, SupportService, SupportServiceProfile};
 use serde_json::json;
 
@@ -51,11 +49,8 @@ pub async fn drive(
         false,
     );
     let previous = profile.status.as_ref().and_then(|s| s.rollout.as_ref());
-    let resume = profile
-        .annotations()
-        .get(RESUME_ANNOTATION)
-        .map(String::as_str);
-    let step = waves::step(previous, latest, &members, gates, resume, Utc::now());
+    let controls = waves::Controls::of(profile.annotations());
+    let step = waves::step(previous, latest, &members, gates, controls, Utc::now());
     for service in services {
         if let Some(revision) = step.assigned.get(&service.spec.runtime_ref.name) {
             assign(service, Some(*revision), ctx).await?;

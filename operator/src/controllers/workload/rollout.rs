@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kube::ResourceExt;
-use qleetos_crds::staged::{OnFailure, RESUME_ANNOTATION, StagedRolloutStatus};
+use qleetos_crds::staged::{OnFailure, StagedRolloutStatus};
 use qleetos_crds::{Workload, WorkloadInstance};
 
 use crate::context::Context;
@@ -57,11 +57,8 @@ pub async fn drive(
         rollout.on_failure == OnFailure::Rollback,
     );
     let previous = workload.status.as_ref().and_then(|s| s.rollout.as_ref());
-    let resume = workload
-        .annotations()
-        .get(RESUME_ANNOTATION)
-        .map(String::as_str);
-    let step = waves::step(previous, latest, &members, gates, resume, Utc::now());
+    let controls = waves::Controls::of(workload.annotations());
+    let step = waves::step(previous, latest, &members, gates, controls, Utc::now());
     if let Some((reason, note)) = step.event {
         ctx.event_for(workload, reason, note).await;
     }
