@@ -89,7 +89,7 @@ pub enum OnFailure {
 /// Runtimes chosen by name, region and labels: each list given must contain the runtime's
 /// (name, region) and every label must match.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
-#[x_kube(validation = Rule::new("(has(self.names) && size(self.names) > 0) || (has(self.regions) && size(self.regions) > 0) || (has(self.matchLabels) && size(self.matchLabels) > 0)").message("a runtime selection needs names, regions or matchLabels"))]
+#[x_kube(validation = Rule::new("has(self.percent) ? !((has(self.names) && size(self.names) > 0) || (has(self.regions) && size(self.regions) > 0) || (has(self.matchLabels) && size(self.matchLabels) > 0)) : ((has(self.names) && size(self.names) > 0) || (has(self.regions) && size(self.regions) > 0) || (has(self.matchLabels) && size(self.matchLabels) > 0))").message("a runtime selection needs names, regions or matchLabels, or a percent alone"))]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeSelection {
     /// KubernetesRuntime names.
@@ -105,11 +105,19 @@ pub struct RuntimeSelection {
     /// Labels the KubernetesRuntime must carry.
     #[serde(default)]
     pub match_labels: BTreeMap<String, String>,
+    /// In a wave, instead of the fields above: the share of all runtimes (rounded up) the
+    /// waves up to this one reach, taken in name order from those no other wave names.
+    /// Ignored in a pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub percent: Option<u32>,
 }
 
 impl RuntimeSelection {
+    /// Whether the runtime is selected by name, region and labels (never by a percent).
     pub fn matches(&self, name: &str, region: &str, labels: &BTreeMap<String, String>) -> bool {
-        (self.names.is_empty() || self.names.iter().any(|n| n == name))
+        self.percent.is_none()
+            && (self.names.is_empty() || self.names.iter().any(|n| n == name))
             && (self.regions.is_empty() || self.regions.iter().any(|r| r == region))
             && self
                 .match_labels

@@ -147,8 +147,9 @@ pub async fn a_workload_rollout_halts_rolls_back_and_is_rolled_back_by_hand(
     deleted_with_its_revisions(&client).await
 }
 
-/// Paused before revision 4: the first wave (eu-west) gets it, the others keep revision 3
-/// while the rollout says it is paused; `qleetctl rollout resume` takes it everywhere.
+/// Revision 4 in percentage waves (33% first: one runtime of three, by name ap-south), paused:
+/// ap-south gets it, the others keep revision 3 while the rollout says it is paused;
+/// `qleetctl rollout resume` takes it everywhere. A percent beside regions is refused.
 async fn paused_and_resumed(env: &Environment, client: &Client, repository: &str) -> Result<()> {
     let admin = env.management.kubeconfig_path();
     let paused = expect(admin, &["rollout", "pause", "workload", "web", "-n", NS], 0).await?;
@@ -157,21 +158,32 @@ async fn paused_and_resumed(env: &Environment, client: &Client, repository: &str
         "{}",
         paused.stdout
     );
-    apply_workload(client, NS, &web(repository, "registry.example/web", "4.0")).await?;
+    let mut fourth = web(repository, "registry.example/web", "4.0");
+    fourth["spec"]["rollout"]["waves"] = json!([{"percent": 33, "regions": ["eu-west-1"]}]);
+    let refused = apply_workload(client, NS, &fourth)
+        .await
+        .err()
+        .context("a percent beside regions was accepted")?;
+    ensure!(
+        format!("{refused:#}").contains("or a percent alone"),
+        "{refused:#}"
+    );
+    fourth["spec"]["rollout"]["waves"] = json!([{"percent": 33}]);
+    apply_workload(client, NS, &fourth).await?;
     let workloads: Api<Workload> = Api::namespaced(client.clone(), NS);
     eventually(
-        "the rollout of revision 4 paused after eu-west",
+        "the rollout of revision 4 paused after ap-south",
         TIMEOUT,
         || async {
             let rollout = workloads.get("web").await?.status.and_then(|s| s.rollout);
             let paused =
                 rollout.is_some_and(|r| r.phase == RolloutPhase::Paused && r.revision == 4);
-            let canary = image_in(env, "eu-west").await?;
-            Ok((paused && canary.as_deref() == Some("registry.example/web:4.0")).then_some(()))
+            let first = image_in(env, "ap-south").await?;
+            Ok((paused && first.as_deref() == Some("registry.example/web:4.0")).then_some(()))
         },
     )
     .await?;
-    for runtime in ["us-east", "ap-south"] {
+    for runtime in ["eu-west", "us-east"] {
         let image = image_in(env, runtime).await?;
         ensure!(
             image.as_deref() == Some("registry.example/web:3.0"),

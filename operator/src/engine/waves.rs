@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use qleetos_crds::Reason;
-use qleetos_crds::staged::{RolloutPhase, StagedRolloutStatus};
+use qleetos_crds::staged::{RolloutPhase, RuntimeSelection, StagedRolloutStatus};
 
 /// One member of a rollout (a runtime a profile is installed in).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,34 @@ pub enum Health {
     Healthy,
     Progressing(String),
     Failed(String),
+}
+
+/// Puts the members no wave selected by name, region or labels (those in wave `waves.len()`)
+/// into the percentage waves: a wave with `percent: p` is filled, in name order, until the
+/// waves up to it hold `p`% of the members not pinned (rounded up).
+pub fn fill_percent_waves(members: &mut [Member], waves: &[RuntimeSelection]) {
+    let percents: Vec<Option<u32>> = waves.iter().map(|w| w.percent).collect();
+    let rest = percents.len();
+    let total = members.iter().filter(|m| m.pinned.is_none()).count();
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.sort_by(|a, b| members[*a].name.cmp(&members[*b].name));
+    for (wave, percent) in percents.iter().enumerate() {
+        let Some(percent) = percent else { continue };
+        let target = (total * *percent as usize).div_ceil(100);
+        for &index in &order {
+            let reached = members
+                .iter()
+                .filter(|m| m.pinned.is_none() && m.wave <= wave)
+                .count();
+            if reached >= target {
+                break;
+            }
+            let member = &mut members[index];
+            if member.pinned.is_none() && member.wave == rest {
+                member.wave = wave;
+            }
+        }
+    }
 }
 
 /// The gates between waves.

@@ -497,3 +497,45 @@ fn a_paused_rollout_keeps_the_waves_reached_and_the_pause_does_not_count() {
         "the next wave starts after the bake"
     );
 }
+
+fn percent(share: u32) -> RuntimeSelection {
+    RuntimeSelection {
+        percent: Some(share),
+        ..RuntimeSelection::default()
+    }
+}
+
+#[test]
+fn percentage_waves_take_runtimes_in_name_order_up_to_their_share() {
+    let rest = |name: &str| member(name, 2, 1, Health::Healthy);
+    let mut members = vec![
+        rest("d"),
+        rest("b"),
+        member("a", 0, 1, Health::Healthy),
+        rest("c"),
+    ];
+    members.push(Member {
+        pinned: Some(1),
+        ..rest("e")
+    });
+    // Wave 0 names `a`; wave 1 is 75% of the four not pinned: with `a`, two more, b and c.
+    let by_name = RuntimeSelection {
+        names: vec!["a".into()],
+        ..RuntimeSelection::default()
+    };
+    fill_percent_waves(&mut members, &[by_name, percent(75)]);
+    let waves: Vec<(&str, usize)> = members.iter().map(|m| (m.name.as_str(), m.wave)).collect();
+    assert_eq!(waves, [("d", 2), ("b", 1), ("a", 0), ("c", 1), ("e", 2)]);
+
+    let mut single: Vec<Member> = ["x", "y", "z"]
+        .iter()
+        .map(|n| member(n, 1, 1, Health::Healthy))
+        .collect();
+    fill_percent_waves(&mut single, &[percent(33)]);
+    let first: Vec<&str> = single
+        .iter()
+        .filter(|m| m.wave == 0)
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(first, ["x"], "33% of three, rounded up, is one");
+}

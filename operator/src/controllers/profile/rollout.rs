@@ -37,10 +37,11 @@ pub async fn drive(
         follow_the_profile(services, ctx).await?;
         return Ok(Driven::default());
     };
-    let members: Vec<Member> = services
+    let mut members: Vec<Member> = services
         .iter()
         .map(|service| member(rollout, service, ctx))
         .collect();
+    waves::fill_percent_waves(&mut members, &rollout.waves);
     let gates = Gates::new(
         rollout.waves.len(),
         &members,

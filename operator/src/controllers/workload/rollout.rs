@@ -40,7 +40,7 @@ pub async fn drive(
     let Some(rollout) = &workload.spec.rollout else {
         return Staged::default();
     };
-    let members: Vec<Member> = selected
+    let mut members: Vec<Member> = selected
         .iter()
         .map(|placement| {
             let instance = existing
@@ -49,6 +49,7 @@ pub async fn drive(
             member(&rollout.waves, placement, instance, ctx)
         })
         .collect();
+    waves::fill_percent_waves(&mut members, &rollout.waves);
     let gates = Gates::new(
         rollout.waves.len(),
         &members,
