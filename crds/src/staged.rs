@@ -76,6 +76,12 @@ pub struct WorkloadRollout {
     /// revision; `Rollback` returns them to the stable one.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// At most this many placements of the wave in progress are moving to the new revision or
+    /// not healthy on it at once; the others of the wave follow, in runtime-name order, as
+    /// they become healthy. Absent: the whole wave at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_unavailable: Option<u32>,
 }
 
 /// What a failed wave does to the placements already moved.

@@ -224,11 +224,7 @@ async fn nothing_was_created(env: &Environment, client: &Client) -> Result<()> {
         instances_of(client, NS, "shop").await?.is_empty(),
         "a plan placed shop"
     );
-    let eu = env
-        .runtime("eu-west")
-        .context("runtime eu-west")?
-        .client()
-        .await?;
+    let eu = eu_west(env).await?;
     let namespaces: Api<Namespace> = Api::all(eu);
     ensure!(
         namespaces.get_opt(NS).await?.is_none(),
@@ -284,11 +280,7 @@ async fn plans_an_image_change(
     );
     ensure!(object("ConfigMap")?.action == PlanAction::Delete, "{eu:?}");
     ensure!(object("Service")?.action == PlanAction::Unchanged, "{eu:?}");
-    let runtime = env
-        .runtime("eu-west")
-        .context("runtime eu-west")?
-        .client()
-        .await?;
+    let runtime = eu_west(env).await?;
     ensure!(
         deployment_image(&runtime, NS).await?.as_deref() == Some("nginx:1.0"),
         "the plan changed the image"
@@ -370,6 +362,15 @@ async fn gateway_plan(
     let (code, answer) = call(gateway, Some(token), Method::POST, &path, body).await?;
     ensure!(code == StatusCode::OK, "plan of {what}: {code} {answer}");
     Ok((serde_json::from_value(answer.clone())?, answer))
+}
+
+/// A client of runtime eu-west, where the trials' Workloads run.
+async fn eu_west(env: &Environment) -> Result<Client> {
+    Ok(env
+        .runtime("eu-west")
+        .context("runtime eu-west")?
+        .client()
+        .await?)
 }
 
 fn placement_on<'a>(status: &'a WorkloadPlanStatus, runtime: &str) -> Result<&'a PlannedPlacement> {
@@ -454,11 +455,7 @@ pub async fn approval_holds_a_change_until_its_plan_is_approved(
         image_change,
         "the pending plan shows the image change: {pending:?}"
     );
-    let runtime = env
-        .runtime("eu-west")
-        .context("runtime eu-west")?
-        .client()
-        .await?;
+    let runtime = eu_west(env).await?;
     ensure!(
         deployment_image(&runtime, GATED_NS).await?.as_deref() == Some("nginx:1.0"),
         "the change was applied before approval"

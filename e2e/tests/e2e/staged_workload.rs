@@ -147,17 +147,11 @@ pub async fn a_workload_rollout_halts_rolls_back_and_is_rolled_back_by_hand(
     deleted_with_its_revisions(&client).await
 }
 
-/// Revision 4 in percentage waves (33% first: one runtime of three, by name ap-south), paused:
-/// ap-south gets it, the others keep revision 3 while the rollout says it is paused;
+/// Revision 4 in percentage waves (33% first: one runtime of three, by name ap-south), and
+/// revision 5 in one wave of all three with `maxUnavailable: 1`, each paused: only ap-south
+/// moves, the others keep the previous image while the rollout says it is paused;
 /// `qleetctl rollout resume` takes it everywhere. A percent beside regions is refused.
 async fn paused_and_resumed(env: &Environment, client: &Client, repository: &str) -> Result<()> {
-    let admin = env.management.kubeconfig_path();
-    let paused = expect(admin, &["rollout", "pause", "workload", "web", "-n", NS], 0).await?;
-    ensure!(
-        paused.stdout.contains("rollout paused"),
-        "{}",
-        paused.stdout
-    );
     let mut fourth = web(repository, "registry.example/web", "4.0");
     fourth["spec"]["rollout"]["waves"] = json!([{"percent": 33, "regions": ["eu-west-1"]}]);
     let refused = apply_workload(client, NS, &fourth)
@@ -169,33 +163,52 @@ async fn paused_and_resumed(env: &Environment, client: &Client, repository: &str
         "{refused:#}"
     );
     fourth["spec"]["rollout"]["waves"] = json!([{"percent": 33}]);
-    apply_workload(client, NS, &fourth).await?;
+    paused_after_ap_south(env, client, &fourth, 4, "3.0").await?;
+    let mut fifth = web(repository, "registry.example/web", "5.0");
+    fifth["spec"]["rollout"]["waves"] = json!([{"percent": 100}]);
+    fifth["spec"]["rollout"]["maxUnavailable"] = json!(1);
+    paused_after_ap_south(env, client, &fifth, 5, "4.0").await
+}
+
+/// Pauses, applies `workload` (revision `revision`, image tag `revision`.0): ap-south alone
+/// moves, the other regions keep `previous`; then resumes until it runs everywhere.
+async fn paused_after_ap_south(
+    env: &Environment,
+    client: &Client,
+    workload: &Value,
+    revision: i64,
+    previous: &str,
+) -> Result<()> {
+    let admin = env.management.kubeconfig_path();
+    let pause = ["rollout", "pause", "workload", "web", "-n", NS];
+    let paused = expect(admin, &pause, 0).await?;
+    ensure!(
+        paused.stdout.contains("rollout paused"),
+        "{}",
+        paused.stdout
+    );
+    apply_workload(client, NS, workload).await?;
+    let image = format!("registry.example/web:{revision}.0");
     let workloads: Api<Workload> = Api::namespaced(client.clone(), NS);
-    eventually(
-        "the rollout of revision 4 paused after ap-south",
-        TIMEOUT,
-        || async {
-            let rollout = workloads.get("web").await?.status.and_then(|s| s.rollout);
-            let paused =
-                rollout.is_some_and(|r| r.phase == RolloutPhase::Paused && r.revision == 4);
-            let first = image_in(env, "ap-south").await?;
-            Ok((paused && first.as_deref() == Some("registry.example/web:4.0")).then_some(()))
-        },
-    )
+    let what = format!("the rollout of revision {revision} paused after ap-south");
+    eventually(&what, TIMEOUT, || async {
+        let rollout = workloads.get("web").await?.status.and_then(|s| s.rollout);
+        let paused =
+            rollout.is_some_and(|r| r.phase == RolloutPhase::Paused && r.revision == revision);
+        let first = image_in(env, "ap-south").await?;
+        Ok((paused && first.as_deref() == Some(image.as_str())).then_some(()))
+    })
     .await?;
     for runtime in ["eu-west", "us-east"] {
-        let image = image_in(env, runtime).await?;
+        let found = image_in(env, runtime).await?;
+        let kept = format!("registry.example/web:{previous}");
         ensure!(
-            image.as_deref() == Some("registry.example/web:3.0"),
-            "{runtime} moved while paused: {image:?}"
+            found.as_deref() == Some(kept.as_str()),
+            "{runtime} moved while paused: {found:?}"
         );
     }
-    let status = expect(
-        admin,
-        &["rollout", "status", "workload", "web", "-n", NS],
-        0,
-    )
-    .await?;
+    let status = ["rollout", "status", "workload", "web", "-n", NS];
+    let status = expect(admin, &status, 0).await?;
     ensure!(status.stdout.contains("Paused"), "{}", status.stdout);
     expect(
         admin,
@@ -203,14 +216,7 @@ async fn paused_and_resumed(env: &Environment, client: &Client, repository: &str
         0,
     )
     .await?;
-    settled(
-        env,
-        client,
-        RolloutPhase::Complete,
-        4,
-        "registry.example/web:4.0",
-    )
-    .await?;
+    settled(env, client, RolloutPhase::Complete, revision, &image).await?;
     Ok(())
 }
 

@@ -68,6 +68,8 @@ pub struct Gates {
     pub deadline: Duration,
     /// Whether a halt returns the members already moved to the stable revision.
     pub rollback: bool,
+    /// At most this many members of the wave in progress moving or unhealthy at once.
+    pub max_unavailable: Option<usize>,
 }
 
 impl Gates {
@@ -88,6 +90,7 @@ impl Gates {
             bake: Duration::from_secs(u64::from(bake_seconds)),
             deadline: Duration::from_secs(u64::from(deadline_seconds)),
             rollback,
+            max_unavailable: None,
         }
     }
 }
@@ -134,6 +137,60 @@ pub fn step(
     controls: Controls<'_>,
     now: DateTime<Utc>,
 ) -> Step {
+    let mut step = step_waves(previous, latest, members, gates, controls, now);
+    if let Some(max) = gates.max_unavailable {
+        limit_unavailable(&mut step, members, max);
+    }
+    step
+}
+
+/// Within the wave in progress, members already on the new revision keep it; of the others,
+/// in name order, only as many move as `max` leaves room for beside those unhealthy on it
+/// (while paused: beside all on it; none while halted).
+fn limit_unavailable(step: &mut Step, members: &[Member], max: usize) {
+    let status = &step.status;
+    if matches!(
+        status.phase,
+        RolloutPhase::Complete | RolloutPhase::RolledBack
+    ) {
+        return;
+    }
+    let wave = status.wave.saturating_sub(1) as usize;
+    let mut in_wave: Vec<&Member> = members
+        .iter()
+        .filter(|m| m.pinned.is_none() && m.wave == wave)
+        .collect();
+    in_wave.sort_by(|a, b| a.name.cmp(&b.name));
+    let on_revision = |m: &&Member| m.installed == Some(status.revision);
+    let unavailable = in_wave
+        .iter()
+        .filter(|m| on_revision(m) && m.health != Health::Healthy)
+        .count();
+    let moved = in_wave.iter().filter(|m| on_revision(m)).count();
+    let mut room = match status.phase {
+        RolloutPhase::Progressing | RolloutPhase::Baking => max.saturating_sub(unavailable),
+        // Paused: the batch in flight (at most `max`) completes, no further one starts.
+        RolloutPhase::Paused => max.saturating_sub(moved),
+        _ => 0,
+    };
+    for member in in_wave.iter().filter(|m| !on_revision(m)) {
+        if room > 0 {
+            room -= 1;
+        } else {
+            step.assigned
+                .insert(member.name.clone(), status.stable_revision);
+        }
+    }
+}
+
+fn step_waves(
+    previous: Option<&StagedRolloutStatus>,
+    latest: i64,
+    members: &[Member],
+    gates: Gates,
+    controls: Controls<'_>,
+    now: DateTime<Utc>,
+) -> Step {
     let mut status = match previous {
         Some(previous) if previous.revision == latest => previous.clone(),
         Some(previous) => started(latest, stable_of(previous), now),
@@ -171,13 +228,7 @@ pub fn step(
         return finished(status, members, previous, event);
     }
     if is_halted(status.phase) {
-        let assigned = assignments(&status, members);
-        return Step {
-            status,
-            assigned,
-            next: None,
-            event,
-        };
+        return at_rest(status, members, event);
     }
     if controls.paused {
         return paused(status, members, event);
@@ -206,13 +257,7 @@ fn paused(
     }
     status.phase = RolloutPhase::Paused;
     status.message = message;
-    let assigned = assignments(&status, members);
-    Step {
-        status,
-        assigned,
-        next: None,
-        event,
-    }
+    at_rest(status, members, event)
 }
 
 /// Walks the waves from the current one while each is healthy and baked.
@@ -251,7 +296,7 @@ fn advance(
                     after_halt(gates, status.stable_revision)
                 );
                 event = Some((Reason::RolloutHalted, status.message.clone()));
-                return halted(status, members, event);
+                return at_rest(status, members, event);
             }
             Verdict::Waiting(what) => {
                 status.healthy_since = None;
@@ -266,7 +311,7 @@ fn advance(
                         after_halt(gates, status.stable_revision)
                     );
                     event = Some((Reason::RolloutHalted, status.message.clone()));
-                    return halted(status, members, event);
+                    return at_rest(status, members, event);
                 }
                 status.phase = RolloutPhase::Progressing;
                 status.message = format!(
@@ -410,16 +455,11 @@ fn finished(
     } else {
         Some((Reason::RolloutComplete, status.message.clone()))
     };
-    let assigned = assignments(&status, members);
-    Step {
-        status,
-        assigned,
-        next: None,
-        event,
-    }
+    at_rest(status, members, event)
 }
 
-fn halted(
+/// A step that waits for no timer: halted, paused or complete.
+fn at_rest(
     status: StagedRolloutStatus,
     members: &[Member],
     event: Option<(Reason, String)>,

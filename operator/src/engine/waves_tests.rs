@@ -10,6 +10,7 @@ fn gates() -> Gates {
         bake: Duration::from_secs(30),
         deadline: Duration::from_secs(300),
         rollback: false,
+        max_unavailable: None,
     }
 }
 
@@ -538,4 +539,72 @@ fn percentage_waves_take_runtimes_in_name_order_up_to_their_share() {
         .map(|m| m.name.as_str())
         .collect();
     assert_eq!(first, ["x"], "33% of three, rounded up, is one");
+}
+
+#[test]
+fn max_unavailable_moves_a_wave_a_few_at_a_time() {
+    let one_at_a_time = Gates {
+        waves: 1,
+        max_unavailable: Some(1),
+        ..gates()
+    };
+    let wave = |a: (i64, Health), b: (i64, Health), c: (i64, Health)| {
+        vec![
+            member("a", 0, a.0, a.1),
+            member("b", 0, b.0, b.1),
+            member("c", 0, c.0, c.1),
+        ]
+    };
+    let started = step(
+        Some(&complete_at(1)),
+        2,
+        &wave(
+            (1, Health::Healthy),
+            (1, Health::Healthy),
+            (1, Health::Healthy),
+        ),
+        one_at_a_time,
+        Controls::default(),
+        at(0),
+    );
+    let on =
+        |step: &Step| -> Vec<i64> { ["a", "b", "c"].iter().map(|n| step.assigned[*n]).collect() };
+    assert_eq!(on(&started), [2, 1, 1], "one at a time, by name");
+
+    let progressing = Health::Progressing("starting".into());
+    let moving = wave((2, progressing), (1, Health::Healthy), (1, Health::Healthy));
+    let held = step(
+        Some(&started.status),
+        2,
+        &moving,
+        one_at_a_time,
+        Controls::default(),
+        at(5),
+    );
+    assert_eq!(on(&held), [2, 1, 1], "b waits while a is not healthy");
+
+    let healthy = wave(
+        (2, Health::Healthy),
+        (1, Health::Healthy),
+        (1, Health::Healthy),
+    );
+    let next = step(
+        Some(&held.status),
+        2,
+        &healthy,
+        one_at_a_time,
+        Controls::default(),
+        at(10),
+    );
+    assert_eq!(on(&next), [2, 2, 1], "b moves once a is healthy");
+
+    let paused = step(
+        Some(&held.status),
+        2,
+        &healthy,
+        one_at_a_time,
+        PAUSED,
+        at(10),
+    );
+    assert_eq!(on(&paused), [2, 1, 1], "paused: no further batch starts");
 }

@@ -50,13 +50,14 @@ pub async fn drive(
         })
         .collect();
     waves::fill_percent_waves(&mut members, &rollout.waves);
-    let gates = Gates::new(
+    let mut gates = Gates::new(
         rollout.waves.len(),
         &members,
         rollout.bake_seconds,
         rollout.progress_deadline_seconds,
         rollout.on_failure == OnFailure::Rollback,
     );
+    gates.max_unavailable = rollout.max_unavailable.map(|n| n as usize);
     let previous = workload.status.as_ref().and_then(|s| s.rollout.as_ref());
     let controls = waves::Controls::of(workload.annotations());
     let step = waves::step(previous, latest, &members, gates, controls, Utc::now());
