@@ -110,6 +110,31 @@ fn default_ttl() -> u32 {
     DEFAULT_PLAN_TTL_SECONDS
 }
 
+impl WorkloadPlan {
+    /// A request to plan Workload `workload` of `namespace` with `spec`, named by the API
+    /// server from the Workload's name (cut to 40 characters), kept for the default time.
+    pub fn request(namespace: &str, workload: &str, spec: WorkloadSpec) -> Self {
+        let prefix = workload
+            .char_indices()
+            .nth(40)
+            .map_or(workload, |(at, _)| &workload[..at]);
+        let mut plan = WorkloadPlan::new(
+            "",
+            WorkloadPlanSpec {
+                workload_name: workload.to_owned(),
+                workload: spec,
+                ttl_seconds_after_computed: DEFAULT_PLAN_TTL_SECONDS,
+            },
+        );
+        plan.metadata = kube::api::ObjectMeta {
+            generate_name: Some(format!("{prefix}-")),
+            namespace: Some(namespace.to_owned()),
+            ..Default::default()
+        };
+        plan
+    }
+}
+
 /// The computed plan.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -334,6 +359,26 @@ mod tests {
         let computing = approval_target(&workload_at(4, Some(pending(3))), Some(4));
         assert!(computing.is_err_and(|e| e.contains("not computed yet")));
         assert!(approval_target(&workload_at(1, None), None).is_err());
+    }
+
+    #[test]
+    fn a_request_is_named_from_its_workload_and_kept_the_default_time() {
+        let spec: WorkloadSpec =
+            serde_json::from_value(serde_json::json!({"placement": {"regions": ["eu"]}}))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let long = "w".repeat(60);
+        let plan = WorkloadPlan::request("team", &long, spec);
+        assert_eq!(
+            plan.metadata.generate_name,
+            Some(format!("{}-", "w".repeat(40)))
+        );
+        assert_eq!(plan.metadata.name, None);
+        assert_eq!(plan.metadata.namespace.as_deref(), Some("team"));
+        assert_eq!(plan.spec.workload_name, long);
+        assert_eq!(
+            plan.spec.ttl_seconds_after_computed,
+            DEFAULT_PLAN_TTL_SECONDS
+        );
     }
 
     #[test]

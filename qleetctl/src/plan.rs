@@ -8,11 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use kube::Client;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
-use qleetos_crds::plan::DEFAULT_PLAN_TTL_SECONDS;
-use qleetos_crds::{
-    Conditions, PlanAction, PlannedPlacement, READY, WorkloadPlan, WorkloadPlanSpec, WorkloadSpec,
-};
+use kube::api::{Api, DeleteParams, PostParams};
+use qleetos_crds::{Conditions, PlanAction, PlannedPlacement, READY, WorkloadPlan, WorkloadSpec};
 use serde_json::Value;
 
 use crate::failure::Failure;
@@ -31,19 +28,7 @@ pub async fn plan(
 ) -> Result<(), Failure> {
     let (namespace, name, spec) = read_workload(file, default_namespace)?;
     let api: Api<WorkloadPlan> = Api::namespaced(client.clone(), &namespace);
-    let mut request = WorkloadPlan::new(
-        "",
-        WorkloadPlanSpec {
-            workload_name: name.clone(),
-            workload: spec,
-            ttl_seconds_after_computed: DEFAULT_PLAN_TTL_SECONDS,
-        },
-    );
-    request.metadata = ObjectMeta {
-        generate_name: Some(format!("{}-", cut(&name, 40))),
-        namespace: Some(namespace.clone()),
-        ..ObjectMeta::default()
-    };
+    let request = WorkloadPlan::request(&namespace, &name, spec);
     let what = format!("a plan for workload {namespace}/{name}");
     let created = api
         .create(&PostParams::default(), &request)
@@ -219,12 +204,6 @@ fn print_placement(placement: &PlannedPlacement, out: &mut dyn Write) -> std::io
     Ok(())
 }
 
-fn cut(name: &str, max: usize) -> &str {
-    name.char_indices()
-        .nth(max)
-        .map_or(name, |(at, _)| &name[..at])
-}
-
 #[cfg(test)]
 mod tests {
     use qleetos_crds::{FieldChange, PlannedObject, PlannedService, WorkloadPlanStatus};
@@ -259,17 +238,9 @@ mod tests {
                 message: None,
             }],
         }];
-        let mut plan = WorkloadPlan::new(
-            "p",
-            WorkloadPlanSpec {
-                workload_name: "web".into(),
-                workload: serde_json::from_value(
-                    serde_json::json!({"placement": {"regions": ["eu-west-2"]}}),
-                )
-                .unwrap_or_else(|e| panic!("{e}")),
-                ttl_seconds_after_computed: 60,
-            },
-        );
+        let spec = serde_json::json!({"placement": {"regions": ["eu-west-2"]}});
+        let spec = serde_json::from_value(spec).unwrap_or_else(|e| panic!("{e}"));
+        let mut plan = WorkloadPlan::request("team", "web", spec);
         plan.status = Some(WorkloadPlanStatus {
             summary: Some(WorkloadPlanStatus::summarize(&placements)),
             placements,

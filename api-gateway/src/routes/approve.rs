@@ -10,7 +10,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use kube::api::{GetParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use qleetos_crds::Workload;
 use qleetos_crds::notification::QleetKind;
 use qleetos_crds::plan::{APPROVE_ANNOTATION, approval_target};
@@ -22,7 +22,7 @@ use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::kinds::GatewayKind as _;
 use crate::openapi::{JSON, OperationExt as _, json, schema};
-use crate::routes::resources::{ObjectPath, action_request, body_bytes};
+use crate::routes::resources::{ObjectPath, action_request, body_bytes, read_workload};
 use crate::state::AppState;
 
 /// Which plan to approve.
@@ -70,12 +70,7 @@ async fn approve(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ApproveResponse>, ApiError> {
     let request = parse_request(&body_bytes(body)?)?;
-    let get = path
-        .request::<Workload>()
-        .get(path.name(), &GetParams::default())?;
-    let workload: Workload = serde_json::from_value(caller.send(get).await?).map_err(|e| {
-        ApiError::BadGateway(format!("unexpected Workload from the management API: {e}"))
-    })?;
+    let workload = read_workload(&caller, &path).await?;
     let generation =
         approval_target(&workload, request.generation).map_err(|message| ApiError::Conflict {
             reason: "PlanNotPending".into(),

@@ -189,9 +189,7 @@ fn reject_unknown_containers(workload: &Workload, request: &ImagesRequest) -> Re
 }
 
 fn decode(object: Value) -> Result<Workload, ApiError> {
-    serde_json::from_value(object).map_err(|e| {
-        ApiError::BadGateway(format!("unexpected Workload from the management API: {e}"))
-    })
+    crate::routes::resources::decode(object, "Workload")
 }
 
 /// Polls the Workload (as the caller) until it has rolled out its generation or `wait` ends.

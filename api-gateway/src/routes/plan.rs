@@ -13,19 +13,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use kube::Resource;
-use kube::api::{DeleteParams, GetParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, GetParams, PostParams};
 use kube::core::Request;
-use qleetos_crds::plan::DEFAULT_PLAN_TTL_SECONDS;
-use qleetos_crds::{
-    Conditions, READY, Workload, WorkloadPlan, WorkloadPlanSpec, WorkloadPlanStatus, WorkloadSpec,
-};
-use serde_json::Value;
+use qleetos_crds::{Conditions, READY, Workload, WorkloadPlan, WorkloadPlanStatus, WorkloadSpec};
 
 use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::kinds::GatewayKind as _;
 use crate::openapi::{JSON, OperationExt as _, json, schema};
-use crate::routes::resources::{ObjectPath, body_bytes, json_object};
+use crate::routes::resources::{ObjectPath, body_bytes, decode, json_object, read_workload};
 use crate::state::AppState;
 
 /// How long the gateway waits for the operator to compute a plan.
@@ -66,22 +62,10 @@ async fn plan(
 ) -> Result<Json<WorkloadPlanStatus>, ApiError> {
     let spec = match parse_spec(&body_bytes(body)?)? {
         Some(spec) => spec,
-        None => current_spec(&caller, &path).await?,
+        None => read_workload(&caller, &path).await?.spec,
     };
     let namespace = path.namespace.clone().unwrap_or_default();
-    let mut request = WorkloadPlan::new(
-        "",
-        WorkloadPlanSpec {
-            workload_name: path.name().to_owned(),
-            workload: spec,
-            ttl_seconds_after_computed: DEFAULT_PLAN_TTL_SECONDS,
-        },
-    );
-    request.metadata = ObjectMeta {
-        generate_name: Some(format!("{}-", short(path.name()))),
-        namespace: Some(namespace.clone()),
-        ..ObjectMeta::default()
-    };
+    let request = WorkloadPlan::request(&namespace, path.name(), spec);
     let plans = Request::new(WorkloadPlan::url_path(&(), Some(&namespace)));
     let body = serde_json::to_vec(&request)
         .map_err(|e| ApiError::BadGateway(format!("the WorkloadPlan cannot be encoded: {e}")))?;
@@ -100,16 +84,6 @@ async fn plan(
     Ok(Json(computed?))
 }
 
-async fn current_spec(caller: &Caller, path: &ObjectPath) -> Result<WorkloadSpec, ApiError> {
-    let get = path
-        .request::<Workload>()
-        .get(path.name(), &GetParams::default())?;
-    let workload: Workload = serde_json::from_value(caller.send(get).await?).map_err(|e| {
-        ApiError::BadGateway(format!("unexpected Workload from the management API: {e}"))
-    })?;
-    Ok(workload.spec)
-}
-
 async fn until_computed(
     caller: &Caller,
     plans: &Request,
@@ -117,12 +91,8 @@ async fn until_computed(
 ) -> Result<WorkloadPlanStatus, ApiError> {
     let deadline = tokio::time::Instant::now() + PLAN_WAIT;
     loop {
-        let found: Value = caller.send(plans.get(name, &GetParams::default())?).await?;
-        let plan: WorkloadPlan = serde_json::from_value(found).map_err(|e| {
-            ApiError::BadGateway(format!(
-                "unexpected WorkloadPlan from the management API: {e}"
-            ))
-        })?;
+        let found = caller.send(plans.get(name, &GetParams::default())?).await?;
+        let plan: WorkloadPlan = decode(found, "WorkloadPlan")?;
         if let Some(status) = plan.status.filter(|s| {
             s.observed_generation == plan.metadata.generation && s.condition(READY).is_some()
         }) {
@@ -139,12 +109,6 @@ async fn until_computed(
         }
         tokio::time::sleep(POLL).await;
     }
-}
-
-fn short(name: &str) -> &str {
-    name.char_indices()
-        .nth(40)
-        .map_or(name, |(at, _)| &name[..at])
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use kube::api::GetParams;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::Request;
 use kube::core::params::ValidationDirective;
+use qleetos_crds::Workload;
 use schemars::{JsonSchema, Schema, json_schema};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -199,6 +200,21 @@ pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
         Value::Object(map) => Ok(map),
         _ => Err(ApiError::Invalid("the body must be a JSON object".into())),
     }
+}
+
+/// An object the management API answered with, as `T` (a `kind` it does not decode is 502).
+pub fn decode<T: serde::de::DeserializeOwned>(object: Value, kind: &str) -> Result<T, ApiError> {
+    serde_json::from_value(object).map_err(|e| {
+        ApiError::BadGateway(format!("unexpected {kind} from the management API: {e}"))
+    })
+}
+
+/// The Workload at `path`, read as the caller.
+pub async fn read_workload(caller: &Caller, path: &ObjectPath) -> Result<Workload, ApiError> {
+    let get = path
+        .request::<Workload>()
+        .get(path.name(), &GetParams::default())?;
+    decode(caller.send(get).await?, "Workload")
 }
 
 /// An action's request body, which may be empty (`T::default()` then): a JSON object read as

@@ -18,13 +18,12 @@ use qleetos_crds::staged::{OWNER_UID_LABEL, revision_name, rollback_target};
 use qleetos_crds::{Workload, WorkloadTemplate};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::kinds::GatewayKind as _;
 use crate::openapi::{JSON, OperationExt as _, json, schema};
-use crate::routes::resources::{ObjectPath, action_request, body_bytes};
+use crate::routes::resources::{ObjectPath, action_request, body_bytes, decode, read_workload};
 use crate::state::AppState;
 
 /// Which revision to return to.
@@ -72,10 +71,7 @@ async fn rollback(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RollbackResponse>, ApiError> {
     let request = parse_request(&body_bytes(body)?)?;
-    let get = path
-        .request::<Workload>()
-        .get(path.name(), &GetParams::default())?;
-    let mut workload: Workload = decode(caller.send(get).await?, "Workload")?;
+    let mut workload = read_workload(&caller, &path).await?;
     let status = workload.status.clone().unwrap_or_default();
     let number = rollback_target(
         request.to_revision,
@@ -130,12 +126,6 @@ async fn template(
     }
     serde_json::from_value(record.data.map(|d| d.0).unwrap_or_default())
         .map_err(|e| ApiError::BadGateway(format!("revision {number} cannot be read back: {e}")))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(object: Value, kind: &str) -> Result<T, ApiError> {
-    serde_json::from_value(object).map_err(|e| {
-        ApiError::BadGateway(format!("unexpected {kind} from the management API: {e}"))
-    })
 }
 
 #[cfg(test)]
