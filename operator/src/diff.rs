@@ -106,12 +106,16 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
+/// A Secret's values, and its annotations (kubectl's last-applied-configuration annotation
+/// holds the whole Secret, values included).
 fn is_secret_value(path: &str) -> bool {
-    ["data", "stringData"].iter().any(|field| {
-        path == *field
-            || path.starts_with(&format!("{field}."))
-            || path.starts_with(&format!("{field}["))
-    })
+    ["data", "stringData", "metadata.annotations"]
+        .iter()
+        .any(|field| {
+            path == *field
+                || path.starts_with(&format!("{field}."))
+                || path.starts_with(&format!("{field}["))
+        })
 }
 
 fn shown(value: &Value, hidden: bool) -> String {
@@ -190,6 +194,22 @@ mod tests {
         assert_eq!(changes[0].after.as_deref(), Some(REDACTED));
         let text = serde_json::to_string(&changes).unwrap_or_default();
         assert!(!text.contains("czNjcjN0") && !text.contains("bjN3"));
+
+        let applied = |password: &str| {
+            let mut secret = secret(password);
+            let last = json!({"kind": "Secret", "stringData": {"password": password}}).to_string();
+            secret["metadata"]["annotations"] =
+                json!({"kubectl.kubernetes.io/last-applied-configuration": last});
+            secret
+        };
+        let changes = super::changes(&applied("s3cr3t"), &applied("n3w"));
+        let text = serde_json::to_string(&changes).unwrap_or_default();
+        assert!(!text.contains("s3cr3t") && !text.contains("n3w"), "{text}");
+        assert!(
+            changes
+                .iter()
+                .any(|c| c.path.starts_with("metadata.annotations"))
+        );
     }
 
     #[test]
