@@ -42,7 +42,8 @@ pub use manifest::{
 };
 pub use plan::{
     Approval, ApprovalState, ApprovalStatus, FieldChange, PlanAction, PlannedObject,
-    PlannedPlacement, PlannedService, WorkloadPlan, WorkloadPlanSpec, WorkloadPlanStatus,
+    PlannedPlacement, PlannedService, PlannedServiceDependency, WorkloadPlan, WorkloadPlanSpec,
+    WorkloadPlanStatus,
 };
 pub use reason::{Class, Reason, class_of};
 pub use runtime::{

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::{Condition, Conditions};
+use crate::service::WorkloadServiceDependencySpec;
 use crate::workload::WorkloadSpec;
 
 /// How long a computed plan is kept by default.
@@ -100,10 +101,25 @@ pub struct WorkloadPlanSpec {
     pub workload_name: String,
     /// The Workload's spec as it would be applied.
     pub workload: WorkloadSpec,
+    /// WorkloadServiceDependencies of the plan's namespace as they would be applied: each
+    /// replaces the live one of its name for the plan (the others stay as they are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub service_dependencies: Vec<PlannedServiceDependency>,
     /// Seconds the computed plan is kept before QleetOS deletes it.
     #[serde(default = "default_ttl")]
     #[schemars(range(min = 1, max = 86400))]
     pub ttl_seconds_after_computed: u32,
+}
+
+/// A WorkloadServiceDependency as it would be applied.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedServiceDependency {
+    /// Its name in the plan's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    pub spec: WorkloadServiceDependencySpec,
 }
 
 fn default_ttl() -> u32 {
@@ -123,6 +139,7 @@ impl WorkloadPlan {
             WorkloadPlanSpec {
                 workload_name: workload.to_owned(),
                 workload: spec,
+                service_dependencies: Vec::new(),
                 ttl_seconds_after_computed: DEFAULT_PLAN_TTL_SECONDS,
             },
         );
@@ -188,14 +205,18 @@ pub struct PlannedPlacement {
     pub objects: Vec<PlannedObject>,
 }
 
-/// A support service a placement needs.
+/// A support service, or a back-end service, a placement needs.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlannedService {
-    /// What the workload needs, e.g. `tls`, `ingress`, `dns`.
+    /// What the workload needs, e.g. `tls`, `ingress`, `dns`; for a back-end service, its
+    /// ServiceProfile.
     pub capability: String,
-    /// The SupportServiceProfile providing it.
+    /// The SupportServiceProfile (or ServiceProfile) providing it.
     pub profile: String,
+    /// The WorkloadServiceDependency asking for it (back-end services only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<String>,
     /// The SupportService installing it on the runtime.
     pub name: String,
     /// `Install` when it is not on the runtime yet, else `Unchanged`.

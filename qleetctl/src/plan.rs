@@ -9,7 +9,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
-use qleetos_crds::{Conditions, PlanAction, PlannedPlacement, READY, WorkloadPlan, WorkloadSpec};
+use qleetos_crds::{
+    Conditions, PlanAction, PlannedPlacement, PlannedServiceDependency, READY, WorkloadPlan,
+    WorkloadSpec,
+};
+use serde::Deserialize as _;
 use serde_json::Value;
 
 use crate::failure::Failure;
@@ -26,9 +30,10 @@ pub async fn plan(
     timeout: Duration,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let (namespace, name, spec) = read_workload(file, default_namespace)?;
+    let request = read_request(file, default_namespace)?;
+    let namespace = request.metadata.namespace.clone().unwrap_or_default();
+    let name = request.spec.workload_name.clone();
     let api: Api<WorkloadPlan> = Api::namespaced(client.clone(), &namespace);
-    let request = WorkloadPlan::request(&namespace, &name, spec);
     let what = format!("a plan for workload {namespace}/{name}");
     let created = api
         .create(&PostParams::default(), &request)
@@ -72,11 +77,9 @@ fn without_spec(plan: &WorkloadPlan) -> Result<Value, Failure> {
     Ok(shown)
 }
 
-/// The manifest's namespace, name and spec; it must be one Workload.
-fn read_workload(
-    file: &Path,
-    default_namespace: &str,
-) -> Result<(String, String, WorkloadSpec), Failure> {
+/// The plan request for `file`: one Workload and, beside it, any WorkloadServiceDependencies
+/// of its namespace as they would be applied.
+fn read_request(file: &Path, default_namespace: &str) -> Result<WorkloadPlan, Failure> {
     let text = if file == Path::new("-") {
         let mut text = String::new();
         std::io::stdin()
@@ -87,29 +90,69 @@ fn read_workload(
         std::fs::read_to_string(file)
             .map_err(|e| Failure::Usage(format!("reading {}: {e}", file.display())))?
     };
-    let manifest: Value = serde_norway::from_str(&text).map_err(|e| {
-        Failure::Usage(format!(
-            "{} is not one YAML or JSON document: {e}",
-            file.display()
-        ))
-    })?;
-    if manifest["kind"] != "Workload" {
-        return Err(Failure::Usage(format!(
-            "{} holds a {}, not a Workload",
-            file.display(),
-            manifest["kind"]
-                .as_str()
-                .unwrap_or("document without a kind")
-        )));
+    let mut documents = Vec::new();
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let manifest = Value::deserialize(document)
+            .map_err(|e| Failure::Usage(format!("{} is not YAML or JSON: {e}", file.display())))?;
+        if !manifest.is_null() {
+            documents.push(manifest);
+        }
     }
+    let (workloads, others): (Vec<_>, Vec<_>) =
+        documents.into_iter().partition(|d| d["kind"] == "Workload");
+    let [workload] = workloads.as_slice() else {
+        return Err(Failure::Usage(format!(
+            "{} must hold exactly one Workload (it holds {})",
+            file.display(),
+            workloads.len()
+        )));
+    };
+    let (namespace, name) = identity(workload, default_namespace)?;
+    let spec: WorkloadSpec = serde_json::from_value(workload["spec"].clone())
+        .map_err(|e| Failure::Usage(format!("the Workload's spec: {e}")))?;
+    let mut request = WorkloadPlan::request(&namespace, &name, spec);
+    for other in others {
+        request.spec.service_dependencies.push(service_dependency(
+            &other,
+            &namespace,
+            default_namespace,
+        )?);
+    }
+    Ok(request)
+}
+
+fn identity(manifest: &Value, default_namespace: &str) -> Result<(String, String), Failure> {
+    let kind = manifest["kind"].as_str().unwrap_or("document");
     let metadata = &manifest["metadata"];
     let name = metadata["name"]
         .as_str()
-        .ok_or_else(|| Failure::Usage("the Workload has no metadata.name".into()))?;
+        .ok_or_else(|| Failure::Usage(format!("a {kind} has no metadata.name")))?;
     let namespace = metadata["namespace"].as_str().unwrap_or(default_namespace);
-    let spec: WorkloadSpec = serde_json::from_value(manifest["spec"].clone())
-        .map_err(|e| Failure::Usage(format!("the Workload's spec: {e}")))?;
-    Ok((namespace.to_owned(), name.to_owned(), spec))
+    Ok((namespace.to_owned(), name.to_owned()))
+}
+
+fn service_dependency(
+    manifest: &Value,
+    namespace: &str,
+    default_namespace: &str,
+) -> Result<PlannedServiceDependency, Failure> {
+    let kind = manifest["kind"]
+        .as_str()
+        .unwrap_or("document without a kind");
+    if kind != "WorkloadServiceDependency" {
+        return Err(Failure::Usage(format!(
+            "a plan is for one Workload and its WorkloadServiceDependencies, not a {kind}"
+        )));
+    }
+    let (its_namespace, name) = identity(manifest, default_namespace)?;
+    if its_namespace != namespace {
+        return Err(Failure::Usage(format!(
+            "WorkloadServiceDependency {name} is in namespace {its_namespace}, the Workload in {namespace}"
+        )));
+    }
+    let spec = serde_json::from_value(manifest["spec"].clone())
+        .map_err(|e| Failure::Usage(format!("WorkloadServiceDependency {name}'s spec: {e}")))?;
+    Ok(PlannedServiceDependency { name, spec })
 }
 
 async fn until_computed(
@@ -171,14 +214,19 @@ fn print_placement(placement: &PlannedPlacement, out: &mut dyn Write) -> std::io
         writeln!(out, "  {message}")?;
     }
     for service in &placement.support_services {
-        writeln!(
-            out,
-            "  {:<9} support service {} ({} from {})",
-            service.action.as_str(),
-            service.name,
-            service.capability,
-            service.profile
-        )?;
+        let action = service.action.as_str();
+        match &service.dependency {
+            Some(dependency) => writeln!(
+                out,
+                "  {action:<9} back-end service {} (for {dependency}, from {})",
+                service.name, service.profile
+            )?,
+            None => writeln!(
+                out,
+                "  {action:<9} support service {} ({} from {})",
+                service.name, service.capability, service.profile
+            )?,
+        }
     }
     for object in &placement.objects {
         let location = match &object.namespace {
@@ -222,6 +270,7 @@ mod tests {
                 capability: "tls".into(),
                 profile: "cert-manager".into(),
                 name: "cert-manager.kwok-eu".into(),
+                dependency: None,
                 action: PlanAction::Install,
             }],
             objects: vec![PlannedObject {
@@ -259,18 +308,43 @@ mod tests {
         );
     }
 
-    #[test]
-    fn only_a_workload_can_be_planned() {
+    fn request_of(text: &str) -> Result<WorkloadPlan, String> {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let file = dir.path().join("cm.yaml");
-        std::fs::write(&file, "kind: ConfigMap\nmetadata: {name: x}\n")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let error = read_workload(&file, "default").err().map(|e| e.to_string());
+        let file = dir.path().join("plan.yaml");
+        std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+        read_request(&file, "default").map_err(|e| e.to_string())
+    }
+
+    const WEB: &str = "kind: Workload\nmetadata: {name: web, namespace: shop}\n\
+                       spec: {manifests: [], placement: {regions: [eu-west-1]}}\n";
+
+    #[test]
+    fn one_workload_and_its_service_dependencies_can_be_planned() {
+        let error = request_of("kind: ConfigMap\nmetadata: {name: x}\n").err();
         assert_eq!(
+            error.as_deref().map(|e| e.ends_with("holds 0)")),
+            Some(true),
+            "{error:?}"
+        );
+        let chain = "kind: WorkloadServiceDependency\nmetadata: {name: chain, namespace: shop}\n\
+                     spec: {workloads: [web], profileRef: {name: ethereum-rpc}}\n";
+        let request = request_of(&format!("{WEB}---\n{chain}")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(request.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!(request.spec.service_dependencies[0].name, "chain");
+        let elsewhere = chain.replace("namespace: shop", "namespace: other");
+        let error = request_of(&format!("{WEB}---\n{elsewhere}")).err();
+        assert!(
             error
                 .as_deref()
-                .map(|e| e.ends_with("holds a ConfigMap, not a Workload")),
-            Some(true)
+                .is_some_and(|e| e.contains("in namespace other")),
+            "{error:?}"
+        );
+        let error = request_of(&format!("{WEB}---\nkind: Secret\nmetadata: {{name: s}}\n")).err();
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.ends_with("not a Secret")),
+            "{error:?}"
         );
     }
 }

@@ -1,7 +1,8 @@
 //! Plans (issue 27): `qleetctl plan` and the gateway's `.../plan` compute what applying a
 //! Workload would do with the real operator and runtimes, and change nothing anywhere. A
 //! Workload in an empty region plans the cluster to provision, the support services to
-//! install and the objects to create; an applied Workload plans as unchanged; an image change
+//! and back-end services to install and the objects to create (a WorkloadServiceDependency
+//! planned beside the Workload); an applied Workload plans as unchanged; an image change
 //! shows the field diff the runtime's server-side dry run (as the tenant) produced; a Secret's
 //! values never appear; the tenancy fence refuses what it would refuse on apply; RBAC decides
 //! who may plan.
@@ -11,8 +12,8 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use qleetos_crds::{
-    PlanAction, PlannedPlacement, SupportService, SupportServiceProfile, TenantPolicy,
-    WorkloadPlan, WorkloadPlanStatus,
+    PlanAction, PlannedPlacement, ServiceProfile, SupportService, SupportServiceProfile,
+    TenantPolicy, WorkloadPlan, WorkloadPlanStatus,
 };
 use qleetos_e2e::environment::Environment;
 use qleetos_e2e::gateway::GatewayProcess;
@@ -31,6 +32,7 @@ const PROFILE: &str = "plan-local";
 const EMPTY_REGION: &str = "plan-south-1";
 const PLANNED_RUNTIME: &str = "plan-local-plan-south-1";
 const CAPABILITY: &str = "plan-widgets";
+const LEDGER: &str = "plan-ledger";
 const PASSWORD: &str = "s3cr3t-plan-value";
 const NEW_PASSWORD: &str = "n3w-plan-value";
 
@@ -114,10 +116,25 @@ async fn set_up(client: &Client) -> Result<()> {
             &Patch::Apply(&widgets),
         )
         .await?;
+    let ledger = json!({"apiVersion": "qleetos.io/v1alpha1", "kind": "ServiceProfile",
+        "metadata": {"name": LEDGER},
+        "spec": {"manifests": [{"apiVersion": "v1", "kind": "ConfigMap",
+                                "metadata": {"name": "$(service.name)"}}],
+                 "connection": {"values": {"LEDGER_URL": "http://$(service.name):9000"}}}});
+    Api::<ServiceProfile>::all(client.clone())
+        .patch(
+            LEDGER,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&ledger),
+        )
+        .await?;
     Ok(())
 }
 
 async fn tear_down(client: &Client) -> Result<()> {
+    Api::<ServiceProfile>::all(client.clone())
+        .delete(LEDGER, &Default::default())
+        .await?;
     Api::<SupportServiceProfile>::all(client.clone())
         .delete(CAPABILITY, &Default::default())
         .await?;
@@ -153,11 +170,12 @@ fn shop(image: &str, password: &str, with_settings: bool, spec: Value) -> Value 
 async fn plans_an_empty_region(env: &Environment, client: &Client) -> Result<()> {
     let placement = json!({"placement": {"regions": ["eu-west-1", EMPTY_REGION],
         "provision": "IfNeeded"}, "needs": [CAPABILITY]});
-    let file = env.dir().join("plan-shop.json");
-    std::fs::write(
-        &file,
-        shop("nginx:1.0", PASSWORD, true, placement).to_string(),
-    )?;
+    let file = env.dir().join("plan-shop.yaml");
+    let ledger = json!({"apiVersion": "qleetos.io/v1alpha1", "kind": "WorkloadServiceDependency",
+        "metadata": {"name": "ledger", "namespace": NS},
+        "spec": {"workloads": ["shop"], "profileRef": {"name": LEDGER}}});
+    let shop = shop("nginx:1.0", PASSWORD, true, placement);
+    std::fs::write(&file, format!("{shop}\n---\n{ledger}\n"))?;
     let file = file.to_string_lossy();
     let kubeconfig = env.management.kubeconfig_path();
     let run = expect(kubeconfig, &["plan", "-f", &file, "-o", "json"], 0).await?;
@@ -173,16 +191,30 @@ async fn plans_an_empty_region(env: &Environment, client: &Client) -> Result<()>
         new.action == PlanAction::Provision && new.profile.as_deref() == Some(PROFILE),
         "the empty region's cluster is provisioned from {PROFILE}: {new:?}"
     );
-    for placement in [new, placement_on(&status, "eu-west")?] {
+    let eu = placement_on(&status, "eu-west")?;
+    for placement in [new, eu] {
         let services: Vec<_> = placement
             .support_services
             .iter()
-            .map(|s| (s.capability.as_str(), s.action))
+            .map(|s| (s.profile.as_str(), s.dependency.as_deref(), s.action))
             .collect();
         ensure!(
-            services == [(CAPABILITY, PlanAction::Install)],
-            "{placement:?}"
+            services
+                == [
+                    (CAPABILITY, None, PlanAction::Install),
+                    (LEDGER, Some("ledger"), PlanAction::Install)
+                ],
+            "the support service and the back-end service are installed: {placement:?}"
         );
+    }
+    // Where the runtime exists, the dry run also creates the ledger's connection Secret.
+    for (placement, expected) in [
+        (new, &["ConfigMap", "Deployment", "Secret", "Service"][..]),
+        (
+            eu,
+            &["ConfigMap", "Deployment", "Secret", "Secret", "Service"][..],
+        ),
+    ] {
         let mut created: Vec<_> = placement
             .objects
             .iter()
@@ -191,15 +223,23 @@ async fn plans_an_empty_region(env: &Environment, client: &Client) -> Result<()>
             .collect();
         created.sort_unstable();
         ensure!(
-            created == ["ConfigMap", "Deployment", "Secret", "Service"],
+            created == expected,
             "every object is created on {}: {placement:?}",
             placement.runtime
         );
     }
+    let message = eu.message.as_deref().unwrap_or_default();
+    ensure!(
+        message.contains("back-end services not running yet (ledger)"),
+        "eu-west says what is not known yet: {eu:?}"
+    );
     let table = expect(kubeconfig, &["plan", "-f", &file], 0).await?.stdout;
     let heading =
         format!("runtime {PLANNED_RUNTIME} ({EMPTY_REGION}): provision from profile {PROFILE}");
-    ensure!(table.contains(&heading), "the tree: {table}");
+    ensure!(
+        table.contains(&heading) && table.contains("install   back-end service"),
+        "the tree: {table}"
+    );
     never_shows_the_password(&table, "qleetctl plan")?;
     nothing_was_created(env, client).await
 }
@@ -217,7 +257,7 @@ async fn nothing_was_created(env: &Environment, client: &Client) -> Result<()> {
         .list(&Default::default())
         .await?
         .into_iter()
-        .filter(|s| s.spec.profile_ref.name == CAPABILITY)
+        .filter(|s| [CAPABILITY, LEDGER].contains(&s.spec.profile_ref.name.as_str()))
         .collect();
     ensure!(installed.is_empty(), "a plan installed {installed:?}");
     ensure!(

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, ObjectMeta};
-use qleetos_crds::{Condition, Reason, Workload, WorkloadPlan, WorkloadPlanStatus};
+use qleetos_crds::{
+    Condition, Reason, Workload, WorkloadPlan, WorkloadPlanStatus, WorkloadServiceDependency,
+};
 
 use super::workload::plan::plan_workload;
 use super::{apply_status_if_changed, name_of, namespace_of};
@@ -55,13 +57,14 @@ pub async fn reconcile(plan: Arc<WorkloadPlan>, ctx: Arc<Context>) -> Result<Nex
     let workload = Workload {
         metadata: ObjectMeta {
             name: Some(plan.spec.workload_name.clone()),
-            namespace: Some(namespace),
+            namespace: Some(namespace.clone()),
             ..Default::default()
         },
         spec: plan.spec.workload.clone(),
         status: None,
     };
-    let (ready, placements) = match plan_workload(&workload, &ctx).await {
+    let dependencies = planned_dependencies(&plan, &namespace);
+    let (ready, placements) = match plan_workload(&workload, &dependencies, &ctx).await {
         Ok(placements) => {
             let summary = WorkloadPlanStatus::summarize(&placements);
             let message = format!("computed without changing anything: {summary}");
@@ -89,6 +92,23 @@ pub async fn reconcile(plan: Arc<WorkloadPlan>, ctx: Arc<Context>) -> Result<Nex
     let metrics = (&*ctx.metrics, CONTROLLER);
     apply_status_if_changed(&api, &name, plan.status.as_ref(), &status, metrics).await?;
     Ok(Next::After(ttl))
+}
+
+/// The plan's WorkloadServiceDependencies, as objects of its namespace.
+fn planned_dependencies(
+    plan: &WorkloadPlan,
+    namespace: &str,
+) -> Vec<Arc<WorkloadServiceDependency>> {
+    plan.spec
+        .service_dependencies
+        .iter()
+        .map(|planned| {
+            let mut dependency =
+                WorkloadServiceDependency::new(&planned.name, planned.spec.clone());
+            dependency.metadata.namespace = Some(namespace.to_owned());
+            Arc::new(dependency)
+        })
+        .collect()
 }
 
 /// How long ago the plan of the current generation was computed; `None` when it was not.

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use http::Method;
-use qleetos_crds::{WorkloadInstance, WorkloadPlan, WorkloadPlanStatus};
+use qleetos_crds::{PlanAction, WorkloadInstance, WorkloadPlan, WorkloadPlanStatus};
 use serde_json::{Value, json};
 
 use super::reconcile;
 use crate::context::Next;
 use crate::testing::{
     ApiServer, Harness, Reply, Seen, instance, namespace, object, request, runtime,
-    runtime_profile, support_profile, tenant_policy,
+    runtime_profile, service_profile, support_profile, tenant_policy,
 };
 
 const PLAN: &str = "/apis/qleetos.io/v1alpha1/namespaces/team-a/workloadplans/web-x1";
@@ -167,4 +167,101 @@ async fn a_computed_plan_is_deleted_after_its_ttl() {
 
     assert_eq!(next.expect("a pass"), Next::Done);
     assert_eq!(seen.len(), 1, "only the delete: {seen:?}");
+}
+
+fn with_rpc_dependency(regions: &[&str]) -> WorkloadPlan {
+    let mut planned = plan(regions, json!({}));
+    planned.spec.service_dependencies = vec![object(json!({"name": "chain",
+        "spec": {"profileRef": {"name": "ethereum-rpc"}, "workloads": ["web"],
+                 "parameters": {"chainId": 31337}}}))];
+    planned
+}
+
+fn rpc_profile() -> qleetos_crds::ServiceProfile {
+    service_profile(
+        "ethereum-rpc",
+        json!({"requires": ["tls"], "manifests": [],
+               "parameters": [{"name": "chainId", "type": "integer"}],
+               "connection": {"values": {"RPC_URL": "http://$(service.name):8545"}}}),
+    )
+}
+
+#[tokio::test]
+async fn a_planned_service_dependency_installs_its_service_and_what_its_profile_requires() {
+    let mut standard = runtime_profile("standard", &["ap-south"], 600);
+    standard.spec.default = true;
+    let harness = provisioning_tenant()
+        .with_runtime_profile(&standard)
+        .with_profile(&support_profile("cert-manager", &["tls"], 0))
+        .with_service_profile(&rpc_profile());
+    let ctx = harness.ctx.clone();
+    let scenario =
+        ApiServer::new().patch(format!("{PLAN}/status"), Reply::ok(&plan(&[], json!({}))));
+    let (_, seen) = harness
+        .run(
+            scenario,
+            reconcile(Arc::new(with_rpc_dependency(&["ap-south"])), ctx),
+        )
+        .await;
+
+    assert_eq!(seen.len(), 1, "only the plan's status is written: {seen:?}");
+    let status = written_status(&seen);
+    let services: Vec<_> = status.placements[0]
+        .support_services
+        .iter()
+        .map(|s| (s.profile.as_str(), s.dependency.as_deref(), s.action))
+        .collect();
+    assert_eq!(
+        services,
+        [
+            ("cert-manager", None, PlanAction::Install),
+            ("ethereum-rpc", Some("chain"), PlanAction::Install)
+        ]
+    );
+    assert!(
+        status.placements[0].support_services[1]
+            .name
+            .ends_with(".team-a.standard-ap-south"),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_service_profile_the_tenant_may_not_use_is_refused_in_the_plan() {
+    let mut standard = runtime_profile("standard", &["ap-south"], 600);
+    standard.spec.default = true;
+    let policy = tenant_policy(
+        "team-a",
+        json!({"namespaceSelector": {"matchLabels": {"team": "a"}},
+               "runtimeProfiles": ["standard"], "serviceProfiles": ["postgres"]}),
+    );
+    let harness = Harness::new()
+        .with_policy(&policy)
+        .with_namespace(&namespace("team-a", &[("team", "a")]))
+        .with_runtime_profile(&standard)
+        .with_service_profile(&rpc_profile());
+    let ctx = harness.ctx.clone();
+    let scenario =
+        ApiServer::new().patch(format!("{PLAN}/status"), Reply::ok(&plan(&[], json!({}))));
+    let (_, seen) = harness
+        .run(
+            scenario,
+            reconcile(Arc::new(with_rpc_dependency(&["ap-south"])), ctx),
+        )
+        .await;
+
+    let status = written_status(&seen);
+    let placement = &status.placements[0];
+    assert!(
+        placement
+            .objects
+            .iter()
+            .all(|o| o.action == PlanAction::Refused),
+        "{placement:?}"
+    );
+    let message = placement.message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("TenancyViolation") && message.contains("chain"),
+        "{message}"
+    );
 }

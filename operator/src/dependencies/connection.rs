@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use qleetos_crds::template::TENANT_VARIABLE_PREFIX;
+use qleetos_crds::template::{TENANT_VARIABLE_PREFIX, Variables};
 use qleetos_crds::{AppliedObject, Injection, InjectionMode, KubernetesRuntime, Manifest};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -37,6 +37,9 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// What a plan shows as the value of a connection key copied from a service not running yet.
+pub const NOT_YET_KNOWN: &str = "(known once the service runs)";
+
 /// The connection details of a Ready service, or what they still wait for (the service's
 /// own Secret, or a key of it).
 pub async fn read(
@@ -48,18 +51,8 @@ pub async fn read(
         return Ok(Err("not a service".to_owned()));
     };
     let vars = variables(unit, runtime);
-    let spec = &bound.profile.spec.connection;
-    let mut data: BTreeMap<String, ByteString> = spec
-        .values
-        .iter()
-        .map(|(key, template)| {
-            (
-                key.clone(),
-                ByteString(vars.expand_text(template).into_bytes()),
-            )
-        })
-        .collect();
-    if let Some(export) = &spec.from_secret {
+    let mut data = rendered_values(bound, &vars);
+    if let Some(export) = &bound.profile.spec.connection.from_secret {
         // The operator reads this Secret with its own identity: no tenant parameter names it.
         let name = vars
             .without_prefix(TENANT_VARIABLE_PREFIX)
@@ -76,8 +69,43 @@ pub async fn read(
             return Ok(Err(format!("its Secret {name} has no key {missing} yet")));
         }
     }
+    Ok(Ok(connection(bound, data)))
+}
+
+/// The connection details a plan assumes for a service not running yet: its rendered values,
+/// and [`NOT_YET_KNOWN`] for each key it copies from the Secret the service will write.
+pub fn not_yet_known(bound: &Bound, runtime: &KubernetesRuntime) -> Connection {
+    let mut data = match bound.unit() {
+        Some(unit) => rendered_values(bound, &variables(unit, runtime)),
+        None => BTreeMap::new(),
+    };
+    if let Some(export) = &bound.profile.spec.connection.from_secret {
+        for key in &export.keys {
+            data.insert(key.clone(), ByteString(NOT_YET_KNOWN.as_bytes().to_vec()));
+        }
+    }
+    connection(bound, data)
+}
+
+fn rendered_values(bound: &Bound, vars: &Variables) -> BTreeMap<String, ByteString> {
+    bound
+        .profile
+        .spec
+        .connection
+        .values
+        .iter()
+        .map(|(key, template)| {
+            (
+                key.clone(),
+                ByteString(vars.expand_text(template).into_bytes()),
+            )
+        })
+        .collect()
+}
+
+fn connection(bound: &Bound, data: BTreeMap<String, ByteString>) -> Connection {
     let dependency = bound.dependency.metadata.name.clone().unwrap_or_default();
-    Ok(Ok(Connection {
+    Connection {
         secret_name: bound
             .dependency
             .spec
@@ -89,7 +117,7 @@ pub async fn read(
         dependency,
         data,
         inject: bound.dependency.spec.inject.clone(),
-    }))
+    }
 }
 
 /// The data of Secret `namespace/name` (the operator's view), `None` when it does not exist.

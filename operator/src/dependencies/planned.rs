@@ -57,6 +57,7 @@ fn service(ctx: &Context, capability: String, profile: String, runtime: &str) ->
     PlannedService {
         capability,
         profile,
+        dependency: None,
         name,
         action: if installed {
             PlanAction::Unchanged

@@ -32,6 +32,23 @@ pub struct Bound {
 }
 
 impl Bound {
+    fn new(
+        workload: &str,
+        dependency: Arc<WorkloadServiceDependency>,
+        profile: Arc<ServiceProfile>,
+        service: SupportService,
+    ) -> Self {
+        let mut status = status_of(&dependency.spec.profile_ref.name, &service);
+        status.dependency = dependency.metadata.name.clone();
+        Bound {
+            workload: workload.to_owned(),
+            dependency,
+            profile,
+            service,
+            status,
+        }
+    }
+
     /// The unit the SupportService installs.
     pub fn unit(&self) -> Option<&ServiceUnit> {
         self.service.spec.service.as_ref()
@@ -55,15 +72,28 @@ pub fn dependencies_of(
     ctx: &Context,
     instance: &WorkloadInstance,
 ) -> Vec<Arc<WorkloadServiceDependency>> {
-    let workload = workload_of(instance);
+    let namespace = instance.metadata.namespace.as_deref().unwrap_or_default();
+    dependencies_with(ctx, namespace, &workload_of(instance), &[])
+}
+
+/// The WorkloadServiceDependencies of `namespace` naming `workload` once `planned` are
+/// applied (each replaces the live one of its name), by name.
+pub fn dependencies_with(
+    ctx: &Context,
+    namespace: &str,
+    workload: &str,
+    planned: &[Arc<WorkloadServiceDependency>],
+) -> Vec<Arc<WorkloadServiceDependency>> {
     let mut found: Vec<_> = ctx
         .caches
         .service_dependencies
         .state()
         .into_iter()
-        .filter(|d| d.metadata.namespace == instance.metadata.namespace)
+        .filter(|d| d.metadata.namespace.as_deref() == Some(namespace))
         .filter(|d| d.metadata.deletion_timestamp.is_none())
-        .filter(|d| d.spec.workloads.contains(&workload))
+        .filter(|d| !planned.iter().any(|p| p.metadata.name == d.metadata.name))
+        .chain(planned.iter().cloned())
+        .filter(|d| d.spec.workloads.iter().any(|w| w == workload))
         .collect();
     found.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     found
@@ -154,43 +184,82 @@ pub async fn ensure(
     let workload = workload_of(instance);
     let (mut bound, mut missing) = (Vec::new(), Vec::new());
     for dependency in dependencies_of(ctx, instance) {
-        let profile_name = &dependency.spec.profile_ref.name;
-        let dependency_name = dependency.metadata.name.clone().unwrap_or_default();
-        let Some(profile) = ctx
-            .caches
-            .service_profiles
-            .get(&ObjectRef::new(profile_name))
-        else {
-            missing.push(DependencyStatus {
-                capability: profile_name.clone(),
-                kind: "ServiceProfile".to_owned(),
-                name: String::new(),
-                state: DependencyState::Pending,
-                message: format!("ServiceProfile {profile_name} does not exist yet"),
-                dependency: Some(dependency_name),
-                since: None,
-            });
-            continue;
-        };
-        if profile.metadata.deletion_timestamp.is_some() {
-            return Err(Error::InvalidServiceDependency {
-                dependency: dependency_name,
-                problem: format!("ServiceProfile {profile_name} is being deleted"),
-            });
+        match resolve(ctx, &dependency, &namespace, &workload)? {
+            Ok((profile, unit)) => {
+                let profile_name = &dependency.spec.profile_ref.name;
+                let service = ensure_service(ctx, profile_name, &unit, runtime).await?;
+                bound.push(Bound::new(&workload, dependency, profile, service));
+            }
+            Err(pending) => missing.push(pending),
         }
-        let unit = unit_for(&dependency, &profile, &namespace, &workload)?;
-        let service = ensure_service(ctx, profile_name, &unit, runtime).await?;
-        let mut status = status_of(profile_name, &service);
-        status.dependency = Some(dependency_name);
-        bound.push(Bound {
-            workload: workload.clone(),
-            dependency,
-            profile,
-            service,
-            status,
-        });
     }
     Ok((bound, missing))
+}
+
+/// What [`ensure`] would bind for a plan, creating nothing: for `dependencies`, the
+/// SupportService on `runtime` when it exists, else the one that would be created (no uid,
+/// no status).
+pub fn bind_planned(
+    ctx: &Context,
+    instance: &WorkloadInstance,
+    dependencies: Vec<Arc<WorkloadServiceDependency>>,
+    runtime: &str,
+) -> Result<(Vec<Bound>, Vec<DependencyStatus>)> {
+    let namespace = instance.metadata.namespace.clone().unwrap_or_default();
+    let workload = workload_of(instance);
+    let (mut bound, mut missing) = (Vec::new(), Vec::new());
+    for dependency in dependencies {
+        match resolve(ctx, &dependency, &namespace, &workload)? {
+            Ok((profile, unit)) => {
+                let name = support_service_name(&unit, runtime);
+                let service = match ctx.caches.support_services.get(&ObjectRef::new(&name)) {
+                    Some(found) => (*found).clone(),
+                    None => {
+                        let profile_name = &dependency.spec.profile_ref.name;
+                        SupportService::new(&name, service_spec(profile_name, &unit, runtime))
+                    }
+                };
+                bound.push(Bound::new(&workload, dependency, profile, service));
+            }
+            Err(pending) => missing.push(pending),
+        }
+    }
+    Ok((bound, missing))
+}
+
+/// The dependency's profile and unit, or its `Pending` status while the profile does not
+/// exist; `Err` when the profile is being deleted or refuses the parameters.
+fn resolve(
+    ctx: &Context,
+    dependency: &WorkloadServiceDependency,
+    namespace: &str,
+    workload: &str,
+) -> Result<Result<(Arc<ServiceProfile>, ServiceUnit), DependencyStatus>> {
+    let profile_name = &dependency.spec.profile_ref.name;
+    let dependency_name = dependency.metadata.name.clone().unwrap_or_default();
+    let Some(profile) = ctx
+        .caches
+        .service_profiles
+        .get(&ObjectRef::new(profile_name))
+    else {
+        return Ok(Err(DependencyStatus {
+            capability: profile_name.clone(),
+            kind: "ServiceProfile".to_owned(),
+            name: String::new(),
+            state: DependencyState::Pending,
+            message: format!("ServiceProfile {profile_name} does not exist yet"),
+            dependency: Some(dependency_name),
+            since: None,
+        }));
+    };
+    if profile.metadata.deletion_timestamp.is_some() {
+        return Err(Error::InvalidServiceDependency {
+            dependency: dependency_name,
+            problem: format!("ServiceProfile {profile_name} is being deleted"),
+        });
+    }
+    let unit = unit_for(dependency, &profile, namespace, workload)?;
+    Ok(Ok((profile, unit)))
 }
 
 async fn ensure_service(
@@ -203,7 +272,11 @@ async fn ensure_service(
     if let Some(found) = ctx.caches.support_services.get(&ObjectRef::new(&name)) {
         return Ok((*found).clone());
     }
-    let spec = SupportServiceSpec {
+    create_service_object(ctx, &name, service_spec(profile, unit, runtime)).await
+}
+
+fn service_spec(profile: &str, unit: &ServiceUnit, runtime: &str) -> SupportServiceSpec {
+    SupportServiceSpec {
         profile_ref: NameRef {
             name: profile.to_owned(),
         },
@@ -212,8 +285,7 @@ async fn ensure_service(
         },
         service: Some(unit.clone()),
         revision: None,
-    };
-    create_service_object(ctx, &name, spec).await
+    }
 }
 
 /// Whether `service` (installed from a ServiceProfile) is what `instance` needs now.

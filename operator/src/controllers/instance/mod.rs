@@ -21,6 +21,7 @@ mod chart;
 mod cleanup;
 mod dereference;
 pub(crate) mod plan;
+mod planned_services;
 mod service_dependencies;
 mod status;
 mod stop;

@@ -4,31 +4,36 @@
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
+use std::sync::Arc;
+
 use qleetos_crds::{
     AppliedObject, Manifest, PlanAction, PlannedObject, PlannedPlacement, WorkloadInstance,
+    WorkloadServiceDependency,
 };
 use serde_json::Value;
 
 use super::build::{self, Built};
 use super::dereference::{self, Plan};
 use super::stop::{Hold, Stop};
-use super::{admission, chart};
+use super::{admission, chart, planned_services};
 use crate::applier::{Desired, inventory};
 use crate::context::Context;
-use crate::dependencies::{Needs, planned, services};
+use crate::dependencies::{Needs, planned};
 use crate::diff;
 use crate::error::{Error, Result};
 use crate::render::{Owner, field_manager, render};
 use crate::runtime_client::Ownership;
+use crate::tenancy::Fence;
 
 /// Fills `placement` with what a pass of `instance` would do; `Err` only when the management
 /// API fails (the plan is retried).
 pub(crate) async fn plan_instance(
     instance: &WorkloadInstance,
     ctx: &Context,
+    dependencies: &[Arc<WorkloadServiceDependency>],
     placement: &mut PlannedPlacement,
 ) -> Result<()> {
-    match planned_pass(instance, ctx, placement).await {
+    match planned_pass(instance, ctx, dependencies, placement).await {
         Ok(()) => Ok(()),
         Err(Stop::Failed(error @ Error::Management(_))) => Err(error),
         Err(Stop::Failed(error)) => {
@@ -36,21 +41,46 @@ pub(crate) async fn plan_instance(
             Ok(())
         }
         Err(Stop::Hold(hold)) => {
-            let action = if hold.warn {
-                PlanAction::Refused
-            } else {
-                PlanAction::Create
-            };
-            unchecked(instance, placement, action, held(&hold));
+            unchecked_for(&hold, instance, placement);
             Ok(())
         }
     }
 }
 
-/// A runtime that does not exist yet: its objects will all be created.
-pub(crate) fn plan_unprovisioned(instance: &WorkloadInstance, placement: &mut PlannedPlacement) {
-    let message = "cluster not yet provisioned: objects will be created".to_owned();
-    unchecked(instance, placement, PlanAction::Create, message);
+/// A runtime that does not exist yet: the support and back-end services to install on it,
+/// and its objects all created. `Err` only when the management API fails.
+pub(crate) fn plan_unprovisioned(
+    instance: &WorkloadInstance,
+    ctx: &Context,
+    fence: &Fence,
+    dependencies: &[Arc<WorkloadServiceDependency>],
+    placement: &mut PlannedPlacement,
+) -> Result<()> {
+    let capabilities = instance.spec.capabilities();
+    let runtime = &instance.spec.runtime_ref.name;
+    placement.support_services = planned::services(ctx, &capabilities, runtime)?.0;
+    match planned_services::record(instance, ctx, fence, dependencies, placement) {
+        Ok(_) => {
+            let message = "cluster not yet provisioned: objects will be created".to_owned();
+            unchecked(instance, placement, PlanAction::Create, message);
+            Ok(())
+        }
+        Err(Stop::Failed(error)) => Err(error),
+        Err(Stop::Hold(hold)) => {
+            unchecked_for(&hold, instance, placement);
+            Ok(())
+        }
+    }
+}
+
+/// Every object refused when the hold is a refusal, else created, with the hold's message.
+fn unchecked_for(hold: &Hold, instance: &WorkloadInstance, placement: &mut PlannedPlacement) {
+    let action = if hold.warn {
+        PlanAction::Refused
+    } else {
+        PlanAction::Create
+    };
+    unchecked(instance, placement, action, held(hold));
 }
 
 fn held(hold: &Hold) -> String {
@@ -60,6 +90,7 @@ fn held(hold: &Hold) -> String {
 async fn planned_pass(
     instance: &WorkloadInstance,
     ctx: &Context,
+    dependencies: &[Arc<WorkloadServiceDependency>],
     placement: &mut PlannedPlacement,
 ) -> Result<(), Stop> {
     let plan = dereference::plan(instance, ctx).await?;
@@ -68,19 +99,9 @@ async fn planned_pass(
     admission::admit(instance, ctx, &plan.fence)?;
     build::validate_expose(instance)?;
     let needs = planned_needs(instance, ctx, &plan, placement)?;
-    let backends = services::dependencies_of(ctx, instance);
-    if !backends.is_empty() {
-        let names: Vec<&str> = backends
-            .iter()
-            .filter_map(|d| d.metadata.name.as_deref())
-            .collect();
-        let message = format!(
-            "back-end services ({}) are not planned: their connection details are known only once they run",
-            names.join(", ")
-        );
-        return Err(Hold::waiting(qleetos_crds::Reason::WaitingForService, message).into());
-    }
-    let built = build::build_all(instance, &plan, &needs, &[], &[]).await?;
+    let bound = planned_services::record(instance, ctx, &plan.fence, dependencies, placement)?;
+    let connections = planned_services::connections(&bound, ctx, &plan, placement).await?;
+    let built = build::build_all(instance, &plan, &needs, &connections, &[]).await?;
     placement.objects = dry_run_all(instance, &plan, built).await?;
     Ok(())
 }

@@ -3,17 +3,20 @@
 //! write it, and each placement it would leave; nothing is created or deleted.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use qleetos_crds::{
     KubernetesRuntime, PlanAction, PlannedObject, PlannedPlacement, Workload, WorkloadInstance,
+    WorkloadServiceDependency,
 };
 
 use super::instances::{Carried, cached_instances, desired_instance};
 use crate::context::Context;
 use crate::controllers::instance::plan::{plan_instance, plan_unprovisioned};
 use crate::controllers::namespace_of;
+use crate::dependencies::services;
 use crate::error::Result;
 use crate::names::instance_name;
 use crate::placement::{self, Selected};
@@ -23,15 +26,17 @@ use crate::provisioning::demand;
 /// planned spec; its uid is the live Workload's, when there is one, so its instances count.
 pub(crate) async fn plan_workload(
     workload: &Workload,
+    planned_dependencies: &[Arc<WorkloadServiceDependency>],
     ctx: &Context,
 ) -> Result<Vec<PlannedPlacement>> {
     ctx.caches.ready().await?;
     let mut workload = workload.clone();
     workload.metadata.uid = live_uid(&workload, ctx);
     let existing = cached_instances(ctx, &workload);
-    let fence = ctx
-        .caches
-        .fence(&namespace_of(&workload)?, &ctx.settings.system_namespace);
+    let namespace = namespace_of(&workload)?;
+    let fence = ctx.caches.fence(&namespace, &ctx.settings.system_namespace);
+    let dependencies =
+        services::dependencies_with(ctx, &namespace, &workload.name_any(), planned_dependencies);
     let mut candidates: Vec<KubernetesRuntime> = ctx
         .caches
         .runtimes
@@ -66,12 +71,9 @@ pub(crate) async fn plan_workload(
             Some(runtime) => {
                 placement.action = PlanAction::Provision;
                 placement.profile = runtime.profile().map(str::to_owned);
-                plan_unprovisioned(&instance, &mut placement);
-                let capabilities = instance.spec.capabilities();
-                placement.support_services =
-                    crate::dependencies::planned::services(ctx, &capabilities, &chosen.runtime)?.0;
+                plan_unprovisioned(&instance, ctx, &fence, &dependencies, &mut placement)?;
             }
-            None => plan_instance(&instance, ctx, &mut placement).await?,
+            None => plan_instance(&instance, ctx, &dependencies, &mut placement).await?,
         }
         planned.push(placement);
     }
