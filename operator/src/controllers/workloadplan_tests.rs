@@ -186,14 +186,9 @@ fn rpc_profile() -> qleetos_crds::ServiceProfile {
     )
 }
 
-#[tokio::test]
-async fn a_planned_service_dependency_installs_its_service_and_what_its_profile_requires() {
-    let mut standard = runtime_profile("standard", &["ap-south"], 600);
-    standard.spec.default = true;
-    let harness = provisioning_tenant()
-        .with_runtime_profile(&standard)
-        .with_profile(&support_profile("cert-manager", &["tls"], 0))
-        .with_service_profile(&rpc_profile());
+/// The plan of `web` in ap-south with WorkloadServiceDependency `chain` on `ethereum-rpc`.
+async fn plan_with_rpc_dependency(harness: Harness) -> Vec<Seen> {
+    let harness = harness.with_service_profile(&rpc_profile());
     let ctx = harness.ctx.clone();
     let scenario =
         ApiServer::new().patch(format!("{PLAN}/status"), Reply::ok(&plan(&[], json!({}))));
@@ -203,6 +198,17 @@ async fn a_planned_service_dependency_installs_its_service_and_what_its_profile_
             reconcile(Arc::new(with_rpc_dependency(&["ap-south"])), ctx),
         )
         .await;
+    seen
+}
+
+#[tokio::test]
+async fn a_planned_service_dependency_installs_its_service_and_what_its_profile_requires() {
+    let mut standard = runtime_profile("standard", &["ap-south"], 600);
+    standard.spec.default = true;
+    let harness = provisioning_tenant()
+        .with_runtime_profile(&standard)
+        .with_profile(&support_profile("cert-manager", &["tls"], 0));
+    let seen = plan_with_rpc_dependency(harness).await;
 
     assert_eq!(seen.len(), 1, "only the plan's status is written: {seen:?}");
     let status = written_status(&seen);
@@ -238,17 +244,8 @@ async fn a_service_profile_the_tenant_may_not_use_is_refused_in_the_plan() {
     let harness = Harness::new()
         .with_policy(&policy)
         .with_namespace(&namespace("team-a", &[("team", "a")]))
-        .with_runtime_profile(&standard)
-        .with_service_profile(&rpc_profile());
-    let ctx = harness.ctx.clone();
-    let scenario =
-        ApiServer::new().patch(format!("{PLAN}/status"), Reply::ok(&plan(&[], json!({}))));
-    let (_, seen) = harness
-        .run(
-            scenario,
-            reconcile(Arc::new(with_rpc_dependency(&["ap-south"])), ctx),
-        )
-        .await;
+        .with_runtime_profile(&standard);
+    let seen = plan_with_rpc_dependency(harness).await;
 
     let status = written_status(&seen);
     let placement = &status.placements[0];
