@@ -7,6 +7,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod admission;
+mod capacity;
 mod chart;
 mod condition;
 mod duration;
@@ -27,6 +28,9 @@ pub mod template;
 mod tenancy;
 mod workload;
 
+pub use capacity::{
+    Cost, Fit, OverflowPool, PlacementPreferences, Preference, Resources, RuntimeCapacity,
+};
 pub use chart::{Chart, ChartStatus, ImageValues, split_image};
 pub use condition::{Condition, ConditionStatus, Conditions, READY, merged, upsert};
 pub use duration::parse_duration;

@@ -109,6 +109,7 @@ reasons! {
     RolloutComplete => Done,
     PlanComputed => Done,
     PlanApproved => Done,
+    Overflow => Done,
 
     // Failures of a reconcile (`Error::reason()` in the operator).
     ManagementApiError => Failed,
@@ -146,6 +147,7 @@ reasons! {
     // Other failures someone must act on.
     PlacementFailed => Failed,
     NoMatchingRuntime => Failed,
+    InsufficientCapacity => Failed,
     UnknownImageContainer => Failed,
     RolloutFailed => Failed,
     LimitExceeded => Failed,

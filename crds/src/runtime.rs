@@ -35,6 +35,12 @@ use crate::condition::{Condition, Conditions};
     ),
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.nodeCount"),
     printcolumn(
+        name = "Cost/h",
+        type_ = "string",
+        json_path = ".status.capacity.costPerHour",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Reason",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
@@ -71,6 +77,10 @@ pub struct KubernetesRuntimeSpec {
     /// its placements let go without removing their objects.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// What the cluster costs, for placement (`Cheapest`) and reports. A provisioned runtime
+    /// without one uses its profile's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::Cost>,
 }
 
 /// Condition type: the cluster's API answers with QleetOS's credentials.
@@ -175,6 +185,9 @@ pub struct KubernetesRuntimeStatus {
     /// Number of nodes registered in the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_count: Option<i64>,
+    /// Allocatable and requested CPU and memory, and the cost per hour, at the last probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<crate::RuntimeCapacity>,
     /// When the cluster was last probed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe_time: Option<String>,

@@ -81,6 +81,10 @@ pub struct KubernetesRuntimeProfileSpec {
     /// TenantPolicy runtime rules), next to `qleetos.io/runtime-profile: <profile>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub runtime_labels: BTreeMap<String, String>,
+    /// What each cluster of this profile costs (its runtimes report it and `Cheapest`
+    /// placement compares it), unless the runtime sets its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::Cost>,
     /// Settings of the `ClusterAPI` provider.
     #[serde(
         default,

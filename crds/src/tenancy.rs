@@ -144,6 +144,10 @@ pub struct TenantPolicySpec {
     /// approved, as `spec.approval: Required` asks.
     #[serde(default)]
     pub require_plan_approval: bool,
+    /// Placement preferences for the selected namespaces' Workloads that set none (the
+    /// first policy setting them wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_preferences: Option<crate::PlacementPreferences>,
     /// Caps on what the selected namespaces may ask for; absent: no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<TenantLimits>,

@@ -212,6 +212,11 @@ pub struct Placement {
     /// replacement is. Absent: a placement waits for its runtime to come back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<Failover>,
+    /// Capacity and cost in the choice of runtimes: fit the requested CPU and memory, pack,
+    /// spread or prefer the cheapest, and overflow from one pool of runtimes to the next.
+    /// Absent: the namespace's TenantPolicy default, else runtimes are taken by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferences: Option<crate::PlacementPreferences>,
 }
 
 /// When and where a placement moves off an unreachable runtime, and what happens when that

@@ -45,6 +45,8 @@ pub struct RuntimeSpec {
     pub provider: String,
     pub labels: BTreeMap<String, String>,
     pub fake_nodes: usize,
+    /// What operations say the runtime costs.
+    pub cost: Option<qleetos_crds::Cost>,
 }
 
 impl RuntimeSpec {
@@ -58,6 +60,7 @@ impl RuntimeSpec {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             fake_nodes: 1,
+            cost: None,
         }
     }
 }
@@ -446,6 +449,7 @@ pub async fn register_runtime(
             location: None,
             deletion_policy: Default::default(),
             provisioning: None,
+            cost: spec.cost.clone(),
             connection: RuntimeConnection {
                 kubeconfig_secret_ref: SecretKeyRef {
                     namespace: SYSTEM_NAMESPACE.to_owned(),

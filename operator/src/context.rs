@@ -239,6 +239,8 @@ pub struct Context {
     pub settings: Settings,
     /// Renders charts; `None` when the operator runs without chart support (unit tests).
     pub charts: Option<Arc<crate::chart::Charts>>,
+    /// Placements decided by this operator whose instances the caches may not show yet.
+    pub reservations: Arc<crate::capacity::Reservation>,
     recorder: Recorder,
     runtime_slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
 }
@@ -273,6 +275,7 @@ impl Context {
             metrics,
             settings,
             charts: None,
+            reservations: Arc::default(),
             runtime_slots: Arc::default(),
         }
     }

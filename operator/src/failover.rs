@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use qleetos_crds::{Failover, KubernetesRuntime, Placement, PlacementStrategy, Recovery};
 
 use crate::error::Result;
-use crate::placement::{Selected, candidates, name_of, select, selected_of};
+use crate::placement::{Rank, Selected, candidates, name_of, select, selected_of};
 
 /// One of the Workload's existing instances, as the planner needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,13 +63,14 @@ pub fn plan(
     existing: &[Assignment],
     now: DateTime<Utc>,
     default_after: Duration,
+    rank: &Rank,
 ) -> Result<Plan> {
     let homes_now: BTreeSet<String> = existing
         .iter()
         .filter(|a| a.replaces.is_none())
         .map(|a| a.runtime.clone())
         .collect();
-    let homes = select(placement, runtimes, &homes_now)?;
+    let homes = select(placement, runtimes, &homes_now, rank)?;
     let policy = match (&placement.failover, placement.strategy) {
         (Some(policy), PlacementStrategy::OnePerRegion) => policy,
         _ => {
@@ -352,7 +353,7 @@ mod tests {
     }
 
     fn run(placement: &Placement, runtimes: &[KubernetesRuntime], existing: &[Assignment]) -> Plan {
-        plan(placement, runtimes, existing, now(), AFTER).expect("valid placement")
+        plan(placement, runtimes, existing, now(), AFTER, &Rank::new()).expect("valid placement")
     }
 
     fn pair(runtime: &str, replaces: Option<&str>) -> (String, Option<String>) {

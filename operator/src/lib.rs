@@ -3,6 +3,7 @@
 
 pub mod applier;
 pub mod backoff;
+pub mod capacity;
 pub mod chart;
 pub mod context;
 pub mod controllers;

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the Qleets and the HTTP endpoints serving them with health probes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -14,6 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use qleetos_crds::RuntimeCapacity;
 
 use crate::error::Error;
 
@@ -39,6 +41,45 @@ struct FailoverLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuntimeLabels {
+    runtime: String,
+    resource: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CostLabels {
+    runtime: String,
+}
+
+/// What each runtime holds and costs, as its last probe measured.
+#[derive(Debug, Default)]
+struct RuntimeGauges {
+    allocatable: Family<RuntimeLabels, Gauge>,
+    requested: Family<RuntimeLabels, Gauge>,
+    cost: Family<CostLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl RuntimeGauges {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "runtime_allocatable",
+            "Allocatable resource of a runtime's nodes (cpu in millicores, memory in bytes)",
+            self.allocatable.clone(),
+        );
+        registry.register(
+            "runtime_requested",
+            "Resource requested by a runtime's unfinished pods (cpu in millicores, memory in bytes)",
+            self.requested.clone(),
+        );
+        registry.register(
+            "runtime_cost_per_hour",
+            "What a runtime costs per hour (its nodes and the cluster), as operations priced it",
+            self.cost.clone(),
+        );
+    }
+}
+
 type HistogramFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
 
 /// Reconcile counters and durations per Qleet, plus the readiness flag.
@@ -59,6 +100,7 @@ pub struct Metrics {
     object_reads: Family<OutcomeLabels, Counter>,
     writes_skipped: Family<OutcomeLabels, Counter>,
     failovers: Family<FailoverLabels, Counter>,
+    runtimes: RuntimeGauges,
     ready: AtomicBool,
     /// The first background task that stopped on its own; `/healthz` fails once set.
     stopped_task: OnceLock<&'static str>,
@@ -153,6 +195,8 @@ impl Default for Metrics {
             "Placements moved off an unreachable runtime (moved), back to it once recovered (returned), or kept where they moved (stayed)",
             failovers.clone(),
         );
+        let runtimes = RuntimeGauges::default();
+        runtimes.register(&mut registry);
         Self {
             registry,
             reconciles,
@@ -169,6 +213,7 @@ impl Default for Metrics {
             object_reads,
             writes_skipped,
             failovers,
+            runtimes,
             ready: AtomicBool::new(false),
             stopped_task: OnceLock::new(),
         }
@@ -215,6 +260,49 @@ impl Metrics {
             outcome: source,
         };
         self.object_reads.get_or_create(&labels).inc();
+    }
+
+    /// Sets what `runtime` holds and costs (`None`: it is gone, its series too).
+    pub fn set_runtime_capacity(&self, runtime: &str, capacity: Option<&RuntimeCapacity>) {
+        let gauges = &self.runtimes;
+        let label = |resource| RuntimeLabels {
+            runtime: runtime.to_owned(),
+            resource,
+        };
+        let cost = CostLabels {
+            runtime: runtime.to_owned(),
+        };
+        let Some(capacity) = capacity else {
+            for resource in ["cpu", "memory"] {
+                gauges.allocatable.remove(&label(resource));
+                gauges.requested.remove(&label(resource));
+            }
+            gauges.cost.remove(&cost);
+            return;
+        };
+        for (family, amounts) in [
+            (&gauges.allocatable, capacity.allocatable),
+            (&gauges.requested, capacity.requested),
+        ] {
+            family
+                .get_or_create(&label("cpu"))
+                .set(amounts.cpu_millicores);
+            family
+                .get_or_create(&label("memory"))
+                .set(amounts.memory_bytes);
+        }
+        match capacity
+            .cost_per_hour
+            .as_deref()
+            .and_then(|c| c.parse().ok())
+        {
+            Some(per_hour) => {
+                gauges.cost.get_or_create(&cost).set(per_hour);
+            }
+            None => {
+                gauges.cost.remove(&cost);
+            }
+        }
     }
 
     /// Counts a failover step of a placement: `moved`, `returned` or `stayed`.

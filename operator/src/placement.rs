@@ -16,20 +16,26 @@ pub struct Selected {
     pub replaces: Option<String>,
 }
 
+/// An order of preference among runtimes (lower first), from placement preferences; a
+/// runtime it does not list comes after those it does.
+pub type Rank = BTreeMap<String, usize>;
+
 /// The runtimes `placement` selects among `runtimes`, sorted by runtime name.
 ///
 /// With `OnePerRegion`, a region keeps the runtime it already has (`current`) while that
 /// runtime still matches, so a runtime going briefly unready does not move the workload;
-/// otherwise the first Ready runtime by name is taken, or the first by name if none is Ready.
+/// otherwise the first Ready runtime in `rank` order (then by name) is taken, or the first
+/// if none is Ready.
 pub fn select(
     placement: &Placement,
     runtimes: &[KubernetesRuntime],
     current: &BTreeSet<String>,
+    rank: &Rank,
 ) -> Result<Vec<Selected>> {
     let candidates = candidates(placement, runtimes)?;
     let mut selected: Vec<Selected> = match placement.strategy {
         PlacementStrategy::AllMatching => candidates.iter().map(|r| selected_of(r)).collect(),
-        PlacementStrategy::OnePerRegion => one_per_region(&candidates, current),
+        PlacementStrategy::OnePerRegion => one_per_region(&candidates, current, rank),
     };
     selected.sort();
     Ok(selected)
@@ -84,7 +90,11 @@ pub(crate) fn candidates<'a>(
         .collect())
 }
 
-fn one_per_region(candidates: &[&KubernetesRuntime], current: &BTreeSet<String>) -> Vec<Selected> {
+fn one_per_region(
+    candidates: &[&KubernetesRuntime],
+    current: &BTreeSet<String>,
+    rank: &Rank,
+) -> Vec<Selected> {
     let mut by_region: BTreeMap<&str, Vec<&KubernetesRuntime>> = BTreeMap::new();
     for runtime in candidates {
         by_region
@@ -99,6 +109,7 @@ fn one_per_region(candidates: &[&KubernetesRuntime], current: &BTreeSet<String>)
                 (
                     !is_current(r, current),
                     !r.is_ready(),
+                    rank.get(name_of(r)).copied().unwrap_or(usize::MAX),
                     name_of(r).to_owned(),
                 )
             });
@@ -142,6 +153,7 @@ pub(crate) fn test_runtime(name: &str, region: &str) -> KubernetesRuntime {
                     key: "kubeconfig".into(),
                 },
             },
+            cost: None,
         },
     )
 }
@@ -206,7 +218,8 @@ mod tests {
             runtime_selector: by_labels(&[("tier", "prod")]),
             ..Default::default()
         };
-        let selected = select(&placement, &runtimes, &BTreeSet::new()).expect("valid");
+        let selected =
+            select(&placement, &runtimes, &BTreeSet::new(), &Rank::new()).expect("valid");
         assert_eq!(names(&selected), ["eu-2", "us-1"]);
     }
 
@@ -217,7 +230,7 @@ mod tests {
             ..Default::default()
         };
         let current = BTreeSet::from(["eu-2".to_owned()]);
-        let selected = select(&placement, &fleet(), &current).expect("valid");
+        let selected = select(&placement, &fleet(), &current, &Rank::new()).expect("valid");
         assert_eq!(names(&selected), ["eu-2"]);
     }
 
@@ -228,7 +241,7 @@ mod tests {
             strategy: PlacementStrategy::AllMatching,
             ..Default::default()
         };
-        let selected = select(&placement, &fleet(), &BTreeSet::new()).expect("valid");
+        let selected = select(&placement, &fleet(), &BTreeSet::new(), &Rank::new()).expect("valid");
         assert_eq!(names(&selected), ["eu-1", "eu-2"]);
     }
 
@@ -246,7 +259,7 @@ mod tests {
             strategy: PlacementStrategy::AllMatching,
             ..Default::default()
         };
-        let selected = select(&placement, &fleet(), &BTreeSet::new()).expect("valid");
+        let selected = select(&placement, &fleet(), &BTreeSet::new(), &Rank::new()).expect("valid");
         assert_eq!(names(&selected), ["dev-1"]);
     }
 
@@ -257,7 +270,7 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            select(&placement, &fleet(), &BTreeSet::new())
+            select(&placement, &fleet(), &BTreeSet::new(), &Rank::new())
                 .expect("valid")
                 .is_empty()
         );
@@ -276,7 +289,8 @@ mod tests {
             }),
             ..Default::default()
         };
-        let error = select(&placement, &fleet(), &BTreeSet::new()).expect_err("invalid");
+        let error =
+            select(&placement, &fleet(), &BTreeSet::new(), &Rank::new()).expect_err("invalid");
         assert_eq!(error.reason().as_str(), "InvalidPlacement");
     }
 }

@@ -192,6 +192,7 @@ mod tests {
                 location: None,
                 deletion_policy: Default::default(),
                 provisioning: None,
+                cost: None,
                 connection: RuntimeConnection {
                     kubeconfig_secret_ref: reference,
                 },

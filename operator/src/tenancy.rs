@@ -7,7 +7,8 @@ use std::fmt;
 
 use kube::core::{Selector, SelectorExt};
 use qleetos_crds::{
-    KindRule, KubernetesRuntime, PodSecurityLevel, TenantLimits, TenantPolicy, TenantPolicySpec,
+    KindRule, KubernetesRuntime, PlacementPreferences, PodSecurityLevel, TenantLimits,
+    TenantPolicy, TenantPolicySpec,
 };
 
 /// Runtime namespaces a tenant may only use when a policy names them exactly.
@@ -265,6 +266,13 @@ impl Fence {
         self.grants.iter().any(|g| g.spec.require_plan_approval)
     }
 
+    /// The placement preferences of the first policy of the namespace that sets them.
+    pub fn placement_preferences(&self) -> Option<&PlacementPreferences> {
+        self.grants
+            .iter()
+            .find_map(|g| g.spec.placement_preferences.as_ref())
+    }
+
     pub fn allows_inline_secrets(&self) -> bool {
         self.grants.iter().any(|g| g.spec.allow_inline_secrets)
     }
@@ -491,6 +499,7 @@ fn default_grant() -> TenantPolicySpec {
         pod_security: None,
         allow_inline_secrets: false,
         require_plan_approval: false,
+        placement_preferences: None,
         limits: None,
     }
 }

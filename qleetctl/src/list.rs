@@ -70,9 +70,10 @@ pub async fn status(client: &Client, out: &mut dyn Write) -> Result<(), Failure>
         workload_rows(&workloads, Format::Wide, true),
     )?;
     let ready = workloads.iter().filter(|w| is_ready(w)).count();
+    let cost = total_cost(&runtimes).map_or_else(String::new, |c| format!(", {c:.4} per hour"));
     writeln!(
         out,
-        "\n{} runtimes ({} ready), {} workloads ({ready} ready)",
+        "\n{} runtimes ({} ready{cost}), {} workloads ({ready} ready)",
         runtimes.len(),
         runtimes
             .iter()
@@ -208,7 +209,7 @@ fn runtime_rows(
 ) -> (Vec<&'static str>, Vec<Vec<String>>) {
     let wide = format == Format::Wide;
     let mut header = vec![
-        "NAME", "REGION", "PROVIDER", "READY", "VERSION", "NODES", "AGE",
+        "NAME", "REGION", "PROVIDER", "READY", "VERSION", "NODES", "CPU USED", "COST/H", "AGE",
     ];
     if wide {
         header.extend(["SUPPORT SERVICES", "MESSAGE"]);
@@ -224,6 +225,12 @@ fn runtime_rows(
                 status.is_ready().to_string(),
                 status.server_version.clone().unwrap_or_default(),
                 status.node_count.map(|n| n.to_string()).unwrap_or_default(),
+                cpu_used(&status),
+                status
+                    .capacity
+                    .as_ref()
+                    .and_then(|c| c.cost_per_hour.clone())
+                    .unwrap_or_default(),
                 age(r.metadata.creation_timestamp.as_ref()),
             ];
             if wide {
@@ -241,6 +248,34 @@ fn runtime_rows(
         })
         .collect();
     (header, rows)
+}
+
+/// Requested of allocatable CPU, e.g. `34.0/64`.
+fn cpu_used(status: &qleetos_crds::KubernetesRuntimeStatus) -> String {
+    status.capacity.as_ref().map_or_else(String::new, |c| {
+        format!(
+            "{:.1}/{:.0}",
+            c.requested.cpu_millicores as f64 / 1000.0,
+            c.allocatable.cpu_millicores as f64 / 1000.0
+        )
+    })
+}
+
+/// The runtimes' summed cost per hour, when any reports one.
+fn total_cost(runtimes: &[KubernetesRuntime]) -> Option<f64> {
+    let costs: Vec<f64> = runtimes
+        .iter()
+        .filter_map(|r| {
+            r.status
+                .as_ref()?
+                .capacity
+                .as_ref()?
+                .cost_per_hour
+                .as_deref()
+        })
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    (!costs.is_empty()).then(|| costs.iter().sum())
 }
 
 fn dependency_rows(

@@ -75,6 +75,7 @@ async fn put_runtime(client: &Client, name: &str, secret_namespace: &str) -> Res
             location: None,
             deletion_policy: Default::default(),
             provisioning: None,
+            cost: None,
             connection: RuntimeConnection {
                 kubeconfig_secret_ref: SecretKeyRef {
                     namespace: secret_namespace.to_owned(),

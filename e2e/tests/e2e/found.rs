@@ -193,7 +193,7 @@ async fn workload_events(client: &Client, ns: &str, name: &str) -> Result<Vec<St
         .collect())
 }
 
-async fn wait_event(client: &Client, ns: &str, name: &str, wanted: &str) -> Result<String> {
+pub async fn wait_event(client: &Client, ns: &str, name: &str, wanted: &str) -> Result<String> {
     eventually(
         &format!("Event {wanted} on Workload {ns}/{name}"),
         TIMEOUT,

@@ -3,6 +3,7 @@
 //! scenarios that can run side by side; disruptive ones start an environment of their own.
 
 mod browser;
+mod capacity;
 mod chart;
 mod chart_gateway;
 mod chart_lifecycle;
@@ -134,6 +135,11 @@ fn main() {
         "staged_rollouts_of_profiles_and_workloads_halt_on_a_failing_wave_and_roll_back",
         &runtime,
         staged::in_own_environment(dir.path().join("staged")),
+    ));
+    trials.push(harness::own_trial(
+        "capacity_and_cost_decide_placement_and_overflow",
+        &runtime,
+        capacity::in_own_environment(dir.path().join("capacity")),
     ));
     trials.push(harness::own_trial(
         "a_lost_runtime_fails_over_and_returns_or_stays",

@@ -66,6 +66,38 @@ pub fn wanted_for_unserved(
     Ok(wanted)
 }
 
+/// The runtime of `profile` in `region` a placement overflows to when nothing earlier has
+/// room, as [`provision_overflow`] would make it (created nowhere).
+pub fn wanted_overflow(
+    ctx: &Context,
+    placement: &Placement,
+    fence: &Fence,
+    region: &str,
+    profile: &str,
+) -> Result<KubernetesRuntime> {
+    let named = Placement {
+        runtime_profile: Some(profile.to_owned()),
+        ..placement.clone()
+    };
+    let profile = profile_for(&named, region, &live_profiles(ctx))?;
+    let runtime = runtime_for(ctx, &profile, region);
+    check_allowed(placement, fence, &profile, &runtime, region)?;
+    Ok(runtime)
+}
+
+/// The overflow runtime of `profile` in `region`, created when missing (`true`: by this
+/// call); `None` while one of its name is being deleted.
+pub async fn provision_overflow(
+    ctx: &Context,
+    placement: &Placement,
+    fence: &Fence,
+    region: &str,
+    profile: &str,
+) -> Result<Option<(KubernetesRuntime, bool)>> {
+    let wanted = wanted_overflow(ctx, placement, fence, region, profile)?;
+    find_or_create(ctx, wanted, "nothing earlier in the overflow list has room").await
+}
+
 /// A runtime provisioned (or found being provisioned) to stand in for a lost one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StandIn {
@@ -227,6 +259,7 @@ fn runtime_named(
                 },
             }),
             deletion_policy: Default::default(),
+            cost: None,
         },
     );
     let mut labels: BTreeMap<String, String> = profile.spec.runtime_labels.clone();

@@ -4,19 +4,21 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use qleetos_crds::Reason;
 use qleetos_crds::{
-    Condition, ConditionStatus, Conditions, DeletionPolicy, KubernetesRuntime,
-    KubernetesRuntimeStatus, REACHABLE, WorkloadInstance,
+    Condition, ConditionStatus, Conditions, Cost, DeletionPolicy, KubernetesRuntime,
+    KubernetesRuntimeStatus, REACHABLE, RuntimeCapacity, WorkloadInstance,
 };
 
 use super::{apply_status, name_of};
+use crate::capacity;
 use crate::context::{Context, Next, key_of};
 use crate::error::{Error, Result};
 use crate::finalizer::{self, Phase};
@@ -78,6 +80,7 @@ pub async fn reconcile(runtime: Arc<KubernetesRuntime>, ctx: Arc<Context>) -> Re
 pub(crate) struct Observation {
     pub server_version: String,
     pub node_count: i64,
+    pub capacity: RuntimeCapacity,
 }
 
 async fn probe(runtime: &KubernetesRuntime, ctx: &Context) -> Result<Next> {
@@ -149,6 +152,7 @@ pub(crate) fn observed_status(
         Ok(o) => KubernetesRuntimeStatus {
             server_version: Some(o.server_version.clone()),
             node_count: Some(o.node_count),
+            capacity: Some(o.capacity.clone()),
             message: None,
             ..base
         },
@@ -179,6 +183,7 @@ pub(crate) fn status_base(
         ),
         server_version: previous.server_version.clone(),
         node_count: previous.node_count,
+        capacity: previous.capacity.clone(),
         message: None,
         provisioning: previous.provisioning.clone(),
         support_services: previous.support_services.clone(),
@@ -198,12 +203,43 @@ pub(crate) async fn observe(runtime: &KubernetesRuntime, ctx: &Context) -> Resul
         .await
         .map_err(unreachable)?;
     let nodes = Api::<Node>::all(client.client().clone())
-        .list_metadata(&ListParams::default())
+        .list(&ListParams::default())
         .await
         .map_err(unreachable)?;
+    let unfinished = ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed");
+    let pods = Api::<Pod>::all(client.client().clone())
+        .list(&unfinished)
+        .await
+        .map_err(unreachable)?;
+    let node_count = i64::try_from(nodes.items.len()).unwrap_or(i64::MAX);
+    let cost = cost_of(runtime, ctx);
+    let price = |p: f64| format!("{p:.4}");
+    let capacity = RuntimeCapacity {
+        allocatable: capacity::allocatable(&nodes.items),
+        requested: capacity::requested(&pods.items),
+        cost_per_hour: cost
+            .as_ref()
+            .and_then(|c| c.per_hour(node_count))
+            .map(price),
+        cost_per_node_hour: cost.as_ref().and_then(|c| c.per_node_hour.clone()),
+    };
+    ctx.metrics
+        .set_runtime_capacity(&runtime_name, Some(&capacity));
     Ok(Observation {
         server_version: version.git_version,
-        node_count: i64::try_from(nodes.items.len()).unwrap_or(i64::MAX),
+        node_count,
+        capacity,
+    })
+}
+
+/// The runtime's own cost, else its profile's.
+fn cost_of(runtime: &KubernetesRuntime, ctx: &Context) -> Option<Cost> {
+    runtime.spec.cost.clone().or_else(|| {
+        let profile = ctx
+            .caches
+            .runtime_profiles
+            .get(&ObjectRef::new(runtime.profile()?))?;
+        profile.spec.cost.clone()
     })
 }
 
@@ -219,6 +255,7 @@ async fn release(runtime: &KubernetesRuntime, ctx: &Context) -> Result<bool> {
         ctx.event(runtime, EventType::Warning, Reason::RuntimeAbandoned, note)
             .await;
         ctx.pool.forget(&name);
+        ctx.metrics.set_runtime_capacity(&name, None);
         return Ok(true);
     }
     let instances = Api::<WorkloadInstance>::all(ctx.client.clone())
@@ -233,6 +270,7 @@ async fn release(runtime: &KubernetesRuntime, ctx: &Context) -> Result<bool> {
         .collect();
     if users.is_empty() {
         ctx.pool.forget(&name);
+        ctx.metrics.set_runtime_capacity(&name, None);
         return Ok(true);
     }
     let message = format!(

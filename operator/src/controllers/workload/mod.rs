@@ -1,9 +1,11 @@
 //! Workload Qleet: places a Workload on runtimes, keeps one WorkloadInstance per placement,
 //! and sums their health up in the Workload's status.
 
+use std::collections::BTreeSet;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
@@ -16,6 +18,7 @@ use qleetos_crds::staged::RolloutPhase;
 use qleetos_crds::{Condition, KubernetesRuntime, Workload, WorkloadInstance};
 
 use super::namespace_of;
+use crate::capacity::Shortfall;
 use crate::context::{Context, Next};
 use crate::error::Result;
 use crate::failover;
@@ -29,6 +32,7 @@ use crate::tenancy::Fence;
 mod approval;
 mod events;
 mod failover_status;
+pub(crate) mod fitting;
 mod instances;
 pub(crate) mod plan;
 #[cfg(test)]
@@ -48,6 +52,8 @@ pub const CONTROLLER: &str = "workload";
 pub const FINALIZER: &str = "qleetos.io/instances";
 /// Label on a WorkloadInstance naming its Workload.
 pub const WORKLOAD_LABEL: &str = "qleetos.io/workload";
+/// How soon a pass that lost the room it chose to another pass looks again.
+const RESERVATION_RETRY: Duration = Duration::from_secs(1);
 
 /// The Workload Qleet.
 pub fn qleet() -> Qleet<Workload> {
@@ -161,8 +167,8 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
     let (allowed, fenced_out): (Vec<KubernetesRuntime>, Vec<KubernetesRuntime>) = all_runtimes
         .into_iter()
         .partition(|r| fence.allows_runtime(r));
-    let plan = match plan_placement(workload, ctx, &fence, allowed, &assignments).await {
-        Ok(plan) => plan,
+    let (plan, short) = match plan_placement(workload, ctx, &fence, allowed, &assignments).await {
+        Ok(planned) => planned,
         Err(error) => {
             write_status(
                 workload,
@@ -194,7 +200,14 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
     } else {
         selected
     };
-    let next = match (plan.recheck_in, staged.next) {
+    // Room may free up without any change notifying the Workload: look again.
+    let recheck_in = match short.is_empty() {
+        true => plan.recheck_in,
+        false => Some(plan.recheck_in.map_or(ctx.settings.probe_interval, |r| {
+            r.min(ctx.settings.probe_interval)
+        })),
+    };
+    let next = match (recheck_in, staged.next) {
         (Some(a), Some(b)) => Next::After(a.min(b)),
         (a, b) => a.or(b).map_or(Next::Done, Next::After),
     };
@@ -255,6 +268,7 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
             Reason::PlanPendingApproval,
             pending.message.clone().unwrap_or_default(),
         ),
+        None if !short.is_empty() => short_of_room(&short, &placements),
         None => readiness(&staged, &placements, fenced_out.len()),
     };
     let history = History {
@@ -294,6 +308,20 @@ async fn ensure_instance(
             apply_instance(&instances, &wanted).await
         }
     }
+}
+
+/// Ready is False while a region the placement asks for has no runtime with room.
+fn short_of_room(short: &[Shortfall], placements: &[qleetos_crds::PlacementStatus]) -> Condition {
+    let messages: Vec<&str> = short.iter().map(|s| s.message.as_str()).collect();
+    Condition::ready(
+        false,
+        Reason::InsufficientCapacity,
+        format!(
+            "placed on {} runtime(s); {} (free room, a runtime with more nodes, or an overflow pool with a runtimeProfile in spec.placement.preferences places it)",
+            placements.len(),
+            messages.join("; ")
+        ),
+    )
 }
 
 /// Ready says why a staged rollout halted, else sums the placements up.
@@ -356,14 +384,29 @@ async fn plan_placement(
     workload: &Workload,
     ctx: &Context,
     fence: &Fence,
-    mut allowed: Vec<KubernetesRuntime>,
+    allowed: Vec<KubernetesRuntime>,
     assignments: &[failover::Assignment],
-) -> Result<failover::Plan> {
+) -> Result<(failover::Plan, Vec<Shortfall>)> {
     let placement = &workload.spec.placement;
     let provisioned = demand::provision_unserved(ctx, placement, fence, &allowed).await?;
-    allowed.extend(provisioned);
+    let current: BTreeSet<String> = assignments.iter().map(|a| a.runtime.clone()).collect();
+    let mut fitted = fitting::fit(workload, ctx, fence, allowed, &current);
+    fitting::overflow(workload, ctx, fence, &mut fitted).await?;
+    fitted.allowed.extend(provisioned);
     let (now, after) = (chrono::Utc::now(), ctx.settings.failover_after);
-    let plan = failover::plan(placement, &allowed, assignments, now, after)?;
+    let mut plan = failover::plan(
+        placement,
+        &fitted.allowed,
+        assignments,
+        now,
+        after,
+        &fitted.rank,
+    )?;
+    if !fitting::reserve(workload, ctx, &fitted, &plan.selected, &current) {
+        // Another pass took the room first: place nothing new now, look again shortly.
+        plan.selected.retain(|s| current.contains(&s.runtime));
+        plan.recheck_in = Some(RESERVATION_RETRY);
+    }
     for stand_in in demand::provision_stand_ins(ctx, placement, fence, &plan.stranded).await? {
         if stand_in.created {
             let note = format!(
@@ -374,7 +417,7 @@ async fn plan_placement(
                 .await;
         }
     }
-    Ok(plan)
+    Ok((plan, fitted.short))
 }
 
 fn ready_of(instance: &WorkloadInstance) -> Option<&Condition> {

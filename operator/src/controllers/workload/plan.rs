@@ -12,7 +12,9 @@ use qleetos_crds::{
     WorkloadServiceDependency,
 };
 
+use super::fitting;
 use super::instances::{Carried, cached_instances, desired_instance};
+use crate::capacity::Shortfall;
 use crate::context::Context;
 use crate::controllers::instance::plan::{plan_instance, plan_unprovisioned};
 use crate::controllers::namespace_of;
@@ -37,7 +39,7 @@ pub(crate) async fn plan_workload(
     let fence = ctx.caches.fence(&namespace, &ctx.settings.system_namespace);
     let dependencies =
         services::dependencies_with(ctx, &namespace, &workload.name_any(), planned_dependencies);
-    let mut candidates: Vec<KubernetesRuntime> = ctx
+    let candidates: Vec<KubernetesRuntime> = ctx
         .caches
         .runtimes
         .state()
@@ -46,14 +48,22 @@ pub(crate) async fn plan_workload(
         .map(|r| (**r).clone())
         .collect();
     let spec_placement = &workload.spec.placement;
-    let provisioned = demand::wanted_for_unserved(ctx, spec_placement, &fence, &candidates)?;
-    candidates.extend(provisioned.iter().cloned());
+    let mut provisioned = demand::wanted_for_unserved(ctx, spec_placement, &fence, &candidates)?;
     let current: BTreeSet<String> = existing
         .iter()
         .map(|i| i.spec.runtime_ref.name.clone())
         .collect();
-    let selected = placement::select(spec_placement, &candidates, &current)?;
-    let mut planned = Vec::new();
+    let mut fitted = fitting::fit(&workload, ctx, &fence, candidates, &current);
+    provisioned.extend(fitting::planned_overflow(
+        &workload,
+        ctx,
+        &fence,
+        &mut fitted,
+    )?);
+    let mut candidates = fitted.allowed;
+    candidates.extend(provisioned.iter().cloned());
+    let selected = placement::select(spec_placement, &candidates, &current, &fitted.rank)?;
+    let mut planned: Vec<PlannedPlacement> = fitted.short.iter().map(short_of_room).collect();
     for chosen in &selected {
         let new_runtime = provisioned
             .iter()
@@ -88,6 +98,16 @@ pub(crate) async fn plan_workload(
             .map(leaving),
     );
     Ok(planned)
+}
+
+/// A region where nothing has room: no placement there.
+fn short_of_room(short: &Shortfall) -> PlannedPlacement {
+    PlannedPlacement {
+        region: short.region.clone(),
+        action: PlanAction::Refused,
+        message: Some(short.message.clone()),
+        ..Default::default()
+    }
 }
 
 fn live_uid(workload: &Workload, ctx: &Context) -> Option<String> {
