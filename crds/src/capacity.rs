@@ -47,6 +47,7 @@ fn price(text: Option<&str>) -> f64 {
 pub struct Resources {
     /// Thousandths of a CPU.
     pub cpu_millicores: i64,
+    /// Bytes of memory.
     pub memory_bytes: i64,
 }
 
