@@ -76,8 +76,8 @@ pub use tenancy::{
     TenantPolicyStatus,
 };
 pub use workload::{
-    Failover, Placement, PlacementStatus, PlacementStrategy, Provisioning, Recovery, Workload,
-    WorkloadSpec, WorkloadStatus, WorkloadTemplate,
+    Failover, Placement, PlacementStatus, PlacementStrategy, Provisioning, Recovery, ReplicaCount,
+    Workload, WorkloadSpec, WorkloadStatus, WorkloadTemplate,
 };
 
 /// The API group of every QleetOS kind.

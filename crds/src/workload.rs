@@ -349,6 +349,10 @@ pub struct PlacementStatus {
     /// Its wave (from 1), with `spec.rollout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wave: Option<u32>,
+    /// Replicas of the workload's controllers (Deployments, StatefulSets...) on the runtime,
+    /// summed: desired (as an autoscaler set them) and available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<ReplicaCount>,
 }
 
 #[cfg(test)]
@@ -371,4 +375,14 @@ mod tests {
         assert_eq!(after(""), None);
         assert_eq!(Failover::default().tolerance(), None);
     }
+}
+
+/// Desired and available replicas of a placement.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaCount {
+    /// Replicas wanted, as the workload or its autoscaler set them.
+    pub desired: i64,
+    /// Replicas available.
+    pub available: i64,
 }

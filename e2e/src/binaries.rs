@@ -21,6 +21,8 @@ const EXTERNAL_DNS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/
 const HELM_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/helm.sh");
 const TRAEFIK_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/traefik.sh");
 const ANVIL_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/anvil.sh");
+const METRICS_SERVER_SCRIPT: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/metrics-server.sh");
 /// Overrides the directory that holds `bin/cert-manager-controller` and `crds/`
 /// (otherwise `e2e/scripts/cert-manager.sh` builds them).
 pub const CERT_MANAGER_DIR_ENV: &str = "QLEETOS_CERT_MANAGER_DIR";
@@ -129,6 +131,16 @@ pub async fn external_dns() -> Result<PathBuf, Error> {
 /// The Traefik binary (ingress controller), built once by `e2e/scripts/traefik.sh`.
 pub async fn traefik() -> Result<PathBuf, Error> {
     built_by(TRAEFIK_SCRIPT, "traefik", "bin/traefik").await
+}
+
+/// The pinned metrics-server, built once by `e2e/scripts/metrics-server.sh`.
+pub async fn metrics_server() -> Result<PathBuf, Error> {
+    built_by(
+        METRICS_SERVER_SCRIPT,
+        "metrics-server",
+        "bin/metrics-server",
+    )
+    .await
 }
 
 /// The pinned Helm CLI, built once by `e2e/scripts/helm.sh` (which prints its path).

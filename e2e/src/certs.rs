@@ -111,7 +111,7 @@ impl ClusterCerts {
     }
 }
 
-fn ca_params(cluster_name: &str) -> CertificateParams {
+pub(crate) fn ca_params(cluster_name: &str) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params
@@ -131,7 +131,7 @@ fn serving_params() -> Result<CertificateParams, Error> {
     Ok(CertificateParams::new(sans)?)
 }
 
-fn leaf(
+pub(crate) fn leaf(
     mut params: CertificateParams,
     common_name: &str,
     organization: Option<&str>,
@@ -156,7 +156,7 @@ fn leaf(
     params
 }
 
-fn sign(
+pub(crate) fn sign(
     params: CertificateParams,
     issuer: &Issuer<'_, KeyPair>,
 ) -> Result<(String, String), Error> {
@@ -165,7 +165,7 @@ fn sign(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-fn write_pem(path: &Path, pem: &str, private: bool) -> Result<(), Error> {
+pub(crate) fn write_pem(path: &Path, pem: &str, private: bool) -> Result<(), Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
 

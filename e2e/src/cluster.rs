@@ -7,6 +7,7 @@
 
 mod args;
 mod kubeconfig;
+mod metrics;
 mod ports;
 
 pub use ports::free_loopback_address;
@@ -57,6 +58,9 @@ pub struct ClusterSpec {
     pub kind: ClusterKind,
     /// Number of kwok nodes (workload clusters only; must be 0 for management clusters).
     pub fake_nodes: usize,
+    /// Workload clusters only: kwok simulates resource usage and metrics-server serves it,
+    /// so HorizontalPodAutoscalers scale.
+    pub metrics: bool,
 }
 
 impl ClusterSpec {
@@ -65,6 +69,7 @@ impl ClusterSpec {
             name: name.into(),
             kind: ClusterKind::Management,
             fake_nodes: 0,
+            metrics: false,
         }
     }
 
@@ -73,7 +78,14 @@ impl ClusterSpec {
             name: name.into(),
             kind: ClusterKind::Workload,
             fake_nodes,
+            metrics: false,
         }
+    }
+
+    /// The same cluster with resource metrics (see [`ClusterSpec::metrics`]).
+    pub fn with_metrics(mut self) -> Self {
+        self.metrics = true;
+        self
     }
 
     fn validate(&self) -> Result<(), Error> {
@@ -89,6 +101,11 @@ impl ClusterSpec {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !valid_name {
             return Err(invalid("the name must be 1-40 characters of [a-z0-9-]"));
+        }
+        if self.kind == ClusterKind::Management && self.metrics {
+            return Err(invalid(
+                "management clusters have no kwok to simulate metrics",
+            ));
         }
         if self.kind == ClusterKind::Management && self.fake_nodes > 0 {
             return Err(invalid(
@@ -123,9 +140,10 @@ pub struct Cluster {
     binaries: &'static Binaries,
     etcd: Option<ChildProcess>,
     apiserver: Option<ChildProcess>,
-    /// Controller manager, scheduler and kwok.
+    /// Controller manager, scheduler and kwok (and metrics-server).
     controllers: Vec<ChildProcess>,
     etcd_data: Option<TempDir>,
+    metrics: Option<metrics::Metrics>,
 }
 
 impl Cluster {
@@ -143,6 +161,7 @@ impl Cluster {
         cluster.start_apiserver().await?;
         cluster.start_controllers().await?;
         cluster.wait_settled().await?;
+        cluster.start_metrics_server().await?;
 
         tracing::info!(
             cluster = cluster.name(),
@@ -288,7 +307,21 @@ impl Cluster {
             kwok_stages,
             etcd_data: etcd_data.path().to_path_buf(),
         };
-        let args = ComponentArgs::new(&spec.name, &layout, ports);
+        let mut args = ComponentArgs::new(&spec.name, &layout, ports);
+        let metrics = if spec.metrics {
+            let metrics = metrics::Metrics::prepare(
+                &dir.join("metrics"),
+                ports::free_port()?,
+                ports::free_port()?,
+            )?;
+            args.apiserver.extend(metrics.apiserver_args());
+            args.kwok.extend(metrics.kwok_args());
+            args.controller_manager
+                .extend(metrics.controller_manager_args());
+            Some(metrics)
+        } else {
+            None
+        };
         Ok(Cluster {
             spec,
             dir,
@@ -303,7 +336,27 @@ impl Cluster {
             apiserver: None,
             controllers: Vec::new(),
             etcd_data: Some(etcd_data),
+            metrics,
         })
+    }
+
+    /// Starts metrics-server and routes `metrics.k8s.io` to it, when the cluster has
+    /// metrics; returns once the APIService is Available.
+    async fn start_metrics_server(&mut self) -> Result<(), Error> {
+        let Some(metrics) = self.metrics.clone() else {
+            return Ok(());
+        };
+        let program = crate::binaries::metrics_server().await?;
+        let args = metrics.server_args(&self.kubeconfig_path);
+        let process = self.spawn("metrics-server", &program, &args).await?;
+        self.controllers.push(process);
+        let client = self.client().await?;
+        probes::apply_all(&client, &metrics.api_service()).await?;
+        self.wait_for("the metrics.k8s.io APIService Available", || {
+            let client = client.clone();
+            async move { probes::metrics_api_available(&client).await }
+        })
+        .await
     }
 
     async fn start_etcd(&mut self) -> Result<(), Error> {

@@ -47,6 +47,8 @@ pub struct RuntimeSpec {
     pub fake_nodes: usize,
     /// What operations say the runtime costs.
     pub cost: Option<qleetos_crds::Cost>,
+    /// Simulated resource usage and metrics-server (see `ClusterSpec::metrics`).
+    pub metrics: bool,
 }
 
 impl RuntimeSpec {
@@ -61,6 +63,7 @@ impl RuntimeSpec {
                 .collect(),
             fake_nodes: 1,
             cost: None,
+            metrics: false,
         }
     }
 }
@@ -135,9 +138,11 @@ impl Environment {
         nats: impl Future<Output = Result<Vec<NatsServer>, Error>>,
     ) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
-        let workload_starts = runtimes
-            .iter()
-            .map(|r| Cluster::start(ClusterSpec::workload(r.name.clone(), r.fake_nodes), dir));
+        let workload_starts = runtimes.iter().map(|r| {
+            let spec = ClusterSpec::workload(r.name.clone(), r.fake_nodes);
+            let spec = if r.metrics { spec.with_metrics() } else { spec };
+            Cluster::start(spec, dir)
+        });
         let (management, workloads, nats) = tokio::join!(
             Cluster::start(ClusterSpec::management("management"), dir),
             futures::future::join_all(workload_starts),

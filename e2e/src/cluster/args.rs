@@ -54,13 +54,13 @@ impl ComponentArgs {
     }
 }
 
-fn flag(name: &str, value: impl AsRef<OsStr>) -> OsString {
+pub(crate) fn flag(name: &str, value: impl AsRef<OsStr>) -> OsString {
     let mut flag = OsString::from(format!("--{name}="));
     flag.push(value.as_ref());
     flag
 }
 
-fn path_flag(name: &str, path: &Path) -> OsString {
+pub(crate) fn path_flag(name: &str, path: &Path) -> OsString {
     flag(name, path.as_os_str())
 }
 

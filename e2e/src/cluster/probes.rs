@@ -5,11 +5,12 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, NodeStatus, ServiceAccount};
+use k8s_openapi::api::core::v1::{Node, NodeStatus, Service, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use super::args::KWOK_NODE_ANNOTATION;
 use crate::error::Error;
@@ -73,6 +74,40 @@ fn is_ready(node: &Node) -> bool {
 }
 
 /// Names of the fake nodes of a cluster.
+/// Creates or updates the Service and APIService of `objects` (server-side apply).
+pub(crate) async fn apply_all(client: &Client, objects: &[serde_json::Value]) -> Result<(), Error> {
+    let params = PatchParams::apply("qleetos-e2e").force();
+    for object in objects {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        match object["kind"].as_str() {
+            Some("Service") => {
+                Api::<Service>::namespaced(client.clone(), "kube-system")
+                    .patch(name, &params, &Patch::Apply(object))
+                    .await?;
+            }
+            _ => {
+                Api::<APIService>::all(client.clone())
+                    .patch(name, &params, &Patch::Apply(object))
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the aggregator reaches metrics-server: `v1beta1.metrics.k8s.io` is Available.
+pub(crate) async fn metrics_api_available(client: &Client) -> Result<bool, Error> {
+    let service = Api::<APIService>::all(client.clone())
+        .get("v1beta1.metrics.k8s.io")
+        .await?;
+    Ok(service
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Available" && c.status == "True"))
+}
+
 pub(crate) fn fake_node_names(count: usize) -> Vec<String> {
     (0..count).map(|i| format!("kwok-node-{i}")).collect()
 }
@@ -89,8 +124,13 @@ pub(crate) async fn create_fake_nodes(client: &Client, names: &[String]) -> Resu
     Ok(())
 }
 
+/// Node annotation naming a node's resource-metrics path on its "kubelet" (kwok).
+const RESOURCE_METRICS_PATH: &str = "metrics.k8s.io/resource-metrics-path";
+
 /// An untainted Node that kwok makes Ready and keeps Ready.
 pub(crate) fn fake_node(name: &str) -> Node {
+    // Where metrics-server reads the node's resource metrics from kwok (clusters with metrics).
+    let metrics_path = format!("/metrics/nodes/{name}/metrics/resource");
     let labels = [
         ("type", "kwok"),
         ("kubernetes.io/os", "linux"),
@@ -106,7 +146,10 @@ pub(crate) fn fake_node(name: &str) -> Node {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             labels: Some(to_map(&labels)),
-            annotations: Some(to_map(&[KWOK_NODE_ANNOTATION])),
+            annotations: Some(to_map(&[
+                KWOK_NODE_ANNOTATION,
+                (RESOURCE_METRICS_PATH, &metrics_path),
+            ])),
             ..ObjectMeta::default()
         },
         spec: None,

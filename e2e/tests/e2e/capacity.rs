@@ -64,7 +64,10 @@ async fn capacity_and_cost_decide_placement(env: &Environment) -> Result<()> {
         r#"qleetos_runtime_allocatable{runtime="cap-mid",resource="cpu"} 64000"#,
         r#"qleetos_runtime_cost_per_hour{runtime="cap-big"} 1.0"#,
     ] {
-        ensure!(metrics.contains(series), "no {series} in the metrics:\n{metrics}");
+        ensure!(
+            metrics.contains(series),
+            "no {series} in the metrics:\n{metrics}"
+        );
     }
 
     let packed = place_all(&client, "pack", json!({"prefer": ["Cheapest", "Pack"]})).await?;

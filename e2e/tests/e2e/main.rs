@@ -2,6 +2,7 @@
 //! One shared environment (a management cluster and two workload clusters) serves the
 //! scenarios that can run side by side; disruptive ones start an environment of their own.
 
+mod autoscaling;
 mod browser;
 mod capacity;
 mod chart;
@@ -135,6 +136,11 @@ fn main() {
         "staged_rollouts_of_profiles_and_workloads_halt_on_a_failing_wave_and_roll_back",
         &runtime,
         staged::in_own_environment(dir.path().join("staged")),
+    ));
+    trials.push(harness::own_trial(
+        "an_autoscaler_scales_what_qleetos_applies",
+        &runtime,
+        autoscaling::in_own_environment(dir.path().join("autoscaling")),
     ));
     trials.push(harness::own_trial(
         "capacity_and_cost_decide_placement_and_overflow",

@@ -105,7 +105,7 @@ pub async fn reconcile(workload: Arc<Workload>, ctx: Arc<Context>) -> Result<Nex
 }
 
 /// What the Workload reads of an instance: a change of anything else (its inventory, health
-/// details, dependencies) does not notify it.
+/// details other than the replica counts, dependencies) does not notify it.
 fn placement_view(instance: &WorkloadInstance) -> u64 {
     let mut hasher = DefaultHasher::new();
     instance.spec.runtime_ref.name.hash(&mut hasher);
@@ -129,6 +129,10 @@ fn placement_view(instance: &WorkloadInstance) -> u64 {
         .hash(&mut hasher);
     let ready = ready_of(instance).map(|c| serde_json::to_string(c).unwrap_or_default());
     ready.hash(&mut hasher);
+    // Reported in the placement's status: an autoscaler's decisions show there.
+    status::replicas_of(instance)
+        .map(|r| (r.desired, r.available))
+        .hash(&mut hasher);
     hasher.finish()
 }
 

@@ -42,8 +42,18 @@ pub(super) fn placement_status(
             .unwrap_or_default(),
         urls: urls_of(instance),
         replaces: placement.replaces.clone(),
+        replicas: replicas_of(instance),
         ..Default::default()
     }
+}
+
+/// The replicas of the instance's workload controllers, summed; `None` when it has none.
+pub(super) fn replicas_of(instance: &WorkloadInstance) -> Option<qleetos_crds::ReplicaCount> {
+    let health = &instance.status.as_ref()?.health;
+    (!health.is_empty()).then(|| qleetos_crds::ReplicaCount {
+        desired: health.iter().map(|h| h.desired).sum(),
+        available: health.iter().map(|h| h.available).sum(),
+    })
 }
 
 pub(super) fn urls_of(instance: &WorkloadInstance) -> Vec<String> {
