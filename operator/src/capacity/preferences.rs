@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kube::core::{Selector, SelectorExt};
 use qleetos_crds::{
-    Fit, KubernetesRuntime, OverflowPool, PlacementPreferences, Preference, Resources,
+    Fit, KubernetesRuntime, OverflowPool, Placement, PlacementPreferences, Preference, Resources,
 };
 
 use super::Commitments;
-use crate::placement::{Rank, name_of};
+use crate::placement::{Rank, candidates, name_of};
 
 /// The runtimes left to the placement, their order, and the regions with no room.
 #[derive(Debug, Default)]
@@ -43,14 +43,20 @@ pub fn free_on(runtime: &KubernetesRuntime, commitments: &Commitments) -> Option
     Some(capacity.allocatable.minus(used))
 }
 
-/// Shapes `allowed` for a workload requesting `request` under `preferences`.
+/// Shapes `allowed` for a workload requesting `request` under `preferences`. Only the
+/// runtimes `placement` selects from are weighed; the others (where a failover may go) are
+/// left as they are.
 pub fn shape(
+    placement: &Placement,
     preferences: &PlacementPreferences,
     request: Resources,
     allowed: Vec<KubernetesRuntime>,
     current: &BTreeSet<String>,
     commitments: &Commitments,
 ) -> Shaped {
+    let (allowed, elsewhere): (Vec<_>, Vec<_>) = allowed.into_iter().partition(|runtime| {
+        candidates(placement, std::slice::from_ref(runtime)).is_ok_and(|c| !c.is_empty())
+    });
     let free: BTreeMap<String, Option<Resources>> = allowed
         .iter()
         .map(|r| (name_of(r).to_owned(), free_on(r, commitments)))
@@ -91,6 +97,7 @@ pub fn shape(
         );
     }
     shaped.rank = rank(&preferences.prefer, &shaped.allowed, &free);
+    shaped.allowed.extend(elsewhere);
     shaped
 }
 

@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use qleetos_crds::{
-    Fit, KubernetesRuntime, OverflowPool, PlacementPreferences, Preference, Resources,
+    Fit, KubernetesRuntime, OverflowPool, Placement, PlacementPreferences, Preference, Resources,
     RuntimeCapacity,
 };
 
@@ -24,6 +24,10 @@ fn runtime(name: &str, region: &str, cpus: i64, used: i64, price: &str) -> Kuber
         ..Default::default()
     });
     runtime
+}
+
+fn anywhere() -> Placement {
+    Placement::default()
 }
 
 fn cpu(cpus: i64) -> Resources {
@@ -62,9 +66,17 @@ fn names(runtimes: &[KubernetesRuntime]) -> Vec<&str> {
 fn pack_spread_and_cheapest_order_the_runtimes_that_fit() {
     let none = BTreeSet::new();
     let free = Commitments::default();
-    let packed = shape(&prefer(&[Preference::Pack]), cpu(4), fleet(), &none, &free);
+    let packed = shape(
+        &anywhere(),
+        &prefer(&[Preference::Pack]),
+        cpu(4),
+        fleet(),
+        &none,
+        &free,
+    );
     assert_eq!(order(&packed), ["cheap", "mid", "big"]);
     let spread = shape(
+        &anywhere(),
         &prefer(&[Preference::Spread]),
         cpu(4),
         fleet(),
@@ -74,6 +86,7 @@ fn pack_spread_and_cheapest_order_the_runtimes_that_fit() {
     // Free shares: big 86/96, cheap 12/32, mid 64/64.
     assert_eq!(order(&spread), ["mid", "big", "cheap"]);
     let cheapest = shape(
+        &anywhere(),
         &prefer(&[Preference::Cheapest]),
         cpu(4),
         fleet(),
@@ -86,23 +99,44 @@ fn pack_spread_and_cheapest_order_the_runtimes_that_fit() {
 #[test]
 fn a_runtime_without_room_is_left_out_unless_the_workload_runs_there() {
     let free = Commitments::default();
-    let shaped = shape(&prefer(&[]), cpu(20), fleet(), &BTreeSet::new(), &free);
+    let shaped = shape(
+        &anywhere(),
+        &prefer(&[]),
+        cpu(20),
+        fleet(),
+        &BTreeSet::new(),
+        &free,
+    );
     assert_eq!(names(&shaped.allowed), ["big", "mid"]);
     let here = BTreeSet::from(["cheap".to_owned()]);
-    let shaped = shape(&prefer(&[]), cpu(20), fleet(), &here, &free);
+    let shaped = shape(&anywhere(), &prefer(&[]), cpu(20), fleet(), &here, &free);
     assert_eq!(names(&shaped.allowed), ["big", "cheap", "mid"]);
     let ignoring = PlacementPreferences {
         fit: Fit::Ignore,
         ..prefer(&[])
     };
-    let shaped = shape(&ignoring, cpu(500), fleet(), &BTreeSet::new(), &free);
+    let shaped = shape(
+        &anywhere(),
+        &ignoring,
+        cpu(500),
+        fleet(),
+        &BTreeSet::new(),
+        &free,
+    );
     assert_eq!(shaped.allowed.len(), 3);
 }
 
 #[test]
 fn what_qleetos_committed_counts_when_the_runtime_has_not_measured_it_yet() {
     let committed = Commitments([("mid".to_owned(), cpu(60))].into());
-    let shaped = shape(&prefer(&[]), cpu(10), fleet(), &BTreeSet::new(), &committed);
+    let shaped = shape(
+        &anywhere(),
+        &prefer(&[]),
+        cpu(10),
+        fleet(),
+        &BTreeSet::new(),
+        &committed,
+    );
     assert_eq!(names(&shaped.allowed), ["big", "cheap"]);
 }
 
@@ -126,10 +160,24 @@ fn overflow_uses_the_first_pool_with_room_and_names_the_profile_to_provision() {
         ..prefer(&[])
     };
     let free = Commitments::default();
-    let fits_own = shape(&preferences, cpu(8), fleet.clone(), &BTreeSet::new(), &free);
+    let fits_own = shape(
+        &anywhere(),
+        &preferences,
+        cpu(8),
+        fleet.clone(),
+        &BTreeSet::new(),
+        &free,
+    );
     assert_eq!(names(&fits_own.allowed), ["cheap"]);
     // Neither the own pool nor any burst runtime has room: provision from burst.
-    let too_big = shape(&preferences, cpu(20), fleet, &BTreeSet::new(), &free);
+    let too_big = shape(
+        &anywhere(),
+        &preferences,
+        cpu(20),
+        fleet,
+        &BTreeSet::new(),
+        &free,
+    );
     assert!(too_big.allowed.is_empty());
     assert_eq!(too_big.short.len(), 1);
     assert_eq!(too_big.short[0].overflow_profile.as_deref(), Some("burst"));
@@ -140,4 +188,25 @@ fn overflow_uses_the_first_pool_with_room_and_names_the_profile_to_provision() {
         "{:?}",
         too_big.short
     );
+}
+
+#[test]
+fn only_the_regions_the_placement_asks_for_can_be_short_of_room() {
+    let placement = Placement {
+        regions: vec!["eu".into()],
+        ..Placement::default()
+    };
+    let mut runtimes = fleet();
+    runtimes.push(runtime("us-full", "us", 8, 8, "0.01"));
+    let shaped = shape(
+        &placement,
+        &prefer(&[]),
+        cpu(4),
+        runtimes,
+        &BTreeSet::new(),
+        &Commitments::default(),
+    );
+    assert!(shaped.short.is_empty(), "{:?}", shaped.short);
+    // Left for a failover to use, not weighed.
+    assert!(names(&shaped.allowed).contains(&"us-full"));
 }

@@ -52,7 +52,15 @@ pub(crate) fn fit(
     };
     let request = capacity::request_of(&workload.spec.manifests);
     let commitments = commitments(workload, ctx);
-    let shaped = capacity::shape(&preferences, request, allowed, current, &commitments);
+    let placement = &workload.spec.placement;
+    let shaped = capacity::shape(
+        placement,
+        &preferences,
+        request,
+        allowed,
+        current,
+        &commitments,
+    );
     Fitted {
         allowed: shaped.allowed,
         rank: shaped.rank,
