@@ -258,9 +258,11 @@ function showWorkloads(view, namespace) {
 function showRuntimes(view) {
   const body = el('tbody');
   const state = el('div', { id: 'view-state' });
-  const headings = ['Name', 'Region', 'Provider', 'Version', 'Nodes', 'Ready', 'Message'];
+  const headings = ['Name', 'Region', 'Provider', 'Version', 'Nodes', 'CPU used', 'Cost / h', 'Ready', 'Message'];
+  const total = el('p', { id: 'runtimes-total' });
   main().replaceChildren(el('h1', {}, 'Runtimes'), state,
-    el('table', { id: 'runtimes' }, el('thead', {}, el('tr', {}, headings.map((h) => el('th', {}, h)))), body));
+    el('table', { id: 'runtimes' }, el('thead', {}, el('tr', {}, headings.map((h) => el('th', {}, h)))), body),
+    total);
   every(view, POLL_MS, async () => {
     try {
       const list = await api('/v1/runtimes');
@@ -269,18 +271,39 @@ function showRuntimes(view) {
       body.replaceChildren(...list.items.map((r) => {
         const status = r.status || {};
         const phase = (status.provisioning || {}).phase;
+        const capacity = status.capacity || {};
         return el('tr', { 'data-runtime': r.metadata.name },
           el('td', {}, r.metadata.name), el('td', {}, r.spec.region), el('td', {}, r.spec.provider),
           el('td', {}, status.serverVersion || ''), el('td', {}, status.nodeCount ?? ''),
+          el('td', { class: 'cpu' }, cpuUsed(capacity)), el('td', { class: 'cost' }, capacity.costPerHour || ''),
           el('td', {}, readiness(r)),
           el('td', {}, [phase && `provisioning: ${phase}`, status.message].filter(Boolean).join('; ')));
       }));
+      total.replaceChildren(totals(list.items));
     } catch (error) {
       if (view !== current) return;
       body.replaceChildren();
       state.replaceChildren(problem(error));
     }
   });
+}
+
+// Requested of allocatable CPU, e.g. `34.0 / 64`.
+function cpuUsed(capacity) {
+  if (!capacity.allocatable) return '';
+  const cpus = (resources) => resources.cpuMillicores / 1000;
+  return `${cpus(capacity.requested).toFixed(1)} / ${cpus(capacity.allocatable).toFixed(0)}`;
+}
+
+// Capacity used and cost over every runtime listed.
+function totals(runtimes) {
+  const capacities = runtimes.map((r) => (r.status || {}).capacity).filter(Boolean);
+  const sum = (pick) => capacities.reduce((acc, c) => acc + pick(c), 0);
+  const requested = sum((c) => c.requested.cpuMillicores) / 1000;
+  const allocatable = sum((c) => c.allocatable.cpuMillicores) / 1000;
+  const priced = capacities.filter((c) => c.costPerHour);
+  const cost = priced.length ? `, costing ${sum((c) => Number(c.costPerHour || 0)).toFixed(4)} per hour` : '';
+  return `${runtimes.length} runtimes: ${requested.toFixed(1)} of ${allocatable.toFixed(0)} CPUs requested${cost}`;
 }
 
 // ------------------------------------------------------------------ one workload

@@ -8,8 +8,8 @@ use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::Client;
-use kube::api::{Api, DeleteParams};
-use qleetos_crds::Workload;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use qleetos_crds::{KubernetesRuntime, Workload};
 use qleetos_e2e::environment::Environment;
 use qleetos_e2e::gateway::GatewayProcess;
 use serde_json::{Value, json};
@@ -113,6 +113,7 @@ async fn scenario(env: &Environment, client: &Client, browser: &Browser, base: &
     sets_an_image_and_reports_a_refusal(env, browser).await?;
     plans_an_image_change_and_shows_the_rollout(browser).await?;
     approves_a_pending_plan(client, browser).await?;
+    shows_capacity_and_cost(client, browser).await?;
     a_reader_is_not_offered_the_image_update(browser, &tokens.reader).await?;
     another_namespace_sees_nothing(browser, &tokens.outsider).await
 }
@@ -231,6 +232,35 @@ async fn approves_a_pending_plan(client: &Client, browser: &Browser) -> Result<(
     browser.screenshot("3c-approved").await?;
     wait_workload_ready(client, NS, "gated").await?;
     delete_workload(client, NS, "gated").await
+}
+
+/// The runtimes page shows each runtime's CPU use and cost (eu-west priced for the while),
+/// and the totals.
+async fn shows_capacity_and_cost(client: &Client, browser: &Browser) -> Result<()> {
+    let runtimes: Api<KubernetesRuntime> = Api::all(client.clone());
+    let priced = json!({"spec": {"cost": {"perNodeHour": "0.25", "perClusterHour": "0.10"}}});
+    runtimes
+        .patch("eu-west", &PatchParams::default(), &Patch::Merge(&priced))
+        .await?;
+    browser.click("#nav-runtimes").await?;
+    let shown = async {
+        browser
+            .find_text(r#"tr[data-runtime="eu-west"] td.cost"#, "0.3500")
+            .await?;
+        browser
+            .find_text(r#"tr[data-runtime="eu-west"] td.cpu"#, " / 32")
+            .await?;
+        browser
+            .find_text("#runtimes-total", "costing 0.3500 per hour")
+            .await?;
+        browser.screenshot("3d-runtimes-cost").await
+    }
+    .await;
+    let unpriced = json!({"spec": {"cost": null}});
+    runtimes
+        .patch("eu-west", &PatchParams::default(), &Patch::Merge(&unpriced))
+        .await?;
+    shown.map(|_| ())
 }
 
 async fn a_reader_is_not_offered_the_image_update(browser: &Browser, token: &str) -> Result<()> {
