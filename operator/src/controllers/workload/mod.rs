@@ -205,11 +205,11 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
         selected
     };
     // Room may free up without any change notifying the Workload: look again.
-    let recheck_in = match short.is_empty() {
-        true => plan.recheck_in,
-        false => Some(plan.recheck_in.map_or(ctx.settings.probe_interval, |r| {
-            r.min(ctx.settings.probe_interval)
-        })),
+    let probe = ctx.settings.probe_interval;
+    let recheck_in = if short.is_empty() {
+        plan.recheck_in
+    } else {
+        Some(plan.recheck_in.map_or(probe, |r| r.min(probe)))
     };
     let next = match (recheck_in, staged.next) {
         (Some(a), Some(b)) => Next::After(a.min(b)),
