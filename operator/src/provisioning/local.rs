@@ -36,7 +36,9 @@ impl LocalClusters {
             .env("KWOK_WORKDIR", &self.work_dir)
             .arg("--name")
             .arg(cluster)
-            .stdin(std::process::Stdio::null());
+            .stdin(std::process::Stdio::null())
+            // A call that runs out of time stops: it must not go on beside the next one.
+            .kill_on_drop(true);
         command
     }
 
@@ -147,9 +149,19 @@ async fn create(local: &LocalClusters, cluster: &str, runtime: &KubernetesRuntim
         .arg(bin("kwok"))
         .arg("--etcd-binary")
         .arg(&local.etcd);
-    run(&mut command)
-        .await
-        .map_err(|message| failed(runtime, format!("kwokctl create cluster: {message}")))?;
+    if let Err(message) = run(&mut command).await {
+        // A create cut short (a timeout under load) can leave components that never started
+        // (the controller manager filling the aggregated roles, kwok): nothing is kept of it,
+        // and the next pass creates the cluster whole.
+        tracing::warn!(%cluster, %message, "local cluster not created; removing what was started");
+        if exists(local, cluster) {
+            delete(local, cluster).await?;
+        }
+        return Err(failed(
+            runtime,
+            format!("kwokctl create cluster: {message}"),
+        ));
+    }
     Ok(())
 }
 
