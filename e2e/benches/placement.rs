@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use qleetos_crds::{Conditions, Cost, KubernetesRuntime, Workload};
+use qleetos_crds::{Conditions, KubernetesRuntime, Workload};
 use qleetos_e2e::environment::{Environment, RuntimeSpec, ensure_namespace};
 use qleetos_e2e::operator::OperatorOptions;
 use serde_json::{Value, json};
@@ -30,15 +30,7 @@ const RUNTIMES: [(&str, usize, &str); 3] = [
 fn runtimes() -> Vec<RuntimeSpec> {
     RUNTIMES
         .iter()
-        .map(|(name, nodes, price)| {
-            let mut spec = RuntimeSpec::new(name, REGION, &[]);
-            spec.fake_nodes = *nodes;
-            spec.cost = Some(Cost {
-                per_node_hour: Some((*price).to_owned()),
-                per_cluster_hour: Some("0.10".to_owned()),
-            });
-            spec
-        })
+        .map(|(name, nodes, price)| RuntimeSpec::priced(name, REGION, *nodes, price))
         .collect()
 }
 

@@ -52,6 +52,17 @@ pub struct RuntimeSpec {
 }
 
 impl RuntimeSpec {
+    /// A runtime of `nodes` kwok nodes priced `per_node_hour` (and 0.10 per cluster-hour).
+    pub fn priced(name: &str, region: &str, nodes: usize, per_node_hour: &str) -> Self {
+        let mut spec = Self::new(name, region, &[]);
+        spec.fake_nodes = nodes;
+        spec.cost = Some(qleetos_crds::Cost {
+            per_node_hour: Some(per_node_hour.to_owned()),
+            per_cluster_hour: Some("0.10".to_owned()),
+        });
+        spec
+    }
+
     pub fn new(name: &str, region: &str, labels: &[(&str, &str)]) -> Self {
         Self {
             name: name.to_owned(),

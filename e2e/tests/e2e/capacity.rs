@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Result, ensure};
 use kube::Client;
 use kube::api::{Api, ListParams};
-use qleetos_crds::{Cost, KubernetesRuntime, WorkloadInstance};
+use qleetos_crds::{KubernetesRuntime, WorkloadInstance};
 use qleetos_e2e::environment::{Environment, RuntimeSpec};
 use serde_json::{Value, json};
 
@@ -37,12 +37,8 @@ fn runtimes() -> Vec<RuntimeSpec> {
     RUNTIMES
         .iter()
         .map(|(name, nodes, price)| {
-            let mut spec = RuntimeSpec::new(name, REGION, &[("pool", "own")]);
-            spec.fake_nodes = *nodes;
-            spec.cost = Some(Cost {
-                per_node_hour: Some((*price).to_owned()),
-                per_cluster_hour: Some("0.10".to_owned()),
-            });
+            let mut spec = RuntimeSpec::priced(name, REGION, *nodes, price);
+            spec.labels.insert("pool".to_owned(), "own".to_owned());
             spec
         })
         .collect()
