@@ -55,6 +55,13 @@ async fn capacity_and_cost_decide_placement(env: &Environment) -> Result<()> {
     let client = env.management_client().await?;
     lab_namespace(&client, NS).await?;
     runtimes_report_capacity_and_cost(&client).await?;
+    let both = json!({"regions": [REGION], "preferences": {"prefer": ["Pack", "Spread"]}});
+    let refused = apply_workload(&client, NS, &sized("both", 1, "1", both)).await;
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    ensure!(
+        message.contains("prefer cannot hold both Pack and Spread"),
+        "the API server refuses Pack with Spread: {message:?}"
+    );
     let metrics = env.operators()[0].metrics().await?;
     for series in [
         r#"qleetos_runtime_allocatable{runtime="cap-mid",resource="cpu"} 64000"#,
