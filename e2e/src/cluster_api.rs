@@ -10,12 +10,16 @@
 
 mod install;
 mod manager;
+pub mod node_scaler;
 mod processes;
 pub mod provider;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kube::Client;
+use kube::api::{Api, DynamicObject};
+use kube::core::{ApiResource, GroupVersionKind};
 use tokio::sync::OnceCell;
 
 use crate::binaries::Binaries;
@@ -76,7 +80,7 @@ impl ClusterApi {
         install::install_cluster_class(&client, namespace).await?;
 
         let kubeconfig = management.kubeconfig_path();
-        let manager = manager::start(&bundle.manager, kubeconfig, &dir).await?;
+        let manager = manager::start(&bundle.manager, kubeconfig, &client, &dir).await?;
         let local_clusters_dir = dir.join("local-clusters");
         let kube_bin_dir = binaries.kube_apiserver.parent().unwrap_or(Path::new("/"));
         let mut provider = process::spawn(ProcessSpec {
@@ -167,6 +171,16 @@ impl ClusterApi {
             tracing::warn!("qleetos-capi-provider did not stop in time; killing it");
         }
         self.provider.stop().await;
+    }
+}
+
+/// Cluster API kind `kind` (`cluster.x-k8s.io/v1beta2`), in `namespace` or in all.
+pub fn api(client: &Client, namespace: Option<&str>, kind: &str) -> Api<DynamicObject> {
+    let resource =
+        ApiResource::from_gvk(&GroupVersionKind::gvk("cluster.x-k8s.io", "v1beta2", kind));
+    match namespace {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+        None => Api::all_with(client.clone(), &resource),
     }
 }
 

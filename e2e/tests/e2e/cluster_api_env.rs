@@ -8,11 +8,10 @@ use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use qleetos_e2e::cluster::{Cluster, ClusterSpec};
 use qleetos_e2e::cluster_api::{
-    CLUSTER_CLASS, ClusterApi, DEFAULT_NAMESPACE, WORKER_CLASS, kubeconfig_secret_name,
+    self, CLUSTER_CLASS, ClusterApi, DEFAULT_NAMESPACE, WORKER_CLASS, kubeconfig_secret_name,
 };
 use serde_json::{Value, json};
 
@@ -53,7 +52,7 @@ pub async fn cluster_api_provisions_a_real_local_cluster_and_removes_it(
 
 async fn provision_and_remove(capi: &mut ClusterApi, management: &Cluster) -> Result<()> {
     let client = management.client().await?;
-    let clusters = capi_api(&client, "Cluster");
+    let clusters = cluster_api::api(&client, Some(DEFAULT_NAMESPACE), "Cluster");
     let cluster: DynamicObject = serde_json::from_value(cluster_object())?;
     clusters.create(&PostParams::default(), &cluster).await?;
 
@@ -121,7 +120,7 @@ async fn check_workers(management: &Client, workload: Client) -> Result<()> {
     let selector = format!(
         "cluster.x-k8s.io/cluster-name={CLUSTER},topology.cluster.x-k8s.io/deployment-name={WORKERS}"
     );
-    let machines = capi_api(management, "Machine")
+    let machines = cluster_api::api(management, Some(DEFAULT_NAMESPACE), "Machine")
         .list(&ListParams::default().labels(&selector))
         .await?;
     ensure!(
@@ -146,7 +145,7 @@ async fn check_workers(management: &Client, workload: Client) -> Result<()> {
             .with_context(|| format!("Node {node} in the workload cluster"))?;
     }
 
-    let deployments = capi_api(management, "MachineDeployment")
+    let deployments = cluster_api::api(management, Some(DEFAULT_NAMESPACE), "MachineDeployment")
         .list(&ListParams::default().labels(&selector))
         .await?;
     let [deployment] = deployments.items.as_slice() else {
@@ -188,15 +187,6 @@ fn cluster_object() -> Value {
             },
         },
     })
-}
-
-fn capi_api(client: &Client, kind: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("cluster.x-k8s.io", "v1beta2", kind);
-    Api::namespaced_with(
-        client.clone(),
-        DEFAULT_NAMESPACE,
-        &ApiResource::from_gvk(&gvk),
-    )
 }
 
 /// Waits until conditions `Available` and `TopologyReconciled` are True, failing with the

@@ -21,6 +21,7 @@ mod foundation;
 mod gateway;
 mod hard_tenancy;
 mod harness;
+mod node_scaling;
 mod ownership;
 mod plan;
 mod provisioning;
@@ -141,6 +142,11 @@ fn main() {
         "an_autoscaler_scales_what_qleetos_applies",
         &runtime,
         autoscaling::in_own_environment(dir.path().join("autoscaling")),
+    ));
+    trials.push(harness::own_trial(
+        "nodes_of_a_cluster_api_cluster_follow_the_pods",
+        &runtime,
+        node_scaling::in_own_environment(dir.path().join("node-scaling")),
     ));
     trials.push(harness::own_trial(
         "capacity_and_cost_decide_placement_and_overflow",

@@ -121,6 +121,9 @@ async fn through_cluster_api(env: &Environment, capi: &ClusterApi) -> Result<()>
             && annotations.get(AUTOSCALER_MAX).map(String::as_str) == Some("3"),
         "autoscaler bounds: {annotations:?}"
     );
+    // Cluster API's defaulting webhook gave the pool its minimum; QleetOS set no count.
+    let replicas = &burst.items[0].data["spec"]["replicas"];
+    ensure!(replicas == 0, "burst MachineDeployment replicas {replicas}");
     let runtime = Api::<KubernetesRuntime>::all(client.clone())
         .get(name)
         .await?;
