@@ -18,6 +18,7 @@ mod manifest;
 pub mod notification;
 pub mod plan;
 mod reason;
+mod rebalance;
 pub mod rollout;
 mod runtime;
 mod runtime_profile;
@@ -50,6 +51,7 @@ pub use plan::{
     WorkloadPlanStatus,
 };
 pub use reason::{Class, Reason, class_of};
+pub use rebalance::{REBALANCE_ANNOTATION, RebalanceState, RebalanceStatus};
 pub use runtime::{
     DeletionPolicy, KubernetesRuntime, KubernetesRuntimeSpec, KubernetesRuntimeStatus,
     ProvisioningPhase, ProvisioningStatus, REACHABLE, RuntimeConnection, RuntimeProvisioning,

@@ -106,6 +106,11 @@ pub struct WorkloadPlanSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub service_dependencies: Vec<PlannedServiceDependency>,
+    /// Plan a rebalance of the live Workload: placed anew under its placement preferences,
+    /// its current placements not kept. Shows the placements that would move, and the
+    /// runtimes left with no Workload (a provisioned one is retired after its idle time).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rebalance: bool,
     /// Seconds the computed plan is kept before QleetOS deletes it.
     #[serde(default = "default_ttl")]
     #[schemars(range(min = 1, max = 86400))]
@@ -140,6 +145,7 @@ impl WorkloadPlan {
                 workload_name: workload.to_owned(),
                 workload: spec,
                 service_dependencies: Vec::new(),
+                rebalance: false,
                 ttl_seconds_after_computed: DEFAULT_PLAN_TTL_SECONDS,
             },
         );

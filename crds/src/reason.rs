@@ -87,6 +87,7 @@ reasons! {
     PlanPendingApproval => Waiting,
     RolloutPaused => Waiting,
     Baking => Waiting,
+    Rebalancing => Waiting,
 
     // Where it should be.
     RolledOut => Done,
@@ -110,6 +111,7 @@ reasons! {
     PlanComputed => Done,
     PlanApproved => Done,
     Overflow => Done,
+    Rebalanced => Done,
 
     // Failures of a reconcile (`Error::reason()` in the operator).
     ManagementApiError => Failed,

@@ -311,6 +311,9 @@ pub struct WorkloadStatus {
     /// The plan waiting for approval, and what was approved last (with required approval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<crate::plan::ApprovalStatus>,
+    /// The last rebalance asked for with the `qleetos.io/rebalance` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<crate::rebalance::RebalanceStatus>,
 }
 
 impl Conditions for WorkloadStatus {

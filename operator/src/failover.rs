@@ -65,9 +65,10 @@ pub fn plan(
     default_after: Duration,
     rank: &Rank,
 ) -> Result<Plan> {
+    // A placement being removed (moved off by a rebalance, say) does not hold its region.
     let homes_now: BTreeSet<String> = existing
         .iter()
-        .filter(|a| a.replaces.is_none())
+        .filter(|a| a.replaces.is_none() && !a.terminating)
         .map(|a| a.runtime.clone())
         .collect();
     let homes = select(placement, runtimes, &homes_now, rank)?;
@@ -369,6 +370,21 @@ mod tests {
         let plan = run(&placement(None), &runtimes, &[on("eu-1", None, true)]);
         assert_eq!(placed(&plan), [pair("eu-1", None)]);
         assert_eq!(plan.recheck_in, None);
+    }
+
+    #[test]
+    fn a_placement_being_removed_does_not_hold_its_region() {
+        let runtimes = [runtime("eu-1", "eu", None), runtime("eu-2", "eu", None)];
+        let leaving = Assignment {
+            terminating: true,
+            ..on("eu-1", None, true)
+        };
+        let plan = run(
+            &placement(None),
+            &runtimes,
+            &[leaving, on("eu-2", None, true)],
+        );
+        assert_eq!(placed(&plan), [pair("eu-2", None)]);
     }
 
     #[test]

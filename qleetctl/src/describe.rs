@@ -74,6 +74,14 @@ fn header(workload: &Workload) -> String {
             condition.type_, condition.status, condition.reason, condition.message
         ));
     }
+    if let Some(rebalance) = &status.rebalance {
+        text.push_str(&format!(
+            "Rebalance: {:?} ({}) {}\n",
+            rebalance.state,
+            rebalance.requested,
+            rebalance.message.as_deref().unwrap_or_default()
+        ));
+    }
     if !workload.spec.images.is_empty() {
         let images: Vec<String> = workload
             .spec

@@ -15,6 +15,7 @@ mod local;
 mod output;
 mod plan;
 mod progress;
+mod rebalance;
 mod rollout;
 mod wait;
 
@@ -118,6 +119,21 @@ enum Command {
         /// the Workload moved on since.
         #[arg(long)]
         generation: Option<i64>,
+    },
+    /// Plan placing a running Workload anew under its placement preferences: which
+    /// placements would move, which runtimes would be left with nothing to run (a provisioned
+    /// one is then retired). Changes nothing unless `--apply` is given.
+    Rebalance {
+        name: String,
+        /// After printing the plan, ask QleetOS to rebalance (new placements first, the ones
+        /// left removed once those are Ready).
+        #[arg(long)]
+        apply: bool,
+        #[arg(short, long, default_value = "table", value_parser = table_json_or_yaml())]
+        output: Format,
+        /// How long to wait for the operator to compute the plan.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Runtimes and Workloads of every namespace, at a glance.
     Status,
@@ -312,6 +328,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => plan::plan(&client, &namespace, &file, output, timeout, &mut out).await,
         Command::Approve { name, generation } => {
             approve::approve(&client, &namespace, &name, generation, &mut out).await
+        }
+        Command::Rebalance {
+            name,
+            apply,
+            output,
+            timeout,
+        } => {
+            rebalance::rebalance(&client, &namespace, &name, apply, output, timeout, &mut out).await
         }
         Command::Status => list::status(&client, &mut out).await,
         Command::Up { .. } | Command::Down { .. } | Command::Completion { .. } => Ok(()),

@@ -31,12 +31,24 @@ pub async fn plan(
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     let request = read_request(file, default_namespace)?;
+    run(client, &request, format, timeout, out).await.map(drop)
+}
+
+/// Creates `request`, waits until the operator computed it, deletes it and prints it;
+/// returns the computed plan, or fails when it could not be computed.
+pub async fn run(
+    client: &Client,
+    request: &WorkloadPlan,
+    format: Format,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> Result<WorkloadPlan, Failure> {
     let namespace = request.metadata.namespace.clone().unwrap_or_default();
     let name = request.spec.workload_name.clone();
     let api: Api<WorkloadPlan> = Api::namespaced(client.clone(), &namespace);
     let what = format!("a plan for workload {namespace}/{name}");
     let created = api
-        .create(&PostParams::default(), &request)
+        .create(&PostParams::default(), request)
         .await
         .map_err(|e| Failure::api(e, &what))?;
     let plan_name = created.metadata.name.clone().unwrap_or_default();
@@ -62,7 +74,7 @@ pub async fn plan(
     .context("writing the output")?;
     let ready = plan.status.as_ref().and_then(|s| s.condition(READY));
     match ready {
-        Some(condition) if condition.is_true() => Ok(()),
+        Some(condition) if condition.is_true() => Ok(plan.clone()),
         Some(condition) => Err(Failure::Other(anyhow::anyhow!("{}", condition.message))),
         None => Err(Failure::Other(anyhow::anyhow!("{what} has no result"))),
     }

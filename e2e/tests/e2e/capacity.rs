@@ -3,7 +3,9 @@
 //! and costs; 30 Workloads of 2 CPU packed onto the cheapest land on fewer runtimes than
 //! spread ones, and no runtime ever holds more than it has (its scheduler runs every pod); a
 //! Workload that fits nowhere overflows to a cluster provisioned from the next pool's profile
-//! and says so, or, with nowhere to overflow, says what each runtime had free.
+//! and says so, or, with nowhere to overflow, says what each runtime had free. Once room is
+//! back, the overflowed Workload stays where it is until a planned rebalance
+//! (`qleetctl rebalance`) moves it home, and the cluster it leaves is retired.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,12 +13,13 @@ use std::path::PathBuf;
 use anyhow::{Result, ensure};
 use kube::Client;
 use kube::api::{Api, ListParams};
-use qleetos_crds::{KubernetesRuntime, WorkloadInstance};
+use qleetos_crds::{Conditions, KubernetesRuntime, WorkloadInstance};
 use qleetos_e2e::environment::{Environment, RuntimeSpec};
 use serde_json::{Value, json};
 
 use crate::found::wait_event;
 use crate::provisioning::{apply_runtime_profile, delete_runtime_profile, local_profile};
+use crate::qleetctl::expect;
 use crate::support::*;
 
 const REGION: &str = "capacity-1";
@@ -90,16 +93,8 @@ async fn capacity_and_cost_decide_placement(env: &Environment) -> Result<()> {
     says_what_is_free_when_nothing_fits(&client).await?;
 
     remove_all(&client, "spread").await?;
+    a_planned_rebalance_brings_it_home(env, &client).await?;
     delete_workload(&client, NS, "huge").await?;
-    let runtimes: Api<KubernetesRuntime> = Api::all(client.clone());
-    eventually("the idle overflow runtime retired", TIMEOUT, || async {
-        Ok(runtimes
-            .get_opt(BURST_RUNTIME)
-            .await?
-            .is_none()
-            .then_some(()))
-    })
-    .await?;
     delete_runtime_profile(&client, BURST).await
 }
 
@@ -202,8 +197,9 @@ async fn remove_all(client: &Client, prefix: &str) -> Result<()> {
     .await
 }
 
-/// 10 pods of 10 CPU fit none of the own runtimes (96 CPU at most): a cluster is provisioned
-/// from the overflow pool's profile (4 nodes), an Event says so, and the pods run there.
+/// 9 pods of 10 CPU fit none of the own runtimes while the spread Workloads hold a third of
+/// each: a cluster is provisioned from the overflow pool's profile (4 nodes), an Event says
+/// so, and the pods run there.
 async fn overflows_to_a_provisioned_cluster(client: &Client) -> Result<()> {
     apply_runtime_profile(client, &local_profile(BURST, REGION, 4)).await?;
     let preferences = json!({"overflow": [
@@ -211,12 +207,12 @@ async fn overflows_to_a_provisioned_cluster(client: &Client) -> Result<()> {
         {"runtimeProfile": BURST}]});
     let placement = json!({"regions": [REGION], "provision": "IfNeeded",
         "preferences": preferences});
-    apply_workload(client, NS, &sized("huge", 10, "10", placement)).await?;
+    apply_workload(client, NS, &sized("huge", 9, "10", placement)).await?;
     let note = wait_event(client, NS, "huge", "Normal Overflow").await?;
     ensure!(
         note.contains(&format!(
             "provisioning runtime {BURST_RUNTIME} from KubernetesRuntimeProfile {BURST}"
-        )) && note.contains("no runtime in capacity-1 has room for 100.00 CPU"),
+        )) && note.contains("no runtime in capacity-1 has room for 90.00 CPU"),
         "{note}"
     );
     wait_workload_ready(client, NS, "huge").await?;
@@ -244,4 +240,86 @@ async fn says_what_is_free_when_nothing_fits(client: &Client) -> Result<()> {
         "enormous was placed somewhere"
     );
     delete_workload(client, NS, "enormous").await
+}
+
+/// With the own runtimes empty again, `huge` (90 CPU) would now fit cap-big (96), yet stays
+/// on the overflow cluster: placements do not move by themselves. `qleetctl rebalance` plans
+/// the move (changing nothing); `--apply` makes it: cap-big first, the overflow placement
+/// removed once that is Ready, and the overflow cluster, left with nothing, retired.
+async fn a_planned_rebalance_brings_it_home(env: &Environment, client: &Client) -> Result<()> {
+    let on = placed_on(&instances_of(client, NS, "huge").await?);
+    ensure!(on == [BURST_RUNTIME], "huge moved by itself: {on:?}");
+    let kubeconfig = env.management.kubeconfig_path();
+    let args = ["rebalance", "huge", "-n", NS, "-o", "json"];
+    let plan: Value = serde_json::from_str(&expect(kubeconfig, &args, 0).await?.stdout)?;
+    let placements = &plan["status"]["placements"];
+    let planned = |runtime: &str| {
+        placements
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["runtime"] == runtime)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let creates_huge = planned("cap-big")["objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|o| o["kind"] == "Deployment" && o["name"] == "huge" && o["action"] == "Create");
+    ensure!(
+        creates_huge,
+        "the plan places huge on cap-big: {placements}"
+    );
+    let leaving = planned(BURST_RUNTIME);
+    let message = leaving["message"].as_str().unwrap_or_default();
+    ensure!(
+        leaving["action"] == "Delete"
+            && message.contains("left with no placement")
+            && message.contains(&format!("KubernetesRuntimeProfile {BURST}, it is retired")),
+        "the plan leaves the overflow cluster, to be retired: {leaving}"
+    );
+    let on = placed_on(&instances_of(client, NS, "huge").await?);
+    ensure!(on == [BURST_RUNTIME], "planning moved huge: {on:?}");
+
+    let applied = expect(kubeconfig, &["rebalance", "huge", "-n", NS, "--apply"], 0).await?;
+    ensure!(
+        applied.stdout.contains("rebalance requested"),
+        "{}",
+        applied.stdout
+    );
+    let note = wait_event(client, NS, "huge", "Normal Rebalanced").await?;
+    ensure!(
+        note.contains(&format!("moved from {BURST_RUNTIME} to cap-big")),
+        "{note}"
+    );
+    let workloads: Api<qleetos_crds::Workload> = Api::namespaced(client.clone(), NS);
+    eventually("huge Ready on cap-big alone", TIMEOUT, || async {
+        let instances = instances_of(client, NS, "huge").await?;
+        let ready = workloads
+            .get("huge")
+            .await?
+            .status
+            .is_some_and(|s| s.is_ready());
+        Ok((placed_on(&instances) == ["cap-big"] && ready).then_some(()))
+    })
+    .await?;
+    let rebalance = workloads
+        .get("huge")
+        .await?
+        .status
+        .and_then(|s| s.rebalance);
+    ensure!(
+        rebalance.as_ref().map(|r| r.state) == Some(qleetos_crds::RebalanceState::Done),
+        "{rebalance:?}"
+    );
+    let runtimes: Api<KubernetesRuntime> = Api::all(client.clone());
+    eventually("the overflow cluster it left retired", TIMEOUT, || async {
+        Ok(runtimes
+            .get_opt(BURST_RUNTIME)
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await
 }

@@ -64,24 +64,25 @@ pub async fn reconcile(plan: Arc<WorkloadPlan>, ctx: Arc<Context>) -> Result<Nex
         status: None,
     };
     let dependencies = planned_dependencies(&plan, &namespace);
-    let (ready, placements) = match plan_workload(&workload, &dependencies, &ctx).await {
-        Ok(placements) => {
-            let summary = WorkloadPlanStatus::summarize(&placements);
-            let message = format!("computed without changing anything: {summary}");
-            (
-                Condition::ready(true, Reason::PlanComputed, message),
-                placements,
-            )
-        }
-        Err(error @ Error::Management(_)) => return Err(error),
-        Err(error) => {
-            let message = format!("the plan could not be computed: {error}");
-            (
-                Condition::ready(false, Reason::PlanFailed, message),
-                Vec::new(),
-            )
-        }
-    };
+    let (ready, placements) =
+        match plan_workload(&workload, &dependencies, &ctx, plan.spec.rebalance).await {
+            Ok(placements) => {
+                let summary = WorkloadPlanStatus::summarize(&placements);
+                let message = format!("computed without changing anything: {summary}");
+                (
+                    Condition::ready(true, Reason::PlanComputed, message),
+                    placements,
+                )
+            }
+            Err(error @ Error::Management(_)) => return Err(error),
+            Err(error) => {
+                let message = format!("the plan could not be computed: {error}");
+                (
+                    Condition::ready(false, Reason::PlanFailed, message),
+                    Vec::new(),
+                )
+            }
+        };
     let status = WorkloadPlanStatus {
         conditions: vec![ready.with_generation(plan.metadata.generation)],
         observed_generation: plan.metadata.generation,

@@ -139,7 +139,7 @@ async fn plan_generation(
 ) -> Result<()> {
     let generation = workload.metadata.generation.unwrap_or_default();
     let name = workload.name_any();
-    let (placements, problem) = match plan_workload(workload, &[], ctx).await {
+    let (placements, problem) = match plan_workload(workload, &[], ctx, false).await {
         Ok(placements) => (placements, None),
         Err(error @ Error::Management(_)) => return Err(error),
         Err(error) => (Vec::new(), Some(error.to_string())),

@@ -15,7 +15,9 @@ use kube::runtime::events::EventType;
 use qleetos_crds::Reason;
 use qleetos_crds::TenantPolicy;
 use qleetos_crds::staged::RolloutPhase;
-use qleetos_crds::{Condition, KubernetesRuntime, Workload, WorkloadInstance};
+use qleetos_crds::{
+    Condition, KubernetesRuntime, RebalanceState, RebalanceStatus, Workload, WorkloadInstance,
+};
 
 use super::namespace_of;
 use crate::capacity::Shortfall;
@@ -35,6 +37,7 @@ mod failover_status;
 pub(crate) mod fitting;
 mod instances;
 pub(crate) mod plan;
+mod rebalance;
 #[cfg(test)]
 mod reconcile_tests;
 pub mod revisions;
@@ -171,7 +174,8 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
     let (allowed, fenced_out): (Vec<KubernetesRuntime>, Vec<KubernetesRuntime>) = all_runtimes
         .into_iter()
         .partition(|r| fence.allows_runtime(r));
-    let (plan, short) = match plan_placement(workload, ctx, &fence, allowed, &assignments).await {
+    let planned = plan_with_rebalance(workload, ctx, &fence, allowed, &assignments).await;
+    let (plan, short, rebalanced) = match planned {
         Ok(planned) => planned,
         Err(error) => {
             write_status(
@@ -280,6 +284,7 @@ async fn place(workload: &Workload, ctx: &Context) -> Result<Next> {
         revision_hash: Some(revision.hash),
         rollout: staged.status,
         approval: gate.status,
+        rebalance: rebalanced.or_else(|| workload.status.as_ref()?.rebalance.clone()),
     };
     write_status(workload, ctx, placements, ready, history).await?;
     Ok(next)
@@ -379,6 +384,60 @@ async fn carried(
         generation,
         revision: Some(number),
     })
+}
+
+/// [`plan_placement`], or a rebalance's placements while one is asked for or under way (with
+/// its new status). A rebalance places the Workload anew, as if it had no placement yet.
+async fn plan_with_rebalance(
+    workload: &Workload,
+    ctx: &Context,
+    fence: &Fence,
+    allowed: Vec<KubernetesRuntime>,
+    assignments: &[failover::Assignment],
+) -> Result<(failover::Plan, Vec<Shortfall>, Option<RebalanceStatus>)> {
+    let status = match rebalance::step(workload) {
+        rebalance::Step::Idle => None,
+        rebalance::Step::Start(requested) => {
+            let (anew, _) = plan_placement(workload, ctx, fence, allowed.clone(), &[]).await?;
+            let started = rebalance::start(&requested, &anew.selected, assignments);
+            tell_rebalance(workload, ctx, &started).await;
+            Some(started)
+        }
+        rebalance::Step::Moving(status) => Some(status),
+    };
+    let status = match status {
+        Some(status) if status.state == RebalanceState::Moving => status,
+        // None under way; one asked for now may have ended at once (nothing to move).
+        ended => {
+            let (plan, short) = plan_placement(workload, ctx, fence, allowed, assignments).await?;
+            return Ok((plan, short, ended));
+        }
+    };
+    let (selected, status) = rebalance::advance(&status, &allowed, assignments);
+    let Some(selected) = selected else {
+        tell_rebalance(workload, ctx, &status).await;
+        let (plan, short) = plan_placement(workload, ctx, fence, allowed, assignments).await?;
+        return Ok((plan, short, Some(status)));
+    };
+    if status.state == RebalanceState::Done {
+        tell_rebalance(workload, ctx, &status).await;
+    }
+    let plan = failover::Plan {
+        selected,
+        ..failover::Plan::default()
+    };
+    Ok((plan, Vec::new(), Some(status)))
+}
+
+/// An Event for a rebalance that starts, ends or fails.
+async fn tell_rebalance(workload: &Workload, ctx: &Context, status: &RebalanceStatus) {
+    let (kind, reason) = match status.state {
+        RebalanceState::Moving => (EventType::Normal, Reason::Rebalancing),
+        RebalanceState::Done => (EventType::Normal, Reason::Rebalanced),
+        RebalanceState::Failed => (EventType::Warning, Reason::Rebalancing),
+    };
+    let note = status.message.clone().unwrap_or_default();
+    ctx.event(workload, kind, reason, note).await;
 }
 
 /// Where the Workload runs: the runtimes it selects, with the ones provisioned for regions

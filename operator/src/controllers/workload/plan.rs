@@ -26,10 +26,12 @@ use crate::provisioning::demand;
 
 /// Every placement of `workload` as applying it would leave them. `workload` carries the
 /// planned spec; its uid is the live Workload's, when there is one, so its instances count.
+/// With `rebalance`, it is placed anew: its current placements are not kept.
 pub(crate) async fn plan_workload(
     workload: &Workload,
     planned_dependencies: &[Arc<WorkloadServiceDependency>],
     ctx: &Context,
+    rebalance: bool,
 ) -> Result<Vec<PlannedPlacement>> {
     ctx.caches.ready().await?;
     let mut workload = workload.clone();
@@ -51,6 +53,7 @@ pub(crate) async fn plan_workload(
     let mut provisioned = demand::wanted_for_unserved(ctx, spec_placement, &fence, &candidates)?;
     let current: BTreeSet<String> = existing
         .iter()
+        .filter(|_| !rebalance)
         .map(|i| i.spec.runtime_ref.name.clone())
         .collect();
     let mut fitted = fitting::fit(&workload, ctx, &fence, candidates, &current);
@@ -95,7 +98,12 @@ pub(crate) async fn plan_workload(
                     .iter()
                     .any(|s| s.runtime == i.spec.runtime_ref.name)
             })
-            .map(leaving),
+            .map(|instance| {
+                leaving(
+                    instance,
+                    rebalance.then(|| left_behind(&workload, instance, ctx)),
+                )
+            }),
     );
     Ok(planned)
 }
@@ -141,8 +149,39 @@ fn planned_instance(
     instance
 }
 
+/// What a rebalance leaves on the runtime of `instance`: nothing of the Workload's, and
+/// whether QleetOS would then retire the runtime.
+fn left_behind(workload: &Workload, instance: &WorkloadInstance, ctx: &Context) -> String {
+    let runtime = &instance.spec.runtime_ref.name;
+    let name = workload.name_any();
+    let others = ctx.caches.instances.state().iter().any(|other| {
+        let same_workload = other.metadata.namespace == workload.metadata.namespace
+            && other
+                .spec
+                .workload_ref
+                .as_ref()
+                .is_some_and(|r| r.name == name);
+        other.spec.runtime_ref.name == *runtime && !same_workload
+    });
+    let profile = ctx
+        .caches
+        .runtime(runtime)
+        .and_then(|r| r.profile().map(str::to_owned));
+    match (others, profile) {
+        (true, _) => format!("moved off runtime {runtime}, which other placements still use"),
+        (false, Some(profile)) => format!(
+            "moved off runtime {runtime}, which is left with no placement: provisioned from \
+             KubernetesRuntimeProfile {profile}, it is retired after the profile's idle time"
+        ),
+        (false, None) => format!(
+            "moved off runtime {runtime}, which is left with no placement (QleetOS did not \
+             provision it and does not remove it)"
+        ),
+    }
+}
+
 /// A placement the Workload would leave: its instance and every object it applied go.
-fn leaving(instance: &WorkloadInstance) -> PlannedPlacement {
+fn leaving(instance: &WorkloadInstance, note: Option<String>) -> PlannedPlacement {
     let inventory = instance
         .status
         .as_ref()
@@ -163,7 +202,9 @@ fn leaving(instance: &WorkloadInstance) -> PlannedPlacement {
                 ..Default::default()
             })
             .collect(),
-        message: Some("no longer selected: the placement and its objects are removed".to_owned()),
+        message: Some(note.unwrap_or_else(|| {
+            "no longer selected: the placement and its objects are removed".to_owned()
+        })),
         ..Default::default()
     }
 }

@@ -452,3 +452,82 @@ async fn an_approval_of_another_generation_is_stale_and_applies_nothing() {
         "{message}"
     );
 }
+
+/// `web` in eu-west, placed on `eu-b` (Ready), asked to rebalance: placed anew it would go
+/// to `eu-a` (first by name).
+async fn placed_on_eu_b_and_asked_to_rebalance() -> (Workload, WorkloadInstance) {
+    let mut web = workload("team-a", "web", &["eu-west"]);
+    let harness = Harness::new().with_runtime(&runtime("eu-b", "eu-west"));
+    let ctx = harness.ctx.clone();
+    let scenario = ApiServer::new().patch(instance_path("eu-b"), Reply::Echo(200));
+    let (_, seen) = harness
+        .run(scenario, reconcile(Arc::new(web.clone()), ctx))
+        .await;
+    let on_b = applied(&seen, "eu-b", (true, "RolledOut", "1 object applied"));
+    web.metadata.annotations.get_or_insert_default().insert(
+        qleetos_crds::REBALANCE_ANNOTATION.to_owned(),
+        "t1".to_owned(),
+    );
+    (web, on_b)
+}
+
+fn both_runtimes() -> Harness {
+    Harness::new()
+        .with_runtime(&runtime("eu-a", "eu-west"))
+        .with_runtime(&runtime("eu-b", "eu-west"))
+}
+
+#[tokio::test]
+async fn a_rebalance_places_anew_and_keeps_the_old_placement_until_the_new_one_is_ready() {
+    let (web, on_b) = placed_on_eu_b_and_asked_to_rebalance().await;
+    let harness = both_runtimes().with_instance(&on_b);
+    let ctx = harness.ctx.clone();
+    let scenario = ApiServer::new()
+        .event("team-a")
+        .patch(instance_path("eu-a"), Reply::Echo(200))
+        .patch(STATUS, Reply::ok(&web));
+    let (_, seen) = harness
+        .run(scenario, reconcile(Arc::new(web.clone()), ctx))
+        .await;
+
+    let b_path = instance_path("eu-b");
+    assert!(
+        requests(&seen, &Method::DELETE, &b_path).is_empty(),
+        "eu-b kept"
+    );
+    let rebalance = &request(&seen, &Method::PATCH, STATUS).body["status"]["rebalance"];
+    assert_eq!(rebalance["state"], "Moving");
+    assert_eq!(
+        (&rebalance["from"], &rebalance["to"]),
+        (&json!(["eu-b"]), &json!(["eu-a"]))
+    );
+    let told = events(&seen);
+    assert_eq!(
+        (told[0].0.as_str(), told[0].1.as_str()),
+        ("Normal", "Rebalancing")
+    );
+
+    // eu-a is Ready: eu-b goes, the rebalance is done.
+    let on_a = applied(&seen, "eu-a", (true, "RolledOut", "1 object applied"));
+    let mut moving = web.clone();
+    moving.status = Some(object(json!({"rebalance": rebalance})));
+    let harness = both_runtimes().with_instance(&on_a).with_instance(&on_b);
+    let ctx = harness.ctx.clone();
+    let scenario = ApiServer::new()
+        .event("team-a")
+        .delete(&b_path, Reply::ok(&on_b))
+        .patch(STATUS, Reply::ok(&web));
+    let (_, seen) = harness
+        .run(scenario, reconcile(Arc::new(moving), ctx))
+        .await;
+
+    assert_eq!(requests(&seen, &Method::DELETE, &b_path).len(), 1);
+    let rebalance = &request(&seen, &Method::PATCH, STATUS).body["status"]["rebalance"];
+    assert_eq!(rebalance["state"], "Done");
+    assert_eq!(rebalance["message"], "moved from eu-b to eu-a");
+    let told = events(&seen);
+    assert_eq!(
+        (told[0].0.as_str(), told[0].1.as_str()),
+        ("Normal", "Rebalanced")
+    );
+}

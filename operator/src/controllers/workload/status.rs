@@ -152,6 +152,7 @@ pub(super) struct History {
     pub revision_hash: Option<String>,
     pub rollout: Option<qleetos_crds::staged::StagedRolloutStatus>,
     pub approval: Option<qleetos_crds::ApprovalStatus>,
+    pub rebalance: Option<qleetos_crds::RebalanceStatus>,
 }
 
 impl History {
@@ -163,6 +164,7 @@ impl History {
             revision_hash: status.revision_hash,
             rollout: status.rollout,
             approval: status.approval,
+            rebalance: status.rebalance,
         }
     }
 }
@@ -201,6 +203,7 @@ pub(super) async fn write_status(
         revision_hash: history.revision_hash,
         rollout: history.rollout,
         approval: history.approval,
+        rebalance: history.rebalance,
     };
     let api: Api<Workload> = Api::namespaced(ctx.client.clone(), &namespace_of(workload)?);
     let current = workload.status.as_ref();
