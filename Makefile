@@ -16,7 +16,7 @@ deps: ## Install what the environment and tests need: etcd, bind9, npm (Debian),
 	@bash scripts/install-python-deps.sh
 
 .PHONY: kube-bins
-kube-bins: ## Build the pinned Kubernetes binaries, cert-manager, external-dns and Traefik controllers and helm, package the chart repository of the tests (the official external-dns chart, e2e/charts), install the pinned nats-server and anvil (Ethereum dev chain) once (cached in ~/.cache/qleetos), download the CloudNativePG and Crossplane CRDs the example services and the Prometheus Operator ServiceMonitor CRD the chart are checked against (Go module cache), build the Cluster API v1.14.2 core manager and kwokctl (clusters on demand) and metrics-server v0.9.0 (autoscaling)
+kube-bins: ## Build the pinned Kubernetes binaries, cert-manager, external-dns and Traefik controllers and helm, package the chart repository of the tests (the official external-dns chart, e2e/charts), install the pinned nats-server and anvil (Ethereum dev chain) once (cached in ~/.cache/qleetos), download the CloudNativePG and Crossplane CRDs the example services and the Prometheus Operator ServiceMonitor CRD the chart are checked against (Go module cache), build the Cluster API v1.14.2 core manager and kwokctl (clusters on demand) and metrics-server v0.9.0 (autoscaling) and an OCI registry (go-containerregistry v0.22.1, charts from oci://)
 	@bash e2e/scripts/kube-bins.sh >/dev/null
 	@bash e2e/scripts/nats-server.sh >/dev/null
 	@bash e2e/scripts/cert-manager.sh >/dev/null
@@ -28,6 +28,7 @@ kube-bins: ## Build the pinned Kubernetes binaries, cert-manager, external-dns a
 	@bash e2e/scripts/operator-crds.sh >/dev/null
 	@bash e2e/scripts/cluster-api.sh >/dev/null
 	@bash e2e/scripts/metrics-server.sh >/dev/null
+	@bash e2e/scripts/oci-registry.sh >/dev/null
 
 .PHONY: build
 build: ## Build every binary of the workspace

@@ -13,6 +13,8 @@ use serde_json::{Map, Value};
 /// Where a chart comes from, which version, and the values it is rendered with.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[x_kube(validation = Rule::new("self.repository.startsWith('https://') || self.repository.startsWith('http://') || self.repository.startsWith('oci://')").message("repository must be an https:// (or http://) chart repository or an oci:// registry reference"))]
+#[x_kube(validation = Rule::new("!has(self.plainHttp) || !self.plainHttp || self.repository.startsWith('oci://')").message("plainHttp applies to oci:// registries only: a classic repository's URL scheme says how it is reached"))]
+#[x_kube(validation = Rule::new("!has(self.plainHttp) || !self.plainHttp || !has(self.credentialsSecret)").message("credentials are never sent over plain HTTP: drop plainHttp or credentialsSecret"))]
 #[serde(rename_all = "camelCase")]
 pub struct Chart {
     /// A classic chart repository (`https://charts.example.com/stable`, serving `index.yaml`)
@@ -58,6 +60,10 @@ pub struct Chart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: Option<String>,
+    /// Reach the `oci://` registry over plain HTTP instead of TLS (`helm pull --plain-http`),
+    /// for a registry on a private network; never with `credentialsSecret`. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plain_http: bool,
 }
 
 /// Where one image goes in a chart's values: the whole reference, or its repository and tag.

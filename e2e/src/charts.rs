@@ -17,6 +17,9 @@ use tokio::sync::OnceCell;
 use crate::binaries::{helm, run_install_script};
 use crate::error::Error;
 
+mod oci;
+pub use oci::OciRegistry;
+
 const CHARTS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/charts.sh");
 
 /// The official repository of the external-dns chart, as the shipped `dns` profile names it.

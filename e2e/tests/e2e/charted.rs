@@ -14,7 +14,7 @@ use kube::{Client, ResourceExt};
 use qleetos_crds::{
     Conditions, SupportService, SupportServiceProfile, TenantPolicy, WorkloadInstance,
 };
-use qleetos_e2e::charts::ChartRepository;
+use qleetos_e2e::charts::{ChartRepository, OciRegistry};
 use qleetos_e2e::environment::{Environment, ensure_namespace};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -597,4 +597,61 @@ pub async fn charted_workloads_claim_the_hosts_their_charts_render(
     );
     delete_workload(&client, taker, "web").await?;
     delete_workload(&client, holder, "web").await
+}
+
+/// A chart from an OCI registry: the test chart pushed by the real `helm push` to a real
+/// registry (plain HTTP on loopback), pulled by QleetOS with `plainHttp: true`, rendered and
+/// applied; the CRD refuses `plainHttp` for a classic repository; deleting the Workload
+/// leaves nothing of the chart.
+pub async fn charted_workload_from_an_oci_registry_over_plain_http(
+    env: &Environment,
+) -> Result<()> {
+    let (ns, client) = ("charted-oci", env.management_client().await?);
+    let dir = env.dir().join("oci-registry");
+    std::fs::create_dir_all(&dir)?;
+    let registry = OciRegistry::start(&dir).await?;
+    let archive = ChartRepository::get().await?.dir.join("web-1.0.0.tgz");
+    registry.push(&archive, &dir).await?;
+    let repository = registry.repository();
+    allow_charts(&client, ns, &[&repository]).await?;
+
+    let placement = json!({"regions": ["eu-west-1"]});
+    let mut web = charted_web(&repository, "1.0.0", json!({}), placement.clone());
+    let mut refused = charted_web("https://charts.example.com/", "1.0.0", json!({}), placement);
+    refused["spec"]["chart"]["plainHttp"] = json!(true);
+    let message = apply_workload(&client, ns, &refused)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    ensure!(
+        message.contains("plainHttp applies to oci:// registries only"),
+        "plainHttp with a classic repository: {message:?}"
+    );
+    web["spec"]["chart"]["plainHttp"] = json!(true);
+    apply_workload(&client, ns, &web).await?;
+    wait_workload_ready(&client, ns, "web").await?;
+
+    let runtime = env.runtime("eu-west").context("runtime")?.client().await?;
+    let image = deployment_image(&runtime, ns).await?;
+    ensure!(
+        image.as_deref() == Some("registry.local/web:1"),
+        "eu-west runs {image:?}"
+    );
+    for instance in instances_of(&client, ns, "web").await? {
+        let chart = instance.status.and_then(|s| s.chart);
+        let chart = chart.context("no chart in the instance status")?;
+        ensure!(chart.name == "web" && chart.version == "1.0.0", "{chart:?}");
+    }
+
+    delete_workload(&client, ns, "web").await?;
+    eventually(
+        "nothing of the OCI chart left in eu-west",
+        TIMEOUT,
+        || async {
+            let left = chart_objects_in(&runtime, ns).await?;
+            Ok(left.is_empty().then_some(()))
+        },
+    )
+    .await
 }

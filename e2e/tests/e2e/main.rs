@@ -93,6 +93,7 @@ fn main() {
         charted::charted_sources_that_fail_say_why_and_apply_nothing,
         charted::charted_workloads_use_only_the_repositories_their_namespace_may,
         charted::charted_workloads_claim_the_hosts_their_charts_render,
+        charted::charted_workload_from_an_oci_registry_over_plain_http,
     ]
     .into_iter()
     .map(|(name, scenario)| harness::shared_trial(name, &runtime, &shared_env, scenario))

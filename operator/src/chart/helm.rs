@@ -80,6 +80,9 @@ impl Helm {
         reference: &str,
         credentials: Option<&Credentials>,
     ) -> Result<Pulled> {
+        // helm's home is made on first use: rendering alone never needs it on disk.
+        std::fs::create_dir_all(&self.home)
+            .map_err(|e| unavailable(chart, format!("cannot make helm's home directory: {e}")))?;
         let work = tempfile::Builder::new()
             .prefix("pull-")
             .tempdir_in(self.home.as_path())
@@ -94,6 +97,9 @@ impl Helm {
                 "--destination",
             ])
             .arg(work.path());
+        if chart.plain_http {
+            command.arg("--plain-http");
+        }
         if let Some(credentials) = credentials {
             let config = work.path().join("registry.json");
             write_registry_config(&config, reference, credentials).map_err(|e| {
