@@ -11,6 +11,7 @@ pub mod error;
 pub mod exposure;
 pub mod fleet;
 pub mod gateway;
+pub mod host;
 pub mod http;
 pub mod issued;
 pub mod jsonrpc;

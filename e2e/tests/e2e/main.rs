@@ -54,6 +54,10 @@ macro_rules! shared {
 
 fn main() {
     let args = Arguments::from_args();
+    if let (false, Err(error)) = (args.list, qleetos_e2e::host::check_limits()) {
+        eprintln!("error: {error}");
+        std::process::exit(1);
+    }
     let runtime = Arc::new(Runtime::new().expect("tokio runtime"));
     install_interrupt_handler(&runtime);
     let dir = tempfile::Builder::new()
