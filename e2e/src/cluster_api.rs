@@ -55,12 +55,22 @@ static BUNDLE: OnceCell<Bundle> = OnceCell::const_new();
 
 /// The running Cluster API manager and provider; [`ClusterApi::stop`] stops both (the
 /// provider stops the local clusters it still runs). Dropping it kills them.
-#[derive(Debug)]
 pub struct ClusterApi {
     namespace: String,
+    management: Client,
     local_clusters_dir: PathBuf,
     manager: ChildProcess,
     provider: ChildProcess,
+}
+
+impl std::fmt::Debug for ClusterApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterApi")
+            .field("namespace", &self.namespace)
+            .field("manager", &self.manager)
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClusterApi {
@@ -105,6 +115,7 @@ impl ClusterApi {
         tracing::info!(namespace, dir = %dir.display(), "Cluster API running");
         Ok(ClusterApi {
             namespace: namespace.to_owned(),
+            management: client,
             local_clusters_dir,
             manager,
             provider,
@@ -159,8 +170,10 @@ impl ClusterApi {
             .collect()
     }
 
-    /// Stops the manager, then the provider (which first stops its local clusters).
+    /// Stops the manager (unregistering its webhook first), then the provider (which first
+    /// stops its local clusters).
     pub async fn stop(mut self) {
+        manager::unregister_defaulting(&self.management).await;
         self.manager.stop().await;
         if self
             .provider

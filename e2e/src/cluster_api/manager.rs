@@ -95,6 +95,15 @@ async fn register_defaulting(management: &Client, port: u16, ca_pem: &str) -> Re
     Ok(())
 }
 
+/// Removes the webhook registration, so the API server stops calling a manager that is about
+/// to stop (a Fail policy would then refuse every MachineDeployment change). Best effort.
+pub(super) async fn unregister_defaulting(management: &Client) {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(management.clone());
+    if let Err(error) = api.delete(WEBHOOK_CONFIGURATION, &Default::default()).await {
+        tracing::warn!(%error, "could not remove the Cluster API defaulting webhook");
+    }
+}
+
 /// `tls.crt` and `tls.key` for 127.0.0.1/localhost in `dir`; returns the certificate's PEM
 /// (self-signed, it is its own CA).
 fn write_self_signed(dir: &Path) -> Result<String, Error> {
