@@ -1,19 +1,73 @@
-//! Admission checks that need another object: a WorkloadServiceDependency's parameters are
-//! checked against its ServiceProfile's declared parameters by a ValidatingAdmissionPolicy
-//! whose params are the ServiceProfiles (CEL, in the API server: no webhook to run). Each
-//! admission is evaluated against every ServiceProfile; the expressions only judge the one
-//! the dependency names.
+//! Admission policies of QleetOS, evaluated in the API server (CEL: no webhook to run).
+//!
+//! - A WorkloadServiceDependency's parameters are checked against its ServiceProfile's
+//!   declared parameters by a ValidatingAdmissionPolicy whose params are the ServiceProfiles.
+//!   Each admission is evaluated against every ServiceProfile; the expressions only judge
+//!   the one the dependency names.
+//! - A new Workload gets the Workload Qleet's finalizer from a MutatingAdmissionPolicy, so
+//!   the Qleet does not spend a write adding it. Where the policy is not installed (or the
+//!   API server predates `admissionregistration.k8s.io/v1` MutatingAdmissionPolicy, 1.36) the
+//!   Qleet adds the finalizer itself, as before.
 
 use serde_json::{Value, json};
 
-/// Name of the policy and of its binding.
+/// Name of the parameters policy and of its binding.
 pub const PARAMETERS_POLICY: &str = "qleetos-service-parameters";
+/// Name of the Workload finalizer policy and of its binding.
+pub const WORKLOAD_FINALIZER_POLICY: &str = "qleetos-workload-finalizer";
+/// Held on a Workload until its WorkloadInstances are gone.
+pub const WORKLOAD_FINALIZER: &str = "qleetos.io/instances";
 
 const MINE: &str = "params.metadata.name == object.spec.profileRef.name";
 
-/// The ValidatingAdmissionPolicy and its binding, in install order.
+/// The admission policies and their bindings, in install order.
 pub fn admission_objects() -> Vec<Value> {
-    vec![parameters_policy(), parameters_binding()]
+    vec![
+        parameters_policy(),
+        parameters_binding(),
+        workload_finalizer_policy(),
+        workload_finalizer_binding(),
+    ]
+}
+
+/// Adds [`WORKLOAD_FINALIZER`] to every Workload created. `finalizers` is a set, so the
+/// apply configuration keeps the finalizers the Workload came with. `Ignore`: a policy that
+/// cannot run leaves the finalizer to the Qleet rather than refusing the Workload.
+fn workload_finalizer_policy() -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingAdmissionPolicy",
+        "metadata": { "name": WORKLOAD_FINALIZER_POLICY },
+        "spec": {
+            "failurePolicy": "Ignore",
+            "reinvocationPolicy": "Never",
+            "matchConstraints": {
+                "resourceRules": [{
+                    "apiGroups": ["qleetos.io"],
+                    "apiVersions": ["v1alpha1"],
+                    "operations": ["CREATE"],
+                    "resources": ["workloads"],
+                }],
+            },
+            "mutations": [{
+                "patchType": "ApplyConfiguration",
+                "applyConfiguration": {
+                    "expression": format!(
+                        "Object{{metadata: Object.metadata{{finalizers: [\"{WORKLOAD_FINALIZER}\"]}}}}"
+                    ),
+                },
+            }],
+        },
+    })
+}
+
+fn workload_finalizer_binding() -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingAdmissionPolicyBinding",
+        "metadata": { "name": WORKLOAD_FINALIZER_POLICY },
+        "spec": { "policyName": WORKLOAD_FINALIZER_POLICY },
+    })
 }
 
 fn parameters_policy() -> Value {
@@ -87,7 +141,8 @@ fn parameters_binding() -> Value {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::admissionregistration::v1::{
-        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding, ValidatingAdmissionPolicy,
+        ValidatingAdmissionPolicyBinding,
     };
 
     use super::*;
@@ -102,5 +157,22 @@ mod tests {
         let validations = policy.spec.and_then(|s| s.validations).unwrap_or_default();
         assert_eq!(validations.len(), 3);
         assert_eq!(binding.spec.policy_name, PARAMETERS_POLICY);
+        let policy: MutatingAdmissionPolicy =
+            serde_json::from_value(objects[2].clone()).expect("mutating policy");
+        let binding: MutatingAdmissionPolicyBinding =
+            serde_json::from_value(objects[3].clone()).expect("mutating binding");
+        let mutations = policy.spec.and_then(|s| s.mutations).unwrap_or_default();
+        let expression = mutations[0]
+            .apply_configuration
+            .as_ref()
+            .and_then(|a| a.expression.as_deref());
+        assert_eq!(
+            expression,
+            Some(r#"Object{metadata: Object.metadata{finalizers: ["qleetos.io/instances"]}}"#)
+        );
+        assert_eq!(
+            binding.spec.and_then(|s| s.policy_name).as_deref(),
+            Some(WORKLOAD_FINALIZER_POLICY)
+        );
     }
 }

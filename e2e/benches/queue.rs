@@ -49,7 +49,7 @@
 //! Run with `make bench` (which builds the release binaries first) or
 //! `cargo build --release --workspace --bins && cargo bench -p qleetos-e2e --bench queue`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -234,10 +234,12 @@ async fn create_namespace(client: &Client, name: &str, retries: &Retries) -> Res
 // API request counters
 
 /// Requests of the management API server and of the runtimes' together.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct RequestTotals {
     management: RequestCounts,
     runtimes: RequestCounts,
+    /// The management writes by request (`"PATCH workloads/status"`).
+    management_writes: BTreeMap<String, f64>,
 }
 
 /// Admin clients of every API server, to read their request counters.
@@ -257,11 +259,13 @@ impl ApiServers {
     async fn scrape(&self, retries: &Retries) -> Result<RequestTotals> {
         let mut runtimes = RequestCounts::default();
         for client in &self.runtimes {
-            runtimes = runtimes.plus(request_counts(client, retries).await?);
+            runtimes = runtimes.plus(request_counts(&metrics(client, retries).await?));
         }
+        let management = metrics(&self.management, retries).await?;
         Ok(RequestTotals {
-            management: request_counts(&self.management, retries).await?,
+            management: request_counts(&management),
             runtimes,
+            management_writes: requests::writes_by_request(&management, counted),
         })
     }
 
@@ -276,6 +280,15 @@ impl ApiServers {
             Ok(after) => Some(RequestTotals {
                 management: after.management.minus(before.management),
                 runtimes: after.runtimes.minus(before.runtimes),
+                management_writes: after
+                    .management_writes
+                    .into_iter()
+                    .map(|(request, count)| {
+                        let earlier = before.management_writes.get(&request).copied();
+                        (request, count - earlier.unwrap_or(0.0))
+                    })
+                    .filter(|(_, count)| *count > 0.0)
+                    .collect(),
             }),
             Err(error) => {
                 eprintln!("reading the API servers' request counters: {error:#}");
@@ -285,14 +298,19 @@ impl ApiServers {
     }
 }
 
-async fn request_counts(client: &Client, retries: &Retries) -> Result<RequestCounts> {
-    let metrics = with_retries(retries, || requests::scrape(client))
+async fn metrics(client: &Client, retries: &Retries) -> Result<String> {
+    with_retries(retries, || requests::scrape(client))
         .await
-        .context("reading /metrics")?;
-    // Lease renewals are the clusters' own controllers and kwok, whatever the load.
-    Ok(requests::request_counts(&metrics, |resource| {
-        resource != "leases"
-    }))
+        .context("reading /metrics")
+}
+
+/// Lease renewals are the clusters' own controllers and kwok, whatever the load.
+fn counted(resource: &str) -> bool {
+    resource != "leases"
+}
+
+fn request_counts(metrics: &str) -> RequestCounts {
+    requests::request_counts(metrics, counted)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -717,10 +735,27 @@ async fn measure_minimum(
     })
 }
 
-/// Deletes the minimum run's Workloads and instances (no finalizers, as no operator runs;
-/// the instances explicitly, as the management cluster may not collect garbage).
+/// Deletes the minimum run's Workloads and instances (the instances explicitly, as the
+/// management cluster may not collect garbage). The Workloads got QleetOS's finalizer at
+/// admission, and no operator runs to release it: the bench takes it off first.
 async fn delete_minimum_objects(apis: &MinimumApis, n: usize, retries: &Retries) -> Result<()> {
     let deadline = Instant::now() + scaled(CLEANUP_TIMEOUT_PER_OBJECT, n, MIN_CLEANUP_TIMEOUT);
+    let no_finalizers = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    let params = PatchParams::default();
+    for i in 0..n {
+        let name = format!("w-{i}");
+        let patched = with_retries(retries, || {
+            apis.workloads.patch(&name, &params, &no_finalizers)
+        })
+        .await;
+        match patched {
+            // A run that timed out did not create them all.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            other => {
+                other.with_context(|| format!("taking the finalizer off Workload {name}"))?;
+            }
+        }
+    }
     delete_collection(&apis.workloads, retries).await?;
     delete_collection(&apis.instances, retries).await?;
     let gone = wait_until_empty(&apis.workloads, deadline, retries).await?
@@ -1189,6 +1224,29 @@ fn print_table(rows: &[Row]) {
     for row in rows {
         println!("{}", format_row(row, rows));
     }
+    println!("\nManagement writes per Workload, by request (the bench's own applies included)");
+    for row in rows.iter().filter(|row| row.run != Run::Baseline) {
+        if let Some(requests) = row.result.as_ref().ok().and_then(|m| m.requests.as_ref()) {
+            println!("{}", writes_line(row, &requests.management_writes));
+        }
+    }
+}
+
+/// `N=1000 qleetos x1: APPLY workloads 1.00, PATCH workloads/status 1.02, ...`, the largest
+/// first.
+fn writes_line(row: &Row, writes: &BTreeMap<String, f64>) -> String {
+    let mut writes: Vec<(&String, f64)> = writes.iter().map(|(r, c)| (r, *c)).collect();
+    writes.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let per_workload: Vec<String> = writes
+        .iter()
+        .map(|(request, count)| format!("{request} {:.2}", count / row.n as f64))
+        .collect();
+    format!(
+        "N={} {}: {}",
+        row.n,
+        row.run.label(),
+        per_workload.join(", ")
+    )
 }
 
 // ---------------------------------------------------------------------------------------

@@ -9,10 +9,11 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::runtime::conditions;
 use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
+use qleetos_crds::admission::WORKLOAD_FINALIZER;
 use qleetos_crds::{
     KubernetesRuntime, KubernetesRuntimeSpec, RuntimeConnection, SecretKeyRef, TenantPolicy,
 };
@@ -316,6 +317,9 @@ async fn local_clusters_args(dir: &Path) -> Result<Vec<String>, Error> {
     ])
 }
 
+/// How long the API server may take to start applying a new admission policy.
+const ADMISSION_POLICY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Applies every QleetOS CRD and waits until the API server serves it.
 pub async fn install_crds(client: &Client) -> Result<(), Error> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -340,26 +344,59 @@ pub async fn install_crds(client: &Client) -> Result<(), Error> {
     install_admission_policies(client).await
 }
 
-/// Applies QleetOS's ValidatingAdmissionPolicies (a dependency's parameters against its
-/// ServiceProfile), as the chart does.
+/// Applies QleetOS's admission policies and their bindings (a dependency's parameters
+/// against its ServiceProfile; the Workload finalizer set at creation), as the chart does.
 pub async fn install_admission_policies(client: &Client) -> Result<(), Error> {
-    use k8s_openapi::api::admissionregistration::v1::{
-        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
-    };
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let objects = qleetos_crds::admission::admission_objects();
-    let malformed = |e: serde_json::Error| Error::Setup(format!("admission policy: {e}"));
-    let policy: ValidatingAdmissionPolicy =
-        serde_json::from_value(objects[0].clone()).map_err(malformed)?;
-    let binding: ValidatingAdmissionPolicyBinding =
-        serde_json::from_value(objects[1].clone()).map_err(malformed)?;
-    Api::<ValidatingAdmissionPolicy>::all(client.clone())
-        .patch(&policy.name_any(), &params, &Patch::Apply(&policy))
-        .await?;
-    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
-        .patch(&binding.name_any(), &params, &Patch::Apply(&binding))
-        .await?;
-    Ok(())
+    for object in qleetos_crds::admission::admission_objects() {
+        let object: DynamicObject = serde_json::from_value(object)
+            .map_err(|e| Error::Setup(format!("admission policy: {e}")))?;
+        let types = object.types.clone().unwrap_or_default();
+        let (group, version) = types
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", &types.api_version));
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &types.kind));
+        Api::<DynamicObject>::all_with(client.clone(), &resource)
+            .patch(&object.name_any(), &params, &Patch::Apply(&object))
+            .await?;
+    }
+    workload_finalizer_enforced(client).await
+}
+
+/// Waits until the API server applies the Workload finalizer policy: it compiles a new policy
+/// a moment after it is created, and Workloads created before that would not get it. Asks by
+/// a dry-run creation, which goes through admission and stores nothing.
+async fn workload_finalizer_enforced(client: &Client) -> Result<(), Error> {
+    let workloads: Api<qleetos_crds::Workload> = Api::namespaced(client.clone(), "default");
+    let probe: qleetos_crds::Workload = serde_json::from_value(serde_json::json!({
+        "apiVersion": "qleetos.io/v1alpha1", "kind": "Workload",
+        "metadata": {"name": "qleetos-admission-probe"},
+        "spec": {"manifests": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "probe"}}],
+                 "placement": {"regions": ["probe"]}},
+    }))
+    .map_err(|e| Error::Setup(format!("admission probe: {e}")))?;
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + ADMISSION_POLICY_TIMEOUT;
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        match workloads.create(&dry_run, &probe).await {
+            Ok(created) if created.finalizers().iter().any(|f| f == WORKLOAD_FINALIZER) => {
+                return Ok(());
+            }
+            Ok(created) => last = format!("finalizers {:?}", created.finalizers()),
+            Err(error) => last = error.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(Error::Timeout {
+        what: "the Workload finalizer admission policy to take effect".into(),
+        timeout: ADMISSION_POLICY_TIMEOUT,
+        last_error: Some(last),
+    })
 }
 
 pub async fn ensure_namespace(client: &Client, name: &str) -> Result<(), Error> {

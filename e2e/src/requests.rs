@@ -52,13 +52,52 @@ pub fn request_counts(metrics: &str, counted: impl Fn(&str) -> bool) -> RequestC
         }
         match verb {
             "GET" | "LIST" | "WATCH" => counts.reads += value,
-            "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION" => {
-                counts.writes += value;
-            }
+            verb if is_write(verb) => counts.writes += value,
             _ => {}
         }
     }
     counts
+}
+
+/// Writes of the counted resources by request (`"PATCH workloads/status"`), to say where a
+/// run's writes went.
+pub fn writes_by_request(
+    metrics: &str,
+    counted: impl Fn(&str) -> bool,
+) -> std::collections::BTreeMap<String, f64> {
+    let mut writes = std::collections::BTreeMap::new();
+    for line in metrics
+        .lines()
+        .filter(|line| line.starts_with("apiserver_request_total{"))
+    {
+        let resource = label(line, "resource").unwrap_or_default();
+        if !counted(resource) || label(line, "dry_run").is_some_and(|d| !d.is_empty()) {
+            continue;
+        }
+        let value = line
+            .split_whitespace()
+            .last()
+            .and_then(|v| v.parse::<f64>().ok());
+        let (Some(verb), Some(value)) = (label(line, "verb"), value) else {
+            continue;
+        };
+        if !is_write(verb) {
+            continue;
+        }
+        let request = match label(line, "subresource").unwrap_or_default() {
+            "" => format!("{verb} {resource}"),
+            subresource => format!("{verb} {resource}/{subresource}"),
+        };
+        *writes.entry(request).or_insert(0.0) += value;
+    }
+    writes
+}
+
+fn is_write(verb: &str) -> bool {
+    matches!(
+        verb,
+        "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION"
+    )
 }
 
 /// The value of label `name` in a sample line (`metric{a="x",name="y"} 1`).
@@ -113,6 +152,16 @@ apiserver_request_total{code="403",component="apiserver",dry_run="All",group="",
                 writes: 12.0
             }
         );
+    }
+
+    #[test]
+    fn writes_are_told_apart_by_verb_and_resource() {
+        let writes = writes_by_request(SAMPLE, |resource| resource != "leases");
+        let expected: Vec<(String, f64)> = vec![
+            ("APPLY configmaps".into(), 12.0),
+            ("POST namespaces".into(), 2.0),
+        ];
+        assert_eq!(writes.into_iter().collect::<Vec<_>>(), expected);
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod foundation;
 mod gateway;
 mod hard_tenancy;
 mod harness;
+mod inventory;
 mod node_scaling;
 mod ownership;
 mod plan;
@@ -76,6 +77,7 @@ fn main() {
         foundation::places_one_instance_per_region_and_rolls_images,
         foundation::removing_a_manifest_prunes_it,
         foundation::deleting_a_workload_removes_everything,
+        inventory::unrecorded_objects_are_found_again,
         foundation::invalid_manifests_report_the_api_server_message,
         foundation::schema_rejects_malformed_workloads,
         tenancy::tenant_cannot_escalate_or_leave_its_namespace,

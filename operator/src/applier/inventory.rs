@@ -17,6 +17,22 @@ pub fn merged(entries: impl IntoIterator<Item = AppliedObject>) -> Vec<AppliedOb
     merged
 }
 
+/// `previous` plus every `wanted` object not in it, when one of those is not `found_again`
+/// (see [`super::with_pending`]).
+pub fn with_pending(
+    previous: &[AppliedObject],
+    wanted: Vec<AppliedObject>,
+    found_again: impl Fn(&AppliedObject) -> bool,
+) -> Option<Vec<AppliedObject>> {
+    let new: Vec<AppliedObject> = wanted
+        .into_iter()
+        .filter(|o| find(previous, o).is_none())
+        .collect();
+    new.iter()
+        .any(|o| !found_again(o))
+        .then(|| merged(previous.iter().cloned().chain(new)))
+}
+
 /// The entry of `inventory` for the same object as `object`, whatever its API version.
 pub fn find<'a>(
     inventory: &'a [AppliedObject],
@@ -84,6 +100,29 @@ mod tests {
         assert!(is_known(&[old], &new));
         let other_group = object("example.com/v1", "PodDisruptionBudget", "web", None);
         assert!(find(&inventory, &other_group).is_none());
+    }
+
+    #[test]
+    fn objects_found_again_need_no_record_first() {
+        let recorded = object("v1", "ConfigMap", "old", Some("u1"));
+        let config = object("v1", "ConfigMap", "c", None);
+        let secret = object("v1", "Secret", "s", None);
+        let watched = |o: &AppliedObject| o.kind == "ConfigMap";
+        let previous = std::slice::from_ref(&recorded);
+        assert_eq!(with_pending(previous, vec![config.clone()], watched), None);
+        assert_eq!(
+            with_pending(
+                previous,
+                vec![recorded.clone(), config.clone(), secret.clone()],
+                watched
+            ),
+            Some(vec![config.clone(), recorded.clone(), secret]),
+            "one object that must be recorded first takes every new one with it"
+        );
+        assert_eq!(
+            with_pending(previous, vec![config.clone()], |_| false),
+            Some(vec![config, recorded])
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! that drifted, without asking the runtime.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
@@ -15,6 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use qleetos_crds::{AppliedObject, Manifest};
+
+use crate::render::{INSTANCE_ANNOTATION, INSTANCE_UID_LABEL};
 use serde_json::Value;
 
 /// How long a pass waits for a runtime's watches to finish their first list.
@@ -28,6 +30,8 @@ pub struct LiveObjects {
     pub daemon_sets: Store<PartialObjectMeta<DaemonSet>>,
     pub services: Store<PartialObjectMeta<Service>>,
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    /// The watched objects by the uid of the instance that applied them.
+    pub owned: OwnedIndex,
     /// When the watches started: passes wait for their first list until a little after.
     pub started: Instant,
     /// Whether every watch listed once (see [`LiveObjects::ready`]).
@@ -64,6 +68,29 @@ impl LiveObjects {
         }
     }
 
+    /// Whether QleetOS's caches hold every object of `object`'s kind that QleetOS applied in
+    /// this runtime.
+    pub fn watches(object: &AppliedObject) -> bool {
+        matches!(
+            (object.group(), object.kind.as_str()),
+            ("apps", "Deployment" | "StatefulSet" | "DaemonSet") | ("", "Service" | "ConfigMap")
+        )
+    }
+
+    /// The watched objects there now that are labelled as applied by the instance with uid
+    /// `uid` and named `namespace/name` (`instance`): what that instance applied, recorded or
+    /// not (a pass that stopped before its status was written).
+    pub fn applied_by(&self, uid: &str, instance: &str) -> Vec<AppliedObject> {
+        self.owned
+            .of(uid)
+            .into_iter()
+            .filter(|object| {
+                self.meta(object)
+                    .is_some_and(|meta| labelled_as_applied_by(&meta, uid, instance))
+            })
+            .collect()
+    }
+
     /// Whether every watch has listed its objects once, waiting for that until a little
     /// after the watches started (an unreachable runtime does not hold every pass). One
     /// caller at a time waits on the stores: a store's own wait wakes just the latest of
@@ -79,6 +106,48 @@ impl LiveObjects {
         tokio::time::timeout_at(self.started + READY_PATIENCE, listed)
             .await
             .is_ok_and(|listed| *listed)
+    }
+}
+
+fn labelled_as_applied_by(meta: &ObjectMeta, uid: &str, instance: &str) -> bool {
+    let label = meta.labels.as_ref().and_then(|l| l.get(INSTANCE_UID_LABEL));
+    let annotation = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INSTANCE_ANNOTATION));
+    label.map(String::as_str) == Some(uid) && annotation.map(String::as_str) == Some(instance)
+}
+
+/// Which watched objects each instance applied, by the uid in their label, kept by the drift
+/// watches. It may hold objects that are gone or relabelled: [`LiveObjects::applied_by`]
+/// checks each against its cache.
+#[derive(Clone, Debug, Default)]
+pub struct OwnedIndex(Arc<Mutex<HashMap<String, Vec<AppliedObject>>>>);
+
+impl OwnedIndex {
+    pub fn record(&self, uid: &str, object: AppliedObject) {
+        let mut index = self.lock();
+        let objects = index.entry(uid.to_owned()).or_default();
+        objects.retain(|known| !known.same_object(&object));
+        objects.push(object);
+    }
+
+    pub fn forget(&self, uid: &str, object: &AppliedObject) {
+        let mut index = self.lock();
+        if let Some(objects) = index.get_mut(uid) {
+            objects.retain(|known| !known.same_object(object));
+            if objects.is_empty() {
+                index.remove(uid);
+            }
+        }
+    }
+
+    fn of(&self, uid: &str) -> Vec<AppliedObject> {
+        self.lock().get(uid).cloned().unwrap_or_default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<AppliedObject>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -308,5 +377,86 @@ mod tests {
         assert!(!is_recorded(&inventory, &seen, "11"));
         seen.uid = Some("other".into());
         assert!(!is_recorded(&inventory, &seen, "10"));
+    }
+
+    fn config_map_meta(name: &str, uid: &str, instance: &str) -> PartialObjectMeta<ConfigMap> {
+        PartialObjectMeta::<ConfigMap> {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("team".into()),
+                uid: Some(format!("uid-{name}")),
+                labels: Some([(INSTANCE_UID_LABEL.to_owned(), uid.to_owned())].into()),
+                annotations: Some([(INSTANCE_ANNOTATION.to_owned(), instance.to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn caches_with(objects: Vec<PartialObjectMeta<ConfigMap>>, owned: &OwnedIndex) -> LiveObjects {
+        use kube::runtime::{reflector, watcher};
+        let (config_maps, mut writer) = reflector::store();
+        for object in objects {
+            let applied = AppliedObject {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                namespace: object.metadata.namespace.clone(),
+                name: object.metadata.name.clone().unwrap_or_default(),
+                uid: object.metadata.uid.clone(),
+                applied: None,
+            };
+            let uid = object
+                .metadata
+                .labels
+                .as_ref()
+                .map(|l| l[INSTANCE_UID_LABEL].clone());
+            owned.record(&uid.unwrap_or_default(), applied);
+            writer.apply_watcher_event(&watcher::Event::Apply(object));
+        }
+        LiveObjects {
+            deployments: reflector::store().0,
+            stateful_sets: reflector::store().0,
+            daemon_sets: reflector::store().0,
+            services: reflector::store().0,
+            config_maps,
+            owned: owned.clone(),
+            started: Instant::now(),
+            listed: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn what_an_instance_applied_is_found_by_its_label_while_it_is_there() {
+        let owned = OwnedIndex::default();
+        let live = caches_with(
+            vec![
+                config_map_meta("a", "i1", "team/web"),
+                config_map_meta("b", "i1", "team/web"),
+                config_map_meta("c", "i2", "team/api"),
+                // A label copied onto another object without the instance's annotation.
+                config_map_meta("forged", "i1", "team/other"),
+            ],
+            &owned,
+        );
+        let names = |objects: Vec<AppliedObject>| -> Vec<String> {
+            objects.into_iter().map(|o| o.name).collect()
+        };
+        assert_eq!(names(live.applied_by("i1", "team/web")), ["a", "b"]);
+        assert_eq!(names(live.applied_by("i2", "team/api")), ["c"]);
+        let gone = AppliedObject {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("team".into()),
+            name: "b".into(),
+            uid: Some("uid-b".into()),
+            applied: None,
+        };
+        owned.forget("i1", &gone);
+        assert_eq!(names(live.applied_by("i1", "team/web")), ["a"]);
+        assert!(LiveObjects::watches(&gone));
+        assert!(!LiveObjects::watches(&AppliedObject {
+            kind: "Secret".into(),
+            ..gone
+        }));
     }
 }

@@ -88,15 +88,18 @@ impl Stop {
 }
 
 /// The inventory to record before applying `desired`: `previous` plus every desired object
-/// not in it yet (without a uid), or `None` when nothing is new. Recording it first means a
-/// pass that stops half-way (crash, timeout) leaves no applied object unrecorded.
-pub fn with_pending(previous: &[AppliedObject], desired: &[Desired]) -> Option<Vec<AppliedObject>> {
-    let new: Vec<AppliedObject> = desired
-        .iter()
-        .map(|d| d.resolved.object.clone())
-        .filter(|o| inventory::find(previous, o).is_none())
-        .collect();
-    (!new.is_empty()).then(|| inventory::merged(previous.iter().cloned().chain(new)))
+/// not in it yet (without a uid), or `None` when nothing new needs it. Recording it first
+/// means a pass that stops half-way (crash, timeout) leaves no applied object unrecorded.
+/// Objects `found_again` says a later pass finds without a record (the drift watches' caches
+/// keep them by their owner's label) need no record first: when they are all that is new,
+/// nothing is written.
+pub fn with_pending(
+    previous: &[AppliedObject],
+    desired: &[Desired],
+    found_again: impl Fn(&AppliedObject) -> bool,
+) -> Option<Vec<AppliedObject>> {
+    let wanted: Vec<AppliedObject> = desired.iter().map(|d| d.resolved.object.clone()).collect();
+    inventory::with_pending(previous, wanted, found_again)
 }
 
 impl Applier<'_> {

@@ -20,7 +20,7 @@ use qleetos_crds::{AppliedObject, KubernetesRuntime, WorkloadInstance};
 use tokio::task::JoinHandle;
 
 use super::notifier::Publisher;
-use crate::applier::live::{self, LiveObjects};
+use crate::applier::live::{self, LiveObjects, OwnedIndex};
 use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::render::{INSTANCE_ANNOTATION, INSTANCE_UID_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
@@ -157,11 +157,12 @@ fn instance_on(
 
 /// The drift watches of one runtime, and the caches they fill.
 fn watch_runtime(sink: &DriftSink, client: &Client) -> (Vec<JoinHandle<()>>, LiveObjects) {
-    let (deployments_task, deployments) = spawn_watch::<Deployment>(sink, client);
-    let (stateful_sets_task, stateful_sets) = spawn_watch::<StatefulSet>(sink, client);
-    let (daemon_sets_task, daemon_sets) = spawn_watch::<DaemonSet>(sink, client);
-    let (services_task, services) = spawn_watch::<Service>(sink, client);
-    let (config_maps_task, config_maps) = spawn_watch::<ConfigMap>(sink, client);
+    let owned = OwnedIndex::default();
+    let (deployments_task, deployments) = spawn_watch::<Deployment>(sink, client, &owned);
+    let (stateful_sets_task, stateful_sets) = spawn_watch::<StatefulSet>(sink, client, &owned);
+    let (daemon_sets_task, daemon_sets) = spawn_watch::<DaemonSet>(sink, client, &owned);
+    let (services_task, services) = spawn_watch::<Service>(sink, client, &owned);
+    let (config_maps_task, config_maps) = spawn_watch::<ConfigMap>(sink, client, &owned);
     let tasks = vec![
         deployments_task,
         stateful_sets_task,
@@ -175,6 +176,7 @@ fn watch_runtime(sink: &DriftSink, client: &Client) -> (Vec<JoinHandle<()>>, Liv
         daemon_sets,
         services,
         config_maps,
+        owned,
         started: tokio::time::Instant::now(),
         listed: Arc::default(),
     };
@@ -184,6 +186,7 @@ fn watch_runtime(sink: &DriftSink, client: &Client) -> (Vec<JoinHandle<()>>, Liv
 fn spawn_watch<K>(
     sink: &DriftSink,
     client: &Client,
+    owned: &OwnedIndex,
 ) -> (JoinHandle<()>, Store<PartialObjectMeta<K>>)
 where
     K: Resource<DynamicType = ()>
@@ -194,12 +197,13 @@ where
         + Sync
         + 'static,
 {
-    let sink = sink.clone();
+    let (sink, owned) = (sink.clone(), owned.clone());
     let config =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let (store, writer) = reflector::store();
     let events = watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config)
         .default_backoff()
+        .modify(super::notifier::forget_managed_fields)
         .reflect(writer);
     let task = tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
@@ -216,6 +220,7 @@ where
                 }
             };
             for (object, deleted) in objects {
+                index_owner::<K>(&owned, &object.metadata, deleted);
                 if let Some(notification) = drift_notification(&sink.runtime, &object, deleted) {
                     let version = object.metadata.resource_version.clone().unwrap_or_default();
                     let seen = (!deleted)
@@ -226,6 +231,23 @@ where
         }
     });
     (task, store)
+}
+
+/// Keeps `owned` up to date with one watch event.
+fn index_owner<K: Resource<DynamicType = ()>>(
+    owned: &OwnedIndex,
+    meta: &ObjectMeta,
+    deleted: bool,
+) {
+    let Some(uid) = meta.labels.as_ref().and_then(|l| l.get(INSTANCE_UID_LABEL)) else {
+        return;
+    };
+    let object = seen_as_applied::<K>(meta);
+    if deleted {
+        owned.forget(uid, &object);
+    } else {
+        owned.record(uid, object);
+    }
 }
 
 /// The inventory identity of a watched object.

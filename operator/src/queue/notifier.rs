@@ -139,6 +139,7 @@ impl Notifier {
         let own = self.registry.own_qleet::<K>();
         let events = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
+            .modify(forget_managed_fields)
             .reflect(writer);
         let mut events = std::pin::pin!(events);
         let mut last_seen = HashMap::new();
@@ -348,6 +349,12 @@ pub fn notification_for<K: Resource>(kind: QleetKind, object: &K, cause: Cause) 
 
 fn as_instance<K: 'static>(object: &K) -> Option<&WorkloadInstance> {
     (object as &dyn Any).downcast_ref::<WorkloadInstance>()
+}
+
+/// Nothing a Qleet reads from its caches is in `managedFields`, often the larger part of an
+/// object's metadata: caches keep objects without them.
+pub(crate) fn forget_managed_fields<K: kube::Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@ use qleetos_crds::Reason;
 use qleetos_crds::{Condition, DeletionPolicy, WorkloadInstance};
 
 use super::dereference::find_runtime;
+use super::observed::with_observed;
 use super::status::previous_inventory;
 use crate::applier::Applier;
+use crate::applier::live::LiveObjects;
 use crate::context::{Context, key_of};
 use crate::error::{Error, Result};
 use crate::render::field_manager;
@@ -19,6 +21,7 @@ use crate::runtime_client::describe;
 pub(super) async fn cleanup(
     instance: &WorkloadInstance,
     ctx: &Context,
+    live: Option<&LiveObjects>,
 ) -> Result<Option<Condition>> {
     let runtime_name = instance.spec.runtime_ref.name.clone();
     let Some(runtime) = find_runtime(ctx, &runtime_name).await else {
@@ -39,7 +42,7 @@ pub(super) async fn cleanup(
             .await;
         return Ok(None);
     }
-    let inventory = previous_inventory(instance);
+    let inventory = with_observed(previous_inventory(instance), live, instance);
     if inventory.is_empty() {
         // Nothing was applied (e.g. its runtime never became Ready): nothing to remove.
         return Ok(None);

@@ -20,6 +20,7 @@ mod build;
 mod chart;
 mod cleanup;
 mod dereference;
+mod observed;
 pub(crate) mod plan;
 mod planned_services;
 mod service_dependencies;
@@ -143,7 +144,7 @@ pub async fn reconcile(instance: Arc<WorkloadInstance>, ctx: Arc<Context>) -> Re
     };
     match finalizer::phase(&api, FINALIZER, instance).await? {
         Phase::Apply(instance) => deploy(&instance, &ctx, live.as_ref()).await,
-        Phase::Cleanup(instance) => match cleanup::cleanup(&instance, &ctx).await? {
+        Phase::Cleanup(instance) => match cleanup::cleanup(&instance, &ctx, live.as_ref()).await? {
             Some(waiting) => {
                 status::write_condition(&instance, &ctx, waiting).await?;
                 Ok(Next::After(ctx.settings.progress_poll))
@@ -216,10 +217,12 @@ async fn apply(
         let outcome = status::previous_outcome(previous, error);
         return status::finish(instance, ctx, outcome, Vec::new(), statuses, chart).await;
     }
-    if let Some(pending) = applier::with_pending(&previous, &desired) {
+    let uid = instance.metadata.uid.clone().unwrap_or_default();
+    let previous = observed::with_observed(previous, live, instance);
+    let found_again = |object: &AppliedObject| live.is_some() && LiveObjects::watches(object);
+    if let Some(pending) = applier::with_pending(&previous, &desired, found_again) {
         status::record_inventory(instance, ctx, pending).await?;
     }
-    let uid = instance.metadata.uid.clone().unwrap_or_default();
     let applier = Applier {
         client: &plan.tenant,
         owner_uid: &uid,

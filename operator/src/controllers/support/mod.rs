@@ -330,7 +330,7 @@ async fn converge(
             }
         }
     }
-    if let Some(pending) = applier::with_pending(&report.inventory, &desired) {
+    if let Some(pending) = applier::with_pending(&report.inventory, &desired, |_| false) {
         report.inventory = pending;
         write_inventory(service, ctx, &report.inventory).await?;
     }

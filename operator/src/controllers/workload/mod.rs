@@ -45,8 +45,9 @@ use instances::{
 use status::{History, placement_status, ready_condition, write_status};
 
 pub const CONTROLLER: &str = "workload";
-/// Held until every WorkloadInstance of the Workload is gone.
-pub const FINALIZER: &str = "qleetos.io/instances";
+/// Held until every WorkloadInstance of the Workload is gone; set at creation by QleetOS's
+/// MutatingAdmissionPolicy where it is installed, else by this Qleet's first pass.
+pub const FINALIZER: &str = qleetos_crds::admission::WORKLOAD_FINALIZER;
 /// Label on a WorkloadInstance naming its Workload.
 pub const WORKLOAD_LABEL: &str = "qleetos.io/workload";
 
