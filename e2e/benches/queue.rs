@@ -353,6 +353,8 @@ struct Measurement {
     timed_out: bool,
     latencies: Vec<Duration>,
     peak_rss_kib: Vec<u64>,
+    /// Each operator's resident memory once every Workload is Ready.
+    rss_after_kib: Vec<u64>,
     requests: Option<RequestTotals>,
 }
 
@@ -365,6 +367,7 @@ impl Measurement {
             timed_out: false,
             latencies,
             peak_rss_kib: Vec::new(),
+            rss_after_kib: Vec::new(),
             requests: None,
         }
     }
@@ -977,23 +980,24 @@ async fn restart_operators(
 }
 
 /// `VmHWM` of a process in KiB: the most resident memory it ever had.
-fn peak_rss_kib(pid: u32) -> Result<u64> {
+/// `field` (`VmHWM`, the peak; `VmRSS`, now) of process `pid`, in KiB.
+fn memory_kib(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no VmHWM in /proc/{pid}/status"))
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
 /// Peak RSS of every operator; one that cannot be read is left out (and said so).
-fn operators_peak_rss_kib(env: &Environment) -> Vec<u64> {
+fn operators_memory_kib(env: &Environment, field: &str) -> Vec<u64> {
     env.operators()
         .iter()
         .filter_map(|operator| {
-            peak_rss_kib(operator.pid())
-                .inspect_err(|error| eprintln!("peak RSS: {error:#}"))
+            memory_kib(operator.pid(), field)
+                .inspect_err(|error| eprintln!("{field}: {error:#}"))
                 .ok()
         })
         .collect()
@@ -1066,7 +1070,8 @@ async fn qleetos(
     let requests = servers.requests_since(before, retries).await;
     let grace = deadline.min(Instant::now() + SIGHTING_GRACE);
     poll_until(grace, || (lock(&seen).len() >= n).then_some(())).await;
-    let peak_rss_kib = operators_peak_rss_kib(env);
+    let peak_rss_kib = operators_memory_kib(env, "VmHWM");
+    let rss_after_kib = operators_memory_kib(env, "VmRSS");
     drop(watches);
     let latencies = apply_to_runtime(&calls, &lock(&seen));
     Ok(Measurement {
@@ -1075,6 +1080,7 @@ async fn qleetos(
         timed_out: all_ready_at.is_none(),
         latencies,
         peak_rss_kib,
+        rss_after_kib,
         requests,
     })
 }
@@ -1228,6 +1234,16 @@ fn print_table(rows: &[Row]) {
     for row in rows.iter().filter(|row| row.run != Run::Baseline) {
         if let Some(requests) = row.result.as_ref().ok().and_then(|m| m.requests.as_ref()) {
             println!("{}", writes_line(row, &requests.management_writes));
+        }
+    }
+    println!("\nOperator memory once every Workload is Ready (VmRSS), MiB");
+    for row in rows
+        .iter()
+        .filter(|row| matches!(row.run, Run::Qleetos { .. }))
+    {
+        if let Ok(measurement) = &row.result {
+            let rss = rss_column(&measurement.rss_after_kib);
+            println!("N={} {}: {rss}", row.n, row.run.label());
         }
     }
 }

@@ -15,9 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use qleetos_crds::{AppliedObject, Manifest};
+use serde_json::Value;
 
 use crate::render::{INSTANCE_ANNOTATION, INSTANCE_UID_LABEL};
-use serde_json::Value;
 
 /// How long a pass waits for a runtime's watches to finish their first list.
 const READY_PATIENCE: Duration = Duration::from_secs(5);
