@@ -28,31 +28,46 @@ impl RequestCounts {
     }
 }
 
+/// One `apiserver_request_total` sample of a counted resource that stored something (a dry
+/// run, e.g. QleetOS probing its admission guard, stores nothing).
+struct Sample<'a> {
+    line: &'a str,
+    resource: &'a str,
+    verb: &'a str,
+    value: f64,
+}
+
+fn samples<'a>(
+    metrics: &'a str,
+    counted: impl Fn(&str) -> bool + 'a,
+) -> impl Iterator<Item = Sample<'a>> + 'a {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("apiserver_request_total{"))
+        .filter_map(move |line| {
+            let resource = label(line, "resource").unwrap_or_default();
+            if !counted(resource) || label(line, "dry_run").is_some_and(|d| !d.is_empty()) {
+                return None;
+            }
+            let value = line.split_whitespace().last()?.parse::<f64>().ok()?;
+            let verb = label(line, "verb")?;
+            Some(Sample {
+                line,
+                resource,
+                verb,
+                value,
+            })
+        })
+}
+
 /// Sums the `apiserver_request_total` samples of a Prometheus text exposition by verb class,
 /// for the resources `counted` keeps (e.g. leaving out the clusters' own lease renewals).
 pub fn request_counts(metrics: &str, counted: impl Fn(&str) -> bool) -> RequestCounts {
     let mut counts = RequestCounts::default();
-    for line in metrics
-        .lines()
-        .filter(|line| line.starts_with("apiserver_request_total{"))
-    {
-        if !counted(label(line, "resource").unwrap_or_default()) {
-            continue;
-        }
-        let value = line
-            .split_whitespace()
-            .last()
-            .and_then(|v| v.parse::<f64>().ok());
-        let (Some(verb), Some(value)) = (label(line, "verb"), value) else {
-            continue;
-        };
-        // A dry run (e.g. QleetOS probing its admission guard) stores nothing.
-        if label(line, "dry_run").is_some_and(|d| !d.is_empty()) {
-            continue;
-        }
-        match verb {
-            "GET" | "LIST" | "WATCH" => counts.reads += value,
-            verb if is_write(verb) => counts.writes += value,
+    for sample in samples(metrics, counted) {
+        match sample.verb {
+            "GET" | "LIST" | "WATCH" => counts.reads += sample.value,
+            verb if is_write(verb) => counts.writes += sample.value,
             _ => {}
         }
     }
@@ -66,24 +81,13 @@ pub fn writes_by_request(
     counted: impl Fn(&str) -> bool,
 ) -> std::collections::BTreeMap<String, f64> {
     let mut writes = std::collections::BTreeMap::new();
-    for line in metrics
-        .lines()
-        .filter(|line| line.starts_with("apiserver_request_total{"))
+    for Sample {
+        line,
+        resource,
+        verb,
+        value,
+    } in samples(metrics, counted).filter(|s| is_write(s.verb))
     {
-        let resource = label(line, "resource").unwrap_or_default();
-        if !counted(resource) || label(line, "dry_run").is_some_and(|d| !d.is_empty()) {
-            continue;
-        }
-        let value = line
-            .split_whitespace()
-            .last()
-            .and_then(|v| v.parse::<f64>().ok());
-        let (Some(verb), Some(value)) = (label(line, "verb"), value) else {
-            continue;
-        };
-        if !is_write(verb) {
-            continue;
-        }
         let request = match label(line, "subresource").unwrap_or_default() {
             "" => format!("{verb} {resource}"),
             subresource => format!("{verb} {resource}/{subresource}"),
