@@ -352,11 +352,9 @@ pub async fn install_admission_policies(client: &Client) -> Result<(), Error> {
         let object: DynamicObject = serde_json::from_value(object)
             .map_err(|e| Error::Setup(format!("admission policy: {e}")))?;
         let types = object.types.clone().unwrap_or_default();
-        let (group, version) = types
-            .api_version
-            .split_once('/')
-            .unwrap_or(("", &types.api_version));
-        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &types.kind));
+        let gvk = GroupVersionKind::try_from(&types)
+            .map_err(|e| Error::Setup(format!("admission policy: {e}")))?;
+        let resource = ApiResource::from_gvk(&gvk);
         Api::<DynamicObject>::all_with(client.clone(), &resource)
             .patch(&object.name_any(), &params, &Patch::Apply(&object))
             .await?;

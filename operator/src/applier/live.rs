@@ -55,26 +55,44 @@ fn get<K: kube::Resource<DynamicType = ()> + Clone>(
     store.get(&reference).map(|found| found.metadata.clone())
 }
 
+/// The kinds the drift watches cache, one store each.
+enum WatchedKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    Service,
+    ConfigMap,
+}
+
+impl WatchedKind {
+    fn of(object: &AppliedObject) -> Option<Self> {
+        match (object.group(), object.kind.as_str()) {
+            ("apps", "Deployment") => Some(Self::Deployment),
+            ("apps", "StatefulSet") => Some(Self::StatefulSet),
+            ("apps", "DaemonSet") => Some(Self::DaemonSet),
+            ("", "Service") => Some(Self::Service),
+            ("", "ConfigMap") => Some(Self::ConfigMap),
+            _ => None,
+        }
+    }
+}
+
 impl LiveObjects {
     /// The last seen metadata of `object`, when its kind is watched and it exists.
     pub fn meta(&self, object: &AppliedObject) -> Option<ObjectMeta> {
-        match (object.group(), object.kind.as_str()) {
-            ("apps", "Deployment") => get(&self.deployments, object),
-            ("apps", "StatefulSet") => get(&self.stateful_sets, object),
-            ("apps", "DaemonSet") => get(&self.daemon_sets, object),
-            ("", "Service") => get(&self.services, object),
-            ("", "ConfigMap") => get(&self.config_maps, object),
-            _ => None,
+        match WatchedKind::of(object)? {
+            WatchedKind::Deployment => get(&self.deployments, object),
+            WatchedKind::StatefulSet => get(&self.stateful_sets, object),
+            WatchedKind::DaemonSet => get(&self.daemon_sets, object),
+            WatchedKind::Service => get(&self.services, object),
+            WatchedKind::ConfigMap => get(&self.config_maps, object),
         }
     }
 
     /// Whether QleetOS's caches hold every object of `object`'s kind that QleetOS applied in
     /// this runtime.
     pub fn watches(object: &AppliedObject) -> bool {
-        matches!(
-            (object.group(), object.kind.as_str()),
-            ("apps", "Deployment" | "StatefulSet" | "DaemonSet") | ("", "Service" | "ConfigMap")
-        )
+        WatchedKind::of(object).is_some()
     }
 
     /// The watched objects there now that are labelled as applied by the instance with uid

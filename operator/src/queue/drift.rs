@@ -220,11 +220,11 @@ where
                 }
             };
             for (object, deleted) in objects {
-                index_owner::<K>(&owned, &object.metadata, deleted);
+                let applied = seen_as_applied::<K>(&object.metadata);
+                index_owner(&owned, &object.metadata, &applied, deleted);
                 if let Some(notification) = drift_notification(&sink.runtime, &object, deleted) {
                     let version = object.metadata.resource_version.clone().unwrap_or_default();
-                    let seen = (!deleted)
-                        .then(|| (seen_as_applied::<K>(&object.metadata), version.as_str()));
+                    let seen = (!deleted).then_some((applied, version.as_str()));
                     sink.send(notification, seen).await;
                 }
             }
@@ -233,20 +233,15 @@ where
     (task, store)
 }
 
-/// Keeps `owned` up to date with one watch event.
-fn index_owner<K: Resource<DynamicType = ()>>(
-    owned: &OwnedIndex,
-    meta: &ObjectMeta,
-    deleted: bool,
-) {
+/// Keeps `owned` up to date with one watch event of `object` (its `meta`).
+fn index_owner(owned: &OwnedIndex, meta: &ObjectMeta, object: &AppliedObject, deleted: bool) {
     let Some(uid) = meta.labels.as_ref().and_then(|l| l.get(INSTANCE_UID_LABEL)) else {
         return;
     };
-    let object = seen_as_applied::<K>(meta);
     if deleted {
-        owned.forget(uid, &object);
+        owned.forget(uid, object);
     } else {
-        owned.record(uid, object);
+        owned.record(uid, object.clone());
     }
 }
 

@@ -219,7 +219,7 @@ async fn apply(
     }
     let uid = instance.metadata.uid.clone().unwrap_or_default();
     let previous = observed::with_observed(previous, live, instance);
-    let found_again = |object: &AppliedObject| live.is_some() && LiveObjects::watches(object);
+    let found_again = |object: &AppliedObject| observed::found_again(live, instance, object);
     if let Some(pending) = applier::with_pending(&previous, &desired, found_again) {
         status::record_inventory(instance, ctx, pending).await?;
     }

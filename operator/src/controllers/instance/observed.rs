@@ -27,6 +27,21 @@ pub(super) fn with_observed(
     merge(recorded, observed, &namespaces_used(instance))
 }
 
+/// Whether a later pass finds `object` again without a record, so it need not be recorded
+/// before it is applied: the runtime's caches are there, they hold its kind, and it is in the
+/// instance's own namespace, which [`with_observed`] always searches (a chart's or a
+/// manifest's other namespaces may be unknown to the cleanup until recorded).
+pub(super) fn found_again(
+    live: Option<&LiveObjects>,
+    instance: &WorkloadInstance,
+    object: &AppliedObject,
+) -> bool {
+    live.is_some()
+        && LiveObjects::watches(object)
+        && object.namespace.is_some()
+        && object.namespace == instance.metadata.namespace
+}
+
 fn namespaces_used(instance: &WorkloadInstance) -> BTreeSet<String> {
     let own = instance.metadata.namespace.iter().cloned();
     let manifests = instance
@@ -96,6 +111,38 @@ mod tests {
             &namespaces,
         );
         assert_eq!(merged, vec![kept, config_map("shop", "b")]);
+    }
+
+    fn empty_caches() -> LiveObjects {
+        use kube::runtime::reflector;
+        LiveObjects {
+            deployments: reflector::store().0,
+            stateful_sets: reflector::store().0,
+            daemon_sets: reflector::store().0,
+            services: reflector::store().0,
+            config_maps: reflector::store().0,
+            owned: crate::applier::live::OwnedIndex::default(),
+            started: tokio::time::Instant::now(),
+            listed: std::sync::Arc::default(),
+        }
+    }
+
+    #[test]
+    fn only_watched_objects_in_the_instance_namespace_skip_the_record_first() {
+        let instance = crate::testing::instance("shop", "web", "eu");
+        let live = empty_caches();
+        let found = |object: &AppliedObject| found_again(Some(&live), &instance, object);
+        assert!(found(&config_map("shop", "a")));
+        assert!(!found(&config_map("elsewhere", "a")), "another namespace");
+        let secret = AppliedObject {
+            kind: "Secret".into(),
+            ..config_map("shop", "s")
+        };
+        assert!(!found(&secret), "a kind the caches do not hold");
+        assert!(
+            !found_again(None, &instance, &config_map("shop", "a")),
+            "no caches for the runtime"
+        );
     }
 
     #[test]
