@@ -67,9 +67,10 @@ e2e: deps kube-bins build ## End-to-end tests against real API servers
 	$(CARGO) test -p qleetos-e2e --test e2e
 
 .PHONY: bench
-bench: deps kube-bins build ## Benchmarks (queue throughput vs bare client with work queues on one and on three NATS servers, gateway vs direct patch, apply-to-Ready on a new cluster vs an existing one, time to failover vs placing anew, runtimes used and their cost under Spread vs Cheapest+Pack vs by name, a burst of pods scheduled through the node scaler vs onto nodes already there) on release binaries; prints tables, asserts nothing
+bench: deps kube-bins build ## Benchmarks (queue throughput vs bare client with work queues on one and on three NATS servers, one change's latency under an open-loop stream at 50 % and 80 % of capacity with 10,000 Workloads converged and the restart then, gateway vs direct patch, apply-to-Ready on a new cluster vs an existing one, time to failover vs placing anew, runtimes used and their cost under Spread vs Cheapest+Pack vs by name, a burst of pods scheduled through the node scaler vs onto nodes already there) on release binaries; prints tables, asserts nothing
 	$(CARGO) build --release --workspace --bins
 	BENCH_NATS_REPLICAS=$${BENCH_NATS_REPLICAS:-1,3} $(CARGO) bench -p qleetos-e2e --bench queue
+	$(CARGO) bench -p qleetos-e2e --bench steady
 	$(CARGO) bench -p qleetos-e2e --bench gateway
 	$(CARGO) bench -p qleetos-e2e --bench provisioning
 	$(CARGO) bench -p qleetos-e2e --bench failover

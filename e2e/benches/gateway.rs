@@ -5,15 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use futures::StreamExt as _;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use qleetos_crds::Workload;
 use qleetos_e2e::environment::{Environment, RuntimeSpec, ensure_namespace};
-use qleetos_e2e::gateway::GatewayProcess;
+use qleetos_e2e::gateway::{GatewayProcess, admin_service_account_token};
 use serde_json::json;
 
 const NS: &str = "bench";
@@ -45,32 +43,7 @@ async fn setup(client: &Client) -> Result<String> {
     Api::<Workload>::namespaced(client.clone(), NS)
         .patch("web", &apply, &Patch::Apply(&workload))
         .await?;
-    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "ci", "namespace": NS}});
-    let sa_api: Api<ServiceAccount> = Api::namespaced(client.clone(), NS);
-    sa_api.patch("ci", &apply, &Patch::Apply(&sa)).await?;
-    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": "bench-ci"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-        "subjects": [{"kind": "ServiceAccount", "name": "ci", "namespace": NS}]});
-    let gvk =
-        kube::api::GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding");
-    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, "clusterrolebindings");
-    Api::<kube::api::DynamicObject>::all_with(client.clone(), &resource)
-        .patch("bench-ci", &apply, &Patch::Apply(&role))
-        .await?;
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        }),
-        ..TokenRequest::default()
-    };
-    sa_api
-        .create_token_request("ci", &PostParams::default(), &request)
-        .await?
-        .status
-        .and_then(|s| s.token)
-        .context("no token")
+    Ok(admin_service_account_token(client, NS, "ci").await?)
 }
 
 async fn run<F, Fut>(calls: usize, concurrency: usize, call: F) -> Result<Stats>
@@ -98,13 +71,7 @@ where
 async fn bench(env: &Environment, calls: usize) -> Result<()> {
     let client = env.management_client().await?;
     let token = setup(&client).await?;
-    let gateway = GatewayProcess::start(
-        env.dir(),
-        env.management.kubeconfig_path(),
-        Some(&env.nats_url()),
-        &[],
-    )
-    .await?;
+    let gateway = GatewayProcess::start_for(env).await?;
     let http = qleetos_e2e::http::client_builder().build()?;
     let url = format!(
         "{}/v1/namespaces/{NS}/workloads/web/images",

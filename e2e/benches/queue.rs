@@ -49,52 +49,40 @@
 //! Run with `make bench` (which builds the release binaries first) or
 //! `cargo build --release --workspace --bins && cargo bench -p qleetos-e2e --bench queue`.
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use futures::{StreamExt as _, TryStreamExt as _};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource, ResourceExt as _};
 use qleetos_crds::{
-    AppliedObject, Condition, Conditions as _, KubernetesRuntime, PlacementStatus, Reason,
-    RuntimeRef, Workload, WorkloadInstance, WorkloadInstanceSpec, WorkloadInstanceStatus,
-    WorkloadRef, WorkloadStatus,
+    AppliedObject, Condition, Conditions as _, PlacementStatus, Reason, RuntimeRef, Workload,
+    WorkloadInstance, WorkloadInstanceSpec, WorkloadInstanceStatus, WorkloadRef, WorkloadStatus,
 };
 use qleetos_e2e::environment::{Environment, default_runtimes};
-use qleetos_e2e::operator::OperatorOptions;
-use qleetos_e2e::requests::{self, RequestCounts};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
+use support::*;
 
 const DEFAULT_SIZES: [usize; 2] = [100, 1000];
 const DEFAULT_REPLICAS: [usize; 2] = [1, 2];
 const REGIONS: [&str; 2] = ["eu-west-1", "us-east-1"];
-/// Workloads (or baseline objects) in flight at once, in every run.
-const IN_FLIGHT: usize = 16;
 /// A run may take this long per object, and at least `MIN_RUN_TIMEOUT`.
 const RUN_TIMEOUT_PER_OBJECT: Duration = Duration::from_millis(900);
 const MIN_RUN_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Deleting a run's objects may take this long per object, and at least `MIN_CLEANUP_TIMEOUT`.
 const CLEANUP_TIMEOUT_PER_OBJECT: Duration = Duration::from_millis(600);
 const MIN_CLEANUP_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the runtime watchers may lag behind the Ready statuses.
 const SIGHTING_GRACE: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(100);
 const CLEANUP_POLL: Duration = Duration::from_secs(1);
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
-const MAX_TRIES: usize = 10;
-/// The field manager of what a user applies (the Workloads, the baseline's ConfigMaps).
-const FIELD_MANAGER: &str = "qleetos-bench";
 /// The label the operator puts on the instances of a Workload.
 const WORKLOAD_LABEL: &str = "qleetos.io/workload";
 /// Longest error message shown in the table.
@@ -137,181 +125,11 @@ impl Settings {
     }
 }
 
-/// `per_object` times `objects`, and at least `minimum`.
-fn scaled(per_object: Duration, objects: usize, minimum: Duration) -> Duration {
-    per_object.mul_f64(objects as f64).max(minimum)
-}
-
-/// The comma-separated positive numbers in environment variable `name`, or `default`.
-fn positive_list(name: &str, default: &[usize]) -> Result<Vec<usize>> {
-    let Ok(list) = std::env::var(name) else {
-        return Ok(default.to_vec());
-    };
-    list.split(',')
-        .map(|item| match item.trim().parse() {
-            Ok(0) | Err(_) => bail!("{name}: {item:?} is not a positive number"),
-            Ok(number) => Ok(number),
-        })
-        .collect()
-}
-
-/// Production defaults, except no resync during a run; work queues on `nats_replicas` servers.
-fn operator_options(nats_replicas: usize) -> OperatorOptions {
-    OperatorOptions {
-        extra_args: vec![
-            "--resync=10m".into(),
-            format!("--nats-replicas={nats_replicas}"),
-        ],
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Retries
 
-/// Transient errors retried during one run, counted across all its concurrent calls.
-#[derive(Debug, Default)]
-struct Retries(AtomicUsize);
-
-impl Retries {
-    fn count(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Calls `call` until it succeeds, fails for good, or has been tried `MAX_TRIES` times,
-/// waiting `FIRST_RETRY_DELAY`, doubling up to `MAX_RETRY_DELAY`, between tries.
-async fn with_retries<T, F, Fut>(retries: &Retries, mut call: F) -> kube::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = kube::Result<T>>,
-{
-    let mut delay = FIRST_RETRY_DELAY;
-    let mut tries = 1;
-    loop {
-        match call().await {
-            Err(error) if tries < MAX_TRIES && is_transient(&error) => {
-                eprintln!("retrying after a transient error (try {tries}): {error}");
-                retries.0.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_RETRY_DELAY);
-                tries += 1;
-            }
-            result => return result,
-        }
-    }
-}
-
-/// Errors another try may not get: the connection went away (hyper reused a pooled
-/// connection the API server had closed), the server was overloaded (429) or failed (5xx),
-/// or a write lost an optimistic-concurrency race (409: every write here is a forced
-/// server-side apply, so a 409 is never a field-ownership conflict).
-fn is_transient(error: &kube::Error) -> bool {
-    match error {
-        kube::Error::Api(status) => matches!(status.code, 409 | 429 | 500..=599),
-        kube::Error::Service(_) | kube::Error::HyperError(_) | kube::Error::ReadEvents(_) => true,
-        _ => false,
-    }
-}
-
-/// Server-side apply, taking over every field (so a 409 is a race, never a conflict).
-fn forced_apply(field_manager: &str) -> PatchParams {
-    PatchParams::apply(field_manager).force()
-}
-
-async fn create_namespace(client: &Client, name: &str, retries: &Retries) -> Result<()> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let patch = Patch::Apply(json!({
-        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
-    }));
-    let params = forced_apply(FIELD_MANAGER);
-    with_retries(retries, || namespaces.patch(name, &params, &patch))
-        .await
-        .with_context(|| format!("creating namespace {name}"))?;
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------
 // API request counters
-
-/// Requests of the management API server and of the runtimes' together.
-#[derive(Debug, Clone, Default)]
-struct RequestTotals {
-    management: RequestCounts,
-    runtimes: RequestCounts,
-    /// The management writes by request (`"PATCH workloads/status"`).
-    management_writes: BTreeMap<String, f64>,
-}
-
-/// Admin clients of every API server, to read their request counters.
-struct ApiServers {
-    management: Client,
-    runtimes: Vec<Client>,
-}
-
-impl ApiServers {
-    async fn of(env: &Environment) -> Result<Self> {
-        Ok(Self {
-            management: env.management_client().await?,
-            runtimes: runtime_clients(env).await?,
-        })
-    }
-
-    async fn scrape(&self, retries: &Retries) -> Result<RequestTotals> {
-        let mut runtimes = RequestCounts::default();
-        for client in &self.runtimes {
-            runtimes = runtimes.plus(request_counts(&metrics(client, retries).await?));
-        }
-        let management = metrics(&self.management, retries).await?;
-        Ok(RequestTotals {
-            management: request_counts(&management),
-            runtimes,
-            management_writes: requests::writes_by_request(&management, counted),
-        })
-    }
-
-    /// The requests served since `before`; `None` (and a note) when they cannot be read, so
-    /// the run's timing is kept.
-    async fn requests_since(
-        &self,
-        before: RequestTotals,
-        retries: &Retries,
-    ) -> Option<RequestTotals> {
-        match self.scrape(retries).await {
-            Ok(after) => Some(RequestTotals {
-                management: after.management.minus(before.management),
-                runtimes: after.runtimes.minus(before.runtimes),
-                management_writes: after
-                    .management_writes
-                    .into_iter()
-                    .map(|(request, count)| {
-                        let earlier = before.management_writes.get(&request).copied();
-                        (request, count - earlier.unwrap_or(0.0))
-                    })
-                    .filter(|(_, count)| *count > 0.0)
-                    .collect(),
-            }),
-            Err(error) => {
-                eprintln!("reading the API servers' request counters: {error:#}");
-                None
-            }
-        }
-    }
-}
-
-async fn metrics(client: &Client, retries: &Retries) -> Result<String> {
-    with_retries(retries, || requests::scrape(client))
-        .await
-        .context("reading /metrics")
-}
-
-/// Lease renewals are the clusters' own controllers and kwok, whatever the load.
-fn counted(resource: &str) -> bool {
-    resource != "leases"
-}
-
-fn request_counts(metrics: &str) -> RequestCounts {
-    requests::request_counts(metrics, counted)
-}
 
 // ---------------------------------------------------------------------------------------
 // Rows
@@ -423,52 +241,6 @@ fn workload(i: usize) -> Value {
             "placement": {"regions": [REGIONS[i % REGIONS.len()]]}
         }
     })
-}
-
-/// One call of `apply_all`: when it started, how long it took and what it returned.
-#[derive(Debug)]
-struct Timed<T> {
-    start: Instant,
-    elapsed: Duration,
-    output: T,
-}
-
-/// Calls `apply(i)` for every `i < n`, `IN_FLIGHT` at once; returns the calls in order of `i`.
-async fn apply_all<T, F, Fut>(n: usize, apply: F) -> Result<Vec<Timed<T>>>
-where
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    let mut calls: Vec<(usize, Timed<T>)> = futures::stream::iter(0..n)
-        .map(|i| {
-            let call = apply(i);
-            async move {
-                let start = Instant::now();
-                let output = call.await?;
-                let elapsed = start.elapsed();
-                Ok::<_, anyhow::Error>((
-                    i,
-                    Timed {
-                        start,
-                        elapsed,
-                        output,
-                    },
-                ))
-            }
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .try_collect()
-        .await?;
-    calls.sort_by_key(|(i, _)| *i);
-    Ok(calls.into_iter().map(|(_, call)| call).collect())
-}
-
-async fn runtime_clients(env: &Environment) -> Result<Vec<Client>> {
-    let mut clients = Vec::new();
-    for (_, cluster) in &env.runtimes {
-        clients.push(cluster.client().await?);
-    }
-    Ok(clients)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -858,54 +630,7 @@ async fn delete_all_workloads(client: &Client, retries: &Retries) -> Result<()> 
 // ---------------------------------------------------------------------------------------
 // QleetOS
 
-/// Background watch tasks, stopped when dropped (also when a run fails half-way).
-#[derive(Debug, Default)]
-struct Watches(Vec<JoinHandle<()>>);
-
-impl Drop for Watches {
-    fn drop(&mut self) {
-        self.0.iter().for_each(JoinHandle::abort);
-    }
-}
-
-/// Watches `api` in the background, calling `on_object` with each object and the time it
-/// was seen; returns once the initial list is done, so nothing created later is missed.
-async fn spawn_watch<K, F>(api: Api<K>, mut on_object: F) -> Result<JoinHandle<()>>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
-    F: FnMut(K, Instant) + Send + 'static,
-{
-    let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(async move {
-        let mut synced = Some(synced_tx);
-        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
-                    on_object(object, Instant::now());
-                }
-                Ok(watcher::Event::InitDone) => {
-                    if let Some(tx) = synced.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                _ => {}
-            }
-        }
-    });
-    let synced = tokio::time::timeout(SETUP_TIMEOUT, synced_rx).await;
-    if !matches!(synced, Ok(Ok(()))) {
-        task.abort();
-        bail!("watch did not sync within {SETUP_TIMEOUT:?}");
-    }
-    Ok(task)
-}
-
 type Sightings = Arc<Mutex<HashMap<String, Instant>>>;
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Records when each ConfigMap was first seen in a runtime.
 fn record_sightings(seen: Sightings) -> impl FnMut(ConfigMap, Instant) + Send + 'static {
@@ -938,69 +663,6 @@ fn record_readiness(
             state.all_ready_at = Some(at);
         }
     }
-}
-
-/// Polls `check` until it returns `Some` or `deadline` passes.
-async fn poll_until<T>(deadline: Instant, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    loop {
-        if let Some(value) = check() {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-async fn wait_runtimes_ready(client: &Client, retries: &Retries) -> Result<()> {
-    let api: Api<KubernetesRuntime> = Api::all(client.clone());
-    let all = ListParams::default();
-    let deadline = Instant::now() + SETUP_TIMEOUT;
-    while Instant::now() < deadline {
-        let runtimes = with_retries(retries, || api.list(&all)).await?.items;
-        if !runtimes.is_empty() && runtimes.iter().all(KubernetesRuntime::is_ready) {
-            return Ok(());
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    bail!("KubernetesRuntimes not Ready within {SETUP_TIMEOUT:?}")
-}
-
-async fn restart_operators(
-    env: &mut Environment,
-    replicas: usize,
-    nats_replicas: usize,
-) -> Result<()> {
-    env.stop_operators().await;
-    for _ in 0..replicas {
-        env.start_operator(operator_options(nats_replicas)).await?;
-    }
-    Ok(())
-}
-
-/// `VmHWM` of a process in KiB: the most resident memory it ever had.
-/// `field` (`VmHWM`, the peak; `VmRSS`, now) of process `pid`, in KiB.
-fn memory_kib(pid: u32, field: &str) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no {field} in /proc/{pid}/status"))
-}
-
-/// Peak RSS of every operator; one that cannot be read is left out (and said so).
-fn operators_memory_kib(env: &Environment, field: &str) -> Vec<u64> {
-    env.operators()
-        .iter()
-        .filter_map(|operator| {
-            memory_kib(operator.pid(), field)
-                .inspect_err(|error| eprintln!("{field}: {error:#}"))
-                .ok()
-        })
-        .collect()
 }
 
 /// Watchers on the ConfigMaps of `namespace` in every runtime.
@@ -1132,18 +794,6 @@ fn table_header() -> String {
         })
         .collect();
     format!("{}\n|{}|", table_line(&names), rules.join("|"))
-}
-
-/// Nearest-rank percentile of unsorted durations.
-fn percentile(latencies: &[Duration], q: f64) -> Option<Duration> {
-    let mut sorted = latencies.to_vec();
-    sorted.sort();
-    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted.get(index).copied()
-}
-
-fn millis(d: Option<Duration>) -> String {
-    d.map_or_else(|| "-".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e3))
 }
 
 fn rss_column(kib: &[u64]) -> String {

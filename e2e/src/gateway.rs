@@ -29,6 +29,12 @@ impl GatewayProcess {
         Self::start_on(dir, kubeconfig, nats_url, extra_args, free_port()?).await
     }
 
+    /// Starts the gateway against `env`'s management cluster, notifying its NATS server.
+    pub async fn start_for(env: &crate::environment::Environment) -> Result<Self, Error> {
+        let kubeconfig = env.management.kubeconfig_path();
+        Self::start(env.dir(), kubeconfig, Some(&env.nats_url()), &[]).await
+    }
+
     /// Like [`start`](Self::start) on a given port.
     pub async fn start_on(
         dir: &Path,
@@ -83,4 +89,50 @@ impl GatewayProcess {
     async fn wait_ready(&mut self) -> Result<(), Error> {
         crate::http::wait_ready(&mut self.process, self.port, "/readyz", READY_TIMEOUT).await
     }
+}
+
+/// A bearer token of ServiceAccount `name` in `namespace`, bound to `cluster-admin`: a CI
+/// identity for benchmarks that measure the gateway, not RBAC. Valid for an hour.
+pub async fn admin_service_account_token(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<String, Error> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+
+    let apply = PatchParams::apply("qleetos-e2e").force();
+    let account = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": name, "namespace": namespace}});
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    accounts
+        .patch(name, &apply, &Patch::Apply(&account))
+        .await?;
+    let binding_name = format!("{namespace}-{name}-admin");
+    let binding = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding", "metadata": {"name": binding_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]});
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .patch(&binding_name, &apply, &Patch::Apply(&binding))
+        .await?;
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        }),
+        ..TokenRequest::default()
+    };
+    accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await?
+        .status
+        .and_then(|status| status.token)
+        .ok_or_else(|| {
+            Error::Setup(format!(
+                "TokenRequest for {namespace}/{name} returned no token"
+            ))
+        })
 }

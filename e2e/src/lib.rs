@@ -19,6 +19,7 @@ pub mod local_clusters;
 pub mod nats;
 pub mod operator;
 pub mod process;
+pub mod quiescence;
 pub mod requests;
 pub mod standin;
 

@@ -42,14 +42,9 @@ static SHARED_GATEWAY: OnceCell<std::result::Result<GatewayProcess, String>> =
 pub(crate) async fn shared_gateway(env: &Environment) -> Result<&'static GatewayProcess> {
     let gateway = SHARED_GATEWAY
         .get_or_init(|| async {
-            GatewayProcess::start(
-                env.dir(),
-                env.management.kubeconfig_path(),
-                Some(&env.nats_url()),
-                &[],
-            )
-            .await
-            .map_err(|e| format!("{e:#}"))
+            GatewayProcess::start_for(env)
+                .await
+                .map_err(|e| format!("{e:#}"))
         })
         .await;
     gateway
@@ -1022,13 +1017,7 @@ async fn unreachable_management_api(dir: PathBuf) -> Result<()> {
         .await
         .context("starting the clusters")?;
     let result = async {
-        let gateway = GatewayProcess::start(
-            env.dir(),
-            env.management.kubeconfig_path(),
-            Some(&env.nats_url()),
-            &[],
-        )
-        .await?;
+        let gateway = GatewayProcess::start_for(&env).await?;
         let client = env.management_client().await?;
         let read =
             json!([{"apiGroups": ["qleetos.io"], "resources": ["*"], "verbs": ["get", "list"]}]);

@@ -130,14 +130,7 @@ pub(crate) async fn assert_all_applied(
     Ok(())
 }
 
-pub(crate) fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
+pub(crate) use qleetos_e2e::quiescence::metric;
 
 /// Waits until a replica has seen the change of every Workload `w-<i>` of a burst into `ns`
 /// made while NATS is down and said it could not publish its notification (what the resync

@@ -9,6 +9,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams};
 use qleetos_crds::Workload;
 use qleetos_e2e::environment::Environment;
+use qleetos_e2e::quiescence;
 use qleetos_e2e::requests::{self, RequestCounts};
 
 use crate::queue::{apply_burst, metric, restart_replicas, restart_replicas_with, wait_all_ready};
@@ -100,34 +101,10 @@ async fn settled_writes(
     .await
 }
 
-/// Whether the replica has nothing of Workloads and instances left: no message of theirs
-/// pending or unacknowledged in NATS, and every message it received handled.
+/// Whether the replica has nothing of Workloads and instances left.
 async fn idle(env: &Environment) -> Result<bool> {
-    let report: serde_json::Value = serde_json::from_str(&env.nats.jetstream_report().await?)?;
-    let streams = report["account_details"][0]["stream_detail"]
-        .as_array()
-        .context("no streams in /jsz")?;
     let operator = env.operators().first().context("a running replica")?;
-    let text = operator.metrics().await?;
-    for kind in KINDS {
-        let consumer = streams
-            .iter()
-            .flat_map(|s| s["consumer_detail"].as_array().into_iter().flatten())
-            .find(|c| c["name"] == format!("qleet-{kind}"))
-            .with_context(|| format!("consumer qleet-{kind} not in /jsz"))?;
-        let waiting = consumer["num_pending"].as_u64().unwrap_or(u64::MAX)
-            + consumer["num_ack_pending"].as_u64().unwrap_or(u64::MAX);
-        let count = |outcome: &str| {
-            metric(
-                &text,
-                &format!(r#"qleetos_messages_total{{controller="{kind}",outcome="{outcome}"}}"#),
-            )
-        };
-        if waiting != 0 || count("received") != count("handled") {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    Ok(quiescence::idle(&env.nats, operator, &KINDS).await?)
 }
 
 pub async fn a_restart_and_resync_of_converged_workloads_write_nothing(

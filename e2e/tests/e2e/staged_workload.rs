@@ -258,13 +258,7 @@ async fn rolled_back_through_the_gateway(env: &Environment, client: &Client) -> 
         {"apiGroups": ["apps"], "resources": ["controllerrevisions"], "verbs": ["get"]},
     ]);
     let token = service_account_token(client, NS, "deployer", rules, None).await?;
-    let gateway = GatewayProcess::start(
-        env.dir(),
-        env.management.kubeconfig_path(),
-        Some(&env.nats_url()),
-        &[],
-    )
-    .await?;
+    let gateway = GatewayProcess::start_for(env).await?;
     let url = format!(
         "{}/v1/namespaces/{NS}/workloads/web/rollback",
         gateway.base_url()

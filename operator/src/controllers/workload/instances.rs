@@ -2,6 +2,7 @@
 //! from what is wanted, and removed once its placement is no longer selected.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
@@ -20,6 +21,7 @@ use crate::controllers::instance::FINALIZER as INSTANCE_FINALIZER;
 use crate::controllers::same_json;
 use crate::engine::writes::delete_if_present;
 use crate::error::{Error, Result};
+use crate::fence::Fence;
 use crate::names::label_value;
 use crate::placement::Selected;
 
@@ -43,6 +45,38 @@ pub(super) fn is_owned_by(instance: &WorkloadInstance, workload: &Workload) -> b
         .owner_references()
         .iter()
         .any(|o| Some(o.uid.as_str()) == uid)
+}
+
+/// How long the last look before a Workload is let go waits for the instance cache to catch
+/// up with the API server, before it lists from the API instead.
+const CACHE_CATCH_UP: Duration = Duration::from_secs(1);
+
+/// The Workload's instances for the last look before it is let go. Deletion must not act on a
+/// stale cache, so the cache is trusted only once its watch has delivered an event at or past
+/// the API server's current revision (read with a one-item list): every instance that exists
+/// then is in it. Otherwise (a quiet cluster, where no instance event comes) they are listed
+/// from the API, a quorum read that costs as much as the namespace holds instances.
+pub(super) async fn last_look(
+    ctx: &Context,
+    instances: &Api<WorkloadInstance>,
+    workload: &Workload,
+) -> Result<Vec<WorkloadInstance>> {
+    let current = instances
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .map_err(Error::Management)?
+        .metadata
+        .resource_version;
+    let kind = WorkloadInstance::kind(&());
+    let fence = current
+        .as_deref()
+        .and_then(|version| Fence::at(&kind, version));
+    match fence {
+        Some(fence) if ctx.fences.reached(&fence, CACHE_CATCH_UP).await => {
+            Ok(cached_instances(ctx, workload))
+        }
+        _ => owned_instances(instances, workload).await,
+    }
 }
 
 /// The Workload's instances, listed from the API (deletion must not act on a stale cache).

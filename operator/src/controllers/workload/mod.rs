@@ -40,7 +40,7 @@ mod status;
 
 use instances::{
     Carried, apply_instance, cached_instances, delete_instance, desired_instance, is_up_to_date,
-    owned_instances, remove_unselected,
+    last_look, remove_unselected,
 };
 use status::{History, placement_status, ready_condition, write_status};
 
@@ -387,14 +387,13 @@ fn ready_of(instance: &WorkloadInstance) -> Option<&Condition> {
 /// Deletes every instance; true once they are gone (their own finalizers remove the objects
 /// from the runtimes first). Waiting for them is normal, not a failure. While the watch cache
 /// still shows instances they are deleted from it; only the last look, before the Workload is
-/// let go, lists them from the API (deletion must not act on a stale cache), so deleting N
-/// Workloads costs N lists, not one per pass.
+/// let go, makes sure the cache is not stale ([`last_look`]).
 async fn cleanup(workload: &Workload, ctx: &Context) -> Result<bool> {
     let instances: Api<WorkloadInstance> =
         Api::namespaced(ctx.client.clone(), &namespace_of(workload)?);
     let cached = cached_instances(ctx, workload);
     let remaining = if cached.is_empty() {
-        owned_instances(&instances, workload).await?
+        last_look(ctx, &instances, workload).await?
     } else {
         cached
     };

@@ -531,3 +531,72 @@ async fn a_rebalance_places_anew_and_keeps_the_old_placement_until_the_new_one_i
         ("Normal", "Rebalanced")
     );
 }
+
+const INSTANCES: &str = "/apis/qleetos.io/v1alpha1/namespaces/team-a/workloadinstances";
+const WORKLOAD: &str = "/apis/qleetos.io/v1alpha1/namespaces/team-a/workloads/web";
+
+/// `web` of team-a being deleted, with no instance in the cache.
+fn deleting() -> Workload {
+    let mut web = workload("team-a", "web", &["eu-west"]);
+    web.metadata.deletion_timestamp = Some(object(json!(crate::testing::DELETED_AT)));
+    web
+}
+
+/// `web` once its finalizer is gone, as the API server answers the release.
+fn released() -> Workload {
+    let mut web = deleting();
+    web.metadata.finalizers = None;
+    web
+}
+
+/// The API server's answer to a one-item list: its current revision, `revision`.
+fn current_revision(revision: &str) -> Reply {
+    Reply::Json(
+        200,
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+            "metadata": {"resourceVersion": revision}, "items": []}),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caught_up_instance_cache_lets_a_deleted_workload_go_without_listing_its_namespace() {
+    let harness = Harness::new();
+    harness.ctx.fences.observed("WorkloadInstance", Some("120"));
+    let ctx = harness.ctx.clone();
+    let scenario = ApiServer::new()
+        .get(INSTANCES, current_revision("100"))
+        .patch(WORKLOAD, Reply::ok(&released()));
+    let (next, seen) = harness
+        .run(scenario, reconcile(Arc::new(deleting()), ctx))
+        .await;
+
+    assert_eq!(next.expect("a pass"), Next::Done);
+    let lists = requests(&seen, &Method::GET, INSTANCES);
+    assert_eq!(lists.len(), 1, "only the one-item list: {lists:?}");
+    assert!(lists[0].query.contains("limit=1"), "{}", lists[0].query);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lagging_instance_cache_makes_the_last_look_list_from_the_api() {
+    let harness = Harness::new();
+    harness.ctx.fences.observed("WorkloadInstance", Some("50"));
+    let ctx = harness.ctx.clone();
+    let empty = json!({"apiVersion": "qleetos.io/v1alpha1", "kind": "WorkloadInstanceList",
+        "metadata": {"resourceVersion": "100"}, "items": []});
+    let scenario = ApiServer::new()
+        .get(INSTANCES, current_revision("100"))
+        .get(INSTANCES, Reply::Json(200, empty))
+        .patch(WORKLOAD, Reply::ok(&released()));
+    let (next, seen) = harness
+        .run(scenario, reconcile(Arc::new(deleting()), ctx))
+        .await;
+
+    assert_eq!(next.expect("a pass"), Next::Done);
+    let lists = requests(&seen, &Method::GET, INSTANCES);
+    assert_eq!(lists.len(), 2, "{lists:?}");
+    assert!(
+        lists[1].query.contains("labelSelector"),
+        "the quorum list by the Workload's label: {}",
+        lists[1].query
+    );
+}
