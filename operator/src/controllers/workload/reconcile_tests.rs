@@ -558,41 +558,42 @@ fn current_revision(revision: &str) -> Reply {
     )
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_caught_up_instance_cache_lets_a_deleted_workload_go_without_listing_its_namespace() {
+/// The deletion pass of `web` while the instance watch has delivered up to `cache_revision`
+/// and the API server is at 100; the instance lists it made.
+async fn last_look_with_cache_at(cache_revision: &str, scenario: ApiServer) -> Vec<Seen> {
     let harness = Harness::new();
-    harness.ctx.fences.observed("WorkloadInstance", Some("120"));
+    let fences = &harness.ctx.fences;
+    fences.observed("WorkloadInstance", Some(cache_revision));
     let ctx = harness.ctx.clone();
-    let scenario = ApiServer::new()
-        .get(INSTANCES, current_revision("100"))
-        .patch(WORKLOAD, Reply::ok(&released()));
+    let scenario = scenario.patch(WORKLOAD, Reply::ok(&released()));
     let (next, seen) = harness
         .run(scenario, reconcile(Arc::new(deleting()), ctx))
         .await;
-
     assert_eq!(next.expect("a pass"), Next::Done);
-    let lists = requests(&seen, &Method::GET, INSTANCES);
+    requests(&seen, &Method::GET, INSTANCES)
+        .into_iter()
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caught_up_instance_cache_lets_a_deleted_workload_go_without_listing_its_namespace() {
+    let scenario = ApiServer::new().get(INSTANCES, current_revision("100"));
+    let lists = last_look_with_cache_at("120", scenario).await;
+
     assert_eq!(lists.len(), 1, "only the one-item list: {lists:?}");
     assert!(lists[0].query.contains("limit=1"), "{}", lists[0].query);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_lagging_instance_cache_makes_the_last_look_list_from_the_api() {
-    let harness = Harness::new();
-    harness.ctx.fences.observed("WorkloadInstance", Some("50"));
-    let ctx = harness.ctx.clone();
     let empty = json!({"apiVersion": "qleetos.io/v1alpha1", "kind": "WorkloadInstanceList",
         "metadata": {"resourceVersion": "100"}, "items": []});
     let scenario = ApiServer::new()
         .get(INSTANCES, current_revision("100"))
-        .get(INSTANCES, Reply::Json(200, empty))
-        .patch(WORKLOAD, Reply::ok(&released()));
-    let (next, seen) = harness
-        .run(scenario, reconcile(Arc::new(deleting()), ctx))
-        .await;
+        .get(INSTANCES, Reply::Json(200, empty));
+    let lists = last_look_with_cache_at("50", scenario).await;
 
-    assert_eq!(next.expect("a pass"), Next::Done);
-    let lists = requests(&seen, &Method::GET, INSTANCES);
     assert_eq!(lists.len(), 2, "{lists:?}");
     assert!(
         lists[1].query.contains("labelSelector"),
