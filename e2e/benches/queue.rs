@@ -85,8 +85,6 @@ const SIGHTING_GRACE: Duration = Duration::from_secs(10);
 const CLEANUP_POLL: Duration = Duration::from_secs(1);
 /// The label the operator puts on the instances of a Workload.
 const WORKLOAD_LABEL: &str = "qleetos.io/workload";
-/// Longest error message shown in the table.
-const MAX_ERROR_CHARS: usize = 100;
 
 #[derive(Debug)]
 struct Settings {
@@ -208,13 +206,6 @@ impl Row {
     fn throughput(&self) -> Option<f64> {
         self.result.as_ref().ok().map(Measurement::throughput)
     }
-}
-
-/// The first line of an error chain, short enough for a table cell.
-fn short_message(error: &anyhow::Error) -> String {
-    let message = format!("{error:#}");
-    let first_line = message.lines().next().unwrap_or_default();
-    first_line.chars().take(MAX_ERROR_CHARS).collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -964,9 +955,7 @@ fn main() -> Result<()> {
     let settings = Settings::from_env()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let dir = tempfile::Builder::new()
-            .prefix("qleetos-bench-")
-            .tempdir()?;
+        let dir = bench_dir()?;
         let mut env = match settings.nats_servers() {
             1 => Environment::start(dir.path(), default_runtimes()).await?,
             servers => {

@@ -720,14 +720,6 @@ async fn callers(env: &Environment, gateway: &GatewayProcess) -> Result<Callers>
     })
 }
 
-fn short(error: &anyhow::Error) -> String {
-    format!("{error:#}")
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .into()
-}
-
 async fn bench(env: &mut Environment, settings: &Settings) -> Result<()> {
     let retries = Retries::default();
     let client = env.management_client().await?;
@@ -762,13 +754,13 @@ async fn bench(env: &mut Environment, settings: &Settings) -> Result<()> {
             })
         })
         .await;
-        rows.push((load, "baseline", baseline.map_err(|e| short(&e))));
+        rows.push((load, "baseline", baseline.map_err(|e| short_message(&e))));
         let qleetos = stream(&callers, &seen, (rate, count), || plan.next()).await;
-        rows.push((load, "qleetos", qleetos.map_err(|e| short(&e))));
+        rows.push((load, "qleetos", qleetos.map_err(|e| short_message(&e))));
         print_streams(&rows);
     }
     eprintln!("restart");
-    let restart = restart(env, &retries).await.map_err(|e| short(&e));
+    let restart = restart(env, &retries).await.map_err(|e| short_message(&e));
     print_burst(&burst);
     print_streams(&rows);
     print_restart(&restart);
@@ -781,9 +773,7 @@ fn main() -> Result<()> {
     let settings = Settings::from_env()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let dir = tempfile::Builder::new()
-            .prefix("qleetos-bench-")
-            .tempdir()?;
+        let dir = bench_dir()?;
         let mut env = Environment::start(dir.path(), default_runtimes()).await?;
         let result = bench(&mut env, &settings).await;
         env.stop().await;

@@ -36,6 +36,23 @@ pub const MAX_TRIES: usize = 10;
 /// The field manager of what a user applies (the Workloads, the baseline's ConfigMaps).
 pub const FIELD_MANAGER: &str = "qleetos-bench";
 
+/// Longest error message shown in a table.
+const MAX_ERROR_CHARS: usize = 100;
+
+/// The first line of an error chain, short enough for a table cell.
+pub fn short_message(error: &anyhow::Error) -> String {
+    let message = format!("{error:#}");
+    let first_line = message.lines().next().unwrap_or_default();
+    first_line.chars().take(MAX_ERROR_CHARS).collect()
+}
+
+/// A fresh folder for a bench's environment (`qleetos-bench-*` in the temporary directory).
+pub fn bench_dir() -> Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix("qleetos-bench-")
+        .tempdir()?)
+}
+
 /// `per_object` times `objects`, and at least `minimum`.
 pub fn scaled(per_object: Duration, objects: usize, minimum: Duration) -> Duration {
     per_object.mul_f64(objects as f64).max(minimum)

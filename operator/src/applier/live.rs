@@ -78,6 +78,22 @@ impl WatchedKind {
 }
 
 impl LiveObjects {
+    /// Caches that listed nothing, sharing `owned`: for tests.
+    #[cfg(test)]
+    pub(crate) fn empty(owned: OwnedIndex) -> Self {
+        use kube::runtime::reflector;
+        Self {
+            deployments: reflector::store().0,
+            stateful_sets: reflector::store().0,
+            daemon_sets: reflector::store().0,
+            services: reflector::store().0,
+            config_maps: reflector::store().0,
+            owned,
+            started: tokio::time::Instant::now(),
+            listed: std::sync::Arc::default(),
+        }
+    }
+
     /// The last seen metadata of `object`, when its kind is watched and it exists.
     pub fn meta(&self, object: &AppliedObject) -> Option<ObjectMeta> {
         match WatchedKind::of(object)? {
@@ -432,14 +448,8 @@ mod tests {
             writer.apply_watcher_event(&watcher::Event::Apply(object));
         }
         LiveObjects {
-            deployments: reflector::store().0,
-            stateful_sets: reflector::store().0,
-            daemon_sets: reflector::store().0,
-            services: reflector::store().0,
             config_maps,
-            owned: owned.clone(),
-            started: Instant::now(),
-            listed: Arc::default(),
+            ..LiveObjects::empty(owned.clone())
         }
     }
 

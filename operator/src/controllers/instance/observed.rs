@@ -113,24 +113,10 @@ mod tests {
         assert_eq!(merged, vec![kept, config_map("shop", "b")]);
     }
 
-    fn empty_caches() -> LiveObjects {
-        use kube::runtime::reflector;
-        LiveObjects {
-            deployments: reflector::store().0,
-            stateful_sets: reflector::store().0,
-            daemon_sets: reflector::store().0,
-            services: reflector::store().0,
-            config_maps: reflector::store().0,
-            owned: crate::applier::live::OwnedIndex::default(),
-            started: tokio::time::Instant::now(),
-            listed: std::sync::Arc::default(),
-        }
-    }
-
     #[test]
     fn only_watched_objects_in_the_instance_namespace_skip_the_record_first() {
         let instance = crate::testing::instance("shop", "web", "eu");
-        let live = empty_caches();
+        let live = LiveObjects::empty(crate::applier::live::OwnedIndex::default());
         let found = |object: &AppliedObject| found_again(Some(&live), &instance, object);
         assert!(found(&config_map("shop", "a")));
         assert!(!found(&config_map("elsewhere", "a")), "another namespace");
